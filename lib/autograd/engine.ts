@@ -1,0 +1,215 @@
+// The autograd tape: graph nodes recorded by ops (recordOp) and the backward engine that walks them
+// in dependency order, accumulates gradients into leaves, runs hooks and frees saved tensors.
+import { AutogradError } from '../errors';
+import { keep, tidy } from '../memory';
+import { sameShape, shapeStr } from '../shape';
+import type { Tensor } from '../tensor';
+import { isGradEnabled, noGrad } from './grad_mode';
+
+/**
+ * The backward rule of an op: given the gradient of its output and the tensors it saved, returns one
+ * gradient per input (null where an input needs none; `needs[i]` says which are wanted). Rules build
+ * their results from ops; temporaries they make are disposed by the engine.
+ */
+export type BackwardFn = (grad: Tensor, saved: Tensor[], needs: boolean[]) => Array<Tensor | null | undefined>;
+
+type Edge = { node: Node; leaf?: undefined } | { leaf: Tensor; node?: undefined };
+
+/** One recorded op in the graph. */
+export class Node {
+  hooks: Array<(grad: Tensor) => Tensor | void> = [];
+  /** Tensors whose .grad is kept although they are not leaves (retainGrad). */
+  retainers: Tensor[] = [];
+  released = false;
+  constructor(
+    readonly name: string,
+    readonly next: ReadonlyArray<Edge | null>,
+    readonly inputShapes: ReadonlyArray<readonly number[]>,
+    public saved: Tensor[],
+    public fn: BackwardFn | null,
+  ) {}
+
+  release(): void {
+    for (const t of this.saved) t.dispose();
+    this.saved = [];
+    this.fn = null;
+    this.released = true;
+  }
+}
+
+/**
+ * Records output as the result of op `name` on inputs when grad mode is on and an input requires
+ * grad. `saved` are the tensors backward needs; the graph keeps its own references to them, so the
+ * caller may dispose its own. Returns output.
+ */
+export function recordOp(
+  name: string,
+  inputs: ReadonlyArray<Tensor | null | undefined>,
+  output: Tensor,
+  saved: readonly Tensor[],
+  fn: BackwardFn,
+): Tensor {
+  if (!isGradEnabled()) return output;
+  let any = false;
+  const next = inputs.map((t): Edge | null => {
+    if (!t || !t.requiresGrad) return null;
+    any = true;
+    return t.gradFn ? { node: t.gradFn } : { leaf: t };
+  });
+  if (!any) return output;
+  const node = new Node(
+    name,
+    next,
+    inputs.map((t) => (t ? t.shape : [])),
+    saved.map((t) => t._aliasForGraph()),
+    fn,
+  );
+  output._setGradFn(node);
+  return output;
+}
+
+function accumulateLeaf(leaf: Tensor, g: Tensor): void {
+  for (const hook of leaf._gradHooks) {
+    const r = hook(g);
+    if (r && r !== g) {
+      g.dispose();
+      g = r;
+    }
+  }
+  // A leaf's gradient owns its storage: views and aliases are copied out.
+  if (g._isView || !g.isContiguous()) {
+    const c = noGrad(() => g.clone());
+    g.dispose();
+    g = c;
+  }
+  if (leaf.grad) {
+    const old = leaf.grad;
+    leaf.grad = noGrad(() => old.add(g));
+    old.dispose();
+    g.dispose();
+  } else {
+    leaf.grad = g;
+  }
+  keep(leaf.grad);
+  for (const hook of leaf._postAccumulateHooks) hook(leaf);
+}
+
+/** Backpropagates from root (see Tensor.backward). */
+export function runBackward(root: Tensor, gradient: Tensor | undefined, retainGraph: boolean): void {
+  if (!root.requiresGrad) {
+    throw new AutogradError('backward', 'tensor does not require grad and has no grad function');
+  }
+  let g0: Tensor;
+  if (gradient === undefined) {
+    if (root.numel !== 1) {
+      throw new AutogradError(
+        'backward',
+        `grad can be implicitly created only for scalar outputs; got shape ${shapeStr(root.shape)} (pass a gradient)`,
+      );
+    }
+    g0 = noGrad(() => root._onesLike());
+  } else {
+    if (!sameShape(gradient.shape, root.shape)) {
+      throw new AutogradError(
+        'backward',
+        `gradient shape ${shapeStr(gradient.shape)} does not match tensor shape ${shapeStr(root.shape)}`,
+      );
+    }
+    g0 = gradient._aliasForGraph();
+    g0._isView = true;
+  }
+  noGrad(() => {
+    if (!root.gradFn) {
+      accumulateLeaf(root, g0);
+      return;
+    }
+    // Count, for each node reachable from the root, how many edges lead into it.
+    const deps = new Map<Node, number>();
+    const stack: Node[] = [root.gradFn];
+    deps.set(root.gradFn, 0);
+    while (stack.length) {
+      const n = stack.pop()!;
+      for (const e of n.next) {
+        if (!e || !e.node) continue;
+        const c = deps.get(e.node);
+        if (c === undefined) {
+          deps.set(e.node, 1);
+          stack.push(e.node);
+        } else deps.set(e.node, c + 1);
+      }
+    }
+    const grads = new Map<Node, Tensor>([[root.gradFn, g0]]);
+    const ready: Node[] = [root.gradFn];
+    try {
+      while (ready.length) {
+        const node = ready.pop()!;
+        let g = grads.get(node)!;
+        grads.delete(node);
+        if (node.released || !node.fn) {
+          g.dispose();
+          throw new AutogradError(
+            'backward',
+            `trying to backward through the graph a second time (at ${node.name}); its saved tensors were freed ` +
+              'by the first backward. Pass {retainGraph: true} to the first call if you need to backward twice',
+          );
+        }
+        for (const hook of node.hooks) {
+          const r = hook(g);
+          if (r && r !== g) {
+            g.dispose();
+            g = r;
+          }
+        }
+        for (const t of node.retainers) {
+          const prev = t.grad;
+          t.grad = keep(prev ? prev.add(g) : g.clone());
+          prev?.dispose();
+        }
+        const fn = node.fn;
+        const needs = node.next.map((e) => e !== null);
+        const results = tidy(() => fn(g, node.saved, needs));
+        const owned = new Set<Tensor>();
+        for (let i = 0; i < node.next.length; i++) {
+          const edge = node.next[i];
+          let r = results[i];
+          if (!edge) {
+            if (r && r !== g && !owned.has(r)) r.dispose();
+            continue;
+          }
+          if (!r) continue;
+          if (!sameShape(r.shape, node.inputShapes[i])) {
+            throw new AutogradError(
+              'backward',
+              `${node.name} returned a gradient of shape ${shapeStr(r.shape)} for input ${i} of shape ` +
+                `${shapeStr(node.inputShapes[i])}`,
+            );
+          }
+          // Every consumer owns its own handle: a rule may return g itself or one tensor twice.
+          if (r === g || owned.has(r)) {
+            const a = r._aliasForGraph();
+            a._isView = true;
+            r = a;
+          }
+          owned.add(r);
+          if (edge.leaf) {
+            accumulateLeaf(edge.leaf, r);
+          } else {
+            const prev = grads.get(edge.node);
+            if (prev) {
+              grads.set(edge.node, prev.add(r));
+              prev.dispose();
+              r.dispose();
+            } else grads.set(edge.node, r);
+            const left = deps.get(edge.node)! - 1;
+            deps.set(edge.node, left);
+            if (left === 0) ready.push(edge.node);
+          }
+        }
+        g.dispose();
+        if (!retainGraph) node.release();
+      }
+    } finally {
+      for (const t of grads.values()) t.dispose();
+    }
+  });
+}

@@ -1,0 +1,57 @@
+// Typed errors. Native code throws these too: the addon calls the factory installed below, so a
+// native failure arrives as an instance of the same class, with a JavaScript stack.
+
+/** Base class of every kiln error. `code` is the class name; `op` is the operation that failed. */
+export class KilnError extends Error {
+  readonly code: string;
+  readonly op: string;
+  constructor(op: string, message: string, code = 'KilnError') {
+    super(op ? `${op}: ${message}` : message);
+    this.op = op;
+    this.code = code;
+    this.name = code;
+  }
+}
+
+function errorClass(code: string) {
+  return class extends KilnError {
+    constructor(op: string, message: string) {
+      super(op, message, code);
+    }
+  };
+}
+
+/** Shapes that do not fit the operation (broadcasting, matmul inner sizes, reshape sizes). */
+export class ShapeError extends errorClass('ShapeError') {}
+/** A dtype the operation does not accept, or two that do not match. */
+export class DTypeError extends errorClass('DTypeError') {}
+/** Tensors on different devices, or a device this build or machine does not have. */
+export class DeviceError extends errorClass('DeviceError') {}
+/** An index or dimension out of range (checked before any memory is read). */
+export class IndexError extends errorClass('IndexError') {}
+/** An argument value that is not allowed (a negative probability, a bad option). */
+export class ValueError extends errorClass('ValueError') {}
+/** A failed CUDA call. */
+export class CudaError extends errorClass('CudaError') {}
+/** An allocation that failed; the message says how much was asked and how much is held. */
+export class OutOfMemoryError extends errorClass('OutOfMemoryError') {}
+/** A failed collective operation or process-group setup. */
+export class DistError extends errorClass('DistError') {}
+/** A malformed file (safetensors, checkpoints, token files). */
+export class FormatError extends errorClass('FormatError') {}
+/** A tensor used after dispose(). */
+export class DisposedError extends errorClass('DisposedError') {}
+/** Misuse of autograd: backward on a non-scalar without a gradient, through a freed graph, ... */
+export class AutogradError extends errorClass('AutogradError') {}
+
+// Same order as kiln::ErrorCode in native/core/error.h.
+const byCode: Array<new (op: string, message: string) => KilnError> = [
+  ShapeError, DTypeError, DeviceError, IndexError, ValueError, CudaError, OutOfMemoryError, DistError, FormatError,
+  DisposedError,
+];
+
+/** Builds the error for a native failure (installed into the addon at load). */
+export function nativeError(code: number, op: string, message: string): KilnError {
+  const Cls = byCode[code];
+  return Cls ? new Cls(op, message) : new KilnError(op, message);
+}

@@ -1,0 +1,35 @@
+// kiln's public API.
+import { native } from './native';
+import { nativeError } from './errors';
+
+native.setErrorFactory(nativeError);
+
+export { Tensor } from './tensor';
+export type { TensorOrScalar, NestedArray } from './tensor';
+export type { DType } from './dtype';
+export type { Device } from './device';
+export * from './errors';
+export { noGrad, enableGrad, isGradEnabled, setGradEnabled } from './autograd/grad_mode';
+export { Node as GradNode } from './autograd/engine';
+export type { BackwardFn } from './autograd/engine';
+export { tidy, keep, dispose, memory } from './memory';
+export type { MemoryInfo } from './memory';
+export * from './ops/creation';
+export * from './ops/shape';
+export * from './ops/elementwise';
+export * from './ops/reduce';
+export * from './ops/matmul';
+export * from './ops/softmax';
+export * from './ops/norm';
+export * from './ops/index';
+export * from './ops/random';
+
+/** What the native build enabled: OpenMP, the GEMM library, CUDA, and the thread count. */
+export function buildInfo(): { openmp: boolean; blas: string; cuda: boolean; threads: number } {
+  return native.buildInfo();
+}
+
+/** Sets the number of CPU threads kernels use (like torch.set_num_threads). */
+export function setNumThreads(n: number): void {
+  native.setNumThreads(n);
+}

@@ -1,0 +1,85 @@
+// Deterministic freeing of native memory: tidy() scopes dispose the tensors created inside them
+// except what they return; keep() takes a tensor out of every open scope; memory() reports.
+import type { Tensor } from './tensor';
+import { native } from './native';
+
+const scopes: Set<Tensor>[] = [];
+
+/** @internal Records a new tensor in the innermost open tidy scope. */
+export function track(t: Tensor): void {
+  if (scopes.length) scopes[scopes.length - 1].add(t);
+}
+
+/** Takes t out of every open tidy scope, so no scope disposes it. Returns t. */
+export function keep<T extends Tensor>(t: T): T {
+  for (const s of scopes) s.delete(t);
+  return t;
+}
+
+function collect(value: unknown, out: Set<Tensor>, seen: Set<unknown>, TensorClass: Function): void {
+  if (value === null || typeof value !== 'object' || seen.has(value)) return;
+  seen.add(value);
+  if (value instanceof TensorClass) {
+    out.add(value as Tensor);
+  } else if (Array.isArray(value)) {
+    for (const v of value) collect(v, out, seen, TensorClass);
+  } else if (value instanceof Map) {
+    for (const v of value.values()) collect(v, out, seen, TensorClass);
+  } else if (Object.getPrototypeOf(value) === Object.prototype) {
+    for (const v of Object.values(value as object)) collect(v, out, seen, TensorClass);
+  }
+}
+
+/**
+ * Runs fn and disposes every tensor created during it, except the tensors in its result (a tensor,
+ * or arrays, Maps and plain objects holding tensors), which pass to the enclosing scope.
+ * fn must be synchronous.
+ */
+export function tidy<T>(fn: () => T): T {
+  const scope = new Set<Tensor>();
+  scopes.push(scope);
+  let result: T;
+  try {
+    result = fn();
+  } catch (e) {
+    scopes.pop();
+    for (const t of scope) t.dispose();
+    throw e;
+  }
+  scopes.pop();
+  if (result instanceof Promise) {
+    throw new Error('tidy: fn returned a Promise; tidy scopes are synchronous (await outside tidy)');
+  }
+  // Loaded lazily: tensor.ts imports this module.
+  const { Tensor } = require('./tensor') as typeof import('./tensor');
+  const kept = new Set<Tensor>();
+  collect(result, kept, new Set(), Tensor);
+  for (const t of scope) if (!kept.has(t)) t.dispose();
+  const parent = scopes[scopes.length - 1];
+  if (parent) for (const t of kept) if (scope.has(t)) parent.add(t);
+  return result;
+}
+
+/** Disposes every tensor in the argument (a tensor, or arrays/objects holding tensors). */
+export function dispose(value: unknown): void {
+  const { Tensor } = require('./tensor') as typeof import('./tensor');
+  const found = new Set<Tensor>();
+  collect(value, found, new Set(), Tensor);
+  for (const t of found) t.dispose();
+}
+
+export interface MemoryInfo {
+  /** Live native tensor handles (user tensors plus what autograd saved for backward). */
+  tensors: number;
+  /** Live native allocations. */
+  storages: number;
+  /** Bytes held by live CPU allocations. */
+  bytes: number;
+  /** Most bytes held at once since the process started. */
+  peakBytes: number;
+}
+
+/** What native memory kiln holds now. */
+export function memory(): MemoryInfo {
+  return native.memoryStats();
+}

@@ -1,0 +1,57 @@
+// Loads the compiled addon (build/Release/kiln.node from cmake-js, or build-gyp/Release/kiln.node
+// from node-gyp) and explains what was tried when neither loads.
+import * as path from 'path';
+import * as fs from 'fs';
+
+/** An opaque handle to a native tensor view; only kiln's own modules create and read them. */
+export type NativeHandle = { readonly __kilnHandle: unique symbol };
+
+/** The core functions every build exports (op families declare their own slices). */
+export interface NativeCore {
+  empty(shape: number[], dtype: number, device: number): NativeHandle;
+  fromBytes(bytes: ArrayBufferView | ArrayBuffer, shape: number[], dtype: number, device: number): NativeHandle;
+  toBytes(h: NativeHandle): ArrayBuffer;
+  view(h: NativeHandle, shape: number[], strides: number[], offset: number): NativeHandle;
+  alias(h: NativeHandle): NativeHandle;
+  dispose(h: NativeHandle): void;
+  isDisposed(h: NativeHandle): boolean;
+  copy(src: NativeHandle, dst: NativeHandle): void;
+  fill(dst: NativeHandle, value: number): void;
+  sameStorage(a: NativeHandle, b: NativeHandle): boolean;
+  memoryStats(): { tensors: number; storages: number; bytes: number; peakBytes: number };
+  buildInfo(): { openmp: boolean; blas: string; cuda: boolean; threads: number };
+  setNumThreads(n: number): void;
+  setErrorFactory(f: (code: number, op: string, message: string) => Error): void;
+}
+
+function load(): NativeCore {
+  const root = path.join(__dirname, '..');
+  const candidates = [
+    process.env.KILN_NATIVE_PATH,
+    path.join(root, 'build', 'Release', 'kiln.node'),
+    path.join(root, 'build-gyp', 'Release', 'kiln.node'),
+    path.join(root, 'build', 'Debug', 'kiln.node'),
+  ].filter((p): p is string => !!p);
+  const failures: string[] = [];
+  for (const file of candidates) {
+    if (!fs.existsSync(file)) {
+      failures.push(`  ${file}: not found`);
+      continue;
+    }
+    try {
+      return require(file) as NativeCore;
+    } catch (e) {
+      failures.push(`  ${file}: ${(e as Error).message.split('\n')[0]}`);
+    }
+  }
+  throw new Error(
+    'kiln: could not load the native addon. Tried:\n' +
+      failures.join('\n') +
+      '\nBuild it with `npm run build:native` (needs cmake or python3+make, and g++). ' +
+      'A CUDA build needs the CUDA libraries at run time; rebuild with KILN_CUDA=OFF to run on the CPU only. ' +
+      'Set KILN_NATIVE_PATH to load a kiln.node from elsewhere.',
+  );
+}
+
+/** The loaded addon. Op families cast it to their own interface of native functions. */
+export const native: NativeCore = load();

@@ -1,0 +1,393 @@
+// The Tensor class: metadata (shape, strides, offset, dtype, device) over a native handle, autograd
+// state, reading back, and the method forms of the ops (each defined once in lib/ops/<family>.ts).
+import { Node, runBackward } from './autograd/engine';
+import { isGradEnabled } from './autograd/grad_mode';
+import { DType, DTYPE_CODE, DTYPES, ITEMSIZE, isFloating } from './dtype';
+import { Device, deviceName } from './device';
+import { AutogradError, DisposedError } from './errors';
+import { formatTensor } from './format';
+import { track } from './memory';
+import { NativeHandle, native } from './native';
+import { numel } from './shape';
+import * as creation from './ops/creation';
+import * as ew from './ops/elementwise';
+import * as idx from './ops/index';
+import * as mm from './ops/matmul';
+import * as norm from './ops/norm';
+import * as rand from './ops/random';
+import * as red from './ops/reduce';
+import * as sh from './ops/shape';
+import * as sm from './ops/softmax';
+
+export type TensorOrScalar = Tensor | number;
+export type NestedArray = number | boolean | NestedArray[];
+
+/** A multi-dimensional array on a device, with autograd. Create tensors with kiln.tensor(), kiln.zeros(), ... */
+export class Tensor {
+  /** @internal */ _h: NativeHandle;
+  /** Size of each dimension. */
+  readonly shape: readonly number[];
+  /** Elements to step in storage per index step of each dimension. */
+  readonly strides: readonly number[];
+  /** Element offset of the first element in storage. */
+  readonly offset: number;
+  readonly dtype: DType;
+  /** @internal native device code: -1 cpu, N cuda:N */
+  readonly _dev: number;
+  /** Number of elements. */
+  readonly numel: number;
+  /** The accumulated gradient (leaves that require grad, and tensors that called retainGrad()). */
+  grad: Tensor | null = null;
+  /** The op that produced this tensor, when it is part of a recorded graph. */
+  gradFn: Node | null = null;
+  /** @internal true when this tensor shares storage with another (views, aliases). */
+  _isView = false;
+  /** @internal */ _gradHooks: Array<(grad: Tensor) => Tensor | void> = [];
+  /** @internal */ _postAccumulateHooks: Array<(t: Tensor) => void> = [];
+  private _requiresGrad = false;
+  private _disposed = false;
+
+  /** @internal Use kiln.tensor() and the other creation functions. */
+  constructor(h: NativeHandle, shape: readonly number[], strides: readonly number[], offset: number, dtype: DType, dev: number, tracked = true) {
+    this._h = h;
+    this.shape = shape;
+    this.strides = strides;
+    this.offset = offset;
+    this.dtype = dtype;
+    this._dev = dev;
+    this.numel = numel(shape);
+    if (tracked) track(this);
+  }
+
+  /** 'cpu' or 'cuda:N'. */
+  get device(): Device {
+    return deviceName(this._dev);
+  }
+  /** Number of dimensions. */
+  get ndim(): number {
+    return this.shape.length;
+  }
+  dim(): number {
+    return this.shape.length;
+  }
+  /** The size of dimension d (negative counts from the end), or the whole shape. */
+  size(): number[];
+  size(d: number): number;
+  size(d?: number): number | number[] {
+    if (d === undefined) return [...this.shape];
+    return this.shape[sh.dimIndex('size', d, this.ndim)];
+  }
+  get itemsize(): number {
+    return ITEMSIZE[this.dtype];
+  }
+
+  // ---- autograd ----
+
+  /** Whether gradients flow to this tensor (set on leaves; results of ops inherit it). */
+  get requiresGrad(): boolean {
+    return this._requiresGrad || this.gradFn !== null;
+  }
+  set requiresGrad(on: boolean) {
+    if (this.gradFn !== null && !on) {
+      throw new AutogradError('requiresGrad', 'cannot turn off requiresGrad of a non-leaf tensor; use detach()');
+    }
+    if (on && !isFloating(this.dtype)) {
+      throw new AutogradError('requiresGrad', `only floating point tensors can require gradients, got ${this.dtype}`);
+    }
+    this._requiresGrad = on;
+  }
+  /** Sets requiresGrad and returns this (like torch's requires_grad_()). */
+  requiresGrad_(on = true): this {
+    this.requiresGrad = on;
+    return this;
+  }
+  /** True for tensors not produced by a recorded op (user-created tensors and parameters). */
+  get isLeaf(): boolean {
+    return this.gradFn === null;
+  }
+
+  /**
+   * Computes gradients of this tensor with respect to the graph's leaves and accumulates them into
+   * their .grad. A non-scalar tensor needs `gradient` (same shape). The graph's saved tensors are
+   * freed afterwards unless retainGraph is true.
+   */
+  backward(gradient?: Tensor, opts: { retainGraph?: boolean } = {}): void {
+    this._check('backward');
+    runBackward(this, gradient, opts.retainGraph ?? false);
+  }
+
+  /** A tensor sharing this one's data, cut from the graph. */
+  detach(): Tensor {
+    this._check('detach');
+    const t = this._viewAs(this.shape, this.strides, this.offset);
+    return t;
+  }
+
+  /** Keeps .grad for this non-leaf tensor during backward. */
+  retainGrad(): void {
+    if (this.gradFn && !this.gradFn.retainers.includes(this)) this.gradFn.retainers.push(this);
+  }
+
+  /** Calls hook with this tensor's gradient during backward; a returned tensor replaces the gradient. */
+  registerHook(hook: (grad: Tensor) => Tensor | void): { remove(): void } {
+    const list = this.gradFn ? this.gradFn.hooks : this._gradHooks;
+    list.push(hook);
+    return { remove: () => void list.splice(list.indexOf(hook) >>> 0, 1) };
+  }
+
+  /** Calls hook(this) after a gradient was accumulated into this leaf's .grad (used by data-parallel training). */
+  registerPostAccumulateGradHook(hook: (t: Tensor) => void): { remove(): void } {
+    if (!this.isLeaf) throw new AutogradError('registerPostAccumulateGradHook', 'only leaf tensors accumulate gradients');
+    this._postAccumulateHooks.push(hook);
+    const list = this._postAccumulateHooks;
+    return { remove: () => void list.splice(list.indexOf(hook) >>> 0, 1) };
+  }
+
+  /** @internal */
+  _setGradFn(n: Node): void {
+    this.gradFn = n;
+  }
+
+  // ---- memory ----
+
+  /** Frees this handle's reference to the native storage now (views and the graph keep their own). */
+  dispose(): void {
+    if (this._disposed) return;
+    this._disposed = true;
+    native.dispose(this._h);
+  }
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+  get isDisposed(): boolean {
+    return this._disposed;
+  }
+
+  /** @internal Throws DisposedError when this tensor was disposed. */
+  _check(op: string): void {
+    if (this._disposed) throw new DisposedError(op, `tensor of shape [${this.shape.join(', ')}] was disposed`);
+  }
+
+  /** @internal A new tensor viewing this one's storage with other metadata (no autograd). */
+  _viewAs(shape: readonly number[], strides: readonly number[], offset: number): Tensor {
+    const h = native.view(this._h, shape as number[], strides as number[], offset);
+    const t = new Tensor(h, shape, strides, offset, this.dtype, this._dev);
+    t._isView = true;
+    return t;
+  }
+
+  /** @internal A second handle on this view, outside every tidy scope (saved tensors, graph grads). */
+  _aliasForGraph(): Tensor {
+    this._check('autograd');
+    const t = new Tensor(native.alias(this._h), this.shape, this.strides, this.offset, this.dtype, this._dev, false);
+    t._isView = this._isView;
+    return t;
+  }
+
+  /** @internal */
+  _onesLike(): Tensor {
+    return creation.onesLike(this);
+  }
+
+  // ---- reading back ----
+
+  /** The elements, row-major, as a flat TypedArray (bfloat16/float16 come back as Float32Array). */
+  dataSync(): Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array {
+    this._check('dataSync');
+    if (this.dtype === 'bfloat16' || this.dtype === 'float16') {
+      const f = this.to('float32');
+      try {
+        return f.dataSync() as Float32Array;
+      } finally {
+        f.dispose();
+      }
+    }
+    const buf = native.toBytes(this._h);
+    switch (this.dtype) {
+      case 'float32': return new Float32Array(buf);
+      case 'float64': return new Float64Array(buf);
+      case 'int32': return new Int32Array(buf);
+      case 'int64': return new BigInt64Array(buf);
+      default: return new Uint8Array(buf);
+    }
+  }
+
+  /** The elements as nested JavaScript arrays (numbers; booleans for bool tensors). */
+  toArray(): NestedArray {
+    const flat = this.dataSync();
+    const get: (i: number) => number | boolean =
+      this.dtype === 'bool' ? (i) => flat[i] !== 0 : this.dtype === 'int64' ? (i) => Number(flat[i]) : (i) => flat[i] as number;
+    if (this.ndim === 0) return get(0);
+    let pos = 0;
+    const build = (d: number): NestedArray[] => {
+      const out: NestedArray[] = new Array(this.shape[d]);
+      for (let i = 0; i < this.shape[d]; i++) out[i] = d === this.ndim - 1 ? get(pos++) : build(d + 1);
+      return out;
+    };
+    return build(0);
+  }
+
+  /** The value of a one-element tensor. */
+  item(): number {
+    if (this.numel !== 1) {
+      throw new AutogradError('item', `a tensor with ${this.numel} elements cannot be converted to a number`);
+    }
+    const v = this.dataSync()[0];
+    return typeof v === 'bigint' ? Number(v) : v;
+  }
+
+  toString(): string {
+    return formatTensor(this);
+  }
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return this._disposed ? `tensor(<disposed>, shape=[${this.shape.join(', ')}])` : formatTensor(this);
+  }
+
+  // ---- conversion ----
+
+  /** Returns this tensor converted to another dtype or moved to another device (this when already so). */
+  to(target: DType | Device | 'cuda' | { dtype?: DType; device?: string }): Tensor {
+    const opts = typeof target === 'string' ? ((DTYPES as readonly string[]).includes(target) ? { dtype: target as DType } : { device: target }) : target;
+    return creation.to(this, opts.dtype ?? this.dtype, opts.device ?? this.device);
+  }
+  float(): Tensor { return this.to('float32'); }
+  double(): Tensor { return this.to('float64'); }
+  half(): Tensor { return this.to('float16'); }
+  bfloat16(): Tensor { return this.to('bfloat16'); }
+  int(): Tensor { return this.to('int32'); }
+  long(): Tensor { return this.to('int64'); }
+  bool(): Tensor { return this.to('bool'); }
+  cpu(): Tensor { return this.to({ device: 'cpu' }); }
+  cuda(index = 0): Tensor { return this.to({ device: `cuda:${index}` }); }
+  /** A copy with its own storage (differentiable). */
+  clone(): Tensor { return creation.clone(this); }
+  isContiguous(): boolean {
+    let expected = 1;
+    for (let i = this.ndim - 1; i >= 0; i--) {
+      if (this.shape[i] === 1) continue;
+      if (this.strides[i] !== expected) return false;
+      expected *= this.shape[i];
+    }
+    return true;
+  }
+
+  // ---- shape and views (lib/ops/shape.ts) ----
+  reshape(...shape: number[] | [readonly number[]]): Tensor { return sh.reshape(this, sh.shapeArgs(shape)); }
+  view(...shape: number[] | [readonly number[]]): Tensor { return sh.view(this, sh.shapeArgs(shape)); }
+  permute(...dims: number[] | [readonly number[]]): Tensor { return sh.permute(this, sh.shapeArgs(dims)); }
+  transpose(d0: number, d1: number): Tensor { return sh.transpose(this, d0, d1); }
+  /** Transpose of a 2-D tensor (like torch's .t()). */
+  t(): Tensor { return sh.t(this); }
+  /** Swaps the last two dimensions. */
+  get mT(): Tensor { return sh.transpose(this, -2, -1); }
+  expand(...shape: number[] | [readonly number[]]): Tensor { return sh.expand(this, sh.shapeArgs(shape)); }
+  expandAs(other: Tensor): Tensor { return sh.expand(this, other.shape); }
+  broadcastTo(shape: readonly number[]): Tensor { return sh.expand(this, shape); }
+  squeeze(dim?: number | readonly number[]): Tensor { return sh.squeeze(this, dim); }
+  unsqueeze(dim: number): Tensor { return sh.unsqueeze(this, dim); }
+  flatten(startDim = 0, endDim = -1): Tensor { return sh.flatten(this, startDim, endDim); }
+  unflatten(dim: number, sizes: readonly number[]): Tensor { return sh.unflatten(this, dim, sizes); }
+  narrow(dim: number, start: number, length: number): Tensor { return sh.narrow(this, dim, start, length); }
+  /** Elements start..end (exclusive) with step along dim, as a view (negative start/end count from the end). */
+  slice(dim: number, start?: number, end?: number, step = 1): Tensor { return sh.slice(this, dim, start, end, step); }
+  /** The sub-tensor at index along dim, without that dim. */
+  select(dim: number, index: number): Tensor { return sh.select(this, dim, index); }
+  contiguous(): Tensor { return sh.contiguous(this); }
+  split(sizeOrSections: number | readonly number[], dim = 0): Tensor[] { return sh.split(this, sizeOrSections, dim); }
+  chunk(chunks: number, dim = 0): Tensor[] { return sh.chunk(this, chunks, dim); }
+  repeat(...reps: number[] | [readonly number[]]): Tensor { return sh.repeat(this, sh.shapeArgs(reps)); }
+
+  // ---- elementwise (lib/ops/elementwise.ts) ----
+  add(other: TensorOrScalar, alpha?: number): Tensor { return ew.add(this, other, alpha); }
+  sub(other: TensorOrScalar, alpha?: number): Tensor { return ew.sub(this, other, alpha); }
+  mul(other: TensorOrScalar): Tensor { return ew.mul(this, other); }
+  div(other: TensorOrScalar): Tensor { return ew.div(this, other); }
+  pow(exponent: TensorOrScalar): Tensor { return ew.pow(this, exponent); }
+  maximum(other: TensorOrScalar): Tensor { return ew.maximum(this, other); }
+  minimum(other: TensorOrScalar): Tensor { return ew.minimum(this, other); }
+  neg(): Tensor { return ew.neg(this); }
+  exp(): Tensor { return ew.exp(this); }
+  log(): Tensor { return ew.log(this); }
+  log1p(): Tensor { return ew.log1p(this); }
+  sqrt(): Tensor { return ew.sqrt(this); }
+  rsqrt(): Tensor { return ew.rsqrt(this); }
+  square(): Tensor { return ew.square(this); }
+  reciprocal(): Tensor { return ew.reciprocal(this); }
+  abs(): Tensor { return ew.abs(this); }
+  sign(): Tensor { return ew.sign(this); }
+  sin(): Tensor { return ew.sin(this); }
+  cos(): Tensor { return ew.cos(this); }
+  tanh(): Tensor { return ew.tanh(this); }
+  sigmoid(): Tensor { return ew.sigmoid(this); }
+  relu(): Tensor { return ew.relu(this); }
+  gelu(approximate: 'none' | 'tanh' = 'none'): Tensor { return ew.gelu(this, approximate); }
+  silu(): Tensor { return ew.silu(this); }
+  floor(): Tensor { return ew.floor(this); }
+  ceil(): Tensor { return ew.ceil(this); }
+  round(): Tensor { return ew.round(this); }
+  clamp(min?: number | null, max?: number | null): Tensor { return ew.clamp(this, min, max); }
+  eq(other: TensorOrScalar): Tensor { return ew.eq(this, other); }
+  ne(other: TensorOrScalar): Tensor { return ew.ne(this, other); }
+  lt(other: TensorOrScalar): Tensor { return ew.lt(this, other); }
+  le(other: TensorOrScalar): Tensor { return ew.le(this, other); }
+  gt(other: TensorOrScalar): Tensor { return ew.gt(this, other); }
+  ge(other: TensorOrScalar): Tensor { return ew.ge(this, other); }
+  logicalNot(): Tensor { return ew.logicalNot(this); }
+  logicalAnd(other: Tensor): Tensor { return ew.logicalAnd(this, other); }
+  logicalOr(other: Tensor): Tensor { return ew.logicalOr(this, other); }
+  /** Elements of this where cond is true, of other elsewhere. */
+  where(cond: Tensor, other: TensorOrScalar): Tensor { return ew.where(cond, this, other); }
+  maskedFill(mask: Tensor, value: number): Tensor { return ew.maskedFill(this, mask, value); }
+  /** In place: this += alpha * other. */
+  add_(other: TensorOrScalar, alpha?: number): this { ew.add_(this, other, alpha); return this; }
+  sub_(other: TensorOrScalar, alpha?: number): this { ew.sub_(this, other, alpha); return this; }
+  mul_(other: TensorOrScalar): this { ew.mul_(this, other); return this; }
+  div_(other: TensorOrScalar): this { ew.div_(this, other); return this; }
+  /** In place: copies src (broadcast to this shape, converted to this dtype) into this. */
+  copy_(src: Tensor): this { creation.copy_(this, src); return this; }
+  fill_(value: number): this { creation.fill_(this, value); return this; }
+  zero_(): this { creation.fill_(this, 0); return this; }
+
+  // ---- reductions (lib/ops/reduce.ts) ----
+  sum(dim?: number | readonly number[], keepdim = false): Tensor { return red.sum(this, dim, keepdim); }
+  mean(dim?: number | readonly number[], keepdim = false): Tensor { return red.mean(this, dim, keepdim); }
+  max(dim?: number | readonly number[], keepdim = false): Tensor { return red.max(this, dim, keepdim); }
+  min(dim?: number | readonly number[], keepdim = false): Tensor { return red.min(this, dim, keepdim); }
+  argmax(dim?: number, keepdim = false): Tensor { return red.argmax(this, dim, keepdim); }
+  argmin(dim?: number, keepdim = false): Tensor { return red.argmin(this, dim, keepdim); }
+  /** Variance with Bessel's correction by default (correction = 1, like torch.var). */
+  var(dim?: number | readonly number[], opts: { correction?: number; keepdim?: boolean } = {}): Tensor { return red.variance(this, dim, opts); }
+  std(dim?: number | readonly number[], opts: { correction?: number; keepdim?: boolean } = {}): Tensor { return red.std(this, dim, opts); }
+  logsumexp(dim: number | readonly number[], keepdim = false): Tensor { return red.logsumexp(this, dim, keepdim); }
+  all(dim?: number | readonly number[], keepdim = false): Tensor { return red.all(this, dim, keepdim); }
+  any(dim?: number | readonly number[], keepdim = false): Tensor { return red.any(this, dim, keepdim); }
+
+  // ---- matmul, softmax, norm, indexing, random ----
+  matmul(other: Tensor): Tensor { return mm.matmul(this, other); }
+  softmax(dim = -1): Tensor { return sm.softmax(this, dim); }
+  logSoftmax(dim = -1): Tensor { return sm.logSoftmax(this, dim); }
+  gather(dim: number, index: Tensor): Tensor { return idx.gather(this, dim, index); }
+  indexSelect(dim: number, index: Tensor): Tensor { return idx.indexSelect(this, dim, index); }
+  scatterAdd(dim: number, index: Tensor, src: Tensor): Tensor { return idx.scatterAdd(this, dim, index, src); }
+  layerNorm(normalizedShape: number | readonly number[], weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5): Tensor {
+    return norm.layerNorm(this, normalizedShape, weight, bias, eps);
+  }
+  dropout(p = 0.5, training = true): Tensor { return rand.dropout(this, p, training); }
+}
+
+/** @internal Wraps a fresh native handle with contiguous strides. */
+export function fromHandle(h: NativeHandle, shape: readonly number[], dtype: DType, dev: number): Tensor {
+  const strides = new Array<number>(shape.length);
+  let acc = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    strides[i] = acc;
+    acc *= Math.max(shape[i], 1);
+  }
+  return new Tensor(h, shape, strides, 0, dtype, dev);
+}
+
+/** @internal A new uninitialized contiguous tensor. */
+export function emptyTensor(shape: readonly number[], dtype: DType, dev: number): Tensor {
+  return fromHandle(native.empty(shape as number[], DTYPE_CODE[dtype], dev), shape, dtype, dev);
+}
+

@@ -1,0 +1,206 @@
+// Core tensor functions: create, view, copy, fill, read back, dispose, memory and build info.
+#include <cstring>
+#include "../core/parallel.h"
+#include "../cpu/copy.h"
+#include "common.h"
+
+namespace kiln::binding {
+
+static void check_shape(const char* op, const Shape& shape) {
+  for (int64_t d : shape) KILN_CHECK(d >= 0, Shape, op, "negative dimension in shape ", shape_str(shape));
+  KILN_CHECK(shape.size() <= 64, Shape, op, "at most 64 dimensions, got ", shape.size());
+}
+
+static Device device_arg(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  int64_t d = int_arg(info, i, op, "device");
+  KILN_CHECK(d >= -1 && d < 1024, Device, op, "invalid device code ", d);
+  return Device{int32_t(d)};
+}
+
+// empty(shape, dtype, device) -> handle with uninitialized contents.
+static Napi::Value empty(const Napi::CallbackInfo& info) {
+  Shape shape = shape_arg(info, 0, "empty", "shape");
+  check_shape("empty", shape);
+  Napi::Value h = wrap(info.Env(), Tensor::empty(shape, dtype_arg(info, 1, "empty", "dtype"), device_arg(info, 2, "empty")));
+  report_external_memory(info.Env());
+  return h;
+}
+
+// fromBytes(bytes: ArrayBufferView | ArrayBuffer, shape, dtype, device) -> handle holding a copy.
+static Napi::Value from_bytes(const Napi::CallbackInfo& info) {
+  const char* op = "fromBytes";
+  const uint8_t* src = nullptr;
+  size_t len = 0;
+  if (info.Length() > 0 && info[0].IsTypedArray()) {
+    auto ta = info[0].As<Napi::TypedArray>();
+    auto buf = ta.ArrayBuffer();
+    src = static_cast<const uint8_t*>(buf.Data()) + ta.ByteOffset();
+    len = ta.ByteLength();
+  } else if (info.Length() > 0 && info[0].IsArrayBuffer()) {
+    auto buf = info[0].As<Napi::ArrayBuffer>();
+    src = static_cast<const uint8_t*>(buf.Data());
+    len = buf.ByteLength();
+  } else {
+    throw Error(ErrorCode::Value, op, "argument 'bytes' must be a TypedArray or ArrayBuffer");
+  }
+  Shape shape = shape_arg(info, 1, op, "shape");
+  check_shape(op, shape);
+  DType dt = dtype_arg(info, 2, op, "dtype");
+  Device dev = device_arg(info, 3, op);
+  size_t need = size_t(shape_numel(shape)) * dtype_size(dt);
+  KILN_CHECK(len == need, Value, op, "got ", len, " bytes for shape ", shape_str(shape), " of ", dtype_name(dt), " (",
+             need, " bytes)");
+  Tensor t = Tensor::empty(shape, dt, Device{});
+  if (need) std::memcpy(t.data_ptr(), src, need);
+  KILN_CHECK(dev.is_cpu(), Device, op, "only cpu is supported by this build");
+  Napi::Value h = wrap(info.Env(), std::move(t));
+  report_external_memory(info.Env());
+  return h;
+}
+
+// Copies t's elements, row-major, into a new ArrayBuffer in t's dtype.
+static Napi::Value to_bytes(const Napi::CallbackInfo& info) {
+  Tensor& t = tensor_arg(info, 0, "toBytes", "tensor");
+  KILN_CHECK(t.device().is_cpu(), Device, "toBytes", "only cpu is supported by this build");
+  size_t n = size_t(t.numel()) * t.itemsize();
+  auto buf = Napi::ArrayBuffer::New(info.Env(), n);
+  if (n == 0) return buf;
+  if (t.is_contiguous()) {
+    std::memcpy(buf.Data(), t.data_ptr(), n);
+  } else {
+    Tensor c = Tensor::empty(t.shape, t.dtype, t.device());
+    cpu::copy(t, c);
+    std::memcpy(buf.Data(), c.data_ptr(), n);
+  }
+  return buf;
+}
+
+// view(handle, shape, strides, offset) -> handle sharing storage; checked to stay inside it.
+static Napi::Value view(const Napi::CallbackInfo& info) {
+  const char* op = "view";
+  Tensor& base = tensor_arg(info, 0, op, "tensor");
+  Tensor v;
+  v.storage = base.storage;
+  v.dtype = base.dtype;
+  v.shape = shape_arg(info, 1, op, "shape");
+  v.strides = shape_arg(info, 2, op, "strides");
+  v.offset = int_arg(info, 3, op, "offset");
+  check_shape(op, v.shape);
+  KILN_CHECK(v.shape.size() == v.strides.size(), Shape, op, "shape ", shape_str(v.shape), " and strides ",
+             shape_str(v.strides), " differ in length");
+  KILN_CHECK(v.offset >= 0, Index, op, "negative offset ", v.offset);
+  int64_t capacity = int64_t(base.storage->nbytes / base.itemsize());
+  if (v.numel() > 0) {
+    int64_t last = v.offset;
+    for (size_t d = 0; d < v.shape.size(); d++) {
+      KILN_CHECK(v.strides[d] >= 0, Shape, op, "negative stride in ", shape_str(v.strides));
+      last += (v.shape[d] - 1) * v.strides[d];
+    }
+    KILN_CHECK(last < capacity, Index, op, "view of shape ", shape_str(v.shape), " strides ", shape_str(v.strides),
+               " offset ", v.offset, " reaches element ", last, " of a storage of ", capacity);
+  }
+  return wrap(info.Env(), std::move(v));
+}
+
+// alias(handle) -> a second handle to the same view (autograd keeps these for saved tensors).
+static Napi::Value alias(const Napi::CallbackInfo& info) {
+  return wrap(info.Env(), tensor_arg(info, 0, "alias", "tensor"));
+}
+
+static Napi::Value dispose(const Napi::CallbackInfo& info) {
+  Handle* h = info.Length() > 0 ? handle_of(info[0]) : nullptr;
+  KILN_CHECK(h != nullptr, Value, "dispose", "argument is not a tensor handle");
+  dispose_handle(h);
+  report_external_memory(info.Env());
+  return info.Env().Undefined();
+}
+
+static Napi::Value is_disposed(const Napi::CallbackInfo& info) {
+  Handle* h = info.Length() > 0 ? handle_of(info[0]) : nullptr;
+  KILN_CHECK(h != nullptr, Value, "isDisposed", "argument is not a tensor handle");
+  return Napi::Boolean::New(info.Env(), h->disposed);
+}
+
+// copy(src, dst): dst[...] = src[...] converted to dst's dtype; shapes must match.
+static Napi::Value copy(const Napi::CallbackInfo& info) {
+  Tensor& src = tensor_arg(info, 0, "copy", "src");
+  Tensor& dst = tensor_arg(info, 1, "copy", "dst");
+  check_same_device("copy", {&src, &dst});
+  KILN_ON_DEVICE("copy", dst.device(), cpu::copy(src, dst), cuda::copy(src, dst));
+  return info.Env().Undefined();
+}
+
+static Napi::Value fill(const Napi::CallbackInfo& info) {
+  Tensor& dst = tensor_arg(info, 0, "fill", "dst");
+  double v = number_arg(info, 1, "fill", "value");
+  KILN_ON_DEVICE("fill", dst.device(), cpu::fill(dst, v), cuda::fill(dst, v));
+  return info.Env().Undefined();
+}
+
+// True when both handles view the same storage (for tests of views and in-place ops).
+static Napi::Value same_storage(const Napi::CallbackInfo& info) {
+  Tensor& a = tensor_arg(info, 0, "sameStorage", "a");
+  Tensor& b = tensor_arg(info, 1, "sameStorage", "b");
+  return Napi::Boolean::New(info.Env(), a.storage == b.storage);
+}
+
+static Napi::Value memory_stats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto c = cpu_memory_counters();
+  auto o = Napi::Object::New(env);
+  o.Set("tensors", Napi::Number::New(env, double(live_handles())));
+  o.Set("storages", Napi::Number::New(env, double(c.storages)));
+  o.Set("bytes", Napi::Number::New(env, double(c.bytes)));
+  o.Set("peakBytes", Napi::Number::New(env, double(c.peak_bytes)));
+  return o;
+}
+
+static Napi::Value build_info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto o = Napi::Object::New(env);
+  o.Set("openmp", Napi::Boolean::New(env, have_openmp()));
+#ifdef KILN_OPENBLAS
+  o.Set("blas", Napi::String::New(env, "openblas"));
+#else
+  o.Set("blas", Napi::String::New(env, "builtin"));
+#endif
+#ifdef KILN_CUDA
+  o.Set("cuda", Napi::Boolean::New(env, true));
+#else
+  o.Set("cuda", Napi::Boolean::New(env, false));
+#endif
+  o.Set("threads", Napi::Number::New(env, num_threads()));
+  return o;
+}
+
+static Napi::Value set_threads(const Napi::CallbackInfo& info) {
+  int64_t n = int_arg(info, 0, "setNumThreads", "n");
+  KILN_CHECK(n >= 1 && n <= 1024, Value, "setNumThreads", "thread count must be in [1, 1024], got ", n);
+  set_num_threads(int(n));
+  return info.Env().Undefined();
+}
+
+static Napi::Value set_error_factory_fn(const Napi::CallbackInfo& info) {
+  KILN_CHECK(info.Length() > 0 && info[0].IsFunction(), Value, "setErrorFactory", "argument must be a function");
+  set_error_factory(info.Env(), info[0].As<Napi::Function>());
+  return info.Env().Undefined();
+}
+
+void register_tensor(Napi::Env env, Napi::Object exports) {
+  KILN_EXPORT(env, exports, "empty", empty);
+  KILN_EXPORT(env, exports, "fromBytes", from_bytes);
+  KILN_EXPORT(env, exports, "toBytes", to_bytes);
+  KILN_EXPORT(env, exports, "view", view);
+  KILN_EXPORT(env, exports, "alias", alias);
+  KILN_EXPORT(env, exports, "dispose", dispose);
+  KILN_EXPORT(env, exports, "isDisposed", is_disposed);
+  KILN_EXPORT(env, exports, "copy", copy);
+  KILN_EXPORT(env, exports, "fill", fill);
+  KILN_EXPORT(env, exports, "sameStorage", same_storage);
+  KILN_EXPORT(env, exports, "memoryStats", memory_stats);
+  KILN_EXPORT(env, exports, "buildInfo", build_info);
+  KILN_EXPORT(env, exports, "setNumThreads", set_threads);
+  KILN_EXPORT(env, exports, "setErrorFactory", set_error_factory_fn);
+}
+
+}  // namespace kiln::binding

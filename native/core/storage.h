@@ -1,0 +1,44 @@
+// Device ids, refcounted Storage (one allocation on one device) and the live-memory counters
+// behind kiln.memory(). A Storage is shared by every tensor view over it and freed with the last.
+#pragma once
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+namespace kiln {
+
+// -1 is the CPU, n >= 0 is cuda:n. Same encoding in TypeScript.
+struct Device {
+  int32_t index = -1;
+  bool is_cpu() const { return index < 0; }
+  bool is_cuda() const { return index >= 0; }
+  bool operator==(const Device& o) const { return index == o.index; }
+  bool operator!=(const Device& o) const { return index != o.index; }
+};
+
+struct Storage {
+  void* data = nullptr;
+  size_t nbytes = 0;
+  Device device;
+  Storage(size_t nbytes, Device device);  // allocates; throws OutOfMemoryError
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+};
+
+struct MemoryCounters {
+  int64_t storages;
+  int64_t bytes;
+  int64_t peak_bytes;
+};
+MemoryCounters cpu_memory_counters();
+
+// A backend that owns device memory registers its allocator here (the CUDA backend does at load).
+struct DeviceAllocator {
+  void* (*alloc)(size_t nbytes, Device device);
+  void (*free)(void* ptr, size_t nbytes, Device device);
+};
+void register_device_allocator(DeviceAllocator a);
+
+}  // namespace kiln

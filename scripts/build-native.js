@@ -1,0 +1,42 @@
+#!/usr/bin/env node
+// Builds the native addon: cmake-js when cmake is on PATH, else node-gyp from binding.gyp.
+//   KILN_BUILD=cmake|gyp   force a builder
+//   KILN_CUDA=ON|OFF       force the CUDA backend on or off (cmake only; default: when found)
+//   KILN_OPENBLAS=0        build without OpenBLAS (built-in GEMM)
+const { spawnSync } = require('child_process');
+const path = require('path');
+const fs = require('fs');
+
+const root = path.join(__dirname, '..');
+const which = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).status === 0;
+const forced = process.env.KILN_BUILD;
+if (forced && forced !== 'cmake' && forced !== 'gyp') {
+  console.error(`kiln: KILN_BUILD must be 'cmake' or 'gyp', got '${forced}'`);
+  process.exit(1);
+}
+const builder = forced || (which('cmake') ? 'cmake' : 'gyp');
+
+function run(cmd, args) {
+  console.log(`kiln: ${cmd} ${args.join(' ')}`);
+  const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env: process.env });
+  if (r.status !== 0) {
+    console.error(`kiln: native build failed (${cmd} exited with ${r.status}).`);
+    process.exit(r.status || 1);
+  }
+}
+
+const jobs = String(Math.max(1, require('os').cpus().length));
+if (builder === 'cmake') {
+  const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
+  const args = [cmakeJs, 'compile', '--out', 'build', '--parallel', jobs];
+  if (process.env.KILN_CUDA) args.push(`--CDKILN_CUDA=${process.env.KILN_CUDA}`);
+  if (process.env.KILN_OPENBLAS === '0') args.push('--CDKILN_OPENBLAS=OFF');
+  run(process.execPath, args);
+  const info = path.join(root, 'build', 'kiln-build.txt');
+  if (fs.existsSync(info)) console.log(`kiln: built with cmake-js: ${fs.readFileSync(info, 'utf8').trim()}`);
+} else {
+  const gyp = require.resolve('node-gyp/bin/node-gyp.js');
+  run(process.execPath, [gyp, 'rebuild', '--jobs', jobs, '--build_dir=build-gyp']);
+  const blas = spawnSync(process.execPath, [path.join(__dirname, 'find-openblas.js')], { encoding: 'utf8' }).stdout;
+  console.log(`kiln: built with node-gyp: cpu, openmp, ${blas ? 'openblas' : 'builtin-gemm'}`);
+}

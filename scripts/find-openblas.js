@@ -1,0 +1,9 @@
+// Prints the folder holding OpenBLAS's cblas.h (for binding.gyp), or nothing when not installed.
+const fs = require('fs');
+const candidates = [
+  '/usr/include/x86_64-linux-gnu/openblas-pthread', '/usr/include/x86_64-linux-gnu/openblas-openmp',
+  '/usr/include/aarch64-linux-gnu/openblas-pthread', '/usr/include/openblas', '/usr/local/include/openblas',
+  '/usr/include',
+];
+const found = candidates.find((d) => fs.existsSync(`${d}/cblas.h`) && fs.existsSync(`${d}/openblas_config.h`));
+if (process.env.KILN_OPENBLAS !== '0' && found) process.stdout.write(found);
