@@ -15,8 +15,9 @@ export interface LRSchedulerStateDict {
 
 /**
  * Base class: sets every group's lr to schedule(step, initialLr, group). Constructing a scheduler
- * applies step 0 (so the first optimizer.step() runs with lr(0)); call step() after each
- * optimizer.step(). The first scheduler on an optimizer records each group's `initialLr`.
+ * applies step lastEpoch + 1, i.e. step 0 by default (so the first optimizer.step() runs with lr(0));
+ * call step() after each optimizer.step(). The first scheduler on an optimizer records each group's
+ * `initialLr`. To resume, prefer loadStateDict() over passing lastEpoch.
  */
 export class LRScheduler {
   readonly optimizer: Optimizer<BaseOptions>;
