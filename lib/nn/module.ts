@@ -81,6 +81,9 @@ export class Parameter extends Tensor {
 
   /** Replaces this parameter's values, shape, dtype or device by t's (like `param.data = t`); the object stays the same. */
   setData(t: Tensor): void {
+    if (this.requiresGrad && !isFloating(t.dtype)) {
+      throw new AutogradError('setData', `a parameter that requires grad needs floating point data, got ${t.dtype}`);
+    }
     rebind(this, t, false);
   }
 }

@@ -2,6 +2,9 @@
 // lib/ops/norm.ts and passed in (null for gradients not wanted); the kernels check every shape.
 #include "../cpu/norm.h"
 #include "common.h"
+#ifdef KILN_CUDA
+#include "../cuda/norm.h"
+#endif
 
 namespace kiln::binding {
 

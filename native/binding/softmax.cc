@@ -2,6 +2,9 @@
 // Outputs are allocated by lib/ops/softmax.ts and passed in; the kernels check every shape.
 #include "../cpu/softmax.h"
 #include "common.h"
+#ifdef KILN_CUDA
+#include "../cuda/softmax.h"
+#endif
 
 namespace kiln::binding {
 

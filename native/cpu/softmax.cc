@@ -2,12 +2,13 @@
 // log-softmax, forward and backward side by side.
 //
 // Every kernel is a reduction along one dim ("rows" of length D at stride sd) repeated over the
-// other dims. Those other dims are merged where all operands allow (plan_strided); the last merged
-// dim is walked as "columns" at a uniform stride, the rest by index arithmetic, so transposed,
-// sliced or broadcast operands need no copy. When the reduced dim is contiguous each row is
-// processed alone (unit-stride loops); otherwise (softmax over a non-last dim) a tile of up to
-// kTile neighbouring rows is processed together, so the inner loop walks the contiguous columns
-// instead of jumping by the dim's stride. Sums accumulate in double.
+// other dims, one row per index of those. The other dims are merged where all operands allow
+// (plan_strided); neighbouring rows along the last merged dim sit at a uniform stride sc, the rest
+// are found by index arithmetic, so transposed, sliced or broadcast operands need no copy. When
+// the reduced dim is contiguous each row is processed alone (unit-stride loops); otherwise
+// (softmax over a non-last dim) a tile of up to kTile neighbouring rows is processed together, so
+// the inner loop walks memory contiguously instead of jumping by the dim's stride. Sums
+// accumulate in double.
 #include "softmax.h"
 #include <algorithm>
 #include <array>
@@ -30,9 +31,9 @@ template <size_t N>
 struct DimPlan {
   int64_t D = 1;                  // size of the reduced dim
   std::array<int64_t, N> sd{};    // each operand's stride along it
-  StridedPlan<N> rest;            // the other dims, merged; the last one holds the columns
-  int64_t rows = 1, cols = 1;     // rest = rows x cols
-  std::array<int64_t, N> sc{};    // each operand's column stride
+  StridedPlan<N> rest;            // the other dims, merged
+  int64_t outer = 1, inner = 1;   // rows: rest = outer x inner (the last merged dim)
+  std::array<int64_t, N> sc{};    // each operand's stride between neighbouring inner rows
 };
 
 // dim < 0 means there is no reduced dim (a 0-d tensor, reduced as a single element).
@@ -53,31 +54,31 @@ DimPlan<N> plan_dim(const Shape& shape, int64_t dim, const std::array<const Shap
   std::array<const Shape*, N> ptrs;
   for (size_t k = 0; k < N; k++) ptrs[k] = &rstrides[k];
   p.rest = plan_strided<N>(rshape, ptrs);
-  p.cols = p.rest.shape.back();
-  for (size_t d = 0; d + 1 < p.rest.shape.size(); d++) p.rows *= p.rest.shape[d];
+  p.inner = p.rest.shape.back();
+  for (size_t d = 0; d + 1 < p.rest.shape.size(); d++) p.outer *= p.rest.shape[d];
   for (size_t k = 0; k < N; k++) p.sc[k] = p.rest.strides[k].back();
   return p;
 }
 
-// Calls body(off, w) in parallel for tiles of up to `tile` neighbouring columns, where off[k] is
-// operand k's element offset of the tile's first row element.
+// Calls body(off, w) in parallel for tiles of up to `tile` neighbouring rows, where off[k] is
+// operand k's element offset of the tile's first row.
 template <size_t N, typename Body>
 void for_tiles(const DimPlan<N>& p, int64_t tile, Body body) {
-  if (p.rows == 0 || p.cols == 0) return;
-  const int64_t per_row = (p.cols + tile - 1) / tile;
+  if (p.outer == 0 || p.inner == 0) return;
+  const int64_t per_outer = (p.inner + tile - 1) / tile;
   const int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(1, tile * p.D));
   const int64_t nd = int64_t(p.rest.shape.size());
-  parallel_for(p.rows * per_row, grain, [&](int64_t tb, int64_t te) {
+  parallel_for(p.outer * per_outer, grain, [&](int64_t tb, int64_t te) {
     std::array<int64_t, N> off;
     for (int64_t t = tb; t < te; t++) {
-      int64_t row = t / per_row, c0 = (t % per_row) * tile;
+      int64_t o = t / per_outer, c0 = (t % per_outer) * tile;
       for (size_t k = 0; k < N; k++) off[k] = c0 * p.sc[k];
       for (int64_t d = nd - 2; d >= 0; d--) {
-        int64_t i = row % p.rest.shape[d];
-        row /= p.rest.shape[d];
+        int64_t i = o % p.rest.shape[d];
+        o /= p.rest.shape[d];
         for (size_t k = 0; k < N; k++) off[k] += i * p.rest.strides[k][d];
       }
-      body(off, std::min(tile, p.cols - c0));
+      body(off, std::min(tile, p.inner - c0));
     }
   });
 }
@@ -96,7 +97,8 @@ void check_same_shape(const char* op, const Tensor& a, const char* an, const Ten
 // ---- softmax / log-softmax ----
 //
 // One tile: W rows of length D (W == 1 when Row), row j's element k at x[k * xsd + j * xsc].
-// Unit: both strides along the row are 1 (known at compile time so the loops vectorize).
+// Unit: the strides along the row are 1 (known at compile time, so the loops that do not call
+// exp vectorize).
 
 template <typename T, bool Row, bool Unit>
 void softmax_forward_tile(const T* __restrict x, T* __restrict y, int64_t D, int64_t W, int64_t xsd, int64_t xsc,
@@ -149,11 +151,11 @@ void softmax_backward_tile(const T* __restrict y, const T* __restrict gy, T* __r
 }
 
 // Calls f(row, unit, tile) with the traversal that suits plan p: Row (std::true_type) walks one
-// row at a time when the first operand's reduced dim is contiguous or there is a single column;
+// row at a time when the first operand's reduced dim is contiguous or there are no neighbours;
 // Unit when also the first n_row operands (those walked along the rows) all have stride 1 there.
 template <size_t N, typename F>
 void with_traversal(const DimPlan<N>& p, size_t n_row, F f) {
-  const bool row = p.sd[0] == 1 || p.cols == 1 || p.D <= 1;
+  const bool row = p.sd[0] == 1 || p.inner == 1 || p.D <= 1;
   bool unit = row;
   for (size_t k = 0; k < n_row; k++) unit = unit && (p.sd[k] == 1 || p.D <= 1);
   if (unit) f(std::true_type{}, std::true_type{}, 1);

@@ -163,3 +163,23 @@ t.test('native layer norm kernels check their arguments when called directly', a
   t.throws(() => N.layerNormBackward(z(3, 5), x._h, z(3), z(3), null, 1, z(3, 4), null, null), kiln.ShapeError);
   t.throws(() => N.layerNormBackward(z(3, 4), x._h, z(3), z(3), null, 1, null, z(5), null), /weight gradient must be a contiguous tensor of 4 elements/);
 });
+
+t.test('layerNorm forward and backward free everything they allocate', async (t) => {
+  const x = randomTensor([6, 5], 40).requiresGrad_();
+  const w = randomTensor([5], 41).requiresGrad_();
+  const step = () => {
+    kiln.tidy(() => {
+      kiln.layerNorm(x, 5, w, null).backward(kiln.onesLike(x));
+      kiln.noGrad(() => kiln.layerNorm(x, 5, w, w));
+    });
+    for (const p of [x, w]) {
+      p.grad!.dispose();
+      p.grad = null;
+    }
+  };
+  step();
+  const before = kiln.memory();
+  for (let i = 0; i < 20; i++) step();
+  t.equal(kiln.memory().tensors, before.tensors);
+  t.equal(kiln.memory().bytes, before.bytes);
+});

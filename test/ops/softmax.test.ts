@@ -348,3 +348,26 @@ t.test('native kernels check their arguments when called directly', async (t) =>
   t.throws(() => N.crossEntropyForward(x._h, good._h, -100, 2, 1, scalar()._h, kiln.zeros([4])._h, scalar()._h), kiln.ValueError);
   t.throws(() => N.crossEntropyForward(x._h, good._h, -100, 0, 1, scalar()._h, kiln.zeros([5])._h, scalar()._h), kiln.ShapeError);
 });
+
+t.test('forward and backward free everything they allocate', async (t) => {
+  const x = randomTensor([8, 10], 31).requiresGrad_();
+  const target = kiln.tensor([1, 2, 3, -100, 5, 6, 7, 8]);
+  const dropGrad = () => {
+    x.grad!.dispose();
+    x.grad = null;
+  };
+  const step = () => {
+    kiln.tidy(() => {
+      kiln.crossEntropy(x.softmax(1).logSoftmax(0), target, { labelSmoothing: 0.1 }).backward();
+      dropGrad();
+      kiln.crossEntropy(x, target, { reduction: 'none' }).backward(kiln.onesLike(target, { dtype: 'float64' }));
+      dropGrad();
+      kiln.noGrad(() => kiln.crossEntropy(x, target));
+    });
+  };
+  step();
+  const before = kiln.memory();
+  for (let i = 0; i < 20; i++) step();
+  t.equal(kiln.memory().tensors, before.tensors);
+  t.equal(kiln.memory().bytes, before.bytes);
+});
