@@ -51,7 +51,7 @@ t.test('backward twice through a freed graph is an error; retainGraph allows it'
   const z = x.mul(x).sum();
   z.backward(undefined, { retainGraph: true });
   z.backward();
-  t.same(values(x.grad!), [2 + 4, 4 + 8].map((v, i) => v + [2, 4][i]));
+  t.same(values(x.grad!), [6, 12], "three backward passes of d(x^2)/dx = [2, 4]");
 });
 
 t.test('backward on a tensor that does not require grad is an error', async (t) => {

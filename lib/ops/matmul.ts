@@ -12,17 +12,24 @@ import { to } from './creation';
 import { sum, sumToShape } from './reduce';
 import { permute, reshape, transpose } from './shape';
 
+/** @internal GEMM implementations the native gemmRaw entry point offers. */
+export type GemmImpl = 'auto' | 'builtin' | 'builtin:baseline' | 'builtin:avx2' | 'builtin:avx512' | 'blas';
+
 /** The native functions of this family (native/binding/matmul.cc). */
 export interface MatmulNative {
   /** out = a @ b (+ bias on every row): a [batch, M, K], b [batch, K, N], bias [N] or null, out [batch, M, N] contiguous. */
   bmm(a: NativeHandle, b: NativeHandle, bias: NativeHandle | null, out: NativeHandle): void;
   /**
    * c = alpha * op(a) @ op(b) + beta * c on 2-D CPU tensors with contiguous rows, through one GEMM
-   * implementation: 'builtin' (kiln's blocked kernel, in every build), 'blas' (OpenBLAS directly; a
-   * ValueError in builds without it) or 'auto' (what matmul uses). For tests and benchmarks.
+   * implementation: 'auto' (what matmul uses), 'builtin' (kiln's blocked implementation with the best
+   * micro-kernel for this CPU, in every build), 'builtin:baseline' / 'builtin:avx2' / 'builtin:avx512'
+   * (one micro-kernel; a ValueError where the CPU lacks it) or 'blas' (OpenBLAS directly; a ValueError
+   * in builds without it). For tests and benchmarks.
    */
-  gemmRaw(impl: 'auto' | 'builtin' | 'blas', a: NativeHandle, b: NativeHandle, c: NativeHandle, transA: boolean,
-    transB: boolean, alpha: number, beta: number): void;
+  gemmRaw(impl: GemmImpl, a: NativeHandle, b: NativeHandle, c: NativeHandle, transA: boolean, transB: boolean,
+    alpha: number, beta: number): void;
+  /** The gemmRaw implementations this build and CPU run, besides 'auto'. */
+  gemmKernels(): GemmImpl[];
 }
 /** @internal */
 export const matmulNative = native as unknown as MatmulNative;

@@ -1,7 +1,7 @@
 // Binding for the matmul family: bmm (the batched product matmul and linear reduce to, with an
-// optional fused bias) and gemmRaw, a direct entry to one GEMM implementation on 2-D CPU tensors that
-// tests use to check the built-in kernel even when OpenBLAS is present and the benchmark uses to time
-// OpenBLAS without kiln's overhead.
+// optional fused bias); gemmRaw, a direct entry to one GEMM implementation on 2-D CPU tensors that
+// tests use to check each built-in micro-kernel even when OpenBLAS is present and the benchmark uses
+// to time OpenBLAS without kiln's overhead; and gemmKernels, the implementations this machine runs.
 #include <string>
 #include "../cpu/gemm.h"
 #include "../cpu/matmul.h"
@@ -22,6 +22,26 @@ static Napi::Value bmm(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+struct GemmImpl {
+  const char* name;
+  bool blas;
+  cpu::GemmKernel kernel;
+};
+static const GemmImpl kGemmImpls[] = {
+    {"builtin", false, cpu::GemmKernel::Auto},        {"builtin:baseline", false, cpu::GemmKernel::Baseline},
+    {"builtin:avx2", false, cpu::GemmKernel::Avx2},   {"builtin:avx512", false, cpu::GemmKernel::Avx512},
+    {"blas", true, cpu::GemmKernel::Auto},
+};
+
+// gemmKernels() -> the gemmRaw implementations this build and CPU run, besides 'auto'.
+static Napi::Value gemm_kernels(const Napi::CallbackInfo& info) {
+  auto out = Napi::Array::New(info.Env());
+  uint32_t n = 0;
+  for (const GemmImpl& g : kGemmImpls)
+    if (g.blas ? cpu::have_blas() : cpu::gemm_kernel_supported(g.kernel)) out.Set(n++, Napi::String::New(info.Env(), g.name));
+  return out;
+}
+
 // The row stride gemm gets for a 2-D tensor whose rows are contiguous.
 static int64_t row_stride(const char* op, const char* name, const Tensor& t) {
   KILN_CHECK(t.dim() == 2, Shape, op, "argument '", name, "' must be 2-D, got ", shape_str(t.shape));
@@ -29,14 +49,17 @@ static int64_t row_stride(const char* op, const char* name, const Tensor& t) {
   return t.shape[0] <= 1 ? std::max<int64_t>(t.shape[1], 1) : t.strides[0];
 }
 
-// gemmRaw(impl 'auto' | 'builtin' | 'blas', a, b, c, transA, transB, alpha, beta):
-// c = alpha * op(a) @ op(b) + beta * c on CPU tensors with contiguous rows (op(x) = x^T when trans).
+// gemmRaw(impl, a, b, c, transA, transB, alpha, beta): c = alpha * op(a) @ op(b) + beta * c on CPU
+// tensors with contiguous rows (op(x) = x^T when trans); impl is 'auto' (what matmul uses) or one of
+// kGemmImpls ('builtin' picks the best micro-kernel; 'blas' is OpenBLAS, a ValueError without it).
 static Napi::Value gemm_raw(const Napi::CallbackInfo& info) {
   const char* op = "gemmRaw";
   KILN_CHECK(info.Length() > 0 && info[0].IsString(), Value, op, "argument 'impl' must be a string");
   const std::string impl = info[0].As<Napi::String>().Utf8Value();
-  KILN_CHECK(impl == "auto" || impl == "builtin" || impl == "blas", Value, op,
-             "impl must be 'auto', 'builtin' or 'blas', got '", impl, "'");
+  const GemmImpl* chosen = nullptr;
+  for (const GemmImpl& g : kGemmImpls)
+    if (impl == g.name) chosen = &g;
+  KILN_CHECK(impl == "auto" || chosen, Value, op, "unknown GEMM implementation '", impl, "'");
   Tensor& a = tensor_arg(info, 1, op, "a");
   Tensor& b = tensor_arg(info, 2, op, "b");
   Tensor& c = tensor_arg(info, 3, op, "c");
@@ -53,12 +76,12 @@ static Napi::Value gemm_raw(const Napi::CallbackInfo& info) {
     const scalar_t al = scalar_t(alpha), be = scalar_t(beta);
     const scalar_t *A = a.data<scalar_t>(), *B = b.data<scalar_t>();
     scalar_t* C = c.data<scalar_t>();
-    if (impl == "builtin")
-      cpu::gemm_builtin<scalar_t>(ta, tb, M, N, K, al, A, lda, B, ldb, be, C, ldc);
-    else if (impl == "blas")
+    if (!chosen)
+      cpu::gemm<scalar_t>(ta, tb, M, N, K, al, A, lda, B, ldb, be, C, ldc);
+    else if (chosen->blas)
       cpu::gemm_blas<scalar_t>(ta, tb, M, N, K, al, A, lda, B, ldb, be, C, ldc);
     else
-      cpu::gemm<scalar_t>(ta, tb, M, N, K, al, A, lda, B, ldb, be, C, ldc);
+      cpu::gemm_builtin<scalar_t>(ta, tb, M, N, K, al, A, lda, B, ldb, be, C, ldc, chosen->kernel);
   });
   return info.Env().Undefined();
 }
@@ -66,6 +89,7 @@ static Napi::Value gemm_raw(const Napi::CallbackInfo& info) {
 void register_matmul(Napi::Env env, Napi::Object exports) {
   KILN_EXPORT(env, exports, "bmm", bmm);
   KILN_EXPORT(env, exports, "gemmRaw", gemm_raw);
+  KILN_EXPORT(env, exports, "gemmKernels", gemm_kernels);
 }
 
 }  // namespace kiln::binding

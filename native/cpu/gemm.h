@@ -12,11 +12,16 @@ template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
           const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
 
-// The built-in cache-blocked kernel, whatever the build; threads over blocks of C unless called from
-// inside a parallel region. Tests and the benchmark call it directly to check it against OpenBLAS.
+// The built-in implementation's micro-kernels; Auto is the best one the CPU runs.
+enum class GemmKernel { Auto, Baseline, Avx2, Avx512 };
+bool gemm_kernel_supported(GemmKernel kernel);
+
+// The built-in cache-blocked implementation, whatever the build; threads over blocks of C unless
+// called from inside a parallel region. Tests and the benchmark call it directly (with each kernel the
+// CPU supports) to check it against a reference and OpenBLAS. An unsupported kernel is a ValueError.
 template <typename T>
 void gemm_builtin(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
-                  const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+                  const T* B, int64_t ldb, T beta, T* C, int64_t ldc, GemmKernel kernel = GemmKernel::Auto);
 
 // True when the build links OpenBLAS.
 bool have_blas();

@@ -7,9 +7,11 @@ import { matmulNative } from '../../lib/ops/matmul';
 import { native } from '../../lib/native';
 import { gradcheck, maxAbsDiff, randomTensor, values } from '../helpers/gradcheck';
 
-type Impl = 'auto' | 'builtin' | 'blas';
+import type { GemmImpl } from '../../lib/ops/matmul';
+
 const hasBlas = kiln.buildInfo().blas === 'openblas';
-const impls: Impl[] = hasBlas ? ['builtin', 'blas', 'auto'] : ['builtin', 'auto'];
+// Every built-in micro-kernel this CPU runs, OpenBLAS when built with it, and what matmul uses.
+const impls: GemmImpl[] = [...matmulNative.gemmKernels(), 'auto'];
 
 /** C = alpha * op(A) op(B) + beta * C on flat row-major arrays (op(X) = X^T when trans). */
 function refGemm(ta: boolean, tb: boolean, M: number, N: number, K: number, alpha: number, A: number[], B: number[], beta: number, C: number[]): number[] {
@@ -108,8 +110,13 @@ t.test('gemm: every implementation against a naive reference', async (t) => {
     t.same(values(c), [2, 2, 2, 2, 2, 2], `${impl}: alpha = 0 scales C by beta`);
     t.throws(() => matmulNative.gemmRaw(impl, rand([3, 4], 1)._h, rand([5, 2], 2)._h, c._h, false, false, 1, 0), kiln.ShapeError);
   }
+  t.ok(impls.includes('builtin') && impls.includes('builtin:baseline'), `implementations: ${impls.join(', ')}`);
+  t.equal(impls.includes('blas'), hasBlas);
+  for (const k of ['builtin:avx2', 'builtin:avx512'] as const) {
+    if (!impls.includes(k)) t.throws(() => matmulNative.gemmRaw(k, rand([1, 1], 1)._h, rand([1, 1], 2)._h, rand([1, 1], 3)._h, false, false, 1, 0), kiln.ValueError, `${k} unsupported here`);
+  }
   if (!hasBlas) t.throws(() => matmulNative.gemmRaw('blas', rand([1, 1], 1)._h, rand([1, 1], 2)._h, rand([1, 1], 3)._h, false, false, 1, 0), kiln.ValueError);
-  t.throws(() => matmulNative.gemmRaw('fast' as Impl, rand([1, 1], 1)._h, rand([1, 1], 2)._h, rand([1, 1], 3)._h, false, false, 1, 0), kiln.ValueError);
+  t.throws(() => matmulNative.gemmRaw('fast' as GemmImpl, rand([1, 1], 1)._h, rand([1, 1], 2)._h, rand([1, 1], 3)._h, false, false, 1, 0), kiln.ValueError);
   t.throws(() => matmulNative.gemmRaw('builtin', rand([2, 2], 1).t()._h, rand([2, 2], 2)._h, rand([2, 2], 3)._h, false, false, 1, 0), kiln.ValueError);
   // The threaded and the single-thread paths of the built-in kernel agree with the reference.
   for (const threads of [1, 2]) {
