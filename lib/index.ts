@@ -23,6 +23,9 @@ export * from './ops/softmax';
 export * from './ops/norm';
 export * from './ops/index';
 export * from './ops/random';
+export * as cuda from './cuda';
+export * as nn from './nn';
+export * as optim from './optim';
 
 /** What the native build enabled: OpenMP, the GEMM library, CUDA, and the thread count. */
 export function buildInfo(): { openmp: boolean; blas: string; cuda: boolean; threads: number } {

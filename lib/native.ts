@@ -1,5 +1,5 @@
-// Loads the compiled addon (build/Release/kiln.node from cmake-js, or build-gyp/Release/kiln.node
-// from node-gyp) and explains what was tried when neither loads.
+// Loads the compiled addon (build/Release/kiln.node, from cmake-js or node-gyp) and explains what was
+// tried when it does not load.
 import * as path from 'path';
 import * as fs from 'fs';
 
@@ -29,7 +29,6 @@ function load(): NativeCore {
   const candidates = [
     process.env.KILN_NATIVE_PATH,
     path.join(root, 'build', 'Release', 'kiln.node'),
-    path.join(root, 'build-gyp', 'Release', 'kiln.node'),
     path.join(root, 'build', 'Debug', 'kiln.node'),
   ].filter((p): p is string => !!p);
   const failures: string[] = [];

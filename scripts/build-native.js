@@ -36,7 +36,13 @@ if (builder === 'cmake') {
   if (fs.existsSync(info)) console.log(`kiln: built with cmake-js: ${fs.readFileSync(info, 'utf8').trim()}`);
 } else {
   const gyp = require.resolve('node-gyp/bin/node-gyp.js');
-  run(process.execPath, [gyp, 'rebuild', '--jobs', jobs, '--build_dir=build-gyp']);
+  // Use the installed Node's own headers when present, so node-gyp downloads nothing.
+  const prefix = path.resolve(path.dirname(process.execPath), '..');
+  const nodedir = process.env.npm_config_nodedir ||
+    (fs.existsSync(path.join(prefix, 'include', 'node', 'common.gypi')) ? prefix : null);
+  const args = [gyp, 'rebuild', '--jobs', jobs];
+  if (nodedir) args.push(`--nodedir=${nodedir}`);
+  run(process.execPath, args);
   const blas = spawnSync(process.execPath, [path.join(__dirname, 'find-openblas.js')], { encoding: 'utf8' }).stdout;
   console.log(`kiln: built with node-gyp: cpu, openmp, ${blas ? 'openblas' : 'builtin-gemm'}`);
 }

@@ -1,10 +1,259 @@
-// Matrix products (to be implemented).
-import type { Tensor } from '../tensor';
+// Matrix products: matmul with torch.matmul semantics (dot, matrix-vector, batched with broadcast
+// batch dims) and linear (x @ weight^T + bias), each with its backward next to it. Native code
+// multiplies 3-D [batch, M, K] @ [batch, K, N] strided views; this file reduces every case to one such
+// call, as views whenever the layout allows (transposed operands become gemm flags, not copies).
+import { recordOp } from '../autograd/engine';
+import { DType, DTYPE_CODE } from '../dtype';
+import { DTypeError, DeviceError, ShapeError } from '../errors';
+import { NativeHandle, native } from '../native';
+import { contiguousStrides, numel, shapeStr } from '../shape';
+import { Tensor, emptyTensor } from '../tensor';
+import { to } from './creation';
+import { sum, sumToShape } from './reduce';
+import { permute, reshape, transpose } from './shape';
 
-function todo(op: string): never {
-  throw new Error(`${op}: not implemented yet`);
+/** @internal GEMM implementations the native gemmRaw entry point offers. */
+export type GemmImpl = 'auto' | 'builtin' | 'builtin:baseline' | 'builtin:avx2' | 'builtin:avx512' | 'blas';
+
+/** The native functions of this family (native/binding/matmul.cc). */
+export interface MatmulNative {
+  /** out = a @ b (+ bias on every row): a [batch, M, K], b [batch, K, N], bias [N] or null, out [batch, M, N] contiguous. */
+  bmm(a: NativeHandle, b: NativeHandle, bias: NativeHandle | null, out: NativeHandle): void;
+  /**
+   * c = alpha * op(a) @ op(b) + beta * c on 2-D CPU tensors with contiguous rows, through one GEMM
+   * implementation: 'auto' (what matmul uses), 'builtin' (kiln's blocked implementation with the best
+   * micro-kernel for this CPU, in every build), 'builtin:baseline' / 'builtin:avx2' / 'builtin:avx512'
+   * (one micro-kernel; a ValueError where the CPU lacks it) or 'blas' (OpenBLAS directly; a ValueError
+   * in builds without it). For tests and benchmarks.
+   */
+  gemmRaw(impl: GemmImpl, a: NativeHandle, b: NativeHandle, c: NativeHandle, transA: boolean, transB: boolean,
+    alpha: number, beta: number): void;
+  /** The gemmRaw implementations this build and CPU run, besides 'auto'. */
+  gemmKernels(): GemmImpl[];
+}
+/** @internal */
+export const matmulNative = native as unknown as MatmulNative;
+
+/** A strided view's metadata, before it becomes a native handle. */
+interface Layout {
+  shape: number[];
+  strides: number[];
+  offset: number;
 }
 
-export function matmul(a: Tensor, b: Tensor): Tensor { return todo('matmul'); }
-/** x @ weight^T + bias, like torch.nn.functional.linear. */
-export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor { return todo('linear'); }
+const FLOATS: readonly DType[] = ['float32', 'float64', 'bfloat16', 'float16'];
+
+function checkOperand(op: string, what: string, x: Tensor, ref: Tensor): void {
+  x._check(op);
+  if (x._dev !== ref._dev) throw new DeviceError(op, `${what} is on ${x.device}, expected ${ref.device}`);
+  if (!FLOATS.includes(x.dtype)) throw new DTypeError(op, `expects floating point tensors, got ${what} of dtype ${x.dtype}`);
+  if (x.dtype !== ref.dtype) throw new DTypeError(op, `dtypes differ: ${ref.dtype} and ${x.dtype} (${what})`);
+}
+
+/** CPU kernels compute in float32/float64: bfloat16/float16 products run in float32 and round the result. */
+function viaFloat32(x: Tensor): boolean {
+  return x._dev === -1 && (x.dtype === 'bfloat16' || x.dtype === 'float16');
+}
+
+/** Runs f on float32 copies of the inputs and converts its result back (differentiable end to end). */
+function inFloat32(inputs: ReadonlyArray<Tensor | null | undefined>, f: (...xs: Array<Tensor | null>) => Tensor): Tensor {
+  const dtype = inputs[0]!.dtype;
+  const wide = inputs.map((x) => (x ? to(x, 'float32', x.device) : null));
+  const r = f(...wide);
+  const out = to(r, dtype, r.device);
+  for (const w of [...wide, r]) if (w && !inputs.includes(w)) w.dispose();
+  return out;
+}
+
+/**
+ * The stride of dims [0, n) of a layout merged into one dim, or null when their strides do not allow
+ * it. Size-1 dims do not count; a merged dim of size <= 1 gets stride 0.
+ */
+function mergedStride(l: Layout, n: number): number | null {
+  let stride: number | null = null;
+  let span = 1;
+  for (let i = n - 1; i >= 0; i--) {
+    if (l.shape[i] === 1) continue;
+    if (stride === null) stride = l.strides[i];
+    else if (l.strides[i] !== stride * span) return null;
+    span *= l.shape[i];
+  }
+  return span <= 1 ? 0 : stride;
+}
+
+/** x's [..., R, C] matrices, broadcast over `batch` (stride 0 where x has no such dim or size 1). */
+function batchedLayout(x: Tensor, rows: number, cols: number, rowStride: number, colStride: number, batch: readonly number[]): Layout {
+  const nb = x.ndim - 2;
+  const lead = batch.length - Math.max(nb, 0);
+  const strides = batch.map((d, i) => (i < lead || x.shape[i - lead] !== d ? 0 : x.strides[i - lead]));
+  return { shape: [...batch, rows, cols], strides: [...strides, rowStride, colStride], offset: x.offset };
+}
+
+function viewHandle(x: Tensor, shape: number[], strides: number[], offset: number, owned: NativeHandle[]): NativeHandle {
+  const h = native.view(x._h, shape, strides, offset);
+  owned.push(h);
+  return h;
+}
+
+/** A [batch, R, C] handle for a [..., R, C] layout: its batch dims merged, or a contiguous copy when they do not merge. */
+function handle3d(x: Tensor, l: Layout, owned: NativeHandle[]): NativeHandle {
+  const nb = l.shape.length - 2;
+  const shape3 = [numel(l.shape.slice(0, nb)), l.shape[nb], l.shape[nb + 1]];
+  const bs = mergedStride(l, nb);
+  if (bs !== null) return viewHandle(x, shape3, [bs, l.strides[nb], l.strides[nb + 1]], l.offset, owned);
+  const src = viewHandle(x, l.shape, l.strides, l.offset, owned);
+  const copy = native.empty(l.shape, DTYPE_CODE[x.dtype], x._dev);
+  owned.push(copy);
+  native.copy(src, copy);
+  const h = native.view(copy, shape3, contiguousStrides(shape3), 0);
+  owned.push(h);
+  return h;
+}
+
+/**
+ * out = a @ b (+ bias) for layouts la [...batch, M, K] and lb [...batch, K, N] over a and b, into the
+ * contiguous out (batch * M * N elements, any shape). When b is one matrix for the whole batch and a's
+ * rows merge across it, this is a single [batch * M, K] @ [K, N] product.
+ */
+function product(a: Tensor, la: Layout, b: Tensor, lb: Layout, bias: Tensor | null, out: Tensor): void {
+  if (out.numel === 0) return;
+  const nb = la.shape.length - 2;
+  const batch = numel(la.shape.slice(0, nb));
+  const [M, K] = la.shape.slice(nb);
+  const n = lb.shape[nb + 1];
+  const owned: NativeHandle[] = [];
+  try {
+    const rowStride = mergedStride(lb, nb) === 0 ? mergedStride(la, nb + 1) : null;
+    let ha: NativeHandle, hb: NativeHandle, ho: NativeHandle;
+    if (rowStride !== null) {
+      ha = viewHandle(a, [1, batch * M, K], [0, rowStride, la.strides[nb + 1]], la.offset, owned);
+      hb = viewHandle(b, [1, K, n], [0, lb.strides[nb], lb.strides[nb + 1]], lb.offset, owned);
+      ho = viewHandle(out, [1, batch * M, n], [0, n, 1], 0, owned);
+    } else {
+      ha = handle3d(a, la, owned);
+      hb = handle3d(b, lb, owned);
+      ho = viewHandle(out, [batch, M, n], contiguousStrides([batch, M, n]), 0, owned);
+    }
+    matmulNative.bmm(ha, hb, bias ? bias._h : null, ho);
+  } finally {
+    for (const h of owned) native.dispose(h);
+  }
+}
+
+/** Broadcasts batch shapes like torch.matmul, naming both full shapes on failure. */
+function broadcastBatch(op: string, a: readonly number[], b: readonly number[], sa: readonly number[], sb: readonly number[]): number[] {
+  const n = Math.max(a.length, b.length);
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const x = a[a.length - n + i] ?? 1, y = b[b.length - n + i] ?? 1;
+    if (x !== y && x !== 1 && y !== 1) {
+      throw new ShapeError(op, `batch dimensions of shapes ${shapeStr(sa)} and ${shapeStr(sb)} cannot be broadcast together`);
+    }
+    out.push(x === 1 ? y : x);
+  }
+  return out;
+}
+
+/**
+ * Matrix product with torch.matmul semantics: 1-D @ 1-D is a dot product (0-D result); a 1-D first
+ * argument is a row vector and a 1-D second argument a column vector (their added dim is removed
+ * from the result); N-D arguments multiply their last two dims as matrices over broadcast batch dims.
+ */
+export function matmul(a: Tensor, b: Tensor): Tensor {
+  const op = 'matmul';
+  checkOperand(op, 'the first argument', a, a);
+  checkOperand(op, 'the second argument', b, a);
+  if (a.ndim === 0 || b.ndim === 0) {
+    throw new ShapeError(op, `both arguments need at least one dimension, got shapes ${shapeStr(a.shape)} and ${shapeStr(b.shape)}`);
+  }
+  if (viaFloat32(a)) return inFloat32([a, b], (x, y) => matmul(x!, y!));
+  // 1-D arguments as [1, K] and [K, 1] matrices.
+  const aP = a.ndim === 1 ? [1, a.shape[0]] : [...a.shape];
+  const bP = b.ndim === 1 ? [b.shape[0], 1] : [...b.shape];
+  const M = aP[aP.length - 2], K = aP[aP.length - 1], Kb = bP[bP.length - 2], N = bP[bP.length - 1];
+  if (K !== Kb) {
+    throw new ShapeError(op, `shapes ${shapeStr(a.shape)} and ${shapeStr(b.shape)} cannot be multiplied (${K} columns vs ${Kb} rows)`);
+  }
+  const batch = broadcastBatch(op, aP.slice(0, -2), bP.slice(0, -2), a.shape, b.shape);
+  const outShape = [...batch, ...(a.ndim > 1 ? [M] : []), ...(b.ndim > 1 ? [N] : [])];
+  const out = emptyTensor(outShape, a.dtype, a._dev);
+  const sa = a.strides, sb = b.strides;
+  const la = a.ndim === 1 ? batchedLayout(a, 1, K, 0, sa[0], batch) : batchedLayout(a, M, K, sa[a.ndim - 2], sa[a.ndim - 1], batch);
+  const lb = b.ndim === 1 ? batchedLayout(b, K, 1, sb[0], 0, batch) : batchedLayout(b, K, N, sb[b.ndim - 2], sb[b.ndim - 1], batch);
+  product(a, la, b, lb, null, out);
+
+  // Backward: grad_a = grad @ b^T, grad_b = a^T @ grad, summed over the batch dims each one was broadcast over.
+  const saved: Tensor[] = [];
+  const ia = b.requiresGrad ? saved.push(a) - 1 : -1;
+  const ib = a.requiresGrad ? saved.push(b) - 1 : -1;
+  const aShape = a.shape, bShape = b.shape;
+  return recordOp(op, [a, b], out, saved, (g, s, needs) => {
+    const B = numel(batch);
+    const gP = reshape(g, [...batch, M, N]);
+    let ga: Tensor | null = null, gb: Tensor | null = null;
+    if (needs[0]) {
+      const bm = reshape(s[ib], bP);
+      if (B > 1 && numel(aP.slice(0, -2)) === 1) {
+        // a is one matrix for the whole batch: contract over batch and N in one product.
+        const gFold = reshape(permute(reshape(gP, [B, M, N]), [1, 0, 2]), [M, B * N]);
+        const bFold = reshape(transpose(reshape(bm, [B, K, N]), 1, 2), [B * N, K]);
+        ga = matmul(gFold, bFold);
+      } else {
+        ga = sumToShape(matmul(gP, transpose(bm, -1, -2)), aP);
+      }
+      ga = reshape(ga, aShape);
+    }
+    if (needs[1]) {
+      const am = reshape(s[ia], aP);
+      if (B > 1 && numel(bP.slice(0, -2)) === 1) {
+        // b is one matrix for the whole batch: contract over batch and M in one product.
+        gb = matmul(transpose(reshape(am, [B * M, K]), 0, 1), reshape(gP, [B * M, N]));
+      } else {
+        gb = sumToShape(matmul(transpose(am, -1, -2), gP), bP);
+      }
+      gb = reshape(gb, bShape);
+    }
+    return [ga, gb];
+  });
+}
+
+/** x @ weight^T + bias, like torch.nn.functional.linear: x [..., in], weight [out, in], bias [out]. */
+export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
+  const op = 'linear';
+  checkOperand(op, 'the input', x, x);
+  checkOperand(op, 'the weight', weight, x);
+  if (bias) checkOperand(op, 'the bias', bias, x);
+  if (weight.ndim !== 2) throw new ShapeError(op, `weight must be 2-D [out, in], got shape ${shapeStr(weight.shape)}`);
+  const [outF, inF] = weight.shape;
+  if (x.ndim === 0 || x.shape[x.ndim - 1] !== inF) {
+    throw new ShapeError(op, `input of shape ${shapeStr(x.shape)} does not fit weight of shape ${shapeStr(weight.shape)} (expected last dim ${inF})`);
+  }
+  if (bias && (bias.ndim !== 1 || bias.shape[0] !== outF)) {
+    throw new ShapeError(op, `bias of shape ${shapeStr(bias.shape)} does not fit weight of shape ${shapeStr(weight.shape)} (expected [${outF}])`);
+  }
+  if (viaFloat32(x)) return inFloat32([x, weight, bias], (a, w, c) => linear(a!, w!, c));
+  const lead = x.shape.slice(0, -1);
+  const rows = numel(lead);
+  const out = emptyTensor([...lead, outF], x.dtype, x._dev);
+  // x as [...batch, M, in] (1-D x is one row); weight^T as an [in, out] view, the same for every batch.
+  const batch = lead.slice(0, -1);
+  const lx = x.ndim === 1
+    ? batchedLayout(x, 1, inF, 0, x.strides[0], [])
+    : batchedLayout(x, lead[lead.length - 1], inF, x.strides[x.ndim - 2], x.strides[x.ndim - 1], batch);
+  const lw: Layout = { shape: [...batch, inF, outF], strides: [...batch.map(() => 0), weight.strides[1], weight.strides[0]], offset: weight.offset };
+  product(x, lx, weight, lw, bias ?? null, out);
+
+  // Backward: grad_x = grad @ weight, grad_weight = grad^T @ x, grad_bias = grad summed over rows.
+  const saved: Tensor[] = [];
+  const ix = weight.requiresGrad ? saved.push(x) - 1 : -1;
+  const iw = x.requiresGrad ? saved.push(weight) - 1 : -1;
+  const xShape = x.shape;
+  return recordOp(op, [x, weight, bias], out, saved, (g, s, needs) => {
+    const g2 = reshape(g, [rows, outF]);
+    return [
+      needs[0] ? reshape(matmul(g2, s[iw]), xShape) : null,
+      needs[1] ? matmul(transpose(g2, 0, 1), reshape(s[ix], [rows, inF])) : null,
+      needs[2] ? sum(g2, 0) : null,
+    ];
+  });
+}

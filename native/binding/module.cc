@@ -10,6 +10,8 @@ void register_softmax(Napi::Env env, Napi::Object exports);
 void register_norm(Napi::Env env, Napi::Object exports);
 void register_index(Napi::Env env, Napi::Object exports);
 void register_random(Napi::Env env, Napi::Object exports);
+void register_optim(Napi::Env env, Napi::Object exports);
+void register_cuda(Napi::Env env, Napi::Object exports);
 }  // namespace kiln::binding
 
 static Napi::Object init(Napi::Env env, Napi::Object exports) {
@@ -22,6 +24,8 @@ static Napi::Object init(Napi::Env env, Napi::Object exports) {
   register_norm(env, exports);
   register_index(env, exports);
   register_random(env, exports);
+  register_optim(env, exports);
+  register_cuda(env, exports);
   return exports;
 }
 

@@ -3,6 +3,10 @@
 #include "../core/parallel.h"
 #include "../cpu/copy.h"
 #include "common.h"
+#ifdef KILN_CUDA
+#include "../cuda/copy.h"
+#include "../cuda/runtime.h"
+#endif
 
 namespace kiln::binding {
 
@@ -50,29 +54,53 @@ static Napi::Value from_bytes(const Napi::CallbackInfo& info) {
   size_t need = size_t(shape_numel(shape)) * dtype_size(dt);
   KILN_CHECK(len == need, Value, op, "got ", len, " bytes for shape ", shape_str(shape), " of ", dtype_name(dt), " (",
              need, " bytes)");
-  Tensor t = Tensor::empty(shape, dt, Device{});
-  if (need) std::memcpy(t.data_ptr(), src, need);
-  KILN_CHECK(dev.is_cpu(), Device, op, "only cpu is supported by this build");
+  Tensor t = Tensor::empty(shape, dt, dev);
+  KILN_ON_DEVICE(op, dev, if (need) std::memcpy(t.data_ptr(), src, need), cuda::copy_to_device(t.data_ptr(), src, need, dev));
   Napi::Value h = wrap(info.Env(), std::move(t));
   report_external_memory(info.Env());
   return h;
 }
 
-// Copies t's elements, row-major, into a new ArrayBuffer in t's dtype.
+// A contiguous tensor with t's values in dtype dt on t's device (t itself when it already is one).
+static Tensor contiguous_as(const Tensor& t, DType dt) {
+  if (t.is_contiguous() && t.dtype == dt) return t;
+  Tensor c = Tensor::empty(t.shape, dt, t.device());
+  KILN_ON_DEVICE("copy", t.device(), cpu::copy(t, c), cuda::copy(t, c));
+  return c;
+}
+
+// Copies t's elements, row-major, into a new ArrayBuffer in t's dtype (reading from a GPU
+// synchronizes with its stream).
 static Napi::Value to_bytes(const Napi::CallbackInfo& info) {
   Tensor& t = tensor_arg(info, 0, "toBytes", "tensor");
-  KILN_CHECK(t.device().is_cpu(), Device, "toBytes", "only cpu is supported by this build");
   size_t n = size_t(t.numel()) * t.itemsize();
   auto buf = Napi::ArrayBuffer::New(info.Env(), n);
   if (n == 0) return buf;
-  if (t.is_contiguous()) {
-    std::memcpy(buf.Data(), t.data_ptr(), n);
-  } else {
-    Tensor c = Tensor::empty(t.shape, t.dtype, t.device());
-    cpu::copy(t, c);
-    std::memcpy(buf.Data(), c.data_ptr(), n);
-  }
+  Tensor c = contiguous_as(t, t.dtype);
+  KILN_ON_DEVICE("toBytes", c.device(), std::memcpy(buf.Data(), c.data_ptr(), n),
+                 cuda::copy_to_host(buf.Data(), c.data_ptr(), n, c.device()));
   return buf;
+}
+
+// dst = src across devices: convert and compact on the source side, move the bytes, then scatter
+// into dst's layout on the destination side when dst is not contiguous.
+static void copy_between_devices(const Tensor& src, const Tensor& dst) {
+#ifdef KILN_CUDA
+  Tensor packed = contiguous_as(src, dst.dtype);
+  Tensor landing = dst.is_contiguous() ? dst : Tensor::empty(dst.shape, dst.dtype, dst.device());
+  size_t n = size_t(dst.numel()) * dst.itemsize();
+  if (dst.device().is_cpu())
+    cuda::copy_to_host(landing.data_ptr(), packed.data_ptr(), n, src.device());
+  else if (src.device().is_cpu())
+    cuda::copy_to_device(landing.data_ptr(), packed.data_ptr(), n, dst.device());
+  else
+    throw Error(ErrorCode::Device, "copy", "copies between two GPUs are not supported");
+  if (landing.storage != dst.storage) KILN_ON_DEVICE("copy", dst.device(), cpu::copy(landing, dst), cuda::copy(landing, dst));
+#else
+  (void)src;
+  (void)dst;
+  throw Error(ErrorCode::Device, "copy", "kiln was built without CUDA");
+#endif
 }
 
 // view(handle, shape, strides, offset) -> handle sharing storage; checked to stay inside it.
@@ -125,8 +153,12 @@ static Napi::Value is_disposed(const Napi::CallbackInfo& info) {
 static Napi::Value copy(const Napi::CallbackInfo& info) {
   Tensor& src = tensor_arg(info, 0, "copy", "src");
   Tensor& dst = tensor_arg(info, 1, "copy", "dst");
-  check_same_device("copy", {&src, &dst});
-  KILN_ON_DEVICE("copy", dst.device(), cpu::copy(src, dst), cuda::copy(src, dst));
+  KILN_CHECK(src.shape == dst.shape, Shape, "copy", "source shape ", shape_str(src.shape),
+             " does not match destination shape ", shape_str(dst.shape));
+  if (src.device() != dst.device())
+    copy_between_devices(src, dst);
+  else
+    KILN_ON_DEVICE("copy", dst.device(), cpu::copy(src, dst), cuda::copy(src, dst));
   return info.Env().Undefined();
 }
 

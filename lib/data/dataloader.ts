@@ -1,0 +1,163 @@
+// DataLoader: batches of a Dataset in order or shuffled by a seeded permutation per epoch (so a run
+// repeats, and each epoch differs), with dropLast, a custom collate, and a stateDict that resumes
+// in the middle of an epoch. The default collate stacks tensors and turns numbers into tensors.
+import { ValueError } from '../errors';
+import { tidy } from '../memory';
+import { tensor } from '../ops/creation';
+import { stack } from '../ops/shape';
+import { Tensor } from '../tensor';
+import type { Dataset } from './dataset';
+import { Rng } from './rng';
+
+export interface DataLoaderOptions<T, B> {
+  /** Items per batch (default 1). */
+  batchSize?: number;
+  /** Visit the items in a new random order each epoch (default false). */
+  shuffle?: boolean;
+  /** Seed of the shuffling; epoch e uses the permutation of (seed, e). Default: a random seed. */
+  seed?: number;
+  /** Leave out the last batch when it would be smaller than batchSize (default false). */
+  dropLast?: boolean;
+  /** Makes a batch from its items (default: defaultCollate). */
+  collate?: (items: T[]) => B;
+}
+
+export interface DataLoaderStateDict {
+  seed: number;
+  epoch: number;
+  /** Batches of `epoch` already yielded. */
+  position: number;
+}
+
+/**
+ * Combines items into a batch like PyTorch's default_collate: tensors are stacked along a new first
+ * dimension, numbers and booleans become a tensor (int64 for whole numbers, float32 otherwise, bool),
+ * strings stay an array, and arrays and plain objects are collated element by element.
+ */
+export function defaultCollate(items: unknown[]): unknown {
+  const op = 'defaultCollate';
+  if (items.length === 0) throw new ValueError(op, 'cannot collate an empty batch');
+  const first = items[0];
+  const all = (pred: (x: unknown) => boolean, what: string) => {
+    if (!items.every(pred)) throw new ValueError(op, `item 0 is ${what} but not every item is`);
+  };
+  if (first instanceof Tensor) {
+    all((x) => x instanceof Tensor, 'a tensor');
+    return stack(items as Tensor[]);
+  }
+  if (typeof first === 'number' || typeof first === 'boolean') {
+    all((x) => typeof x === typeof first, `a ${typeof first}`);
+    return tensor(items as number[] | boolean[]);
+  }
+  if (typeof first === 'string') {
+    all((x) => typeof x === 'string', 'a string');
+    return items;
+  }
+  if (Array.isArray(first)) {
+    all((x) => Array.isArray(x) && x.length === first.length, `an array of ${first.length} elements`);
+    return first.map((_, j) => defaultCollate(items.map((x) => (x as unknown[])[j])));
+  }
+  if (first !== null && typeof first === 'object' && Object.getPrototypeOf(first) === Object.prototype) {
+    const keys = Object.keys(first);
+    all((x) => x !== null && typeof x === 'object' && Object.keys(x).length === keys.length && keys.every((k) => k in (x as object)), `an object with keys ${keys.join(', ')}`);
+    return Object.fromEntries(keys.map((k) => [k, defaultCollate(items.map((x) => (x as Record<string, unknown>)[k]))]));
+  }
+  throw new ValueError(op, `cannot collate items of type ${first === null ? 'null' : typeof first}; pass a collate function`);
+}
+
+/**
+ * Iterates over a dataset in batches: `for (const batch of loader)` runs one epoch. Batches are new
+ * tensors that the caller disposes (or creates inside a tidy scope); the dataset's own per-item
+ * tensors are freed once collated.
+ */
+export class DataLoader<T, B = unknown> implements Iterable<B> {
+  readonly dataset: Dataset<T>;
+  readonly batchSize: number;
+  readonly shuffle: boolean;
+  readonly dropLast: boolean;
+  seed: number;
+  /** The epoch the next iteration runs (each iteration advances it; set it to jump, like PyTorch's set_epoch). */
+  epoch = 0;
+  private readonly collate: ((items: T[]) => B) | undefined;
+  private resumeAt = 0;
+  private current: { epoch: number; position: number } | null = null;
+
+  constructor(dataset: Dataset<T>, opts: DataLoaderOptions<T, B> = {}) {
+    const op = 'DataLoader';
+    if (!dataset || typeof dataset.get !== 'function' || !Number.isInteger(dataset.length) || dataset.length < 0) {
+      throw new ValueError(op, 'dataset must have an integer length and a get(index) method');
+    }
+    const bs = opts.batchSize ?? 1;
+    if (!Number.isInteger(bs) || bs < 1) throw new ValueError(op, `batchSize must be a positive integer, got ${bs}`);
+    if (opts.collate !== undefined && typeof opts.collate !== 'function') throw new ValueError(op, 'collate must be a function');
+    this.dataset = dataset;
+    this.batchSize = bs;
+    this.shuffle = opts.shuffle ?? false;
+    this.dropLast = opts.dropLast ?? false;
+    this.collate = opts.collate;
+    const seed = opts.seed ?? Math.floor(Math.random() * 2 ** 32);
+    if (!Number.isSafeInteger(seed) || seed < 0) throw new ValueError(op, `seed must be a non-negative integer, got ${seed}`);
+    this.seed = seed;
+  }
+
+  /** Batches per epoch. */
+  get length(): number {
+    const n = this.dataset.length;
+    return this.dropLast ? Math.floor(n / this.batchSize) : Math.ceil(n / this.batchSize);
+  }
+
+  /** The order in which epoch `epoch` visits the items. */
+  order(epoch: number): Uint32Array {
+    const n = this.dataset.length;
+    if (this.shuffle) return new Rng(this.seed, epoch).permutation(n);
+    const out = new Uint32Array(n);
+    for (let i = 0; i < n; i++) out[i] = i;
+    return out;
+  }
+
+  *[Symbol.iterator](): Iterator<B> {
+    const epoch = this.epoch;
+    this.epoch = epoch + 1;
+    const order = this.order(epoch);
+    const state = (this.current = { epoch, position: this.resumeAt });
+    this.resumeAt = 0;
+    try {
+      for (; state.position < this.length; ) {
+        const start = state.position * this.batchSize;
+        const indices = Array.from(order.subarray(start, Math.min(start + this.batchSize, order.length)));
+        state.position++;
+        yield this.makeBatch(indices);
+      }
+    } finally {
+      if (this.current === state) this.current = null;
+    }
+  }
+
+  private makeBatch(indices: number[]): B {
+    const ds = this.dataset;
+    if (!this.collate && ds.getBatch) return ds.getBatch(indices) as B;
+    const collate = this.collate ?? (defaultCollate as (items: T[]) => B);
+    return tidy(() => collate(indices.map((i) => ds.get(i))));
+  }
+
+  /** Where the data stream is: the epoch in progress and the batches it has yielded, or the next epoch. */
+  stateDict(): DataLoaderStateDict {
+    const c = this.current;
+    if (c) return { seed: this.seed, epoch: c.epoch, position: c.position };
+    return { seed: this.seed, epoch: this.epoch, position: this.resumeAt };
+  }
+
+  /** The next iteration continues from the saved epoch and position. */
+  loadStateDict(sd: DataLoaderStateDict): void {
+    const op = 'DataLoader.loadStateDict';
+    if (!sd || !Number.isSafeInteger(sd.seed) || sd.seed < 0) throw new ValueError(op, `seed must be a non-negative integer, got ${sd?.seed}`);
+    if (!Number.isSafeInteger(sd.epoch) || sd.epoch < 0) throw new ValueError(op, `epoch must be a non-negative integer, got ${sd.epoch}`);
+    if (!Number.isInteger(sd.position) || sd.position < 0 || sd.position > this.length) {
+      throw new ValueError(op, `position must be an integer in [0, ${this.length}], got ${sd.position}`);
+    }
+    this.seed = sd.seed;
+    this.epoch = sd.epoch;
+    this.resumeAt = sd.position;
+    this.current = null;
+  }
+}

@@ -1,0 +1,13 @@
+// kiln.data: datasets, the DataLoader, tokenizers (characters, GPT-2 BPE) and token files for corpora
+// larger than memory.
+export { TensorDataset } from './dataset';
+export type { Dataset } from './dataset';
+export { DataLoader, defaultCollate } from './dataloader';
+export type { DataLoaderOptions, DataLoaderStateDict } from './dataloader';
+export { Rng } from './rng';
+export { CharTokenizer, GPT2Tokenizer } from './tokenizer';
+export type { Tokenizer, CharTokenizerJSON } from './tokenizer';
+export {
+  TOKEN_FILE_HEADER_BYTES, TokenFile, TokenFileWriter, TokenFileDataset, writeTokenFile, tokenizeFile, decodeHeader, safeCut,
+} from './token_file';
+export type { TokenDType, TokenFileHeader, TokenFileWriterOptions, TokenizeFileOptions, TokenFileDatasetOptions } from './token_file';

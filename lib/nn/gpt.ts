@@ -1,0 +1,219 @@
+// A GPT-2 style language model: token + learned position embeddings, pre-norm blocks of causal
+// self-attention and a 4x tanh-GELU MLP, a final LayerNorm and an output head tied to the token
+// embedding; GPT-2 initialization; training forward with loss; generation with a KV cache.
+import { noGrad } from '../autograd/grad_mode';
+import { isIntegral } from '../dtype';
+import { DTypeError, ShapeError, ValueError } from '../errors';
+import { tidy } from '../memory';
+import { cat } from '../ops/shape';
+import { shapeStr } from '../shape';
+import type { Tensor } from '../tensor';
+import { KVCache, MultiheadAttention, causalMask, causalView } from './attention';
+import { normal_, zeros_ } from './init';
+import { Dropout, Embedding, LayerNorm, Linear } from './layers';
+import { crossEntropy } from './losses';
+import { Module, ModuleList } from './module';
+import { SamplingOptions, sampleLogits } from './sampling';
+
+export interface GPTConfig {
+  vocabSize: number;
+  /** Longest context (number of learned positions). */
+  blockSize: number;
+  nLayer: number;
+  nHead: number;
+  nEmbd: number;
+  /** Dropout on embeddings, attention probabilities and residual branches (default 0). */
+  dropout?: number;
+  /** Biases in linear layers and layer norms (default true, as in GPT-2). */
+  bias?: boolean;
+}
+
+/** fc (E -> 4E), tanh-GELU, proj (4E -> E), dropout. */
+export class MLP extends Module {
+  fc: Linear;
+  proj: Linear;
+  drop: Dropout;
+  constructor(nEmbd: number, bias: boolean, dropout: number) {
+    super();
+    this.fc = new Linear(nEmbd, 4 * nEmbd, { bias });
+    this.proj = new Linear(4 * nEmbd, nEmbd, { bias });
+    this.drop = new Dropout(dropout);
+  }
+  override forward(x: Tensor): Tensor {
+    return tidy(() => this.drop.forward(this.proj.forward(this.fc.forward(x).gelu('tanh'))));
+  }
+}
+
+/** x + drop(attn(ln1(x))), then x + mlp(ln2(x)). */
+export class Block extends Module {
+  ln1: LayerNorm;
+  attn: MultiheadAttention;
+  drop: Dropout;
+  ln2: LayerNorm;
+  mlp: MLP;
+  constructor(cfg: Required<GPTConfig>) {
+    super();
+    this.ln1 = new LayerNorm(cfg.nEmbd, { bias: cfg.bias });
+    this.attn = new MultiheadAttention(cfg.nEmbd, cfg.nHead, { bias: cfg.bias, dropout: cfg.dropout });
+    this.drop = new Dropout(cfg.dropout);
+    this.ln2 = new LayerNorm(cfg.nEmbd, { bias: cfg.bias });
+    this.mlp = new MLP(cfg.nEmbd, cfg.bias, cfg.dropout);
+  }
+  /** mask: bool [T, S] causal mask; kvCache: this layer's cache when decoding incrementally. */
+  override forward(x: Tensor, mask: Tensor | null, kvCache?: KVCache): Tensor {
+    return tidy(() => {
+      const h = this.ln1.forward(x);
+      const a = this.attn.forward(h, h, h, { attnMask: mask, kvCache }).output;
+      const y = x.add(this.drop.forward(a));
+      return y.add(this.mlp.forward(this.ln2.forward(y)));
+    });
+  }
+}
+
+export interface GPTForwardOptions {
+  /** One KVCache per layer (createCache()): the tokens in idx continue the cached ones. */
+  kvCache?: KVCache[];
+  /** Compute logits for the last position only ([B, 1, V]), as generation needs. */
+  lastOnly?: boolean;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  /** Decode incrementally with a KV cache (default true); false reruns the whole context each step. */
+  useCache?: boolean;
+  /** Called each step with the last position's logits [B, V] (valid during the call). */
+  onLogits?: (logits: Tensor, step: number) => void;
+}
+
+/**
+ * GPT-2 (parameter names: wte, wpe, blocks.N.{ln1, attn, ln2, mlp.fc, mlp.proj}, lnF, lmHead; lmHead.weight
+ * is the same Parameter as wte.weight). Weights start N(0, 0.02), biases 0, and the projections
+ * back into the residual stream (attn.outProj, mlp.proj) N(0, 0.02 / sqrt(2 nLayer)).
+ */
+export class GPT extends Module {
+  wte: Embedding;
+  wpe: Embedding;
+  drop: Dropout;
+  blocks: ModuleList<Block>;
+  lnF: LayerNorm;
+  lmHead: Linear;
+  readonly config: Required<GPTConfig>;
+  readonly causalMask: Tensor;
+
+  constructor(config: GPTConfig) {
+    super();
+    const cfg: Required<GPTConfig> = { dropout: 0, bias: true, ...config };
+    for (const k of ['vocabSize', 'blockSize', 'nLayer', 'nHead', 'nEmbd'] as const) {
+      if (!Number.isInteger(cfg[k]) || cfg[k] <= 0) throw new ValueError('GPT', `config.${k} must be a positive integer, got ${cfg[k]}`);
+    }
+    this.config = cfg;
+    this.wte = new Embedding(cfg.vocabSize, cfg.nEmbd);
+    this.wpe = new Embedding(cfg.blockSize, cfg.nEmbd);
+    this.drop = new Dropout(cfg.dropout);
+    this.blocks = new ModuleList(Array.from({ length: cfg.nLayer }, () => new Block(cfg)));
+    this.lnF = new LayerNorm(cfg.nEmbd, { bias: cfg.bias });
+    this.lmHead = new Linear(cfg.nEmbd, cfg.vocabSize, { bias: false, weight: this.wte.weight });
+    this.causalMask = this.registerBuffer('causalMask', causalMask(cfg.blockSize), { persistent: false });
+    this.initWeights();
+  }
+
+  private initWeights(): void {
+    this.apply((m) => {
+      if (m instanceof Linear) {
+        if (m.weight !== this.wte.weight) normal_(m.weight, 0, 0.02);
+        if (m.bias) zeros_(m.bias);
+      } else if (m instanceof Embedding) {
+        normal_(m.weight, 0, 0.02);
+      } else if (m instanceof MultiheadAttention) {
+        normal_(m.inProjWeight!, 0, 0.02);
+        if (m.inProjBias) zeros_(m.inProjBias);
+      }
+    });
+    const std = 0.02 / Math.sqrt(2 * this.config.nLayer);
+    for (const b of this.blocks) {
+      normal_(b.attn.outProj.weight, 0, std);
+      normal_(b.mlp.proj.weight, 0, std);
+    }
+  }
+
+  /** Empty KV caches, one per layer, for forward({kvCache}). */
+  createCache(): KVCache[] {
+    return Array.from({ length: this.config.nLayer }, () => new KVCache(this.config.blockSize));
+  }
+
+  /**
+   * idx [B, T] token ids -> logits [B, T, V]; with targets [B, T] also the mean cross-entropy loss
+   * (targets equal to -100 are ignored).
+   */
+  override forward(idx: Tensor, targets?: Tensor | null, opts: GPTForwardOptions = {}): { logits: Tensor; loss?: Tensor } {
+    if (idx.ndim !== 2 || !isIntegral(idx.dtype)) {
+      throw new (idx.ndim !== 2 ? ShapeError : DTypeError)('GPT', `expects token ids [B, T] of an integer dtype, got ${shapeStr(idx.shape)} ${idx.dtype}`);
+    }
+    const [B, T] = idx.shape;
+    const past = opts.kvCache?.[0]?.length ?? 0;
+    if (opts.kvCache && opts.kvCache.length !== this.config.nLayer) {
+      throw new ValueError('GPT', `kvCache must hold one KVCache per layer (${this.config.nLayer}), got ${opts.kvCache.length}`);
+    }
+    if (past + T > this.config.blockSize) {
+      throw new ValueError('GPT', `sequence of ${past + T} tokens is longer than blockSize ${this.config.blockSize}`);
+    }
+    if (targets && (targets.ndim !== 2 || targets.shape[0] !== B || targets.shape[1] !== T)) {
+      throw new ShapeError('GPT', `targets must be [${B}, ${T}] like idx, got ${shapeStr(targets.shape)}`);
+    }
+    return tidy(() => {
+      const pos = this.wpe.weight.narrow(0, past, T);
+      let x = this.drop.forward(this.wte.forward(idx).add(pos));
+      // A single new token may see every cached position: no mask needed.
+      const mask = T > 1 ? causalView(this.causalMask, T, past + T) : null;
+      let layer = 0;
+      for (const block of this.blocks) x = block.forward(x, mask, opts.kvCache?.[layer++]);
+      if (opts.lastOnly) x = x.narrow(1, T - 1, 1);
+      const logits = this.lmHead.forward(this.lnF.forward(x));
+      if (!targets) return { logits };
+      const V = this.config.vocabSize;
+      return { logits, loss: crossEntropy(logits.reshape(-1, V), targets.reshape(-1)) };
+    });
+  }
+
+  /**
+   * Appends maxNewTokens sampled tokens to idx [B, T] and returns the [B, T + maxNewTokens] ids.
+   * Runs without gradients and in eval mode (the previous mode is restored). With the cache each step
+   * feeds only the new token; once the sequence outgrows blockSize the context is cropped to its last
+   * blockSize tokens and rerun each step (positions shift, so the cache no longer applies).
+   */
+  generate(idx: Tensor, maxNewTokens: number, opts: GenerateOptions = {}): Tensor {
+    if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new ValueError('generate', `maxNewTokens must be a non-negative integer, got ${maxNewTokens}`);
+    const wasTraining = this.training;
+    this.eval();
+    let caches: KVCache[] | null = opts.useCache === false ? null : this.createCache();
+    try {
+      return noGrad(() => {
+        let seq = idx;
+        let cached = 0;
+        for (let step = 0; step < maxNewTokens; step++) {
+          const next = tidy(() => {
+            const T = seq.shape[1];
+            let logits: Tensor;
+            if (caches && T <= this.config.blockSize) {
+              logits = this.forward(seq.narrow(1, cached, T - cached), null, { kvCache: caches, lastOnly: true }).logits;
+              cached = T;
+            } else {
+              caches?.forEach((c) => c.dispose());
+              caches = null;
+              const context = T > this.config.blockSize ? seq.narrow(1, T - this.config.blockSize, this.config.blockSize) : seq;
+              logits = this.forward(context, null, { lastOnly: true }).logits;
+            }
+            const last = logits.select(1, 0);
+            opts.onLogits?.(last, step);
+            return cat([seq, sampleLogits(last, { ...opts, dtype: idx.dtype })], 1);
+          });
+          if (seq !== idx) seq.dispose();
+          seq = next;
+        }
+        return seq === idx ? idx.clone() : seq;
+      });
+    } finally {
+      caches?.forEach((c) => c.dispose());
+      this.train(wasTraining);
+    }
+  }
+}

@@ -1,0 +1,44 @@
+// kiln.nn: modules, layers, attention, Transformer blocks, GPT, losses, initialization and sampling
+// (what torch.nn offers for Transformer work).
+export { Module, Parameter, Sequential, ModuleList, ModuleDict } from './module';
+export type { StateDictLoadResult } from './module';
+export { Linear, Embedding, LayerNorm, RMSNorm, rmsNorm, Dropout, Identity, ReLU, GELU, Sigmoid, Tanh, SiLU } from './layers';
+export type { FactoryOptions, EmbeddingOptions, NormOptions } from './layers';
+export { MultiheadAttention, KVCache, scaledDotProductAttention, attention, causalMask } from './attention';
+export type { MultiheadAttentionOptions, AttentionForwardOptions } from './attention';
+export {
+  TransformerEncoderLayer,
+  TransformerDecoderLayer,
+  TransformerEncoder,
+  TransformerDecoder,
+  Transformer,
+  SinusoidalPositionalEncoding,
+  LearnedPositionalEmbedding,
+} from './transformer';
+export type {
+  Activation,
+  TransformerLayerOptions,
+  EncoderLayerForwardOptions,
+  DecoderLayerForwardOptions,
+  TransformerOptions,
+  TransformerForwardOptions,
+  PositionalOptions,
+} from './transformer';
+export { GPT, Block as GPTBlock, MLP as GPTMLP } from './gpt';
+export type { GPTConfig, GPTForwardOptions, GenerateOptions } from './gpt';
+export {
+  mseLoss,
+  crossEntropy,
+  nllLoss,
+  bceLoss,
+  bceWithLogits,
+  MSELoss,
+  CrossEntropyLoss,
+  NLLLoss,
+  BCELoss,
+  BCEWithLogitsLoss,
+} from './losses';
+export type { Reduction, CrossEntropyOptions, NLLLossOptions } from './losses';
+export { sampleLogits } from './sampling';
+export type { SamplingOptions } from './sampling';
+export * as init from './init';

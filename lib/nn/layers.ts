@@ -1,0 +1,271 @@
+// Basic layers: Linear, Embedding, LayerNorm, RMSNorm, Dropout, and the activation modules
+// (ReLU, GELU, Sigmoid, Tanh, SiLU, Identity). Their initializations follow PyTorch's.
+import { noGrad } from '../autograd/grad_mode';
+import type { DType } from '../dtype';
+import { ShapeError, ValueError } from '../errors';
+import { tidy } from '../memory';
+import { empty, ones } from '../ops/creation';
+import { embedding } from '../ops/index';
+import { linear } from '../ops/matmul';
+import { layerNorm } from '../ops/norm';
+import { dropout } from '../ops/random';
+import { shapeStr } from '../shape';
+import type { Tensor } from '../tensor';
+import { kaimingUniform_, normal_, ones_, uniform_, zeros_ } from './init';
+import { Module, Parameter } from './module';
+
+/** Where and in which dtype a layer creates its parameters (float32 on the CPU by default). */
+export interface FactoryOptions {
+  dtype?: DType;
+  device?: string;
+}
+
+/** @internal A new parameter of shape, filled by init. */
+export function newParameter(shape: readonly number[], f: FactoryOptions, init: (t: Tensor) => unknown): Parameter {
+  const t = empty(shape, { dtype: f.dtype ?? 'float32', device: f.device ?? 'cpu' });
+  init(t);
+  return Parameter.own(t);
+}
+
+function checkWeight(op: string, w: Parameter, shape: readonly number[]): Parameter {
+  if (w.ndim !== 2 || w.shape[0] !== shape[0] || w.shape[1] !== shape[1]) {
+    throw new ShapeError(op, `weight must have shape ${shapeStr(shape)}, got ${shapeStr(w.shape)}`);
+  }
+  return w;
+}
+
+function checkSize(op: string, name: string, v: number): void {
+  if (!Number.isInteger(v) || v <= 0) throw new ValueError(op, `${name} must be a positive integer, got ${v}`);
+}
+
+/** y = x W^T + b with W of shape [outFeatures, inFeatures]; W and b start U(-1/sqrt(in), 1/sqrt(in)) like PyTorch. */
+export class Linear extends Module {
+  weight: Parameter;
+  bias: Parameter | null;
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  /** opts.weight: an existing [outFeatures, inFeatures] Parameter to use as the weight (weight tying). */
+  constructor(inFeatures: number, outFeatures: number, opts: FactoryOptions & { bias?: boolean; weight?: Parameter } = {}) {
+    super();
+    checkSize('Linear', 'inFeatures', inFeatures);
+    checkSize('Linear', 'outFeatures', outFeatures);
+    this.inFeatures = inFeatures;
+    this.outFeatures = outFeatures;
+    this.weight = opts.weight ? checkWeight('Linear', opts.weight, [outFeatures, inFeatures]) : newParameter([outFeatures, inFeatures], opts, (w) => kaimingUniform_(w, { a: Math.sqrt(5) }));
+    const bound = 1 / Math.sqrt(inFeatures);
+    this.bias = opts.bias === false ? null : newParameter([outFeatures], opts, (b) => uniform_(b, -bound, bound));
+  }
+  override forward(x: Tensor): Tensor {
+    if (x.shape[x.ndim - 1] !== this.inFeatures) {
+      throw new ShapeError('Linear', `expects inputs with last dim ${this.inFeatures}, got shape ${shapeStr(x.shape)}`);
+    }
+    return linear(x, this.weight, this.bias);
+  }
+  override extraRepr(): string {
+    return `inFeatures=${this.inFeatures}, outFeatures=${this.outFeatures}, bias=${this.bias !== null}`;
+  }
+}
+
+export interface EmbeddingOptions extends FactoryOptions {
+  /** Row whose vector starts at zero and receives no gradient (a padding token). */
+  paddingIdx?: number;
+}
+
+/** A lookup table: forward(indices) gives weight[indices]. Weights start N(0, 1) like PyTorch. */
+export class Embedding extends Module {
+  weight: Parameter;
+  readonly numEmbeddings: number;
+  readonly embeddingDim: number;
+  readonly paddingIdx: number | null;
+  /** opts.weight: an existing [numEmbeddings, embeddingDim] Parameter to use (weight tying, fromPretrained). */
+  constructor(numEmbeddings: number, embeddingDim: number, opts: EmbeddingOptions & { weight?: Parameter } = {}) {
+    super();
+    checkSize('Embedding', 'numEmbeddings', numEmbeddings);
+    checkSize('Embedding', 'embeddingDim', embeddingDim);
+    this.numEmbeddings = numEmbeddings;
+    this.embeddingDim = embeddingDim;
+    let pad = opts.paddingIdx ?? null;
+    if (pad !== null) {
+      if (!Number.isInteger(pad) || pad < -numEmbeddings || pad >= numEmbeddings) {
+        throw new ValueError('Embedding', `paddingIdx ${pad} is out of range for ${numEmbeddings} embeddings`);
+      }
+      if (pad < 0) pad += numEmbeddings;
+    }
+    this.paddingIdx = pad;
+    this.weight = opts.weight
+      ? checkWeight('Embedding', opts.weight, [numEmbeddings, embeddingDim])
+      : newParameter([numEmbeddings, embeddingDim], opts, (w) => {
+        normal_(w);
+        if (pad !== null) tidy(() => void zeros_(w.select(0, pad!)));
+      });
+    if (pad !== null) {
+      const row = pad;
+      // The padding row's gradient is dropped before it reaches .grad (PyTorch's padding_idx).
+      this.weight.registerHook((g) => {
+        const keepRows = ones([numEmbeddings, 1], { dtype: g.dtype, device: g.device });
+        const padRow = keepRows.select(0, row);
+        padRow.fill_(0);
+        padRow.dispose();
+        const out = g.mul(keepRows);
+        keepRows.dispose();
+        return out;
+      });
+    }
+  }
+
+  /** An Embedding over existing weights [num, dim] (copied into a new parameter); frozen by default. */
+  static fromPretrained(weight: Tensor, opts: { freeze?: boolean; paddingIdx?: number } = {}): Embedding {
+    if (weight.ndim !== 2) throw new ShapeError('Embedding.fromPretrained', `expects a 2-D weight, got shape ${shapeStr(weight.shape)}`);
+    const w = Parameter.own(noGrad(() => weight.clone()), !(opts.freeze ?? true));
+    return new Embedding(weight.shape[0], weight.shape[1], { paddingIdx: opts.paddingIdx, weight: w });
+  }
+
+  override forward(indices: Tensor): Tensor {
+    return embedding(indices, this.weight);
+  }
+  override extraRepr(): string {
+    return `${this.numEmbeddings}, ${this.embeddingDim}${this.paddingIdx !== null ? `, paddingIdx=${this.paddingIdx}` : ''}`;
+  }
+}
+
+function normShape(op: string, s: number | readonly number[]): number[] {
+  const shape = typeof s === 'number' ? [s] : [...s];
+  if (!shape.length) throw new ValueError(op, 'normalizedShape must not be empty');
+  for (const d of shape) checkSize(op, 'normalizedShape entries', d);
+  return shape;
+}
+
+function checkNormInput(op: string, x: Tensor, shape: readonly number[]): void {
+  const tail = x.shape.slice(x.ndim - shape.length);
+  if (x.ndim < shape.length || tail.some((d, i) => d !== shape[i])) {
+    throw new ShapeError(op, `expects inputs ending in ${shapeStr(shape)}, got shape ${shapeStr(x.shape)}`);
+  }
+}
+
+export interface NormOptions extends FactoryOptions {
+  eps?: number;
+  /** Learn a per-element scale (and shift, for LayerNorm) (default true). */
+  elementwiseAffine?: boolean;
+  /** LayerNorm only: learn the shift (default true). */
+  bias?: boolean;
+}
+
+/** Layer normalization over the last dims (normalizedShape); weight starts at 1, bias at 0. */
+export class LayerNorm extends Module {
+  weight: Parameter | null;
+  bias: Parameter | null;
+  readonly normalizedShape: number[];
+  readonly eps: number;
+  constructor(normalizedShape: number | readonly number[], opts: NormOptions = {}) {
+    super();
+    this.normalizedShape = normShape('LayerNorm', normalizedShape);
+    this.eps = opts.eps ?? 1e-5;
+    const affine = opts.elementwiseAffine ?? true;
+    this.weight = affine ? newParameter(this.normalizedShape, opts, ones_) : null;
+    this.bias = affine && opts.bias !== false ? newParameter(this.normalizedShape, opts, zeros_) : null;
+  }
+  override forward(x: Tensor): Tensor {
+    checkNormInput('LayerNorm', x, this.normalizedShape);
+    return layerNorm(x, this.normalizedShape, this.weight, this.bias, this.eps);
+  }
+  override extraRepr(): string {
+    return `${shapeStr(this.normalizedShape)}, eps=${this.eps}, elementwiseAffine=${this.weight !== null}`;
+  }
+}
+
+const MACHINE_EPS: Partial<Record<DType, number>> = { float64: 2.220446049250313e-16, float16: 0.0009765625, bfloat16: 0.0078125 };
+
+/**
+ * RMS normalization: x / sqrt(mean(x^2 over the last dims) + eps) * weight. eps defaults to the
+ * machine epsilon of x's dtype, like PyTorch.
+ */
+export function rmsNorm(x: Tensor, normalizedShape: number | readonly number[], weight?: Tensor | null, eps?: number): Tensor {
+  const shape = normShape('rmsNorm', normalizedShape);
+  checkNormInput('rmsNorm', x, shape);
+  const e = eps ?? MACHINE_EPS[x.dtype] ?? 1.1920928955078125e-7;
+  const dims = shape.map((_, i) => x.ndim - shape.length + i);
+  return tidy(() => {
+    const y = x.mul(x.square().mean(dims, true).add(e).rsqrt());
+    return weight ? y.mul(weight) : y;
+  });
+}
+
+/** RMSNorm (as in LLaMA); weight starts at 1. */
+export class RMSNorm extends Module {
+  weight: Parameter | null;
+  readonly normalizedShape: number[];
+  readonly eps: number | undefined;
+  constructor(normalizedShape: number | readonly number[], opts: Omit<NormOptions, 'bias'> = {}) {
+    super();
+    this.normalizedShape = normShape('RMSNorm', normalizedShape);
+    this.eps = opts.eps;
+    this.weight = opts.elementwiseAffine ?? true ? newParameter(this.normalizedShape, opts, ones_) : null;
+  }
+  override forward(x: Tensor): Tensor {
+    return rmsNorm(x, this.normalizedShape, this.weight, this.eps);
+  }
+  override extraRepr(): string {
+    return `${shapeStr(this.normalizedShape)}, eps=${this.eps ?? 'auto'}`;
+  }
+}
+
+/** Zeroes elements with probability p in training mode and scales the rest by 1/(1-p); identity in eval mode. */
+export class Dropout extends Module {
+  readonly p: number;
+  constructor(p = 0.5) {
+    super();
+    if (!(p >= 0 && p <= 1)) throw new ValueError('Dropout', `p must be in [0, 1], got ${p}`);
+    this.p = p;
+  }
+  override forward(x: Tensor): Tensor {
+    return this.p === 0 ? x : dropout(x, this.p, this.training);
+  }
+  override extraRepr(): string {
+    return `p=${this.p}`;
+  }
+}
+
+/** Returns its input. */
+export class Identity extends Module {
+  override forward(x: Tensor): Tensor {
+    return x;
+  }
+}
+export class ReLU extends Module {
+  override forward(x: Tensor): Tensor {
+    return x.relu();
+  }
+}
+/** GELU; approximate 'tanh' is the GPT-2 form. */
+export class GELU extends Module {
+  readonly approximate: 'none' | 'tanh';
+  constructor(opts: { approximate?: 'none' | 'tanh' } = {}) {
+    super();
+    this.approximate = opts.approximate ?? 'none';
+    if (this.approximate !== 'none' && this.approximate !== 'tanh') {
+      throw new ValueError('GELU', `approximate must be 'none' or 'tanh', got '${this.approximate}'`);
+    }
+  }
+  override forward(x: Tensor): Tensor {
+    return x.gelu(this.approximate);
+  }
+  override extraRepr(): string {
+    return `approximate='${this.approximate}'`;
+  }
+}
+export class Sigmoid extends Module {
+  override forward(x: Tensor): Tensor {
+    return x.sigmoid();
+  }
+}
+export class Tanh extends Module {
+  override forward(x: Tensor): Tensor {
+    return x.tanh();
+  }
+}
+/** x * sigmoid(x) (also called Swish). */
+export class SiLU extends Module {
+  override forward(x: Tensor): Tensor {
+    return x.silu();
+  }
+}

@@ -1,0 +1,65 @@
+// Adam (L2 weight decay added to the gradient, optional AMSGrad) and AdamW (decoupled weight decay),
+// with PyTorch's update rule; one fused native pass per parameter.
+import { ValueError } from '../errors';
+import type { Tensor } from '../tensor';
+import { BaseOptions, Optimizer, ParamGroup, ParamState, Params, checkBool, checkNumber, optimNative } from './optimizer';
+
+export interface AdamOptions extends BaseOptions {
+  betas: [number, number];
+  eps: number;
+  weightDecay: number;
+  /** Use the running maximum of the second moment (Reddi et al., "On the Convergence of Adam and Beyond"). */
+  amsgrad: boolean;
+  /** Ascend the objective instead of descending it. */
+  maximize: boolean;
+}
+
+/**
+ * Adam. At step t with g = grad (+ weightDecay * p for Adam):
+ * m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+ * p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+ */
+export class Adam extends Optimizer<AdamOptions> {
+  /** AdamW: weight decay multiplies p by (1 - lr * weightDecay) instead of entering the gradient. */
+  protected readonly decoupled: boolean = false;
+
+  constructor(params: Params<AdamOptions>, opts: Partial<AdamOptions> = {}) {
+    super(params, { lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0, amsgrad: false, maximize: false, ...opts });
+  }
+
+  protected checkOptions(o: AdamOptions): void {
+    const op = this.constructor.name;
+    checkNumber(op, 'lr', o.lr);
+    checkNumber(op, 'eps', o.eps);
+    checkNumber(op, 'weightDecay', o.weightDecay);
+    checkBool(op, 'amsgrad', o.amsgrad);
+    checkBool(op, 'maximize', o.maximize);
+    if (!Array.isArray(o.betas) || o.betas.length !== 2 || !o.betas.every((b) => typeof b === 'number' && b >= 0 && b < 1)) {
+      throw new ValueError(op, `betas must be two numbers in [0, 1), got ${JSON.stringify(o.betas)}`);
+    }
+  }
+
+  protected update(p: Tensor, grad: Tensor, g: ParamGroup<AdamOptions>, s: ParamState): void {
+    if (s.step === undefined) Object.assign(s, { step: 0, expAvg: this.zerosState(p), expAvgSq: this.zerosState(p) });
+    if (g.amsgrad && !s.maxExpAvgSq) s.maxExpAvgSq = this.zerosState(p);
+    const m = this.stateTensor(s, 'expAvg', p), v = this.stateTensor(s, 'expAvgSq', p);
+    const vmax = g.amsgrad ? this.stateTensor(s, 'maxExpAvgSq', p)._h : null;
+    const step = (s.step as number) + 1;
+    const [beta1, beta2] = g.betas;
+    optimNative.adamStep(p._h, grad._h, m._h, v._h, vmax, {
+      lr: g.lr, beta1, beta2, eps: g.eps, weightDecay: g.weightDecay,
+      biasCorrection1: 1 - beta1 ** step, biasCorrection2Sqrt: Math.sqrt(1 - beta2 ** step),
+      decoupled: this.decoupled, maximize: g.maximize,
+    });
+    s.step = step;
+  }
+}
+
+/** AdamW (Loshchilov and Hutter): Adam with decoupled weight decay, default weightDecay 0.01. */
+export class AdamW extends Adam {
+  protected override readonly decoupled: boolean = true;
+
+  constructor(params: Params<AdamOptions>, opts: Partial<AdamOptions> = {}) {
+    super(params, { weightDecay: 1e-2, ...opts });
+  }
+}

@@ -1,0 +1,13 @@
+// kiln.optim: optimizers (SGD, Adam, AdamW), learning-rate schedules and gradient clipping.
+export { Optimizer } from './optimizer';
+export type { BaseOptions, ParamGroup, ParamGroupInput, Params, ParamState, OptimizerStateDict } from './optimizer';
+export { SGD } from './sgd';
+export type { SGDOptions } from './sgd';
+export { Adam, AdamW } from './adam';
+export type { AdamOptions } from './adam';
+export {
+  LRScheduler, LambdaLR, StepLR, MultiStepLR, ExponentialLR, LinearLR, LinearWarmupLR, CosineAnnealingLR, WarmupCosineLR, SequentialLR,
+} from './lr_scheduler';
+export type { Schedule, LRSchedulerStateDict, LinearLROptions, WarmupCosineOptions } from './lr_scheduler';
+export { clipGradNorm } from './clip_grad';
+export type { ClipGradNormOptions } from './clip_grad';

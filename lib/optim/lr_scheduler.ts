@@ -1,0 +1,235 @@
+// Learning-rate schedules. Each one is a closed form lr(step) of the group's initial lr, so that
+// stepping, jumping (loadStateDict) and nesting (SequentialLR) all give the same values: LambdaLR,
+// StepLR, MultiStepLR, ExponentialLR, LinearLR, LinearWarmupLR, CosineAnnealingLR, WarmupCosineLR
+// and SequentialLR.
+import { ValueError } from '../errors';
+import type { BaseOptions, Optimizer } from './optimizer';
+
+/** The learning rate at step `step` for a group whose initial lr is baseLr. */
+export type Schedule = (step: number, baseLr: number, group: number) => number;
+
+export interface LRSchedulerStateDict {
+  lastEpoch: number;
+  baseLrs: number[];
+}
+
+/**
+ * Base class: sets every group's lr to schedule(step, initialLr, group). Constructing a scheduler
+ * applies step lastEpoch + 1, i.e. step 0 by default (so the first optimizer.step() runs with lr(0));
+ * call step() after each optimizer.step(). The first scheduler on an optimizer records each group's
+ * `initialLr`. To resume, prefer loadStateDict() over passing lastEpoch.
+ */
+export class LRScheduler {
+  readonly optimizer: Optimizer<BaseOptions>;
+  /** The initial lr of each group, which the schedule scales. */
+  baseLrs: number[];
+  /** The step the current lrs belong to (-1 before the first). */
+  lastEpoch: number;
+  private readonly schedule: Schedule;
+  private lastLrs: number[] = [];
+
+  constructor(optimizer: Optimizer<BaseOptions>, schedule: Schedule, lastEpoch = -1) {
+    const op = new.target.name;
+    if (!Number.isInteger(lastEpoch) || lastEpoch < -1) throw new ValueError(op, `lastEpoch must be an integer >= -1, got ${lastEpoch}`);
+    for (const [i, g] of optimizer.paramGroups.entries()) {
+      if (g.initialLr === undefined) {
+        if (lastEpoch !== -1) throw new ValueError(op, `group ${i} has no initialLr to resume a schedule at step ${lastEpoch} from`);
+        g.initialLr = g.lr;
+      }
+    }
+    this.optimizer = optimizer;
+    this.schedule = schedule;
+    this.baseLrs = optimizer.paramGroups.map((g) => g.initialLr!);
+    this.lastEpoch = lastEpoch;
+    this.step();
+  }
+
+  /** The lr of group `group` (initial lr baseLr) at `step`, without changing anything. */
+  lrAt(step: number, baseLr: number, group = 0): number {
+    return this.schedule(step, baseLr, group);
+  }
+
+  /** Advances one step and sets each group's lr. */
+  step(): void {
+    this.lastEpoch += 1;
+    this.apply();
+  }
+
+  private apply(): void {
+    this.lastLrs = this.optimizer.paramGroups.map((g, i) => {
+      g.lr = this.schedule(this.lastEpoch, this.baseLrs[i], i);
+      return g.lr;
+    });
+  }
+
+  /** The lrs the last step set, one per group. */
+  getLastLr(): number[] {
+    return [...this.lastLrs];
+  }
+
+  stateDict(): LRSchedulerStateDict {
+    return { lastEpoch: this.lastEpoch, baseLrs: [...this.baseLrs] };
+  }
+
+  /** Restores the step count and initial lrs, and sets the groups' lrs for that step. */
+  loadStateDict(sd: LRSchedulerStateDict): void {
+    const op = `${this.constructor.name}.loadStateDict`;
+    if (!sd || !Number.isInteger(sd.lastEpoch) || sd.lastEpoch < -1) throw new ValueError(op, `lastEpoch must be an integer >= -1, got ${sd?.lastEpoch}`);
+    if (!Array.isArray(sd.baseLrs) || sd.baseLrs.length !== this.optimizer.paramGroups.length || !sd.baseLrs.every(Number.isFinite)) {
+      throw new ValueError(op, `baseLrs must hold one finite number per parameter group (${this.optimizer.paramGroups.length})`);
+    }
+    this.lastEpoch = sd.lastEpoch;
+    this.baseLrs = [...sd.baseLrs];
+    this.apply();
+  }
+}
+
+function checkInt(op: string, name: string, v: unknown, min: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) throw new ValueError(op, `${name} must be an integer >= ${min}, got ${String(v)}`);
+  return v;
+}
+
+function checkNum(op: string, name: string, v: unknown, lo: number, hi = Infinity): number {
+  if (typeof v !== 'number' || !(v >= lo && v <= hi)) throw new ValueError(op, `${name} must be a number in [${lo}, ${hi}], got ${String(v)}`);
+  return v;
+}
+
+/** lr = initialLr * lambda(step), with one lambda for all groups or one per group. */
+export class LambdaLR extends LRScheduler {
+  constructor(optimizer: Optimizer<BaseOptions>, lrLambda: ((step: number) => number) | Array<(step: number) => number>, lastEpoch = -1) {
+    const n = optimizer.paramGroups.length;
+    const fns = Array.isArray(lrLambda) ? lrLambda : new Array(n).fill(lrLambda);
+    if (fns.length !== n || !fns.every((f) => typeof f === 'function')) {
+      throw new ValueError('LambdaLR', `expected one function or ${n} functions (one per group)`);
+    }
+    super(optimizer, (step, base, group) => base * fns[group](step), lastEpoch);
+  }
+}
+
+/** lr = initialLr * gamma^floor(step / stepSize). */
+export class StepLR extends LRScheduler {
+  constructor(optimizer: Optimizer<BaseOptions>, stepSize: number, gamma = 0.1, lastEpoch = -1) {
+    checkInt('StepLR', 'stepSize', stepSize, 1);
+    checkNum('StepLR', 'gamma', gamma, 0);
+    super(optimizer, (step, base) => base * gamma ** Math.floor(step / stepSize), lastEpoch);
+  }
+}
+
+/** lr = initialLr * gamma^(number of milestones <= step). */
+export class MultiStepLR extends LRScheduler {
+  constructor(optimizer: Optimizer<BaseOptions>, milestones: readonly number[], gamma = 0.1, lastEpoch = -1) {
+    milestones.forEach((m, i) => checkInt('MultiStepLR', `milestones[${i}]`, m, 0));
+    checkNum('MultiStepLR', 'gamma', gamma, 0);
+    const ms = [...milestones];
+    super(optimizer, (step, base) => base * gamma ** ms.filter((m) => m <= step).length, lastEpoch);
+  }
+}
+
+/** lr = initialLr * gamma^step. */
+export class ExponentialLR extends LRScheduler {
+  constructor(optimizer: Optimizer<BaseOptions>, gamma: number, lastEpoch = -1) {
+    checkNum('ExponentialLR', 'gamma', gamma, 0);
+    super(optimizer, (step, base) => base * gamma ** step, lastEpoch);
+  }
+}
+
+export interface LinearLROptions {
+  /** Factor at step 0 (default 1/3). */
+  startFactor?: number;
+  /** Factor from step totalIters on (default 1). */
+  endFactor?: number;
+  /** Steps to go from startFactor to endFactor (default 5). */
+  totalIters?: number;
+}
+
+/** lr = initialLr * (startFactor + (endFactor - startFactor) * min(step, totalIters) / totalIters). */
+export class LinearLR extends LRScheduler {
+  constructor(optimizer: Optimizer<BaseOptions>, opts: LinearLROptions = {}, lastEpoch = -1) {
+    const start = opts.startFactor ?? 1 / 3, end = opts.endFactor ?? 1, total = opts.totalIters ?? 5;
+    if (!(start > 0 && start <= 1)) throw new ValueError('LinearLR', `startFactor must be in (0, 1], got ${start}`);
+    checkNum('LinearLR', 'endFactor', end, 0, 1);
+    checkInt('LinearLR', 'totalIters', total, 0);
+    super(optimizer, (step, base) => base * (total === 0 ? end : start + ((end - start) * Math.min(step, total)) / total), lastEpoch);
+  }
+}
+
+/**
+ * Linear warmup: lr = initialLr * (step + 1) / warmupSteps for the first warmupSteps steps, then
+ * initialLr. The first step already trains (lr = initialLr / warmupSteps, not 0).
+ */
+export class LinearWarmupLR extends LRScheduler {
+  constructor(optimizer: Optimizer<BaseOptions>, warmupSteps: number, lastEpoch = -1) {
+    checkInt('LinearWarmupLR', 'warmupSteps', warmupSteps, 0);
+    super(optimizer, (step, base) => base * warmupFactor(step, warmupSteps), lastEpoch);
+  }
+}
+
+function warmupFactor(step: number, warmupSteps: number): number {
+  return step < warmupSteps ? (step + 1) / warmupSteps : 1;
+}
+
+/** lr = etaMin + (initialLr - etaMin) * (1 + cos(pi * step / tMax)) / 2 (PyTorch's closed form). */
+export class CosineAnnealingLR extends LRScheduler {
+  constructor(optimizer: Optimizer<BaseOptions>, tMax: number, etaMin = 0, lastEpoch = -1) {
+    checkInt('CosineAnnealingLR', 'tMax', tMax, 1);
+    checkNum('CosineAnnealingLR', 'etaMin', etaMin, 0);
+    super(optimizer, (step, base) => etaMin + ((base - etaMin) * (1 + Math.cos((Math.PI * step) / tMax))) / 2, lastEpoch);
+  }
+}
+
+export interface WarmupCosineOptions {
+  /** Steps of linear warmup (lr = initialLr * (step + 1) / warmupSteps). */
+  warmupSteps: number;
+  /** The step at which the cosine reaches the minimum; the lr stays there afterwards. */
+  totalSteps: number;
+  /** The minimum lr, absolute (default 0). */
+  minLr?: number;
+  /** The minimum lr as a fraction of each group's initial lr (instead of minLr). */
+  minLrRatio?: number;
+}
+
+/**
+ * The usual schedule for Transformer training: linear warmup for warmupSteps, then a half cosine from
+ * the initial lr down to the minimum at totalSteps, then the minimum.
+ */
+export class WarmupCosineLR extends LRScheduler {
+  constructor(optimizer: Optimizer<BaseOptions>, opts: WarmupCosineOptions, lastEpoch = -1) {
+    const op = 'WarmupCosineLR';
+    const warmup = checkInt(op, 'warmupSteps', opts?.warmupSteps, 0);
+    const total = checkInt(op, 'totalSteps', opts.totalSteps, warmup);
+    if (opts.minLr !== undefined && opts.minLrRatio !== undefined) throw new ValueError(op, 'give minLr or minLrRatio, not both');
+    const minLr = checkNum(op, 'minLr', opts.minLr ?? 0, 0);
+    const ratio = opts.minLrRatio === undefined ? undefined : checkNum(op, 'minLrRatio', opts.minLrRatio, 0, 1);
+    super(optimizer, (step, base) => {
+      if (step < warmup) return (base * (step + 1)) / warmup;
+      const floor = ratio === undefined ? minLr : base * ratio;
+      if (step >= total) return floor;
+      return floor + ((base - floor) * (1 + Math.cos((Math.PI * (step - warmup)) / (total - warmup)))) / 2;
+    }, lastEpoch);
+  }
+}
+
+/**
+ * Runs schedulers one after another: schedulers[k] takes over at milestones[k - 1] and counts its own
+ * steps from 0 there. The schedulers must be built on the same optimizer.
+ */
+export class SequentialLR extends LRScheduler {
+  constructor(optimizer: Optimizer<BaseOptions>, schedulers: readonly LRScheduler[], milestones: readonly number[], lastEpoch = -1) {
+    const op = 'SequentialLR';
+    if (schedulers.length === 0) throw new ValueError(op, 'needs at least one scheduler');
+    if (milestones.length !== schedulers.length - 1) {
+      throw new ValueError(op, `needs ${schedulers.length - 1} milestones for ${schedulers.length} schedulers, got ${milestones.length}`);
+    }
+    milestones.forEach((m, i) => {
+      checkInt(op, `milestones[${i}]`, m, 1);
+      if (i > 0 && m <= milestones[i - 1]) throw new ValueError(op, `milestones must increase, got ${milestones.join(', ')}`);
+    });
+    for (const s of schedulers) if (s.optimizer !== optimizer) throw new ValueError(op, 'every scheduler must belong to the given optimizer');
+    const ms = [...milestones], subs = [...schedulers];
+    super(optimizer, (step, base, group) => {
+      let k = 0;
+      while (k < ms.length && step >= ms[k]) k++;
+      return subs[k].lrAt(k === 0 ? step : step - ms[k - 1], base, group);
+    }, lastEpoch);
+  }
+}

@@ -1,0 +1,60 @@
+// SGD with momentum, dampening, Nesterov momentum and L2 weight decay (PyTorch's update rule),
+// one fused native pass per parameter.
+import { ValueError } from '../errors';
+import { Tensor } from '../tensor';
+import { BaseOptions, Optimizer, ParamGroup, ParamState, Params, checkBool, checkNumber, optimNative } from './optimizer';
+
+export interface SGDOptions extends BaseOptions {
+  momentum: number;
+  dampening: number;
+  weightDecay: number;
+  nesterov: boolean;
+  /** Ascend the objective instead of descending it. */
+  maximize: boolean;
+}
+
+/**
+ * Stochastic gradient descent. With g = grad (+ weightDecay * p):
+ * buf = momentum * buf + (1 - dampening) * g (buf = g on the first step),
+ * p -= lr * (nesterov ? g + momentum * buf : buf); without momentum p -= lr * g.
+ */
+export class SGD extends Optimizer<SGDOptions> {
+  constructor(params: Params<SGDOptions>, opts: Partial<SGDOptions> = {}) {
+    super(params, { lr: 1e-3, momentum: 0, dampening: 0, weightDecay: 0, nesterov: false, maximize: false, ...opts });
+  }
+
+  protected checkOptions(o: SGDOptions): void {
+    const op = 'SGD';
+    checkNumber(op, 'lr', o.lr);
+    checkNumber(op, 'momentum', o.momentum);
+    checkNumber(op, 'dampening', o.dampening);
+    checkNumber(op, 'weightDecay', o.weightDecay);
+    checkBool(op, 'nesterov', o.nesterov);
+    checkBool(op, 'maximize', o.maximize);
+    if (o.nesterov && (o.momentum <= 0 || o.dampening !== 0)) {
+      throw new ValueError(op, `Nesterov momentum needs momentum > 0 and dampening 0, got momentum ${o.momentum} and dampening ${o.dampening}`);
+    }
+  }
+
+  protected update(p: Tensor, grad: Tensor, g: ParamGroup<SGDOptions>, s: ParamState): void {
+    const opts = {
+      lr: g.lr, momentum: g.momentum, dampening: g.dampening, weightDecay: g.weightDecay,
+      nesterov: g.nesterov, maximize: g.maximize, firstStep: false,
+    };
+    if (g.momentum === 0) {
+      optimNative.sgdStep(p._h, grad._h, null, opts);
+      return;
+    }
+    // The buffer joins the state only once a step succeeded, so a failed first step stays a first step.
+    const old = s.momentumBuffer;
+    const buf = old instanceof Tensor ? old : this.zerosState(p);
+    opts.firstStep = buf !== old;
+    try {
+      optimNative.sgdStep(p._h, grad._h, buf._h, opts);
+    } catch (e) {
+      if (buf !== old) buf.dispose();
+      throw e;
+    }
+    s.momentumBuffer = buf;
+  }
+}

@@ -1,0 +1,206 @@
+// CPU layer normalization, forward and backward side by side. Each row (the trailing normalized
+// dims, M elements) is normalized with a two-pass mean/variance in double, so float32 inputs with
+// a large mean stay accurate. The backward computes grad_x row by row and grad_weight/grad_bias as
+// per-chunk partial sums over rows (a fixed number of chunks, so results do not depend on thread
+// timing) combined at the end.
+#include "norm.h"
+#include <algorithm>
+#include <cmath>
+#include <vector>
+#include "../core/parallel.h"
+#include "copy.h"
+
+namespace kiln::cpu {
+
+namespace {
+
+constexpr int64_t kGrain = 16384;  // elements per parallel task, at least
+
+// t itself when contiguous, else a contiguous copy (kernels below index rows directly).
+Tensor contiguous(const Tensor& t) {
+  if (t.is_contiguous()) return t;
+  Tensor c = Tensor::empty(t.shape, t.dtype, t.device());
+  copy(t, c);
+  return c;
+}
+
+struct Rows {
+  int64_t R, M;
+};
+
+// Checks the normalized dims against x and the optional affine parameters; returns rows x M.
+Rows check_layer_norm(const char* op, const Tensor& x, const Tensor* weight, const Tensor* bias, int64_t norm_dims) {
+  KILN_CHECK(norm_dims >= 0 && norm_dims <= x.dim(), Shape, op, "cannot normalize the last ", norm_dims,
+             " dims of a tensor of shape ", shape_str(x.shape));
+  const Shape norm(x.shape.end() - norm_dims, x.shape.end());
+  for (const Tensor* p : {weight, bias}) {
+    if (!p) continue;
+    KILN_CHECK(p->shape == norm, Shape, op, p == weight ? "weight" : "bias", " shape ", shape_str(p->shape),
+               " does not match the normalized shape ", shape_str(norm), " of input ", shape_str(x.shape));
+    KILN_CHECK(p->dtype == x.dtype, DType, op, p == weight ? "weight" : "bias", " dtype ", dtype_name(p->dtype),
+               " differs from input dtype ", dtype_name(x.dtype));
+  }
+  const int64_t M = shape_numel(norm);
+  return {M ? x.numel() / M : shape_numel(Shape(x.shape.begin(), x.shape.end() - norm_dims)), M};
+}
+
+// Outputs are written through raw row-major pointers: they must be fresh contiguous tensors.
+void check_out(const char* op, const Tensor& t, const char* name, int64_t numel, DType dtype) {
+  KILN_CHECK(t.numel() == numel && t.is_contiguous(), Value, op, name, " must be a contiguous tensor of ", numel,
+             " elements, got shape ", shape_str(t.shape));
+  KILN_CHECK(t.dtype == dtype, DType, op, name, " dtype ", dtype_name(t.dtype), " differs from input dtype ",
+             dtype_name(dtype));
+}
+
+template <typename T, bool HasW, bool HasB>
+void forward_rows(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, int64_t R, int64_t M, double eps) {
+  parallel_for(R, std::max<int64_t>(1, kGrain / std::max<int64_t>(M, 1)), [&](int64_t rb, int64_t re) {
+    for (int64_t r = rb; r < re; r++) {
+      const T* xr = x + r * M;
+      T* yr = y + r * M;
+      double s = 0;
+      for (int64_t i = 0; i < M; i++) s += xr[i];
+      const double mu = s / double(M);
+      double v = 0;
+      for (int64_t i = 0; i < M; i++) {
+        const double d = double(xr[i]) - mu;
+        v += d * d;
+      }
+      const double rs = 1.0 / std::sqrt(v / double(M) + eps);
+      mean[r] = T(mu);
+      rstd[r] = T(rs);
+      // Subtracting in double keeps rows with a mean much larger than their spread exact.
+      for (int64_t i = 0; i < M; i++) {
+        T h = T((double(xr[i]) - mu) * rs);
+        if (HasW) h *= w[i];
+        if (HasB) h += b[i];
+        yr[i] = h;
+      }
+    }
+  });
+}
+
+// Rows [rb, re): writes gx (when wanted) and adds sum(gy * xhat) and sum(gy) per column into gw, gb.
+template <typename T, bool HasW>
+void backward_rows(const T* gy, const T* x, const T* mean, const T* rstd, const T* w, T* gx, double* gw, double* gb,
+                   int64_t rb, int64_t re, int64_t M) {
+  for (int64_t r = rb; r < re; r++) {
+    const T* gr = gy + r * M;
+    const T* xr = x + r * M;
+    const T m = mean[r], k = rstd[r];
+    if (gw || gb) {
+      for (int64_t i = 0; i < M; i++) {
+        if (gw) gw[i] += double(gr[i]) * double((xr[i] - m) * k);
+        if (gb) gb[i] += double(gr[i]);
+      }
+    }
+    if (!gx) continue;
+    // gx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = gy * weight.
+    double s1 = 0, s2 = 0;
+    for (int64_t i = 0; i < M; i++) {
+      const T g = HasW ? gr[i] * w[i] : gr[i];
+      s1 += g;
+      s2 += double(g) * double((xr[i] - m) * k);
+    }
+    const T a = T(s1 / double(M)), c = T(s2 / double(M));
+    T* out = gx + r * M;
+    for (int64_t i = 0; i < M; i++) {
+      const T g = HasW ? gr[i] * w[i] : gr[i];
+      out[i] = k * (g - a - (xr[i] - m) * k * c);
+    }
+  }
+}
+
+}  // namespace
+
+void layer_norm_forward(const Tensor& x_in, const Tensor* weight, const Tensor* bias, int64_t norm_dims, double eps,
+                        const Tensor& y, const Tensor& mean, const Tensor& rstd) {
+  const char* op = "layerNorm";
+  const Rows rows = check_layer_norm(op, x_in, weight, bias, norm_dims);
+  KILN_CHECK(y.shape == x_in.shape, Shape, op, "output shape ", shape_str(y.shape), " does not match input shape ",
+             shape_str(x_in.shape));
+  check_out(op, y, "output", x_in.numel(), x_in.dtype);
+  check_out(op, mean, "mean", rows.R, x_in.dtype);
+  check_out(op, rstd, "rstd", rows.R, x_in.dtype);
+  const Tensor x = contiguous(x_in);
+  const Tensor w = weight ? contiguous(*weight) : Tensor();
+  const Tensor b = bias ? contiguous(*bias) : Tensor();
+  KILN_DISPATCH_FLOAT(x.dtype, op, {
+    using T = scalar_t;
+    const T* wp = weight ? w.data<T>() : nullptr;
+    const T* bp = bias ? b.data<T>() : nullptr;
+    auto run = [&](auto has_w, auto has_b) {
+      forward_rows<T, decltype(has_w)::value, decltype(has_b)::value>(x.data<T>(), wp, bp, y.data<T>(), mean.data<T>(),
+                                                                       rstd.data<T>(), rows.R, rows.M, eps);
+    };
+    if (wp && bp) run(std::true_type{}, std::true_type{});
+    else if (wp) run(std::true_type{}, std::false_type{});
+    else if (bp) run(std::false_type{}, std::true_type{});
+    else run(std::false_type{}, std::false_type{});
+  });
+}
+
+void layer_norm_backward(const Tensor& gy_in, const Tensor& x_in, const Tensor& mean, const Tensor& rstd,
+                         const Tensor* weight, int64_t norm_dims, const Tensor* gx, const Tensor* gweight,
+                         const Tensor* gbias) {
+  const char* op = "layerNorm backward";
+  const Rows rows = check_layer_norm(op, x_in, weight, nullptr, norm_dims);
+  const int64_t R = rows.R, M = rows.M;
+  KILN_CHECK(gy_in.shape == x_in.shape, Shape, op, "gradient shape ", shape_str(gy_in.shape),
+             " does not match input shape ", shape_str(x_in.shape));
+  KILN_CHECK(gy_in.dtype == x_in.dtype, DType, op, "gradient dtype ", dtype_name(gy_in.dtype),
+             " differs from input dtype ", dtype_name(x_in.dtype));
+  for (const Tensor* t : {&mean, &rstd}) {
+    KILN_CHECK(t->numel() == R, Shape, op, "saved statistics of shape ", shape_str(t->shape), " do not have one value for each of ",
+               R, " rows");
+    KILN_CHECK(t->dtype == x_in.dtype, DType, op, "saved statistics dtype ", dtype_name(t->dtype),
+               " differs from input dtype ", dtype_name(x_in.dtype));
+  }
+  if (gx) check_out(op, *gx, "input gradient", x_in.numel(), x_in.dtype);
+  if (gweight) check_out(op, *gweight, "weight gradient", M, x_in.dtype);
+  if (gbias) check_out(op, *gbias, "bias gradient", M, x_in.dtype);
+  const Tensor x = contiguous(x_in), gy = contiguous(gy_in), mu = contiguous(mean), rs = contiguous(rstd);
+  const Tensor w = weight ? contiguous(*weight) : Tensor();
+  // Partial column sums per chunk of rows; the chunk count depends only on sizes and threads.
+  const int64_t chunks =
+      (gweight || gbias) ? std::max<int64_t>(1, std::min<int64_t>({int64_t(num_threads()), R, R * M / kGrain})) : 1;
+  std::vector<double> pw(gweight ? size_t(chunks * M) : 0), pb(gbias ? size_t(chunks * M) : 0);
+  KILN_DISPATCH_FLOAT(x.dtype, op, {
+    using T = scalar_t;
+    const T* wp = weight ? w.data<T>() : nullptr;
+    T* gxp = gx ? gx->data<T>() : nullptr;
+    auto run = [&](auto has_w) {
+      constexpr bool HW = decltype(has_w)::value;
+      if (gweight || gbias) {
+        parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
+          for (int64_t c = cb; c < ce; c++)
+            backward_rows<T, HW>(gy.data<T>(), x.data<T>(), mu.data<T>(), rs.data<T>(), wp, gxp,
+                                 gweight ? pw.data() + c * M : nullptr, gbias ? pb.data() + c * M : nullptr,
+                                 R * c / chunks, R * (c + 1) / chunks, M);
+        });
+      } else {
+        parallel_for(R, std::max<int64_t>(1, kGrain / std::max<int64_t>(M, 1)), [&](int64_t rb, int64_t re) {
+          backward_rows<T, HW>(gy.data<T>(), x.data<T>(), mu.data<T>(), rs.data<T>(), wp, gxp, nullptr, nullptr, rb, re,
+                               M);
+        });
+      }
+    };
+    if (wp) run(std::true_type{});
+    else run(std::false_type{});
+    auto combine = [&](const std::vector<double>& part, const Tensor* out) {
+      if (!out) return;
+      T* o = out->data<T>();
+      parallel_for(M, kGrain, [&](int64_t ib, int64_t ie) {
+        for (int64_t i = ib; i < ie; i++) {
+          double s = 0;
+          for (int64_t c = 0; c < chunks; c++) s += part[size_t(c * M + i)];
+          o[i] = T(s);
+        }
+      });
+    };
+    combine(pw, gweight);
+    combine(pb, gbias);
+  });
+}
+
+}  // namespace kiln::cpu

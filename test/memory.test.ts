@@ -1,0 +1,113 @@
+// Deterministic memory: dispose, tidy, `using`, graph release after backward, and a 1,000-step
+// training loop whose live tensors and native bytes stay flat.
+import t from 'tap';
+import * as kiln from '../lib/index';
+
+t.test('dispose frees storage once the last view is gone', async (t) => {
+  const before = kiln.memory();
+  const a = kiln.zeros([1000]);
+  const v = a.reshape(10, 100);
+  t.equal(kiln.memory().bytes - before.bytes, 4000);
+  a.dispose();
+  t.equal(kiln.memory().bytes - before.bytes, 4000, 'the view keeps the storage');
+  v.dispose();
+  t.equal(kiln.memory().bytes, before.bytes);
+  t.equal(kiln.memory().tensors, before.tensors);
+  t.throws(() => a.add(1), kiln.DisposedError);
+  a.dispose(); // idempotent
+});
+
+t.test('tidy disposes what was created inside, except its result', async (t) => {
+  const before = kiln.memory();
+  const kept = kiln.tidy(() => {
+    const a = kiln.ones([100]);
+    const b = a.mul(2);
+    const c = b.add(1);
+    return { c, list: [b] };
+  });
+  t.equal(kiln.memory().tensors - before.tensors, 2);
+  t.same(kept.c.toArray().slice(0, 2), [3, 3]);
+  kiln.dispose(kept);
+  t.equal(kiln.memory().tensors, before.tensors);
+  t.equal(kiln.memory().bytes, before.bytes);
+  t.throws(() => kiln.tidy(() => { throw new Error('boom'); }), /boom/);
+  t.equal(kiln.memory().tensors, before.tensors, 'a throwing scope frees its tensors too');
+});
+
+t.test('nested tidy passes results outward; keep() escapes every scope', async (t) => {
+  const before = kiln.memory();
+  let escaped: kiln.Tensor | undefined;
+  const outer = kiln.tidy(() => {
+    const inner = kiln.tidy(() => {
+      escaped = kiln.keep(kiln.ones([5]));
+      kiln.ones([5]);
+      return kiln.zeros([5]);
+    });
+    kiln.ones([5]);
+    return inner;
+  });
+  t.equal(kiln.memory().tensors - before.tensors, 2);
+  t.notOk(outer.isDisposed);
+  t.notOk(escaped!.isDisposed);
+  outer.dispose();
+  escaped!.dispose();
+});
+
+t.test('`using` disposes at the end of the block', async (t) => {
+  const before = kiln.memory().tensors;
+  {
+    using a = kiln.ones([10]);
+    t.equal(kiln.memory().tensors, before + 1);
+    t.equal(a.numel, 10);
+  }
+  t.equal(kiln.memory().tensors, before);
+});
+
+t.test('backward releases the tensors the graph saved', async (t) => {
+  const x = kiln.randn([64, 32], { requiresGrad: true });
+  const w = kiln.randn([32, 16], { requiresGrad: true });
+  const before = kiln.memory();
+  const loss = kiln.tidy(() => x.matmul(w).tanh().mul(x.sum()).mean());
+  t.ok(kiln.memory().tensors > before.tensors + 1, 'the graph holds saved tensors');
+  loss.backward();
+  loss.dispose();
+  const after = kiln.memory();
+  t.equal(after.tensors, before.tensors + 2, 'only the two new .grad tensors remain');
+  kiln.dispose([x.grad, w.grad]);
+});
+
+t.test('1,000 training steps of an MLP hold live tensors and native bytes flat', async (t) => {
+  kiln.manualSeed(0);
+  const w1 = kiln.randn([8, 32]).mul(0.3).requiresGrad_();
+  const b1 = kiln.zeros([32], { requiresGrad: true });
+  const w2 = kiln.randn([32, 1]).mul(0.3).requiresGrad_();
+  const b2 = kiln.zeros([1], { requiresGrad: true });
+  const params = [w1, b1, w2, b2];
+  const x = kiln.randn([64, 8]);
+  const y = kiln.tidy(() => x.select(1, 0).mul(x.select(1, 1)).add(x.select(1, 2).sin()).unsqueeze(1));
+  const samples: Array<{ tensors: number; bytes: number }> = [];
+  let first = 0, last = 0;
+  for (let step = 0; step < 1000; step++) {
+    const loss = kiln.tidy(() => {
+      const h = x.matmul(w1).add(b1).relu();
+      const out = h.matmul(w2).add(b2);
+      return out.sub(y).square().mean();
+    });
+    loss.backward();
+    kiln.noGrad(() => {
+      for (const p of params) {
+        p.sub_(p.grad!, 0.05);
+        p.grad!.zero_();
+      }
+    });
+    if (step === 0) first = loss.item();
+    last = loss.item();
+    loss.dispose();
+    if (step >= 10 && step % 100 === 0) samples.push(kiln.memory());
+  }
+  t.ok(last < first * 0.5, `loss fell from ${first.toFixed(4)} to ${last.toFixed(4)}`);
+  const tensors = new Set(samples.map((s) => s.tensors));
+  const bytes = new Set(samples.map((s) => s.bytes));
+  t.equal(tensors.size, 1, `live tensors flat: ${[...tensors].join(', ')}`);
+  t.equal(bytes.size, 1, `native bytes flat: ${[...bytes].join(', ')}`);
+});
