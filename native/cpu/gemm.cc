@@ -349,8 +349,11 @@ void blas_unchecked(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, 
   ldc = blas_ld(M, N, ldc);
   KILN_CHECK(fits_blas({M, N, K, lda, ldb, ldc}), Value, "gemm", "sizes M=", M, " N=", N, " K=", K,
              " exceed OpenBLAS's integer range");
+  // OpenBLAS keeps its own thread pool: follow kiln's thread count (set again only when it changes, as
+  // OpenBLAS clamps it to the maximum it was built for).
+  static std::atomic<int> applied{-1};
   const int nt = int(usable_threads());
-  if (openblas_get_num_threads() != nt) openblas_set_num_threads(nt);
+  if (applied.exchange(nt) != nt) openblas_set_num_threads(nt);
   blas_call(ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, blasint(M), blasint(N), blasint(K), alpha,
             A, blasint(lda), B, blasint(ldb), beta, C, blasint(ldc));
 }

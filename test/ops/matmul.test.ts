@@ -211,6 +211,7 @@ t.test('linear: x @ weight^T + bias', async (t) => {
     ['transposed leading dims (no fold)', rand([4, 2, 7], seed++).transpose(0, 1), rand([3, 7], seed++), rand([3], seed++)],
     ['transposed weight and strided bias', rand([5, 7], seed++), rand([7, 3], seed++).t(), rand([6], seed++).slice(0, 0, 6, 2)],
     ['empty batch', rand([0, 7], seed++), rand([3, 7], seed++), rand([3], seed++)],
+    ['no input features (bias only)', rand([2, 0], seed++), rand([3, 0], seed++), rand([3], seed++)],
     ['large', rand([64, 300], seed++), rand([90, 300], seed++), rand([90], seed++)],
   ];
   for (const [name, x, w, b] of cases) {
