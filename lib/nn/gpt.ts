@@ -60,7 +60,7 @@ export class Block extends Module {
     this.mlp = new MLP(cfg.nEmbd, cfg.bias, cfg.dropout);
   }
   /** mask: bool [T, S] causal mask; kvCache: this layer's cache when decoding incrementally. */
-  override forward(x: Tensor, mask: Tensor, kvCache?: KVCache): Tensor {
+  override forward(x: Tensor, mask: Tensor | null, kvCache?: KVCache): Tensor {
     return tidy(() => {
       const h = this.ln1.forward(x);
       const a = this.attn.forward(h, h, h, { attnMask: mask, kvCache }).output;
@@ -162,7 +162,8 @@ export class GPT extends Module {
     return tidy(() => {
       const pos = this.wpe.weight.narrow(0, past, T);
       let x = this.drop.forward(this.wte.forward(idx).add(pos));
-      const mask = causalView(this.causalMask, T, past + T);
+      // A single new token may see every cached position: no mask needed.
+      const mask = T > 1 ? causalView(this.causalMask, T, past + T) : null;
       let layer = 0;
       for (const block of this.blocks) x = block.forward(x, mask, opts.kvCache?.[layer++]);
       if (opts.lastOnly) x = x.narrow(1, T - 1, 1);

@@ -1,5 +1,6 @@
 // Basic layers: Linear, Embedding, LayerNorm, RMSNorm, Dropout, and the activation modules
 // (ReLU, GELU, Sigmoid, Tanh, SiLU, Identity). Their initializations follow PyTorch's.
+import { noGrad } from '../autograd/grad_mode';
 import type { DType } from '../dtype';
 import { ShapeError, ValueError } from '../errors';
 import { tidy } from '../memory';
@@ -115,7 +116,7 @@ export class Embedding extends Module {
   /** An Embedding over existing weights [num, dim] (copied into a new parameter); frozen by default. */
   static fromPretrained(weight: Tensor, opts: { freeze?: boolean; paddingIdx?: number } = {}): Embedding {
     if (weight.ndim !== 2) throw new ShapeError('Embedding.fromPretrained', `expects a 2-D weight, got shape ${shapeStr(weight.shape)}`);
-    const w = Parameter.own(weight.detach().clone(), !(opts.freeze ?? true));
+    const w = Parameter.own(noGrad(() => weight.clone()), !(opts.freeze ?? true));
     return new Embedding(weight.shape[0], weight.shape[1], { paddingIdx: opts.paddingIdx, weight: w });
   }
 

@@ -38,23 +38,14 @@ export function mseLoss(input: Tensor, target: Tensor, opts: { reduction?: Reduc
   return tidy(() => reduce('mseLoss', input.sub(target).square(), opts.reduction));
 }
 
-/**
- * [N, C, d1, ...] scores and [N, d1, ...] class targets as [M, C] rows and [M] targets (class dim
- * moved last), and the shape per-element losses come back in.
- */
-function classRows(op: string, input: Tensor, target: Tensor): { rows: Tensor; targets: Tensor; shape: number[] } {
-  const bad = () => new ShapeError(op, `input ${shapeStr(input.shape)} and target ${shapeStr(target.shape)} do not fit: expected [N, C, d...] and [N, d...] (or [C] and [])`);
-  if (input.ndim === 1) {
-    if (target.ndim !== 0) throw bad();
-    return { rows: input.unsqueeze(0), targets: target.reshape(1), shape: [] };
+/** Checks that target [N, d...] indexes classes of input [N, C, d...] (or [] for [C]); returns the class dim. */
+function classDim(op: string, input: Tensor, target: Tensor): number {
+  const cdim = input.ndim === 1 ? 0 : 1;
+  const rows = input.shape.filter((_, i) => i !== cdim);
+  if (input.ndim === 0 || !sameShape(target.shape, rows)) {
+    throw new ShapeError(op, `input ${shapeStr(input.shape)} and target ${shapeStr(target.shape)} do not fit: expected [N, C, d...] and [N, d...] (or [C] and [])`);
   }
-  if (target.ndim !== input.ndim - 1 || target.shape[0] !== input.shape[0] || target.shape.some((d, i) => i > 0 && d !== input.shape[i + 1])) {
-    throw bad();
-  }
-  const C = input.shape[1];
-  const classLast = [0, ...Array.from({ length: input.ndim - 2 }, (_, i) => i + 2), 1];
-  const rows = input.ndim === 2 ? input : input.permute(classLast).reshape(-1, C);
-  return { rows, targets: target.reshape(-1), shape: [...target.shape] };
+  return cdim;
 }
 
 export interface CrossEntropyOptions {
@@ -66,8 +57,9 @@ export interface CrossEntropyOptions {
 }
 
 /**
- * Cross-entropy of raw scores against class indices (the fused kiln.crossEntropy), or against class
- * probabilities when target is a floating point tensor of input's shape.
+ * Cross-entropy of raw scores [N, C, d...] against class indices [N, d...] (the fused
+ * kiln.crossEntropy), or against class probabilities when target is a floating point tensor of
+ * input's shape.
  */
 export function crossEntropy(input: Tensor, target: Tensor, opts: CrossEntropyOptions = {}): Tensor {
   const op = 'crossEntropy';
@@ -81,10 +73,7 @@ export function crossEntropy(input: Tensor, target: Tensor, opts: CrossEntropyOp
       const t = smoothing ? target.mul(1 - smoothing).add(smoothing / C) : target;
       return reduce(op, input.logSoftmax(dim).mul(t).sum(dim).neg(), opts.reduction);
     }
-    const { rows, targets, shape } = classRows(op, input, target);
-    const reduction = checkReduction(op, opts.reduction);
-    const loss = fusedCrossEntropy(rows, targets, { ignoreIndex: opts.ignoreIndex ?? -100, labelSmoothing: smoothing, reduction });
-    return reduction === 'none' ? loss.reshape(shape) : loss;
+    return fusedCrossEntropy(input, target, { ignoreIndex: opts.ignoreIndex, labelSmoothing: smoothing, reduction: checkReduction(op, opts.reduction) });
   });
 }
 
@@ -100,19 +89,20 @@ export function nllLoss(input: Tensor, target: Tensor, opts: NLLLossOptions = {}
   const op = 'nllLoss';
   if (isFloating(target.dtype)) throw new DTypeError(op, `target must hold class indices (an integer dtype), got ${target.dtype}`);
   return tidy(() => {
-    const { rows, targets, shape } = classRows(op, input, target);
-    const valid = targets.ne(opts.ignoreIndex ?? -100);
-    const safe = where(valid, targets, 0);
+    const cdim = classDim(op, input, target);
+    const C = input.shape[cdim];
+    const valid = target.ne(opts.ignoreIndex ?? -100);
+    const safe = where(valid, target, 0);
     let w = valid.to(input.dtype);
     if (opts.weight) {
-      if (opts.weight.ndim !== 1 || opts.weight.shape[0] !== rows.shape[1]) {
-        throw new ShapeError(op, `weight must be [${rows.shape[1]}] (one per class), got ${shapeStr(opts.weight.shape)}`);
+      if (opts.weight.ndim !== 1 || opts.weight.shape[0] !== C) {
+        throw new ShapeError(op, `weight must be [${C}] (one per class), got ${shapeStr(opts.weight.shape)}`);
       }
-      w = w.mul(opts.weight.indexSelect(0, safe));
+      w = w.mul(opts.weight.indexSelect(0, safe.reshape(-1)).reshape(target.shape));
     }
-    const loss = rows.gather(1, safe.unsqueeze(1)).squeeze(1).neg().mul(w);
+    const loss = input.gather(cdim, safe.unsqueeze(cdim)).squeeze(cdim).neg().mul(w);
     const reduction = checkReduction(op, opts.reduction);
-    if (reduction === 'none') return loss.reshape(shape);
+    if (reduction === 'none') return loss;
     return reduction === 'sum' ? loss.sum() : loss.sum().div(w.sum());
   });
 }

@@ -107,7 +107,6 @@ export class Module {
   readonly #buffers = new Map<string, BufferEntry>();
 
   /** The computation of the module. Subclasses define it with their own signature. */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   forward(...args: any[]): any {
     throw new KilnError(this.constructor.name, 'has no forward()');
   }
@@ -427,7 +426,7 @@ export class Sequential extends ModuleList {
   constructor(...modules: Module[]) {
     super(modules);
   }
-  override forward(x: unknown): unknown {
+  override forward(x: Tensor): Tensor {
     let y = x;
     for (const m of this) y = m.forward(y);
     return y;

@@ -3,9 +3,10 @@
 //   gather_loop:  dst[p] = src[p + idx[p] * src_dim_stride]      (gather, index_select, embedding)
 //   scatter_loop: dst[p + idx[p] * dst_dim_stride] += src[p]      (scatter_add, index_add)
 // The scatter loop is parallel without races or atomics: dims along which dst does not move (the
-// indexed ones) are walked serially inside one task, and tasks split only the dims along which dst
-// moves, plus disjoint ranges of index values when those dims give too few tasks. Every destination
-// element is therefore updated by one task, in the same order for every thread count.
+// indexed ones, R) are walked serially inside one task, and tasks split only the dims along which
+// dst moves (P), plus disjoint ranges of index values when those give too few tasks. Every
+// destination element is therefore updated by one task, from the R points in row-major order,
+// whatever the thread count, so results are bitwise reproducible.
 #include "index.h"
 #include <atomic>
 #include <cstring>
@@ -75,14 +76,19 @@ void scatter_loop(const Shape& S, T* dst, const Shape& ds, int64_t ddim, int64_t
                   const I* idx, const Shape& is) {
   if (shape_numel(S) == 0) return;
   std::vector<LoopDim> P, R;  // P: dst moves (split across tasks); R: dst fixed (serial per task)
+  bool inner_is_p = true;
   for (size_t k = 0; k < S.size(); k++) {
     if (S[k] == 1) continue;
-    (ds[k] != 0 ? P : R).push_back({S[k], ds[k], ss[k], is[k]});
+    inner_is_p = ds[k] != 0;
+    (inner_is_p ? P : R).push_back({S[k], ds[k], ss[k], is[k]});
   }
-  LoopDim run{1, 0, 0, 0};  // innermost P dim: the contiguous-ish inner loop
-  if (!P.empty()) {
-    run = P.back();
-    P.pop_back();
+  // The innermost loop runs along the last dim of S, where src and index are usually contiguous;
+  // when it is a P dim its range may be split across tasks, when it is an R dim it stays whole.
+  LoopDim run{1, 0, 0, 0};
+  std::vector<LoopDim>& holder = inner_is_p ? P : R;
+  if (!holder.empty()) {
+    run = holder.back();
+    holder.pop_back();
   }
   int64_t outer = 1, rcount = 1;
   for (const LoopDim& d : P) outer *= d.size;
@@ -91,7 +97,7 @@ void scatter_loop(const Shape& S, T* dst, const Shape& ds, int64_t ddim, int64_t
   const int64_t total = outer * run.size * rcount;
   const int64_t nt = total >= kGrain ? num_threads() : 1;
   int64_t chunk = run.size;
-  if (outer < nt) chunk = std::max<int64_t>(std::min<int64_t>(run.size, 16), (run.size * outer + nt - 1) / nt);
+  if (inner_is_p && outer < nt) chunk = std::max<int64_t>(std::min<int64_t>(run.size, 16), (run.size * outer + nt - 1) / nt);
   const int64_t chunks = (run.size + chunk - 1) / chunk;
   const int64_t ptasks = outer * chunks;
   const int64_t vparts = ptasks >= nt ? 1 : std::max<int64_t>(1, std::min<int64_t>(dsize, (nt + ptasks - 1) / ptasks));

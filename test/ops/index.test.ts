@@ -161,7 +161,7 @@ t.test('embedding backward is parallel, deterministic and correct on large input
     });
     kiln.setNumThreads(2);
     t.same(grads[0], grads[1], `[${rows}, ${dim}] x ${n}: bitwise equal with 1 and 2 threads`);
-    t.ok(close(grads[0], refEmbeddingGrad(values(idx), values(g), rows, dim), 1e-4), `[${rows}, ${dim}] x ${n}: values`);
+    t.ok(close(grads[1], refEmbeddingGrad(values(idx), values(g), rows, dim), 1e-4), `[${rows}, ${dim}] x ${n}: values`);
   }
 });
 
@@ -264,16 +264,37 @@ t.test('scatterAdd gradients reach input and src', async (t) => {
 });
 
 t.test('scatterAdd is parallel, deterministic and correct on large inputs', async (t) => {
-  const x = randomTensor([8, 150], 21, -1, 1, 'float32');
-  const idx = randomIndex([1000, 150], 8, 22);
-  const src = randomTensor([1000, 150], 23, -1, 1, 'float32');
-  const outs = [1, 2].map((threads) => {
-    kiln.setNumThreads(threads);
-    return values(kiln.scatterAdd(x, 0, idx, src));
-  });
-  kiln.setNumThreads(2);
-  t.same(outs[0], outs[1], 'bitwise equal with 1 and 2 threads');
-  t.ok(close(outs[0], refScatterAdd(x, 0, idx, src), 1e-4), 'values');
+  // dim 0: the inner loop runs along rows split across tasks; dim 1: along the indexed dim, one
+  // task per row; 1-D: no dim to split, so tasks take disjoint ranges of index values.
+  const cases: Array<[string, number[], number, number[]]> = [
+    ['dim 0', [8, 150], 0, [1000, 150]],
+    ['dim 1', [150, 8], 1, [150, 1000]],
+    ['1-D', [50], 0, [100000]],
+  ];
+  for (const [name, xShape, dim, iShape] of cases) {
+    const x = randomTensor(xShape, 21, -1, 1, 'float32');
+    const idx = randomIndex(iShape, xShape[dim], 22);
+    const src = randomTensor(iShape, 23, -1, 1, 'float32');
+    const outs = [1, 2].map((threads) => {
+      kiln.setNumThreads(threads);
+      return values(kiln.scatterAdd(x, dim, idx, src));
+    });
+    kiln.setNumThreads(2);
+    t.same(outs[0], outs[1], `${name}: bitwise equal with 1 and 2 threads`);
+    t.ok(close(outs[1], refScatterAdd(x, dim, idx, src), 1e-4), `${name}: values`);
+  }
+});
+
+t.test('half types gather and accumulate', async (t) => {
+  for (const dtype of ['bfloat16', 'float16'] as const) {
+    const w = kiln.tensor([[1, 2], [3, 4], [5, 6]], { dtype, requiresGrad: true });
+    const e = kiln.embedding(kiln.tensor([2, 0, 2]), w);
+    t.same(e.toArray(), [[5, 6], [1, 2], [5, 6]], `${dtype} embedding`);
+    e.backward(kiln.ones([3, 2], { dtype }));
+    t.same(w.grad!.toArray(), [[1, 1], [0, 0], [2, 2]], `${dtype} embedding gradient`);
+    const sa = kiln.scatterAdd(kiln.zeros([4], { dtype }), 0, kiln.tensor([3, 3, 0]), kiln.full([3], 0.5, { dtype }));
+    t.same(sa.toArray(), [0.5, 0, 0, 1], `${dtype} scatterAdd`);
+  }
 });
 
 // ---- errors ----
