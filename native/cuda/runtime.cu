@@ -2,6 +2,7 @@
 // caching allocator (size classes, per-device free lists, no cudaMalloc/cudaFree on the hot path,
 // free-the-cache-and-retry on out of memory).
 #include "runtime.h"
+#include "device_errors.h"
 #include <atomic>
 #include <mutex>
 #include <unordered_map>
@@ -145,13 +146,18 @@ void set_device(Device d) {
 cudaStream_t stream(Device d) {
   set_device(d);
   DeviceState& s = g_devices[d.index];
-  if (!s.stream) KILN_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking), "stream");
+  if (!s.stream) {
+    KILN_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking), "stream");
+    device_error_record(d);  // pinned allocation up front, never during graph capture
+  }
   return s.stream;
 }
 
+// Index errors that kernels recorded since the last synchronization surface here (device_errors.h).
 void synchronize(Device d) {
   g_syncs++;
   KILN_CUDA_CHECK(cudaStreamSynchronize(stream(d)), "synchronize");
+  check_device_errors(d);
 }
 
 int64_t sync_count() { return g_syncs.load(); }
