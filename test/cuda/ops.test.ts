@@ -179,3 +179,82 @@ if (!kiln.cuda.isAvailable()) {
     t.throws(() => kiln.ones([2, 2], { device: 'cuda' }).matmul(kiln.ones([2, 2])), kiln.DeviceError);
   });
 }
+
+if (kiln.cuda.isAvailable()) {
+  t.test('bfloat16 on CUDA agrees with float32 on the CPU within 1e-2', async (t) => {
+    kiln.manualSeed(5);
+    const a = kiln.randn([65, 96]), b = kiln.randn([96, 33]), w = kiln.randn([40, 96]), bias = kiln.randn([40]);
+    const bf = (x: Tensor) => x.cuda().to('bfloat16');
+    const pairs: Array<[string, Tensor, Tensor]> = [
+      ['matmul', bf(a).matmul(bf(b)), a.matmul(b)],
+      ['linear with bias', kiln.linear(bf(a), bf(w), bf(bias)), kiln.linear(a, w, bias)],
+      ['layerNorm', bf(a).layerNorm(96, bf(kiln.ones([96])), bf(kiln.zeros([96]))), a.layerNorm(96)],
+      ['softmax', bf(a).softmax(-1), a.softmax(-1)],
+      ['gelu', bf(a).gelu('tanh'), a.gelu('tanh')],
+      ['sum', bf(a).sum(1), a.sum(1)],
+    ];
+    for (const [name, g, c] of pairs) {
+      const err = relErr(g.to('float32').cpu(), c);
+      t.ok(err <= 1e-2, `${name}: ${err.toExponential(2)}`);
+    }
+  });
+
+  t.test('TF32 is off by default and changes results only within its precision when on', async (t) => {
+    const a = kiln.randn([512, 512]), b = kiln.randn([512, 512]);
+    const ref = a.matmul(b);
+    t.ok(relErr(a.cuda().matmul(b.cuda()).cpu(), ref) <= 1e-5, 'float32 exact path');
+    kiln.cuda.setAllowTF32(true);
+    const e = relErr(a.cuda().matmul(b.cuda()).cpu(), ref);
+    kiln.cuda.setAllowTF32(false);
+    t.ok(e > 0 && e < 5e-3, `TF32 error ${e.toExponential(2)}`);
+  });
+
+  t.test('optimizer steps and clipGradNorm on CUDA match the CPU', async (t) => {
+    for (const make of [
+      (p: Tensor[]) => new kiln.optim.AdamW(p, { lr: 1e-2, weightDecay: 0.1 }),
+      (p: Tensor[]) => new kiln.optim.Adam(p, { lr: 1e-2, amsgrad: true }),
+      (p: Tensor[]) => new kiln.optim.SGD(p, { lr: 1e-1, momentum: 0.9, nesterov: true }),
+    ]) {
+      kiln.manualSeed(3);
+      const init = [kiln.randn([1001]), kiln.randn([33, 7])];
+      const pc = init.map((x) => x.clone().requiresGrad_());
+      const pg = init.map((x) => x.cuda().requiresGrad_());
+      const oc = make(pc), og = make(pg);
+      for (let s = 0; s < 3; s++) {
+        const g = init.map((x) => kiln.randnLike(x));
+        pc.forEach((p, i) => (p.grad = g[i].clone()));
+        pg.forEach((p, i) => (p.grad = g[i].cuda()));
+        const nc = kiln.optim.clipGradNorm(pc, 5), ng = kiln.optim.clipGradNorm(pg, 5);
+        t.ok(relErr(ng.cpu(), nc) <= 1e-5, 'clipGradNorm total norm');
+        oc.step();
+        og.step();
+      }
+      pc.forEach((p, i) => t.ok(relErr(pg[i].cpu(), p) <= 1e-5, `${oc.constructor.name} parameter ${i}`));
+    }
+  });
+
+  t.test('an out-of-range CUDA index is never read, and surfaces as IndexError at the next read', async (t) => {
+    const w = kiln.randn([10, 8], { device: 'cuda' });
+    const ids = kiln.tensor([1, 12, 3], { device: 'cuda' });
+    const s0 = kiln.cuda.syncCount();
+    const out = kiln.embedding(ids, w);
+    t.equal(kiln.cuda.syncCount(), s0, 'the index op itself does not synchronize');
+    t.throws(() => out.cpu(), { name: 'IndexError', message: /12/ });
+    const ok = kiln.embedding(kiln.tensor([0, 9], { device: 'cuda' }), w);
+    t.same(ok.cpu().shape, [2, 8], 'the next op and read succeed');
+  });
+
+  t.test('embedding backward on CUDA is deterministic with long runs of repeated ids', async (t) => {
+    const w = kiln.randn([3, 64], { device: 'cuda' }).requiresGrad_();
+    const ids = kiln.randint(0, 3, [4096], { device: 'cuda' });
+    const g = kiln.randn([4096, 64], { device: 'cuda' });
+    kiln.embedding(ids, w).backward(g);
+    const first = w.grad!.cpu();
+    w.grad = null;
+    kiln.embedding(ids, w).backward(g);
+    t.same(Array.from(w.grad!.cpu().dataSync()), Array.from(first.dataSync()), 'bitwise equal');
+    const wc = w.detach().cpu().requiresGrad_();
+    kiln.embedding(ids.cpu(), wc).backward(g.cpu());
+    t.ok(relErr(first, wc.grad!) <= 1e-5, 'matches the CPU');
+  });
+}
