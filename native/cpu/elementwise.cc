@@ -3,6 +3,7 @@
 // contiguous runs and for a broadcast (stride 0) operand so that they vectorize; strided_for
 // spreads the work over threads.
 #include "elementwise.h"
+#include <limits>
 #include "../core/convert.h"
 #include "../core/strided.h"
 
@@ -34,13 +35,15 @@ inline O store(R r) {
   return convert_value<O, R>(r);
 }
 
-// A scalar parameter in the compute type; integer kernels refuse values an integer cannot hold.
+// A scalar parameter as a C (a compute or storage type); integers refuse values they cannot hold
+// (converting those would be undefined behaviour).
 template <typename C>
 C scalar_as(double v, const char* name) {
-  if constexpr (std::is_integral_v<C>) {
-    KILN_CHECK(std::isfinite(v) && std::abs(v) < 9.2e18, Value, name, "scalar ", v, " does not fit an integer tensor");
+  if constexpr (std::is_integral_v<C> && !std::is_same_v<C, uint8_t>) {
+    constexpr double lo = double(std::numeric_limits<C>::lowest());
+    KILN_CHECK(v >= lo && v < -lo, Value, name, "scalar ", v, " does not fit an integer tensor");
   }
-  return static_cast<C>(v);
+  return convert_value<C, double>(v);
 }
 
 template <typename T, typename F>
@@ -184,7 +187,7 @@ void where(const Tensor& cond, const Tensor* a, const Tensor* b, double sa, doub
   // A scalar stands in as a one-element operand walked with stride 0.
   const Shape zero(out.shape.size(), 0);
   KILN_DISPATCH_ALL(out.dtype, name, {
-    const scalar_t va = convert_value<scalar_t, double>(sa), vb = convert_value<scalar_t, double>(sb);
+    const scalar_t va = scalar_as<scalar_t>(sa, name), vb = scalar_as<scalar_t>(sb, name);
     const scalar_t* ap = a ? a->data<scalar_t>() : &va;
     const scalar_t* bp = b ? b->data<scalar_t>() : &vb;
     const uint8_t* cp = cond.data<uint8_t>();

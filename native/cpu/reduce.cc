@@ -328,7 +328,7 @@ void run_reduce(const Acc& acc, const Tensor& x, const Tensor& out, const Plan& 
   const int64_t nk_outer = int64_t(p.kshape.size()) - (p.columns ? 1 : 0);
   const int64_t cols = p.columns ? p.kshape.back() : 1;
   const int64_t cs = p.columns ? p.kstride.back() : 0;
-  const int64_t width = std::min<int64_t>(cols, 256);
+  const int64_t width = std::min<int64_t>(cols, 2048);
   const int64_t cblocks = (cols + width - 1) / width;
   const int64_t groups = (M / cols) * cblocks;
   const int64_t total = M * N;
