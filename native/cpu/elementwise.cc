@@ -105,14 +105,14 @@ template <typename F, typename Run>
 void dispatch(DType dt, const char* name, Run run) {
   constexpr bool ints = F::dtypes != ew::DTypes::FLOAT;
   constexpr bool bools = F::dtypes == ew::DTypes::ANY;
+  cpu::check_computable(name, dt);
   switch (dt) {
     case DType::Float32: return run(float{});
     case DType::Float64: return run(double{});
-    case DType::BFloat16: return run(bf16{});
-    case DType::Float16: return run(fp16{});
     case DType::Int32: if constexpr (ints) return run(int32_t{}); break;
     case DType::Int64: if constexpr (ints) return run(int64_t{}); break;
     case DType::Bool: if constexpr (bools) return run(uint8_t{}); break;
+    default: break;
   }
   throw_dtype_unsupported(name, dt);
 }
@@ -134,6 +134,11 @@ DType unary_result_dtype(UnaryOp op, DType in) { return result_dtype(kUnaryInfo[
 DType binary_result_dtype(BinaryOp op, DType in) { return result_dtype(kBinaryInfo[int(op)], in); }
 
 namespace cpu {
+
+void check_computable(const char* op, DType dt) {
+  KILN_CHECK(dt != DType::BFloat16 && dt != DType::Float16, DType, op, dtype_name(dt),
+             " is a storage format on the CPU; convert to float32 to compute");
+}
 
 void unary(UnaryOp op, const Tensor& x, const Tensor& out, double s0, double s1) {
   const char* name = unary_op_name(op);

@@ -399,13 +399,15 @@ void run_reduce(const Acc& acc, const Tensor& x, const Tensor& out, const Plan& 
   }
 }
 
-#define KILN_REDUCE_DISPATCH_FLOAT(dt, op, ...)          \
-  switch (dt) {                                          \
-    KILN_DTYPE_CASE(Float32, float, __VA_ARGS__)         \
-    KILN_DTYPE_CASE(Float64, double, __VA_ARGS__)        \
-    KILN_DTYPE_CASE(BFloat16, ::kiln::bf16, __VA_ARGS__) \
-    KILN_DTYPE_CASE(Float16, ::kiln::fp16, __VA_ARGS__)  \
-    KILN_DTYPE_FAIL(dt, op);                             \
+// Every dtype the CPU computes on (half types are storage formats there).
+#define KILN_REDUCE_DISPATCH_ANY(dt, op, ...)      \
+  switch (dt) {                                    \
+    KILN_DTYPE_CASE(Float32, float, __VA_ARGS__)   \
+    KILN_DTYPE_CASE(Float64, double, __VA_ARGS__)  \
+    KILN_DTYPE_CASE(Int32, int32_t, __VA_ARGS__)   \
+    KILN_DTYPE_CASE(Int64, int64_t, __VA_ARGS__)   \
+    KILN_DTYPE_CASE(Bool, uint8_t, __VA_ARGS__)    \
+    KILN_DTYPE_FAIL(dt, op);                       \
   }
 
 }  // namespace
@@ -413,6 +415,7 @@ void run_reduce(const Acc& acc, const Tensor& x, const Tensor& out, const Plan& 
 void reduce(ReduceOp op, const Tensor& x, const Tensor& out, const std::vector<int64_t>& dims, double param) {
   const char* name = reduce_op_name(op);
   const DType want = reduce_result_dtype(op, x.dtype);
+  check_computable(name, x.dtype);
   KILN_CHECK(out.dtype == want, DType, name, "output dtype ", dtype_name(out.dtype), " should be ", dtype_name(want));
   std::vector<bool> reduced(x.shape.size(), false);
   for (int64_t d : dims) {
@@ -428,36 +431,36 @@ void reduce(ReduceOp op, const Tensor& x, const Tensor& out, const std::vector<i
              shape_str(x.shape));
   switch (op) {
     case ReduceOp::sum:
-      KILN_DISPATCH_ALL(x.dtype, name, { run_reduce<SumAcc<scalar_t>, scalar_t>({}, x, out, p); });
+      KILN_REDUCE_DISPATCH_ANY(x.dtype, name, { run_reduce<SumAcc<scalar_t>, scalar_t>({}, x, out, p); });
       break;
     case ReduceOp::mean:
-      KILN_REDUCE_DISPATCH_FLOAT(x.dtype, name, {
+      KILN_DISPATCH_FLOAT(x.dtype, name, {
         SumAcc<scalar_t> acc;
         acc.scale = 1.0 / double(p.count);
         run_reduce<SumAcc<scalar_t>, scalar_t>(acc, x, out, p);
       });
       break;
     case ReduceOp::max:
-      KILN_DISPATCH_ALL(x.dtype, name, { run_reduce<ExtremumAcc<scalar_t, true>, scalar_t>({}, x, out, p); });
+      KILN_REDUCE_DISPATCH_ANY(x.dtype, name, { run_reduce<ExtremumAcc<scalar_t, true>, scalar_t>({}, x, out, p); });
       break;
     case ReduceOp::min:
-      KILN_DISPATCH_ALL(x.dtype, name, { run_reduce<ExtremumAcc<scalar_t, false>, scalar_t>({}, x, out, p); });
+      KILN_REDUCE_DISPATCH_ANY(x.dtype, name, { run_reduce<ExtremumAcc<scalar_t, false>, scalar_t>({}, x, out, p); });
       break;
     case ReduceOp::argmax:
-      KILN_DISPATCH_ALL(x.dtype, name, { run_reduce<ArgAcc<scalar_t, true>, scalar_t>({}, x, out, p); });
+      KILN_REDUCE_DISPATCH_ANY(x.dtype, name, { run_reduce<ArgAcc<scalar_t, true>, scalar_t>({}, x, out, p); });
       break;
     case ReduceOp::argmin:
-      KILN_DISPATCH_ALL(x.dtype, name, { run_reduce<ArgAcc<scalar_t, false>, scalar_t>({}, x, out, p); });
+      KILN_REDUCE_DISPATCH_ANY(x.dtype, name, { run_reduce<ArgAcc<scalar_t, false>, scalar_t>({}, x, out, p); });
       break;
     case ReduceOp::all:
-      KILN_DISPATCH_ALL(x.dtype, name, { run_reduce<LogicalAcc<scalar_t, true>, scalar_t>({}, x, out, p); });
+      KILN_REDUCE_DISPATCH_ANY(x.dtype, name, { run_reduce<LogicalAcc<scalar_t, true>, scalar_t>({}, x, out, p); });
       break;
     case ReduceOp::any:
-      KILN_DISPATCH_ALL(x.dtype, name, { run_reduce<LogicalAcc<scalar_t, false>, scalar_t>({}, x, out, p); });
+      KILN_REDUCE_DISPATCH_ANY(x.dtype, name, { run_reduce<LogicalAcc<scalar_t, false>, scalar_t>({}, x, out, p); });
       break;
     case ReduceOp::var:
     case ReduceOp::std:
-      KILN_REDUCE_DISPATCH_FLOAT(x.dtype, name, {
+      KILN_DISPATCH_FLOAT(x.dtype, name, {
         VarAcc<scalar_t> acc;
         acc.correction = param;
         acc.take_sqrt = op == ReduceOp::std;
@@ -465,7 +468,7 @@ void reduce(ReduceOp op, const Tensor& x, const Tensor& out, const std::vector<i
       });
       break;
     case ReduceOp::logsumexp:
-      KILN_REDUCE_DISPATCH_FLOAT(x.dtype, name, { run_reduce<LseAcc<scalar_t>, scalar_t>({}, x, out, p); });
+      KILN_DISPATCH_FLOAT(x.dtype, name, { run_reduce<LseAcc<scalar_t>, scalar_t>({}, x, out, p); });
       break;
     case ReduceOp::kCount: KILN_INTERNAL_CHECK(false, name);
   }
