@@ -201,6 +201,22 @@ DType binary_result_dtype(BinaryOp op, DType in);
 namespace cpu {
 // bfloat16 and float16 are storage formats on the CPU: arithmetic on them is a DTypeError naming op.
 void check_computable(const char* op, DType dt);
+
+// Calls run(T{}) with T the storage type of dt when the CPU computes on dt for ops taking `kind`
+// (bool is stored as uint8_t); otherwise throws DTypeError naming op.
+template <ew::DTypes kind, typename Run>
+void dispatch(DType dt, const char* op, Run run) {
+  check_computable(op, dt);
+  switch (dt) {
+    case DType::Float32: return run(float{});
+    case DType::Float64: return run(double{});
+    case DType::Int32: if constexpr (kind != ew::DTypes::FLOAT) return run(int32_t{}); break;
+    case DType::Int64: if constexpr (kind != ew::DTypes::FLOAT) return run(int64_t{}); break;
+    case DType::Bool: if constexpr (kind == ew::DTypes::ANY) return run(uint8_t{}); break;
+    default: break;
+  }
+  throw_dtype_unsupported(op, dt);
+}
 // out = op(x; s0, s1). out has x's shape and the dtype unary_result_dtype gives; out may be x.
 void unary(UnaryOp op, const Tensor& x, const Tensor& out, double s0, double s1);
 // out = op(a, b; s0, s1) for a, b of out's shape and one dtype; out may be a (in-place ops).

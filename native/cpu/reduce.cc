@@ -399,23 +399,11 @@ void run_reduce(const Acc& acc, const Tensor& x, const Tensor& out, const Plan& 
   }
 }
 
-// Every dtype the CPU computes on (half types are storage formats there).
-#define KILN_REDUCE_DISPATCH_ANY(dt, op, ...)      \
-  switch (dt) {                                    \
-    KILN_DTYPE_CASE(Float32, float, __VA_ARGS__)   \
-    KILN_DTYPE_CASE(Float64, double, __VA_ARGS__)  \
-    KILN_DTYPE_CASE(Int32, int32_t, __VA_ARGS__)   \
-    KILN_DTYPE_CASE(Int64, int64_t, __VA_ARGS__)   \
-    KILN_DTYPE_CASE(Bool, uint8_t, __VA_ARGS__)    \
-    KILN_DTYPE_FAIL(dt, op);                       \
-  }
-
 }  // namespace
 
 void reduce(ReduceOp op, const Tensor& x, const Tensor& out, const std::vector<int64_t>& dims, double param) {
   const char* name = reduce_op_name(op);
   const DType want = reduce_result_dtype(op, x.dtype);
-  check_computable(name, x.dtype);
   KILN_CHECK(out.dtype == want, DType, name, "output dtype ", dtype_name(out.dtype), " should be ", dtype_name(want));
   std::vector<bool> reduced(x.shape.size(), false);
   for (int64_t d : dims) {
@@ -429,49 +417,27 @@ void reduce(ReduceOp op, const Tensor& x, const Tensor& out, const std::vector<i
   const bool needs_elements = op == ReduceOp::max || op == ReduceOp::min || op == ReduceOp::argmax || op == ReduceOp::argmin;
   KILN_CHECK(!needs_elements || p.count > 0 || p.outputs == 0, Index, name, "cannot reduce over a zero-size dimension of ",
              shape_str(x.shape));
+  // Each case runs the accumulator for the input's storage type T.
+#define KILN_RUN(KIND, ...)                                 \
+  dispatch<ew::DTypes::KIND>(x.dtype, name, [&](auto tag) { \
+    using T = decltype(tag);                                \
+    __VA_ARGS__;                                            \
+  })
   switch (op) {
-    case ReduceOp::sum:
-      KILN_REDUCE_DISPATCH_ANY(x.dtype, name, { run_reduce<SumAcc<scalar_t>, scalar_t>({}, x, out, p); });
-      break;
-    case ReduceOp::mean:
-      KILN_DISPATCH_FLOAT(x.dtype, name, {
-        SumAcc<scalar_t> acc;
-        acc.scale = 1.0 / double(p.count);
-        run_reduce<SumAcc<scalar_t>, scalar_t>(acc, x, out, p);
-      });
-      break;
-    case ReduceOp::max:
-      KILN_REDUCE_DISPATCH_ANY(x.dtype, name, { run_reduce<ExtremumAcc<scalar_t, true>, scalar_t>({}, x, out, p); });
-      break;
-    case ReduceOp::min:
-      KILN_REDUCE_DISPATCH_ANY(x.dtype, name, { run_reduce<ExtremumAcc<scalar_t, false>, scalar_t>({}, x, out, p); });
-      break;
-    case ReduceOp::argmax:
-      KILN_REDUCE_DISPATCH_ANY(x.dtype, name, { run_reduce<ArgAcc<scalar_t, true>, scalar_t>({}, x, out, p); });
-      break;
-    case ReduceOp::argmin:
-      KILN_REDUCE_DISPATCH_ANY(x.dtype, name, { run_reduce<ArgAcc<scalar_t, false>, scalar_t>({}, x, out, p); });
-      break;
-    case ReduceOp::all:
-      KILN_REDUCE_DISPATCH_ANY(x.dtype, name, { run_reduce<LogicalAcc<scalar_t, true>, scalar_t>({}, x, out, p); });
-      break;
-    case ReduceOp::any:
-      KILN_REDUCE_DISPATCH_ANY(x.dtype, name, { run_reduce<LogicalAcc<scalar_t, false>, scalar_t>({}, x, out, p); });
-      break;
+    case ReduceOp::sum: KILN_RUN(ANY, run_reduce<SumAcc<T>, T>({}, x, out, p)); break;
+    case ReduceOp::mean: KILN_RUN(FLOAT, run_reduce<SumAcc<T>, T>({1.0 / double(p.count)}, x, out, p)); break;
+    case ReduceOp::max: KILN_RUN(ANY, run_reduce<ExtremumAcc<T, true>, T>({}, x, out, p)); break;
+    case ReduceOp::min: KILN_RUN(ANY, run_reduce<ExtremumAcc<T, false>, T>({}, x, out, p)); break;
+    case ReduceOp::argmax: KILN_RUN(ANY, run_reduce<ArgAcc<T, true>, T>({}, x, out, p)); break;
+    case ReduceOp::argmin: KILN_RUN(ANY, run_reduce<ArgAcc<T, false>, T>({}, x, out, p)); break;
+    case ReduceOp::all: KILN_RUN(ANY, run_reduce<LogicalAcc<T, true>, T>({}, x, out, p)); break;
+    case ReduceOp::any: KILN_RUN(ANY, run_reduce<LogicalAcc<T, false>, T>({}, x, out, p)); break;
     case ReduceOp::var:
-    case ReduceOp::std:
-      KILN_DISPATCH_FLOAT(x.dtype, name, {
-        VarAcc<scalar_t> acc;
-        acc.correction = param;
-        acc.take_sqrt = op == ReduceOp::std;
-        run_reduce<VarAcc<scalar_t>, scalar_t>(acc, x, out, p);
-      });
-      break;
-    case ReduceOp::logsumexp:
-      KILN_DISPATCH_FLOAT(x.dtype, name, { run_reduce<LseAcc<scalar_t>, scalar_t>({}, x, out, p); });
-      break;
+    case ReduceOp::std: KILN_RUN(FLOAT, run_reduce<VarAcc<T>, T>({param, op == ReduceOp::std}, x, out, p)); break;
+    case ReduceOp::logsumexp: KILN_RUN(FLOAT, run_reduce<LseAcc<T>, T>({}, x, out, p)); break;
     case ReduceOp::kCount: KILN_INTERNAL_CHECK(false, name);
   }
+#undef KILN_RUN
 }
 
 }  // namespace cpu
