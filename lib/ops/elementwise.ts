@@ -21,11 +21,11 @@ interface ElementwiseNative {
 }
 const N = native as unknown as ElementwiseNative;
 
-/** Looks up native op codes by name (the lists live in native/cpu/elementwise.h). */
-function opCodes<K extends string>(table: Record<string, number>, names: readonly K[]): Record<K, number> {
+/** @internal Looks up native op codes by name (the lists live in the native/cpu/<family>.h headers). */
+export function opCodes<K extends string>(table: Record<string, number>, names: readonly K[]): Record<K, number> {
   const out = {} as Record<K, number>;
   for (const n of names) {
-    if (table[n] === undefined) throw new Error(`kiln: the native addon lacks elementwise op '${n}'; rebuild it`);
+    if (table[n] === undefined) throw new Error(`kiln: the native addon lacks op '${n}'; rebuild it`);
     out[n] = table[n];
   }
   return out;
@@ -158,15 +158,16 @@ function arithDType(op: string, a: TensorOrScalar, b: TensorOrScalar): DType {
     checkPair(op, a, b);
     return resultType(a, b);
   }
-  if (isTensor(a)) return a._check(op), promoteWithScalar(a.dtype, scalarArg(op, b, 'other'));
-  if (isTensor(b)) return b._check(op), promoteWithScalar(b.dtype, scalarArg(op, a, 'input'));
-  throw new ValueError(op, 'expects at least one tensor operand');
+  if (!isTensor(a) && !isTensor(b)) throw new ValueError(op, 'expects at least one tensor operand');
+  const [t, s] = isTensor(a) ? [a, scalarArg(op, b, 'other')] : [b as Tensor, scalarArg(op, a, 'input')];
+  t._check(op);
+  return promoteWithScalar(t.dtype, s);
 }
 
 function checkAlpha(op: string, dtype: DType, alpha: number, negate: boolean): void {
   if (typeof alpha !== 'number' || !Number.isFinite(alpha)) throw new ValueError(op, `alpha must be a finite number, got ${alpha}`);
   if (dtype === 'bool' && (negate || alpha !== 1)) {
-    throw new DTypeError(op, negate ? 'subtraction of bool tensors is not supported; use logicalXor or logicalNot' : 'alpha must be 1 for bool tensors');
+    throw new DTypeError(op, negate ? 'subtraction of bool tensors is not supported (a.ne(b) is their exclusive or)' : 'alpha must be 1 for bool tensors');
   }
   if (!isFloating(dtype) && !Number.isInteger(alpha)) throw new DTypeError(op, `alpha ${alpha} must be an integer for ${dtype} tensors`);
 }

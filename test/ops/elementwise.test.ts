@@ -591,3 +591,32 @@ t.test('gradients of the other elementwise ops (finite differences, float64)', a
   // Comparisons and logical ops do not require grad.
   t.notOk(z.gt(0).requiresGrad);
 });
+
+t.test('ops free their temporaries (casts, broadcast views, saved tensors)', async (t) => {
+  const a = kiln.tensor([[1, 2, 3], [4, 5, 6]], { dtype: 'float32' });
+  const b = kiln.tensor([1, 2, 3], { dtype: 'int32' });
+  const w = kiln.tensor([0.5, 1, 2], { dtype: 'float64', requiresGrad: true });
+  // No tidy scope: every tensor the test sees is disposed by hand, so any handle an op leaked stays live.
+  const run = () => {
+    const seen: Tensor[] = [];
+    const k = (x: Tensor) => (seen.push(x), x);
+    const y = [(x: Tensor) => x.mul(2), (x: Tensor) => x.div(b), (x: Tensor) => x.pow(w), (x: Tensor) => x.maximum(a)]
+      .reduce((x, f) => k(f(x)), k(a.add(b)));
+    k(k(kiln.where(k(a.gt(b)), y, 1)).sum()).backward();
+    k(k(k(k(a.sub(1, 2)).clamp(0, 3)).gelu()).logsumexp(1));
+    const f = k(b.float());
+    kiln.allclose(a, f);
+    const c = k(a.clone());
+    kiln.noGrad(() => c.add_(k(k(c.t()).t())).mul_(b).div_(2));
+    k(k(k(c.maskedFill(k(c.lt(2)), 0)).max(0)).var());
+    for (const x of seen) x.dispose();
+    w.grad?.dispose();
+    w.grad = null;
+  };
+  run();
+  const before = kiln.memory();
+  for (let i = 0; i < 5; i++) run();
+  const after = kiln.memory();
+  t.equal(after.tensors, before.tensors, 'live handles');
+  t.equal(after.bytes, before.bytes, 'bytes held');
+});
