@@ -162,14 +162,23 @@ struct VarAcc {
     if (n == 0) return;
     if (st.n == 0) st.k = double(load(p[0]));
     const double k = st.k;
-    double s = 0, q = 0;
-    for (int64_t i = 0; i < n; i++) {
-      double d = double(load(p[i * stride])) - k;
-      s += d;
-      q += d * d;
+    // Independent lanes break the add latency chains.
+    double s[4] = {}, q[4] = {};
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+      for (int l = 0; l < 4; l++) {
+        double d = double(load(p[(i + l) * stride])) - k;
+        s[l] += d;
+        q[l] += d * d;
+      }
     }
-    st.s += s;
-    st.q += q;
+    for (; i < n; i++) {
+      double d = double(load(p[i * stride])) - k;
+      s[0] += d;
+      q[0] += d * d;
+    }
+    st.s += (s[0] + s[1]) + (s[2] + s[3]);
+    st.q += (q[0] + q[1]) + (q[2] + q[3]);
     st.n += n;
   }
   static double m2(const S& a) { return a.q - a.s * a.s / double(a.n); }
@@ -362,15 +371,28 @@ void run_reduce(const Acc& acc, const Tensor& x, const Tensor& out, const Plan& 
       for (int64_t j = 0; j < w; j++) st[j] = acc.init();
       if (p.columns) {
         const T* p0 = xp + base + c0 * cs;
+        S* __restrict s = st.data();
         rows.seek(r0);
-        for (int64_t r = r0; r < r1; r++, rows.next()) {
-          const T* __restrict row = p0 + rows.off;
-          S* __restrict s = st.data();
-          if (cs == 1) {
-            for (int64_t j = 0; j < w; j++) acc.update(s[j], load(row[j]), r);
-          } else {
-            for (int64_t j = 0; j < w; j++) acc.update(s[j], load(row[j * cs]), r);
+        int64_t r = r0;
+        if (cs == 1) {
+          // Four rows per pass keep each state in a register for four updates (in row order).
+          for (; r + 4 <= r1; r += 4) {
+            const T* x[4];
+            for (int k = 0; k < 4; k++, rows.next()) x[k] = p0 + rows.off;
+            const T *__restrict x0 = x[0], *__restrict x1 = x[1], *__restrict x2 = x[2], *__restrict x3 = x[3];
+            for (int64_t j = 0; j < w; j++) {
+              S v = s[j];
+              acc.update(v, load(x0[j]), r);
+              acc.update(v, load(x1[j]), r + 1);
+              acc.update(v, load(x2[j]), r + 2);
+              acc.update(v, load(x3[j]), r + 3);
+              s[j] = v;
+            }
           }
+        }
+        for (; r < r1; r++, rows.next()) {
+          const T* __restrict row = p0 + rows.off;
+          for (int64_t j = 0; j < w; j++) acc.update(s[j], load(row[j * cs]), r);
         }
       } else {
         const int64_t n0 = p.rshape.back(), s0 = p.rstride.back();
