@@ -6,7 +6,7 @@
     "defines": ["NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
     "cflags!": ["-fno-exceptions"],
     "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17"],
-    "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-fopenmp", "-march=x86-64-v2"],
+    "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-fopenmp", "-march=x86-64-v2", "-fno-math-errno", "-fno-trapping-math"],
     "ldflags": ["-fopenmp"],
     "conditions": [
       ["'<!(node scripts/find-openblas.js include)'!=''", {

@@ -26,6 +26,7 @@ export * from './ops/random';
 export * as cuda from './cuda';
 export * as nn from './nn';
 export * as optim from './optim';
+export * as data from './data';
 
 /** What the native build enabled: OpenMP, the GEMM library, CUDA, and the thread count. */
 export function buildInfo(): { openmp: boolean; blas: string; cuda: boolean; threads: number } {

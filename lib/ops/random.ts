@@ -86,8 +86,15 @@ function alloc(op: string, shape: readonly number[], dtype: DType, opts: TensorO
   return emptyTensor(checkShape(op, shape), dtype, deviceCode(op, opts.device ?? 'cpu'));
 }
 
-function finish(t: Tensor, opts: TensorOptions): Tensor {
-  if (opts.requiresGrad) t.requiresGrad = true;
+/** Fills a fresh t from the stream (disposing it if the fill throws) and applies requiresGrad. */
+function fillFrom(t: Tensor, opts: TensorOptions, fill: (h: NativeHandle, seed: bigint, offset: bigint) => bigint): Tensor {
+  try {
+    if (opts.requiresGrad) t.requiresGrad = true; // before drawing: an int tensor refuses it
+    draw((s, o) => fill(t._h, s, o));
+  } catch (e) {
+    t.dispose();
+    throw e;
+  }
   return t;
 }
 
@@ -102,8 +109,7 @@ export function uniform(shape: readonly number[], low = 0, high = 1, opts: Tenso
   checkFinite('uniform', { low, high });
   if (!(low < high)) throw new ValueError('uniform', `needs low < high, got low ${low}, high ${high}`);
   const t = alloc('uniform', shape, pickDType('uniform', opts, 'float32', isFloating), opts);
-  draw((s, o) => N.randUniform(t._h, s, o, low, high));
-  return finish(t, opts);
+  return fillFrom(t, opts, (h, s, o) => N.randUniform(h, s, o, low, high));
 }
 
 /** Normal values with mean and std (like torch.empty(shape).normal_(mean, std)); floating dtypes. */
@@ -111,8 +117,7 @@ export function normal(shape: readonly number[], mean = 0, std = 1, opts: Tensor
   checkFinite('normal', { mean, std });
   if (std < 0) throw new ValueError('normal', `std must be >= 0, got ${std}`);
   const t = alloc('normal', shape, pickDType('normal', opts, 'float32', isFloating), opts);
-  draw((s, o) => N.randNormal(t._h, s, o, mean, std));
-  return finish(t, opts);
+  return fillFrom(t, opts, (h, s, o) => N.randNormal(h, s, o, mean, std));
 }
 
 /** Uniform values in [0, 1) (float32 unless opts.dtype says otherwise). */
@@ -142,23 +147,22 @@ export function randint(low: number, high: number, shape: readonly number[], opt
     throw new ValueError(op, `range [${low}, ${high}) does not fit in int32`);
   }
   const t = alloc(op, shape, dtype, opts);
-  draw((s, o) => N.randInt(t._h, s, o, low, high));
-  return finish(t, opts);
+  return fillFrom(t, opts, (h, s, o) => N.randInt(h, s, o, low, high));
 }
 
-function likeOpts(t: Tensor, opts: TensorOptions): TensorOptions {
-  t._check('like');
+function likeOpts(op: string, t: Tensor, opts: TensorOptions): TensorOptions {
+  t._check(op);
   return { dtype: opts.dtype ?? t.dtype, device: opts.device ?? t.device, requiresGrad: opts.requiresGrad };
 }
 
 export function randLike(t: Tensor, opts: TensorOptions = {}): Tensor {
-  return rand(t.shape, likeOpts(t, opts));
+  return rand(t.shape, likeOpts('randLike', t, opts));
 }
 export function randnLike(t: Tensor, opts: TensorOptions = {}): Tensor {
-  return randn(t.shape, likeOpts(t, opts));
+  return randn(t.shape, likeOpts('randnLike', t, opts));
 }
 export function randintLike(t: Tensor, low: number, high: number, opts: TensorOptions = {}): Tensor {
-  return randint(low, high, t.shape, likeOpts(t, opts));
+  return randint(low, high, t.shape, likeOpts('randintLike', t, opts));
 }
 
 /**

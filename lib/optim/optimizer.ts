@@ -108,9 +108,9 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
       if (seen.has(p)) throw new ValueError(op, `params[${i}] (shape ${shapeStr(p.shape)}) appears in more than one place`);
       seen.add(p);
     }
-    const filled = { ...this.defaults } as Record<string, unknown>;
+    const filled: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(this.defaults)) filled[k] = cloneOption(v);
     for (const [k, v] of Object.entries(group)) if (k !== 'params' && v !== undefined) filled[k] = cloneOption(v);
-    for (const [k, v] of Object.entries(filled)) filled[k] = cloneOption(v);
     this.checkOptions(filled as unknown as O);
     this.paramGroups.push({ ...(filled as unknown as O), params });
   }

@@ -2,6 +2,9 @@
 // Options arrive as one plain object so that call sites name every coefficient.
 #include "../cpu/optim.h"
 #include "common.h"
+#ifdef KILN_CUDA
+#include "../cuda/optim.h"
+#endif
 
 namespace kiln::binding {
 

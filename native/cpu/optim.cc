@@ -52,26 +52,34 @@ void check_clip_operands(const char* op, const std::vector<const Tensor*>& grads
 
 namespace cpu {
 
+// One chunk of the SGD update (see adam_chunk for why the options are template parameters).
+template <typename T, bool kDecay, bool kMomentum, bool kNesterov>
+static void sgd_chunk(T* p, const T* g, T* buf, int64_t b, int64_t e, const SgdOptions& o) {
+  const T lr = T(o.lr), wd = T(o.weight_decay), mom = T(o.momentum), keep = T(1 - o.dampening);
+  const T sign = o.maximize ? T(-1) : T(1);
+  const bool first = o.first_step;
+  for (int64_t i = b; i < e; i++) {
+    T gi = sign * g[i];
+    if constexpr (kDecay) gi += wd * p[i];
+    if constexpr (kMomentum) {
+      const T bi = first ? gi : mom * buf[i] + keep * gi;
+      buf[i] = bi;
+      gi = kNesterov ? gi + mom * bi : bi;
+    }
+    p[i] -= lr * gi;
+  }
+}
+
 template <typename T>
 static void sgd_typed(const Tensor& param, const Tensor& grad, const Tensor* buf_t, const SgdOptions& o) {
   T* p = param.data<T>();
   const T* g = grad.data<T>();
   T* buf = buf_t ? buf_t->data<T>() : nullptr;
-  const T lr = T(o.lr), wd = T(o.weight_decay), mom = T(o.momentum), keep = T(1 - o.dampening);
-  const T sign = o.maximize ? T(-1) : T(1);
-  const bool decay = o.weight_decay != 0, first = o.first_step, nesterov = o.nesterov;
-  parallel_for(param.numel(), kGrain, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; i++) {
-      T gi = sign * g[i];
-      if (decay) gi += wd * p[i];
-      if (buf) {
-        const T bi = first ? gi : mom * buf[i] + keep * gi;
-        buf[i] = bi;
-        gi = nesterov ? gi + mom * bi : bi;
-      }
-      p[i] -= lr * gi;
-    }
-  });
+  const bool decay = o.weight_decay != 0;
+  auto chunk = !buf         ? (decay ? sgd_chunk<T, true, false, false> : sgd_chunk<T, false, false, false>)
+               : o.nesterov ? (decay ? sgd_chunk<T, true, true, true> : sgd_chunk<T, false, true, true>)
+                            : (decay ? sgd_chunk<T, true, true, false> : sgd_chunk<T, false, true, false>);
+  parallel_for(param.numel(), kGrain, [&](int64_t b, int64_t e) { chunk(p, g, buf, b, e, o); });
 }
 
 void sgd_step(const Tensor& param, const Tensor& grad, const Tensor* momentum_buf, const SgdOptions& o) {
@@ -84,6 +92,33 @@ void sgd_step(const Tensor& param, const Tensor& grad, const Tensor* momentum_bu
   KILN_DISPATCH_FLOAT(param.dtype, op, { sgd_typed<scalar_t>(param, grad, momentum_buf, o); });
 }
 
+// One chunk of the Adam update; the options that change the loop body are template parameters so
+// that each variant is a straight loop the compiler can vectorize.
+template <typename T, bool kL2, bool kAmsgrad>
+static void adam_chunk(T* p, const T* g, T* m, T* v, T* vmax, int64_t b, int64_t e, const AdamOptions& o) {
+  const T b1 = T(o.beta1), b2 = T(o.beta2), eps = T(o.eps);
+  const T one_b1 = T(1 - o.beta1), one_b2 = T(1 - o.beta2);
+  const T step_size = T(o.lr / o.bias_correction1), bc2 = T(o.bias_correction2_sqrt);
+  const T sign = o.maximize ? T(-1) : T(1);
+  const T wd = T(o.weight_decay);
+  // AdamW multiplies by exactly 1 when there is no decay, which leaves every value unchanged.
+  const T shrink = o.decoupled ? T(1 - o.lr * o.weight_decay) : T(1);
+  for (int64_t i = b; i < e; i++) {
+    const T pi = p[i];
+    T gi = sign * g[i];
+    if constexpr (kL2) gi += wd * pi;
+    const T mi = b1 * m[i] + one_b1 * gi;
+    T vi = b2 * v[i] + one_b2 * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    if constexpr (kAmsgrad) {
+      vi = vmax[i] > vi ? vmax[i] : vi;
+      vmax[i] = vi;
+    }
+    p[i] = pi * shrink - step_size * (mi / (std::sqrt(vi) / bc2 + eps));
+  }
+}
+
 template <typename T>
 static void adam_typed(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
                        const Tensor* max_t, const AdamOptions& o) {
@@ -92,30 +127,10 @@ static void adam_typed(const Tensor& param, const Tensor& grad, const Tensor& ex
   T* m = exp_avg.data<T>();
   T* v = exp_avg_sq.data<T>();
   T* vmax = max_t ? max_t->data<T>() : nullptr;
-  const T b1 = T(o.beta1), b2 = T(o.beta2), eps = T(o.eps);
-  const T one_b1 = T(1 - o.beta1), one_b2 = T(1 - o.beta2);
-  const T step_size = T(o.lr / o.bias_correction1), bc2 = T(o.bias_correction2_sqrt);
-  const T sign = o.maximize ? T(-1) : T(1);
   const bool l2 = !o.decoupled && o.weight_decay != 0;
-  const T wd = T(o.weight_decay);
-  // AdamW multiplies by exactly 1 when there is no decay, which leaves every value unchanged.
-  const T shrink = o.decoupled ? T(1 - o.lr * o.weight_decay) : T(1);
-  parallel_for(param.numel(), kGrain, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; i++) {
-      const T pi = p[i] * shrink;
-      T gi = sign * g[i];
-      if (l2) gi += wd * p[i];
-      const T mi = b1 * m[i] + one_b1 * gi;
-      T vi = b2 * v[i] + one_b2 * gi * gi;
-      m[i] = mi;
-      v[i] = vi;
-      if (vmax) {
-        vi = vmax[i] > vi ? vmax[i] : vi;
-        vmax[i] = vi;
-      }
-      p[i] = pi - step_size * (mi / (std::sqrt(vi) / bc2 + eps));
-    }
-  });
+  auto chunk = l2 ? (vmax ? adam_chunk<T, true, true> : adam_chunk<T, true, false>)
+                  : (vmax ? adam_chunk<T, false, true> : adam_chunk<T, false, false>);
+  parallel_for(param.numel(), kGrain, [&](int64_t b, int64_t e) { chunk(p, g, m, v, vmax, b, e, o); });
 }
 
 void adam_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,

@@ -70,6 +70,8 @@ uint64_t uniform_typed(const Tensor& out, uint64_t seed, uint64_t offset, double
   T* d = out.data<T>();
   const int64_t n = out.numel();
   const A lo = A(low), range = A(high - low);
+  KILN_CHECK(std::isfinite(lo) && std::isfinite(range), Value, "rand", "range [", low, ", ", high,
+             ") is too wide for ", dtype_name(out.dtype));
   // Rounding of lo + range * u (and of the half types) can reach high; such values become the
   // largest T below high, so the interval stays half-open.
   T limit = convert_value<T, A>(A(high));

@@ -285,6 +285,18 @@ t.test('scatterAdd is parallel, deterministic and correct on large inputs', asyn
   }
 });
 
+t.test('half types gather and accumulate', async (t) => {
+  for (const dtype of ['bfloat16', 'float16'] as const) {
+    const w = kiln.tensor([[1, 2], [3, 4], [5, 6]], { dtype, requiresGrad: true });
+    const e = kiln.embedding(kiln.tensor([2, 0, 2]), w);
+    t.same(e.toArray(), [[5, 6], [1, 2], [5, 6]], `${dtype} embedding`);
+    e.backward(kiln.ones([3, 2], { dtype }));
+    t.same(w.grad!.toArray(), [[1, 1], [0, 0], [2, 2]], `${dtype} embedding gradient`);
+    const sa = kiln.scatterAdd(kiln.zeros([4], { dtype }), 0, kiln.tensor([3, 3, 0]), kiln.full([3], 0.5, { dtype }));
+    t.same(sa.toArray(), [0.5, 0, 0, 1], `${dtype} scatterAdd`);
+  }
+});
+
 // ---- errors ----
 
 t.test('out-of-range and negative indices throw IndexError before any write', async (t) => {

@@ -122,6 +122,7 @@ t.test('uniform(low, high) and half precision stay inside the half-open range', 
   }
   t.throws(() => kiln.uniform([2], 1, 1), kiln.ValueError);
   t.throws(() => kiln.uniform([2], 0, Infinity), kiln.ValueError);
+  t.throws(() => kiln.uniform([2], -3e38, 3e38), { name: 'ValueError', message: /too wide for float32/ });
 });
 
 t.test('randn: standard normal moments of 1e6 samples', async (t) => {
@@ -227,7 +228,9 @@ t.test('creation options and the *Like forms', async (t) => {
   t.ok(r.requiresGrad && r.isLeaf);
   t.same(r.shape, [2, 3]);
   t.equal(kiln.randn([4], { dtype: 'float64' }).dtype, 'float64');
+  const state = kiln.getRngState();
   t.throws(() => kiln.randint(0, 3, [2], { requiresGrad: true }), kiln.AutogradError);
+  t.same(kiln.getRngState(), state, 'a refused call draws nothing');
   t.throws(() => kiln.rand([2], { dtype: 'int32' }), { name: 'DTypeError', message: /uniform: dtype int32/ });
   t.throws(() => kiln.randn([-1]), kiln.ShapeError);
   const base = kiln.zeros([3, 2], { dtype: 'float64' });

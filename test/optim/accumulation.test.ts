@@ -14,7 +14,8 @@ function model(seed: number): { w: Tensor; b: Tensor } {
 
 /** Mean squared error of the linear model x W^T + b against y. */
 function loss(m: { w: Tensor; b: Tensor }, x: Tensor, y: Tensor): Tensor {
-  return x.matmul(m.w.t()).add(m.b).sub(y).square().mean();
+  const d = x.matmul(m.w.t()).add(m.b).sub(y);
+  return d.mul(d).mean();
 }
 
 t.test('k micro-batches with loss / k equal one big batch', async (t) => {
