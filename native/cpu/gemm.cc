@@ -338,19 +338,19 @@ void blas_call(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, blasint M, blasint N, bla
 // for a single row, where kiln allows any; checked arguments make that the only case to fix up.
 int64_t blas_ld(int64_t rows, int64_t cols, int64_t ld) { return rows <= 1 ? std::max<int64_t>({ld, cols, 1}) : ld; }
 
+// OpenBLAS on checked arguments; false (and nothing done) when a size or stride exceeds its integers.
 template <typename T>
-void blas_unchecked(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+bool blas_unchecked(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
                     int64_t ldb, T beta, T* C, int64_t ldc) {
-  if (M == 0 || N == 0) return;
-  if (K == 0) {
-    scale_c(M, N, beta, C, ldc);
-    return;
-  }
   lda = blas_ld(ta ? K : M, ta ? M : K, lda);
   ldb = blas_ld(tb ? N : K, tb ? K : N, ldb);
   ldc = blas_ld(M, N, ldc);
-  KILN_CHECK(fits_blas({M, N, K, lda, ldb, ldc}), Value, "gemm", "sizes M=", M, " N=", N, " K=", K,
-             " exceed OpenBLAS's integer range");
+  if (!fits_blas({M, N, K, lda, ldb, ldc})) return false;
+  if (M == 0 || N == 0) return true;
+  if (K == 0) {
+    scale_c(M, N, beta, C, ldc);
+    return true;
+  }
   // OpenBLAS keeps its own thread pool: follow kiln's thread count (set again only when it changes, as
   // OpenBLAS clamps it to the maximum it was built for).
   static std::atomic<int> applied{-1};
@@ -358,6 +358,7 @@ void blas_unchecked(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, 
   if (applied.exchange(nt) != nt) openblas_set_num_threads(nt);
   blas_call(ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, blasint(M), blasint(N), blasint(K), alpha,
             A, blasint(lda), B, blasint(ldb), beta, C, blasint(ldc));
+  return true;
 }
 #endif
 
@@ -386,7 +387,8 @@ void gemm_blas(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const
                int64_t ldb, T beta, T* C, int64_t ldc) {
   check_args(ta, tb, M, N, K, lda, ldb, ldc);
 #ifdef KILN_OPENBLAS
-  blas_unchecked(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  KILN_CHECK(blas_unchecked(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc), Value, "gemm", "sizes M=", M,
+             " N=", N, " K=", K, " or row strides exceed OpenBLAS's integer range");
 #else
   throw Error(ErrorCode::Value, "gemm", "kiln was built without OpenBLAS");
 #endif
@@ -396,10 +398,11 @@ template <typename T>
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
           int64_t ldb, T beta, T* C, int64_t ldc) {
 #ifdef KILN_OPENBLAS
-  gemm_blas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-#else
-  gemm_builtin(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, GemmKernel::Auto);
+  check_args(ta, tb, M, N, K, lda, ldb, ldc);
+  // Products too large for OpenBLAS's integers fall back to the built-in kernel.
+  if (blas_unchecked(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
 #endif
+  gemm_builtin(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, GemmKernel::Auto);
 }
 
 template <typename T>
