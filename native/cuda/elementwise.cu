@@ -152,29 +152,6 @@ struct WhereCall {
   __device__ __forceinline__ T operator()(uint8_t c, T a, T b) const { return c ? a : b; }
 };
 
-template <typename T>
-struct Tag {
-  using type = T;
-};
-
-// Runs run(Tag<T>) for the CUDA storage type of dt when the op takes dt; otherwise DTypeError.
-// float16 has no CUDA elementwise kernels.
-template <ew::DTypes kTakes, typename Run>
-void dispatch(DType dt, const char* name, Run run) {
-  constexpr bool ints = kTakes != ew::DTypes::FLOAT;
-  constexpr bool bools = kTakes == ew::DTypes::ANY;
-  switch (dt) {
-    case DType::Float32: return run(Tag<float>{});
-    case DType::Float64: return run(Tag<double>{});
-    case DType::BFloat16: return run(Tag<__nv_bfloat16>{});
-    case DType::Int32: if constexpr (ints) return run(Tag<int32_t>{}); break;
-    case DType::Int64: if constexpr (ints) return run(Tag<int64_t>{}); break;
-    case DType::Bool: if constexpr (bools) return run(Tag<uint8_t>{}); break;
-    default: break;
-  }
-  throw_dtype_unsupported(name, dt);
-}
-
 void check_same_shape(const char* name, const Tensor& t, const Tensor& out, const char* what) {
   KILN_CHECK(t.shape == out.shape, Shape, name, what, " has shape ", shape_str(t.shape), " but the output has shape ",
              shape_str(out.shape), " (operands must be broadcast first)");
@@ -195,7 +172,7 @@ void unary(UnaryOp op, const Tensor& x, const Tensor& out, double s0, double s1)
   case UnaryOp::NAME: {                                                                             \
     using F = ew::UnaryFn<UnaryOp::NAME>;                                                           \
     dispatch<F::dtypes>(x.dtype, name, [&](auto tag) {                                                      \
-      using T = typename decltype(tag)::type;                                                       \
+      using T = T_of<decltype(tag)>;                                                       \
       using C = compute_t<T>;                                                                       \
       launch<result_t<T, F>>(name, out, {&out.strides, &x.strides},                                 \
                              UnaryCall<F, T>{scalar_as<C>(s0, name), scalar_as<C>(s1, name)},       \
@@ -222,7 +199,7 @@ void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out, do
   case BinaryOp::NAME: {                                                                            \
     using F = ew::BinaryFn<BinaryOp::NAME>;                                                         \
     dispatch<F::dtypes>(a.dtype, name, [&](auto tag) {                                                      \
-      using T = typename decltype(tag)::type;                                                       \
+      using T = T_of<decltype(tag)>;                                                       \
       using C = compute_t<T>;                                                                       \
       launch<result_t<T, F>>(name, out, {&out.strides, &a.strides, &b.strides},                     \
                              BinaryCall<F, T>{scalar_as<C>(s0, name), scalar_as<C>(s1, name)},      \
@@ -250,7 +227,7 @@ void where(const Tensor& cond, const Tensor* a, const Tensor* b, double sa, doub
   // A missing value operand is a scalar walked with stride 0.
   const Shape zero(out.shape.size(), 0);
   dispatch<ew::DTypes::ANY>(out.dtype, name, [&](auto tag) {
-    using T = typename decltype(tag)::type;
+    using T = T_of<decltype(tag)>;
     launch<T>(name, out, {&out.strides, &cond.strides, a ? &a->strides : &zero, b ? &b->strides : &zero}, WhereCall{},
               Arg<uint8_t>{cond.data<uint8_t>(), 0, 0},
               Arg<T>{a ? a->data<T>() : nullptr, scalar_as<T>(sa, name), 0},
