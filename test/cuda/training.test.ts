@@ -29,7 +29,7 @@ function batches(n: number, B: number, T: number): Array<[kiln.Tensor, kiln.Tens
 function step(model: InstanceType<typeof nn.GPT>, opt: InstanceType<typeof optim.AdamW>, x: kiln.Tensor, y: kiln.Tensor): kiln.Tensor {
   const loss = kiln.tidy(() => model.forward(x, y).loss!);
   loss.backward();
-  optim.clipGradNorm(model.parameters(), 1.0);
+  optim.clipGradNorm(model.parameters(), 1.0).dispose();
   opt.step();
   opt.zeroGrad();
   return loss;
