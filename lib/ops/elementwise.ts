@@ -74,7 +74,8 @@ function checkPair(op: string, a: Tensor, b: Tensor): void {
 }
 
 /** Runs f on the tensors converted to dtype (differentiably); disposes the converted copies after. */
-function withDType<T>(dtype: DType, ts: readonly Tensor[], f: (cs: Tensor[]) => T): T {
+function withDType<T>(dtype: DType, ts: readonly Tensor[], f: (cs: readonly Tensor[]) => T): T {
+  if (ts.every((t) => t.dtype === dtype)) return f(ts);
   const cs = ts.map((t) => (t.dtype === dtype ? t : to(t, dtype, t.device)));
   try {
     return f(cs);
@@ -112,7 +113,7 @@ function unaryKernel(op: string, code: number, x: Tensor, dtype: DType, s0 = 0, 
 
 function binaryKernel(op: string, code: number, a: Tensor, b: Tensor, dtype: DType, s0 = 0, s1 = 0): Tensor {
   checkComputable(op, a.dtype, a._dev);
-  const shape = broadcastShapes(op, a.shape, b.shape);
+  const shape = sameShape(a.shape, b.shape) ? a.shape : broadcastShapes(op, a.shape, b.shape);
   const ea = broadcastView(a, shape), eb = broadcastView(b, shape);
   const out = emptyTensor(shape, dtype, a._dev);
   try {
