@@ -31,15 +31,6 @@ void check_index(int index, const char* op) {
              n, " CUDA device", n == 1 ? "" : "s", " visible)");
 }
 
-// Size classes: 512-byte granules up to 1 MiB, then four classes per power of two (<= 25% slack).
-size_t round_size(size_t n) {
-  if (n <= 512) return 512;
-  if (n <= (1u << 20)) return (n + 511) / 512 * 512;
-  size_t p = size_t(1) << (63 - __builtin_clzll(n));
-  size_t step = p / 4;
-  return (n + step - 1) / step * step;
-}
-
 void release_cached(DeviceState& s, int index) {
   set_device(Device{index});
   for (auto& [size, blocks] : s.free_blocks) {
@@ -54,7 +45,7 @@ void release_cached(DeviceState& s, int index) {
 
 void* device_alloc(size_t n, Device d) {
   check_index(d.index, "alloc");
-  size_t size = round_size(n);
+  size_t size = allocation_size_class(n);
   std::lock_guard<std::mutex> lock(g_mutex);
   DeviceState& s = g_devices[d.index];
   void* p = nullptr;
@@ -94,7 +85,7 @@ void* device_alloc(size_t n, Device d) {
 // already enqueued that reads the block finishes before any later kernel can write it.
 void device_free(void* p, size_t n, Device d) {
   if (!p || d.index < 0 || d.index >= kMaxDevices) return;
-  size_t size = round_size(n);
+  size_t size = allocation_size_class(n);
   std::lock_guard<std::mutex> lock(g_mutex);
   DeviceState& s = g_devices[d.index];
   s.free_blocks[size].push_back(p);
