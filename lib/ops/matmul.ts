@@ -61,7 +61,7 @@ function inFloat32(inputs: ReadonlyArray<Tensor | null | undefined>, f: (...xs: 
   const wide = inputs.map((x) => (x ? to(x, 'float32', x.device) : null));
   const r = f(...wide);
   const out = to(r, dtype, r.device);
-  for (const w of [...wide, r]) if (w && !inputs.includes(w)) w.dispose();
+  for (const w of [...wide, r]) w?.dispose();
   return out;
 }
 
