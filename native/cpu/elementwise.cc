@@ -118,11 +118,6 @@ DType binary_result_dtype(BinaryOp op, DType in) { return result_dtype(kBinaryIn
 
 namespace cpu {
 
-void check_computable(const char* op, DType dt) {
-  KILN_CHECK(dt != DType::BFloat16 && dt != DType::Float16, DType, op, dtype_name(dt),
-             " is a storage format on the CPU; convert to float32 to compute");
-}
-
 void unary(UnaryOp op, const Tensor& x, const Tensor& out, double s0, double s1) {
   const char* name = unary_op_name(op);
   check_same_shape(name, x, out, "input");

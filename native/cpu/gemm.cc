@@ -414,7 +414,8 @@ void gemm_batched(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t
   KILN_CHECK(batch <= 1 || M == 0 || N == 0 || stride_c >= (M - 1) * ldc + N, Value, "gemm", "output matrices overlap");
   // Small products: one per thread, each on the built-in kernel (OpenBLAS is not called from inside
   // a parallel region: its own threads would compete with ours).
-  if (batch > 1 && usable_threads() > 1 && double(M) * double(N) * double(K) < kBatchSplitWork) {
+  const double work = double(M) * double(N) * double(K);
+  if (batch > 1 && usable_threads() > 1 && work < kBatchSplitWork && work * double(batch) >= kWorkPerThread) {
     std::atomic<bool> failed{false};
     parallel_for(batch, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t i = b0; i < b1 && !failed; i++)
@@ -425,6 +426,8 @@ void gemm_batched(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t
     if (failed) throw_oom();
     return;
   }
+  // Tiny batches (a parallel region costs more than the arithmetic) and large products (each one
+  // uses every thread) go one after another.
   for (int64_t i = 0; i < batch; i++)
     gemm(ta, tb, M, N, K, alpha, A + i * stride_a, lda, B + i * stride_b, ldb, beta, C + i * stride_c, ldc);
 }
