@@ -24,6 +24,12 @@ export interface NativeCore {
   setErrorFactory(f: (code: number, op: string, message: string) => Error): void;
 }
 
+// OpenMP worker threads that spin after each parallel region starve OpenBLAS's own threads (and
+// everything else on a busy machine): an sgemm right after an elementwise kernel ran several times
+// slower. Sleeping workers cost a few microseconds per region instead. libgomp reads this when the
+// addon loads; a user's own setting wins.
+process.env.OMP_WAIT_POLICY ??= 'passive';
+
 function load(): NativeCore {
   const root = path.join(__dirname, '..');
   const candidates = [
