@@ -62,6 +62,23 @@ struct StridedMeta {
 
 template <int N>
 StridedMeta<N> make_meta(const char* op, const Shape& shape, const std::array<const Shape*, N>& strides) {
+  // Every operand dense and row-major over shape (the common case): one run, no plan to build.
+  bool dense = true;
+  int64_t expected = 1;
+  for (size_t d = shape.size(); d-- > 0 && dense;) {
+    if (shape[d] == 1) continue;
+    for (int k = 0; k < N; k++) dense = dense && (*strides[k])[d] == expected;
+    expected *= shape[d];
+  }
+  if (dense) {
+    StridedMeta<N> m;
+    m.ndim = 1;
+    m.numel = shape_numel(shape);
+    m.sizes[0] = m.numel;
+    for (int k = 0; k < N; k++) m.strides[k][0] = 1;
+    m.contiguous = true;
+    return m;
+  }
   StridedPlan<N> p = plan_strided<N>(shape, strides);
   KILN_CHECK(int(p.shape.size()) <= kMaxDims, Shape, op, "tensor layout needs ", p.shape.size(),
              " dims after merging; CUDA kernels take at most ", kMaxDims, " (call contiguous() first)");
