@@ -76,9 +76,16 @@ export function convert(spec: OptionSpec, raw: unknown, prefix: string): string 
 export function parse(cmd: CommandSpec, argv: string[]): { values: OptionValues; help: boolean } {
   const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = { help: { type: 'boolean', short: 'h' } };
   for (const o of cmd.options) options[o.name] = { type: o.kind === 'boolean' ? 'boolean' : 'string' };
+  // parseArgs takes '-1' after a flag for an option; a negative number there is the flag's value.
+  const takesValue = new Set(cmd.options.filter((o) => o.kind !== 'boolean').map((o) => `--${o.name}`));
+  const args: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (takesValue.has(argv[i]) && /^-\.?\d/.test(argv[i + 1] ?? '')) args.push(`${argv[i]}=${argv[++i]}`);
+    else args.push(argv[i]);
+  }
   let parsed: { values: Record<string, string | boolean | undefined>; positionals: string[] };
   try {
-    parsed = parseArgs({ args: argv, options, strict: true, allowPositionals: true }) as typeof parsed;
+    parsed = parseArgs({ args, options, strict: true, allowPositionals: true }) as typeof parsed;
   } catch (e) {
     // parseArgs' messages are one line but name the fix for the API, not the user: reword the common ones.
     const msg = (e as Error).message;

@@ -221,6 +221,7 @@ function toyScore(model: GPT, tok: Tokenizer): { sentences: number; valid: numbe
 
 /** A number without float noise (0.0006000000000000001 -> 0.0006). */
 const num = (x: number) => String(Number(x.toPrecision(6)));
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 const pct = (a: number, b: number) => (b ? `${Math.round((100 * a) / b)}%` : '-');
 
 export async function train(argv: string[], out: NodeJS.WritableStream = process.stdout): Promise<number> {
@@ -276,11 +277,11 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
   if (data.toyText) {
     say('  e.g. ' + data.toyText.split('\n').slice(0, 4).join('  '));
   }
-  say(`model: GPT, ${s.nLayer} layers, ${s.nEmbd} wide, ${s.nHead} heads, context ${s.blockSize}; ${formatCount(model.numParameters())} parameters`);
+  say(`model: GPT, ${plural(s.nLayer, 'layer')}, ${s.nEmbd} wide, ${plural(s.nHead, 'head')}, context ${s.blockSize}; ${formatCount(model.numParameters())} parameters`);
   const tokensPerStep = s.batchSize * s.blockSize * s.gradAccum;
   say(
     `training: ${s.steps} steps of ${s.gradAccum > 1 ? `${s.gradAccum} x ` : ''}${s.batchSize} x ${s.blockSize} tokens (${formatCount(s.steps * tokensPerStep)} in all), ` +
-      `AdamW lr ${num(s.lr)} (warmup ${s.warmup}, cosine to ${num(s.lr * s.minLrRatio)}), clip ${num(s.clip)}, ${threads} thread${threads === 1 ? '' : 's'}`,
+      `AdamW lr ${num(s.lr)} (warmup ${s.warmup}, cosine to ${num(s.lr * s.minLrRatio)}), clip ${num(s.clip)}, ${plural(threads, 'thread')}`,
   );
 
   const showSamples = (when: string) => {

@@ -186,11 +186,9 @@ export function loadCheckpoint(path: string, into: { model?: Module; optimizer?:
   const device = into.model?.parameters()[0]?.device;
   const c = readCheckpoint(path, { device });
   try {
+    if (into.optimizer && !c.optimizer) throw new FormatError('loadCheckpoint', `${path} holds no optimizer state`);
     into.model?.loadStateDict(c.weights, { strict: into.strict ?? true });
-    if (into.optimizer) {
-      if (!c.optimizer) throw new FormatError('loadCheckpoint', `${path} holds no optimizer state`);
-      into.optimizer.loadStateDict(c.optimizer);
-    }
+    if (into.optimizer) into.optimizer.loadStateDict(c.optimizer!);
     return c.state;
   } finally {
     disposeCheckpoint(c);
