@@ -39,19 +39,19 @@ function median(xs) {
  */
 function race(contenders, budget) {
   const names = Object.keys(contenders);
-  // Warm up, and size a round to about 50 ms per contender.
+  // Warm up, and size a round to about 25 ms per contender.
   const reps = {};
   for (const n of names) {
     contenders[n]();
     const t0 = process.hrtime.bigint();
     contenders[n]();
     const dt = Number(process.hrtime.bigint() - t0) / 1e9;
-    reps[n] = Math.max(1, Math.round(0.05 / Math.max(dt, 1e-7)));
+    reps[n] = Math.max(1, Math.round(0.025 / Math.max(dt, 1e-7)));
   }
   const samples = Object.fromEntries(names.map((n) => [n, []]));
   const end = Date.now() + budget * 1000;
   let rounds = 0;
-  while (rounds < 3 || (Date.now() < end && rounds < 200)) {
+  while (rounds < 3 || (Date.now() < end && rounds < 400)) {
     for (const n of names) {
       const t0 = process.hrtime.bigint();
       for (let i = 0; i < reps[n]; i++) contenders[n]();

@@ -3,14 +3,14 @@
 // dtype and broadcast as stride-0 views here, scalars travel as kernel parameters. Backward rules sit
 // next to their forwards; gradients of broadcast operands are summed back with sumToShape.
 import { recordOp } from '../autograd/engine';
-import { isGradEnabled } from '../autograd/grad_mode';
+import { isGradEnabled, noGrad } from '../autograd/grad_mode';
 import { DType, isFloating, promoteTypes, promoteWithScalar } from '../dtype';
 import { AutogradError, DTypeError, DeviceError, ShapeError, ValueError } from '../errors';
 import { NativeHandle, native } from '../native';
 import { broadcastShapes, sameShape, shapeStr } from '../shape';
 import { Tensor, TensorOrScalar, emptyTensor } from '../tensor';
-import { checkInPlace, to } from './creation';
-import { sumToShape } from './reduce';
+import { checkInPlace, clone, to, zerosLike } from './creation';
+import { all, sumToShape } from './reduce';
 
 interface ElementwiseNative {
   unaryOps: Record<string, number>;
@@ -21,20 +21,27 @@ interface ElementwiseNative {
 }
 const N = native as unknown as ElementwiseNative;
 
-/** Looks up native op codes by name (the lists live in native/cpu/elementwise.h). */
-function opCodes<K extends string>(table: Record<string, number>, names: readonly K[]): Record<K, number> {
+/** @internal Looks up native op codes by name (the lists live in the native/cpu/<family>.h headers). */
+export function opCodes<K extends string>(table: Record<string, number>, names: readonly K[]): Record<K, number> {
   const out = {} as Record<K, number>;
   for (const n of names) {
-    if (table[n] === undefined) throw new Error(`kiln: the native addon lacks elementwise op '${n}'; rebuild it`);
+    if (table[n] === undefined) throw new Error(`kiln: the native addon lacks op '${n}'; rebuild it`);
     out[n] = table[n];
   }
   return out;
 }
 
 const U = opCodes(N.unaryOps, [
-  'neg', 'exp', 'log', 'add_scalar', 'mul_scalar', 'affine', 'div_scalar', 'rdiv_scalar',
+  'neg', 'exp', 'log', 'log1p', 'sqrt', 'rsqrt', 'square', 'reciprocal', 'abs', 'sign', 'sin', 'cos', 'tanh',
+  'sigmoid', 'relu', 'gelu', 'gelu_tanh', 'silu', 'floor', 'ceil', 'round', 'logical_not', 'add_scalar',
+  'mul_scalar', 'affine', 'div_scalar', 'rdiv_scalar', 'pow_scalar', 'rpow_scalar', 'clamp_min', 'clamp_max',
+  'clamp', 'eq_scalar', 'ne_scalar', 'lt_scalar', 'le_scalar', 'gt_scalar', 'ge_scalar',
 ] as const);
-const B = opCodes(N.binaryOps, ['add', 'mul', 'div'] as const);
+const B = opCodes(N.binaryOps, [
+  'add', 'mul', 'div', 'pow', 'maximum', 'minimum', 'eq', 'ne', 'lt', 'le', 'gt', 'ge', 'logical_and', 'logical_or',
+  'isclose', 'max_weight', 'clamp_backward', 'relu_backward', 'sigmoid_backward', 'tanh_backward', 'gelu_backward',
+  'gelu_tanh_backward', 'silu_backward',
+] as const);
 
 type Scalar = number | boolean;
 
@@ -84,7 +91,15 @@ function broadcastView(t: Tensor, shape: readonly number[]): Tensor {
   return t._viewAs(shape, strides, t.offset);
 }
 
-function unaryKernel(code: number, x: Tensor, dtype: DType, s0 = 0, s1 = 0): Tensor {
+/** bfloat16 and float16 are storage formats on the CPU (see lib/dtype.ts): kernels do not compute on them. */
+export function checkComputable(op: string, dtype: DType, dev: number): void {
+  if (dev < 0 && (dtype === 'bfloat16' || dtype === 'float16')) {
+    throw new DTypeError(op, `${dtype} is a storage format on the CPU; convert to float32 (.float()) to compute`);
+  }
+}
+
+function unaryKernel(op: string, code: number, x: Tensor, dtype: DType, s0 = 0, s1 = 0): Tensor {
+  checkComputable(op, x.dtype, x._dev);
   const out = emptyTensor(x.shape, dtype, x._dev);
   try {
     N.unary(code, x._h, out._h, s0, s1);
@@ -96,6 +111,7 @@ function unaryKernel(code: number, x: Tensor, dtype: DType, s0 = 0, s1 = 0): Ten
 }
 
 function binaryKernel(op: string, code: number, a: Tensor, b: Tensor, dtype: DType, s0 = 0, s1 = 0): Tensor {
+  checkComputable(op, a.dtype, a._dev);
   const shape = broadcastShapes(op, a.shape, b.shape);
   const ea = broadcastView(a, shape), eb = broadcastView(b, shape);
   const out = emptyTensor(shape, dtype, a._dev);
@@ -111,21 +127,47 @@ function binaryKernel(op: string, code: number, a: Tensor, b: Tensor, dtype: DTy
   return out;
 }
 
+/**
+ * A tensor-with-tensor op on operands converted to dtype and broadcast. `backward` returns gradients of
+ * the broadcast shape (null where not needed); they are summed back to each operand's shape.
+ */
+function binaryOp(
+  op: string,
+  code: number,
+  a: Tensor,
+  b: Tensor,
+  dtype: DType,
+  save: (a: Tensor, b: Tensor, out: Tensor) => Tensor[],
+  backward: (g: Tensor, saved: Tensor[], needs: boolean[]) => Array<Tensor | null>,
+  s0 = 0,
+): Tensor {
+  return withDType(dtype, [a, b], ([A, B2]) => {
+    const out = binaryKernel(op, code, A, B2, dtype, s0);
+    if (!isFloating(dtype)) return out;
+    const aShape = A.shape, bShape = B2.shape;
+    return recordOp(op, [A, B2], out, save(A, B2, out), (g, saved, needs) => {
+      const [ga, gb] = backward(g, saved, needs);
+      return [ga && needs[0] ? sumToShape(ga, aShape) : null, gb && needs[1] ? sumToShape(gb, bShape) : null];
+    });
+  });
+}
+
 /** The dtype of tensor-with-tensor or tensor-with-scalar arithmetic; two scalars are an error. */
 function arithDType(op: string, a: TensorOrScalar, b: TensorOrScalar): DType {
   if (isTensor(a) && isTensor(b)) {
     checkPair(op, a, b);
     return resultType(a, b);
   }
-  if (isTensor(a)) return a._check(op), promoteWithScalar(a.dtype, scalarArg(op, b, 'other'));
-  if (isTensor(b)) return b._check(op), promoteWithScalar(b.dtype, scalarArg(op, a, 'input'));
-  throw new ValueError(op, 'expects at least one tensor operand');
+  if (!isTensor(a) && !isTensor(b)) throw new ValueError(op, 'expects at least one tensor operand');
+  const [t, s] = isTensor(a) ? [a, scalarArg(op, b, 'other')] : [b as Tensor, scalarArg(op, a, 'input')];
+  t._check(op);
+  return promoteWithScalar(t.dtype, s);
 }
 
 function checkAlpha(op: string, dtype: DType, alpha: number, negate: boolean): void {
   if (typeof alpha !== 'number' || !Number.isFinite(alpha)) throw new ValueError(op, `alpha must be a finite number, got ${alpha}`);
   if (dtype === 'bool' && (negate || alpha !== 1)) {
-    throw new DTypeError(op, negate ? 'subtraction of bool tensors is not supported; use logicalXor or logicalNot' : 'alpha must be 1 for bool tensors');
+    throw new DTypeError(op, negate ? 'subtraction of bool tensors is not supported (a.ne(b) is their exclusive or)' : 'alpha must be 1 for bool tensors');
   }
   if (!isFloating(dtype) && !Number.isInteger(alpha)) throw new DTypeError(op, `alpha ${alpha} must be an integer for ${dtype} tensors`);
 }
@@ -135,21 +177,14 @@ function addSub(op: 'add' | 'sub', a: TensorOrScalar, b: TensorOrScalar, alpha: 
   checkAlpha(op, dtype, alpha, op === 'sub');
   const k = op === 'sub' ? -alpha : alpha;
   if (isTensor(a) && isTensor(b)) {
-    return withDType(dtype, [a, b], ([A, B2]) => {
-      const out = binaryKernel(op, B.add, A, B2, dtype, k);
-      const aShape = A.shape, bShape = B2.shape;
-      return recordOp(op, [A, B2], out, [], (g, _s, needs) => [
-        needs[0] ? sumToShape(g, aShape) : null,
-        needs[1] ? sumToShape(k === 1 ? g : mul(g, k), bShape) : null,
-      ]);
-    });
+    return binaryOp(op, B.add, a, b, dtype, () => [], (g, _s, needs) => [g, needs[1] && k !== 1 ? mul(g, k) : g], k);
   }
   if (isTensor(a)) {
     const s = Number(b);
-    return withDType(dtype, [a], ([A]) => recordOp(op, [A], unaryKernel(U.add_scalar, A, dtype, k * s), [], (g) => [g]));
+    return withDType(dtype, [a], ([A]) => recordOp(op, [A], unaryKernel(op, U.add_scalar, A, dtype, k * s), [], (g) => [g]));
   }
   const t = b as Tensor, s = Number(a);
-  return withDType(dtype, [t], ([T]) => recordOp(op, [T], unaryKernel(U.affine, T, dtype, k, s), [], (g) => [mul(g, k)]));
+  return withDType(dtype, [t], ([T]) => recordOp(op, [T], unaryKernel(op, U.affine, T, dtype, k, s), [], (g) => [mul(g, k)]));
 }
 
 /** a + alpha * b, broadcasting; either side may be a number. */
@@ -165,17 +200,13 @@ export function sub(a: TensorOrScalar, b: TensorOrScalar, alpha = 1): Tensor {
 export function mul(a: TensorOrScalar, b: TensorOrScalar): Tensor {
   const dtype = arithDType('mul', a, b);
   if (isTensor(a) && isTensor(b)) {
-    return withDType(dtype, [a, b], ([A, B2]) => {
-      const out = binaryKernel('mul', B.mul, A, B2, dtype);
-      const aShape = A.shape, bShape = B2.shape;
-      return recordOp('mul', [A, B2], out, [A, B2], (g, [sa, sb], needs) => [
-        needs[0] ? sumToShape(mul(g, sb), aShape) : null,
-        needs[1] ? sumToShape(mul(g, sa), bShape) : null,
-      ]);
-    });
+    return binaryOp('mul', B.mul, a, b, dtype, (A, B2) => [A, B2], (g, [x, y], needs) => [
+      needs[0] ? mul(g, y) : null,
+      needs[1] ? mul(g, x) : null,
+    ]);
   }
   const [t, s] = isTensor(a) ? [a, Number(b)] : [b as Tensor, Number(a)];
-  return withDType(dtype, [t], ([T]) => recordOp('mul', [T], unaryKernel(U.mul_scalar, T, dtype, s), [], (g) => [mul(g, s)]));
+  return withDType(dtype, [t], ([T]) => recordOp('mul', [T], unaryKernel('mul', U.mul_scalar, T, dtype, s), [], (g) => [mul(g, s)]));
 }
 
 /** True division: integer and bool operands give float32, like PyTorch. */
@@ -183,30 +214,22 @@ export function div(a: TensorOrScalar, b: TensorOrScalar): Tensor {
   const promoted = arithDType('div', a, b);
   const dtype = isFloating(promoted) ? promoted : 'float32';
   if (isTensor(a) && isTensor(b)) {
-    return withDType(dtype, [a, b], ([A, B2]) => {
-      const out = binaryKernel('div', B.div, A, B2, dtype);
-      const aShape = A.shape, bShape = B2.shape;
-      return recordOp('div', [A, B2], out, [B2, out], (g, [sb, y], needs) => {
-        const ga = div(g, sb);
-        return [needs[0] ? sumToShape(ga, aShape) : null, needs[1] ? sumToShape(neg(mul(ga, y)), bShape) : null];
-      });
+    return binaryOp('div', B.div, a, b, dtype, (_A, B2, out) => [B2, out], (g, [y, q], needs) => {
+      const ga = div(g, y);
+      return [ga, needs[1] ? neg(mul(ga, q)) : null];
     });
   }
   if (isTensor(a)) {
     const s = Number(b);
-    return withDType(dtype, [a], ([A]) => recordOp('div', [A], unaryKernel(U.div_scalar, A, dtype, s), [], (g) => [div(g, s)]));
+    return withDType(dtype, [a], ([A]) => recordOp('div', [A], unaryKernel('div', U.div_scalar, A, dtype, s), [], (g) => [div(g, s)]));
   }
   const s = Number(a);
   return withDType(dtype, [b as Tensor], ([T]) => {
-    const out = unaryKernel(U.rdiv_scalar, T, dtype, s);
+    const out = unaryKernel('div', U.rdiv_scalar, T, dtype, s);
     // d(s / x)/dx = -s / x^2 = -y / x
     return recordOp('div', [T], out, [T, out], (g, [x, y]) => [neg(div(mul(g, y), x))]);
   });
 }
-
-export function pow(a: TensorOrScalar, b: TensorOrScalar): Tensor { return todo('pow'); }
-export function maximum(a: TensorOrScalar, b: TensorOrScalar): Tensor { return todo('maximum'); }
-export function minimum(a: TensorOrScalar, b: TensorOrScalar): Tensor { return todo('minimum'); }
 
 /**
  * One-input op: converts integer and bool inputs to float32 first when `float` (exp, log, ... like
@@ -225,7 +248,7 @@ function unaryOp(
   if (!float && x.dtype === 'bool') throw new DTypeError(op, 'does not take bool tensors');
   const dtype = float && !isFloating(x.dtype) ? 'float32' : x.dtype;
   return withDType(dtype, [x], ([X]) => {
-    const out = unaryKernel(code, X, dtype);
+    const out = unaryKernel(op, code, X, dtype);
     if (!backward || !isFloating(dtype)) return out;
     const saved = save === 'x' ? [X] : save === 'y' ? [out] : [];
     return recordOp(op, [X], out, saved, (g, s) => [backward(g, s[0])]);
@@ -241,40 +264,322 @@ export function exp(x: Tensor): Tensor {
 export function log(x: Tensor): Tensor {
   return unaryOp('log', U.log, x, true, 'x', (g, x0) => div(g, x0));
 }
-export function log1p(x: Tensor): Tensor { return todo('log1p'); }
-export function sqrt(x: Tensor): Tensor { return todo('sqrt'); }
-export function rsqrt(x: Tensor): Tensor { return todo('rsqrt'); }
-export function square(x: Tensor): Tensor { return todo('square'); }
-export function reciprocal(x: Tensor): Tensor { return todo('reciprocal'); }
-export function abs(x: Tensor): Tensor { return todo('abs'); }
-export function sign(x: Tensor): Tensor { return todo('sign'); }
-export function sin(x: Tensor): Tensor { return todo('sin'); }
-export function cos(x: Tensor): Tensor { return todo('cos'); }
-export function tanh(x: Tensor): Tensor { return todo('tanh'); }
-export function sigmoid(x: Tensor): Tensor { return todo('sigmoid'); }
-export function relu(x: Tensor): Tensor { return todo('relu'); }
-export function gelu(x: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor { return todo('gelu'); }
-export function silu(x: Tensor): Tensor { return todo('silu'); }
-export function floor(x: Tensor): Tensor { return todo('floor'); }
-export function ceil(x: Tensor): Tensor { return todo('ceil'); }
-export function round(x: Tensor): Tensor { return todo('round'); }
-export function clamp(x: Tensor, min?: number | null, max?: number | null): Tensor { return todo('clamp'); }
-export function eq(a: TensorOrScalar, b: TensorOrScalar): Tensor { return todo('eq'); }
-export function ne(a: TensorOrScalar, b: TensorOrScalar): Tensor { return todo('ne'); }
-export function lt(a: TensorOrScalar, b: TensorOrScalar): Tensor { return todo('lt'); }
-export function le(a: TensorOrScalar, b: TensorOrScalar): Tensor { return todo('le'); }
-export function gt(a: TensorOrScalar, b: TensorOrScalar): Tensor { return todo('gt'); }
-export function ge(a: TensorOrScalar, b: TensorOrScalar): Tensor { return todo('ge'); }
-export function logicalNot(x: Tensor): Tensor { return todo('logicalNot'); }
-export function logicalAnd(a: Tensor, b: Tensor): Tensor { return todo('logicalAnd'); }
-export function logicalOr(a: Tensor, b: Tensor): Tensor { return todo('logicalOr'); }
-export function where(cond: Tensor, a: TensorOrScalar, b: TensorOrScalar): Tensor { return todo('where'); }
-export function maskedFill(x: Tensor, mask: Tensor, value: number): Tensor { return todo('maskedFill'); }
-export function add_(x: Tensor, other: TensorOrScalar, alpha?: number): void { todo('add_'); }
-export function sub_(x: Tensor, other: TensorOrScalar, alpha?: number): void { todo('sub_'); }
-export function mul_(x: Tensor, other: TensorOrScalar): void { todo('mul_'); }
-export function div_(x: Tensor, other: TensorOrScalar): void { todo('div_'); }
-export function allclose(a: Tensor, b: Tensor, rtol = 1e-5, atol = 1e-8): boolean { return todo('allclose'); }
-function todo(op: string): never {
-  throw new Error(`${op}: not implemented yet`);
+export function log1p(x: Tensor): Tensor {
+  return unaryOp('log1p', U.log1p, x, true, 'x', (g, x0) => div(g, add(x0, 1)));
+}
+export function sqrt(x: Tensor): Tensor {
+  return unaryOp('sqrt', U.sqrt, x, true, 'y', (g, y) => div(g, mul(y, 2)));
+}
+export function rsqrt(x: Tensor): Tensor {
+  // d(x^-1/2)/dx = -y^3 / 2
+  return unaryOp('rsqrt', U.rsqrt, x, true, 'y', (g, y) => mul(g, mul(pow(y, 3), -0.5)));
+}
+export function square(x: Tensor): Tensor {
+  return unaryOp('square', U.square, x, false, 'x', (g, x0) => mul(g, mul(x0, 2)));
+}
+export function reciprocal(x: Tensor): Tensor {
+  return unaryOp('reciprocal', U.reciprocal, x, true, 'y', (g, y) => neg(mul(g, square(y))));
+}
+export function abs(x: Tensor): Tensor {
+  return unaryOp('abs', U.abs, x, false, 'x', (g, x0) => mul(g, sign(x0)));
+}
+export function sin(x: Tensor): Tensor {
+  return unaryOp('sin', U.sin, x, true, 'x', (g, x0) => mul(g, cos(x0)));
+}
+export function cos(x: Tensor): Tensor {
+  return unaryOp('cos', U.cos, x, true, 'x', (g, x0) => neg(mul(g, sin(x0))));
+}
+
+/** A fused backward kernel: code(saved, g) with saved the op's input or output. */
+function fusedBackward(op: string, code: number, saved: Tensor, g: Tensor): Tensor {
+  return binaryKernel(op, code, saved, g, g.dtype);
+}
+
+export function tanh(x: Tensor): Tensor {
+  return unaryOp('tanh', U.tanh, x, true, 'y', (g, y) => fusedBackward('tanh', B.tanh_backward, y, g));
+}
+export function sigmoid(x: Tensor): Tensor {
+  return unaryOp('sigmoid', U.sigmoid, x, true, 'y', (g, y) => fusedBackward('sigmoid', B.sigmoid_backward, y, g));
+}
+export function relu(x: Tensor): Tensor {
+  return unaryOp('relu', U.relu, x, false, 'y', (g, y) => fusedBackward('relu', B.relu_backward, y, g));
+}
+export function silu(x: Tensor): Tensor {
+  return unaryOp('silu', U.silu, x, true, 'x', (g, x0) => fusedBackward('silu', B.silu_backward, x0, g));
+}
+/** x * Phi(x) with the exact normal CDF (erf), or its tanh approximation (approximate = 'tanh'). */
+export function gelu(x: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor {
+  if (approximate !== 'none' && approximate !== 'tanh') {
+    throw new ValueError('gelu', `approximate must be 'none' or 'tanh', got ${JSON.stringify(approximate)}`);
+  }
+  const [f, bw] = approximate === 'tanh' ? [U.gelu_tanh, B.gelu_tanh_backward] : [U.gelu, B.gelu_backward];
+  return unaryOp('gelu', f, x, true, 'x', (g, x0) => fusedBackward('gelu', bw, x0, g));
+}
+
+/** Piecewise-constant ops: zero gradient; integer tensors come back unchanged (as a copy) for rounding. */
+function stepOp(op: string, code: number, x: Tensor, rounding: boolean): Tensor {
+  x._check(op);
+  if (rounding && !isFloating(x.dtype)) return clone(x);
+  return unaryOp(op, code, x, false, null, (g) => zerosLike(g));
+}
+export function sign(x: Tensor): Tensor {
+  return stepOp('sign', U.sign, x, false);
+}
+export function floor(x: Tensor): Tensor {
+  return stepOp('floor', U.floor, x, true);
+}
+export function ceil(x: Tensor): Tensor {
+  return stepOp('ceil', U.ceil, x, true);
+}
+/** Rounds half to even, like PyTorch. */
+export function round(x: Tensor): Tensor {
+  return stepOp('round', U.round, x, true);
+}
+
+/** a ** b; either side may be a number. Integer tensors to negative integer powers are an error. */
+export function pow(a: TensorOrScalar, b: TensorOrScalar): Tensor {
+  const dtype = arithDType('pow', a, b);
+  if (isTensor(a) && isTensor(b)) {
+    return binaryOp('pow', B.pow, a, b, dtype, (A, B2, out) => [A, B2, out], (g, [x, e, y], needs) => [
+      needs[0] ? mul(g, mul(e, pow(x, sub(e, 1)))) : null,
+      // d/de x^e = x^e log x, taken as 0 where x == 0 and e >= 0 (where log x is -inf), like PyTorch.
+      needs[1] ? mul(g, maskedFill(mul(y, log(x)), logicalAnd(eq(x, 0), ge(e, 0)), 0)) : null,
+    ]);
+  }
+  if (isTensor(a)) {
+    const s = Number(b);
+    if (!isFloating(dtype) && s < 0) throw new ValueError('pow', `integer tensors to negative integer powers (${s}) are not allowed`);
+    return withDType(dtype, [a], ([X]) => {
+      // The common exponents have exact, faster kernels.
+      const special: Record<number, number> = { 2: U.square, 0.5: U.sqrt, [-1]: U.reciprocal, [-0.5]: U.rsqrt };
+      const out = special[s] !== undefined && (s === 2 || isFloating(dtype)) ? unaryKernel('pow', special[s], X, dtype) : unaryKernel('pow', U.pow_scalar, X, dtype, s);
+      if (!isFloating(dtype)) return out;
+      return recordOp('pow', [X], out, [X], (g, [x]) => [s === 0 ? zerosLike(g) : mul(g, mul(s === 2 ? x : pow(x, s - 1), s))]);
+    });
+  }
+  const s = Number(a);
+  return withDType(dtype, [b as Tensor], ([X]) => {
+    const out = unaryKernel('pow', U.rpow_scalar, X, dtype, s);
+    if (!isFloating(dtype)) return out;
+    return recordOp('pow', [X], out, [X, out], (g, [x, y]) => {
+      const d = mul(g, mul(y, Math.log(s)));
+      return [s === 0 ? maskedFill(d, ge(x, 0), 0) : d];
+    });
+  });
+}
+
+/** Elementwise maximum (maximum) or minimum; NaN propagates. Tied elements share the gradient. */
+function extremum(op: 'maximum' | 'minimum', a: TensorOrScalar, b: TensorOrScalar): Tensor {
+  const dtype = arithDType(op, a, b);
+  const isMax = op === 'maximum';
+  if (isTensor(a) && isTensor(b)) {
+    return binaryOp(op, isMax ? B.maximum : B.minimum, a, b, dtype, (A, B2) => [A, B2], (g, [x, y], needs) => {
+      // The share of a: 1 where it wins, 1/2 on ties, 0 where it loses.
+      const ga = mul(g, isMax ? binaryKernel(op, B.max_weight, x, y, dtype) : binaryKernel(op, B.max_weight, y, x, dtype));
+      return [ga, needs[1] ? sub(g, ga) : null];
+    });
+  }
+  const [t, s] = isTensor(a) ? [a, Number(b)] : [b as Tensor, Number(a)];
+  return clampOp(op, t, isMax ? s : null, isMax ? null : s, dtype);
+}
+export function maximum(a: TensorOrScalar, b: TensorOrScalar): Tensor {
+  return extremum('maximum', a, b);
+}
+export function minimum(a: TensorOrScalar, b: TensorOrScalar): Tensor {
+  return extremum('minimum', a, b);
+}
+
+function clampOp(op: string, x: Tensor, lo: number | null, hi: number | null, dtype: DType): Tensor {
+  return withDType(dtype, [x], ([X]) => {
+    const out =
+      lo !== null && hi !== null ? unaryKernel(op, U.clamp, X, dtype, lo, hi)
+      : lo !== null ? unaryKernel(op, U.clamp_min, X, dtype, lo)
+      : unaryKernel(op, U.clamp_max, X, dtype, hi!);
+    if (!isFloating(dtype)) return out;
+    const [l, h] = [lo ?? -Infinity, hi ?? Infinity];
+    return recordOp(op, [X], out, [X], (g, [x0]) => [binaryKernel(op, B.clamp_backward, x0, g, dtype, l, h)]);
+  });
+}
+
+/** Limits x to [min, max] (either may be omitted); the gradient passes where x is inside. */
+export function clamp(x: Tensor, min?: number | null, max?: number | null): Tensor {
+  x._check('clamp');
+  const lo = min ?? null, hi = max ?? null;
+  if (lo === null && hi === null) throw new ValueError('clamp', 'at least one of min and max must be given');
+  let dtype = x.dtype;
+  for (const [name, v] of [['min', lo], ['max', hi]] as const) {
+    if (v === null) continue;
+    if (typeof v !== 'number') throw new ValueError('clamp', `${name} must be a number, got ${typeof v}`);
+    dtype = promoteWithScalar(dtype, v);
+  }
+  return clampOp('clamp', x, lo, hi, dtype);
+}
+
+const FLIPPED = { eq: 'eq', ne: 'ne', lt: 'gt', le: 'ge', gt: 'lt', ge: 'le' } as const;
+type CompareOp = keyof typeof FLIPPED;
+
+/** Comparisons give bool tensors; operands of different dtypes compare after promotion. */
+function compare(op: CompareOp, a: TensorOrScalar, b: TensorOrScalar): Tensor {
+  const dtype = arithDType(op, a, b);
+  if (isTensor(a) && isTensor(b)) return withDType(dtype, [a, b], ([A, B2]) => binaryKernel(op, B[op], A, B2, 'bool'));
+  const [t, s, code] = isTensor(a) ? [a, Number(b), op] : [b as Tensor, Number(a), FLIPPED[op]];
+  return withDType(dtype, [t], ([T]) => unaryKernel(op, U[`${code}_scalar`], T, 'bool', s));
+}
+export function eq(a: TensorOrScalar, b: TensorOrScalar): Tensor { return compare('eq', a, b); }
+export function ne(a: TensorOrScalar, b: TensorOrScalar): Tensor { return compare('ne', a, b); }
+export function lt(a: TensorOrScalar, b: TensorOrScalar): Tensor { return compare('lt', a, b); }
+export function le(a: TensorOrScalar, b: TensorOrScalar): Tensor { return compare('le', a, b); }
+export function gt(a: TensorOrScalar, b: TensorOrScalar): Tensor { return compare('gt', a, b); }
+export function ge(a: TensorOrScalar, b: TensorOrScalar): Tensor { return compare('ge', a, b); }
+
+function tensorArg(op: string, v: unknown, name: string): Tensor {
+  if (!isTensor(v)) throw new ValueError(op, `${name} must be a tensor`);
+  v._check(op);
+  return v;
+}
+
+/** True where x is zero (any dtype; NaN counts as true, i.e. non-zero). */
+export function logicalNot(x: Tensor): Tensor {
+  return unaryKernel('logicalNot', U.logical_not, tensorArg('logicalNot', x, 'input'), 'bool');
+}
+function logical(op: 'logicalAnd' | 'logicalOr', a: Tensor, b: Tensor): Tensor {
+  tensorArg(op, a, 'input');
+  tensorArg(op, b, 'other');
+  checkPair(op, a, b);
+  return withDType(promoteTypes(a.dtype, b.dtype), [a, b], ([A, B2]) =>
+    binaryKernel(op, op === 'logicalAnd' ? B.logical_and : B.logical_or, A, B2, 'bool'));
+}
+export function logicalAnd(a: Tensor, b: Tensor): Tensor { return logical('logicalAnd', a, b); }
+export function logicalOr(a: Tensor, b: Tensor): Tensor { return logical('logicalOr', a, b); }
+
+function checkCond(op: string, cond: Tensor, name: string): void {
+  tensorArg(op, cond, name);
+  if (cond.dtype !== 'bool') throw new DTypeError(op, `${name} must be a bool tensor, got ${cond.dtype}`);
+}
+
+/** cond ? a : b with a and b (tensors of dtype, or numbers) and cond broadcast together. */
+function whereKernel(op: string, cond: Tensor, a: Tensor | number, b: Tensor | number, dtype: DType): Tensor {
+  const shape = broadcastShapes(op, ...[cond, a, b].filter(isTensor).map((v) => v.shape));
+  const views = [cond, a, b].map((v) => (isTensor(v) ? broadcastView(v, shape) : null));
+  const out = emptyTensor(shape, dtype, cond._dev);
+  try {
+    N.where(views[0]!._h, views[1]?._h ?? null, views[2]?._h ?? null, out._h, isTensor(a) ? 0 : a, isTensor(b) ? 0 : b);
+  } catch (e) {
+    out.dispose();
+    throw e;
+  } finally {
+    views.forEach((v, i) => v && v !== [cond, a, b][i] && v.dispose());
+  }
+  return out;
+}
+
+/** Elements of a where cond is true, of b elsewhere; cond, a and b broadcast together, a or b may be numbers. */
+export function where(cond: Tensor, a: TensorOrScalar, b: TensorOrScalar): Tensor {
+  checkCond('where', cond, 'condition');
+  let dtype: DType;
+  if (isTensor(a) || isTensor(b)) {
+    dtype = arithDType('where', a, b);
+    for (const v of [a, b]) if (isTensor(v) && v._dev !== cond._dev) throw new DeviceError('where', `condition on ${cond.device}, values on ${v.device}`);
+  } else {
+    const [sa, sb] = [scalarArg('where', a, 'input'), scalarArg('where', b, 'other')];
+    dtype = typeof sa === 'boolean' && typeof sb === 'boolean' ? 'bool' : Number.isInteger(sa) && Number.isInteger(sb) ? 'int64' : 'float32';
+  }
+  const ts = [a, b].filter(isTensor);
+  return withDType(dtype, ts, (cs) => {
+    const A = isTensor(a) ? cs[0] : Number(a);
+    const B2 = isTensor(b) ? cs[cs.length - 1] : Number(b);
+    const out = whereKernel('where', cond, A, B2, dtype);
+    if (!isFloating(dtype)) return out;
+    const aShape = isTensor(A) ? A.shape : [], bShape = isTensor(B2) ? B2.shape : [];
+    return recordOp('where', [isTensor(A) ? A : null, isTensor(B2) ? B2 : null], out, [cond], (g, [c], needs) => [
+      needs[0] ? sumToShape(whereKernel('where', c, g, 0, g.dtype), aShape) : null,
+      needs[1] ? sumToShape(whereKernel('where', c, 0, g, g.dtype), bShape) : null,
+    ]);
+  });
+}
+
+/** x with value where mask (bool, broadcastable to x's shape) is true; keeps x's dtype. */
+export function maskedFill(x: Tensor, mask: Tensor, value: number): Tensor {
+  tensorArg('maskedFill', x, 'input');
+  checkCond('maskedFill', mask, 'mask');
+  checkPair('maskedFill', x, mask);
+  const v = Number(scalarArg('maskedFill', value, 'value'));
+  if (!sameShape(broadcastShapes('maskedFill', x.shape, mask.shape), x.shape)) {
+    throw new ShapeError('maskedFill', `mask of shape ${shapeStr(mask.shape)} cannot be broadcast to the input's shape ${shapeStr(x.shape)}`);
+  }
+  if (!isFloating(x.dtype) && !Number.isFinite(v)) throw new ValueError('maskedFill', `cannot fill a ${x.dtype} tensor with ${v}`);
+  const out = whereKernel('maskedFill', mask, v, x, x.dtype);
+  if (!isFloating(x.dtype)) return out;
+  return recordOp('maskedFill', [x], out, [mask], (g, [m]) => [whereKernel('maskedFill', m, 0, g, g.dtype)]);
+}
+
+/** Whether a value of dtype `from` may be written into a tensor of dtype `to` (PyTorch's canCast). */
+function canCast(from: DType, to: DType): boolean {
+  if (isFloating(from) && !isFloating(to)) return false;
+  return !(from !== 'bool' && to === 'bool');
+}
+
+/**
+ * x op= other, written into x's storage (x may be a strided view; other broadcasts to x's shape).
+ * In-place ops are not recorded by autograd, so they refuse tensors that take part in a recorded graph.
+ */
+function inPlace(op: string, kind: 'add' | 'mul' | 'div', x: Tensor, other: TensorOrScalar, alpha: number): void {
+  checkInPlace(op, x);
+  checkComputable(op, x.dtype, x._dev);
+  if (isGradEnabled() && (x.requiresGrad || (isTensor(other) && other.requiresGrad))) {
+    throw new AutogradError(op, 'in-place ops are not recorded by autograd; use the out-of-place form, or noGrad() for updates');
+  }
+  if (x.shape.some((s, i) => s > 1 && x.strides[i] === 0)) {
+    throw new ValueError(op, `cannot write in place into a broadcast view of shape ${shapeStr(x.shape)} (several elements share memory)`);
+  }
+  let promoted = isTensor(other) ? (checkPair(op, x, other), resultType(x, other)) : promoteWithScalar(x.dtype, scalarArg(op, other, 'other'));
+  if (kind === 'div' && !isFloating(promoted)) promoted = 'float32';
+  if (!canCast(promoted, x.dtype)) throw new DTypeError(op, `result type ${promoted} can't be cast to the tensor's dtype ${x.dtype}`);
+  if (kind === 'add') checkAlpha(op, x.dtype, alpha, op === 'sub_');
+  const k = op === 'sub_' ? -alpha : alpha;
+  if (!isTensor(other)) {
+    const s = Number(other);
+    const [code, s0] = kind === 'add' ? [U.add_scalar, k * s] : kind === 'mul' ? [U.mul_scalar, s] : [U.div_scalar, s];
+    N.unary(code, x._h, x._h, s0, 0);
+    return;
+  }
+  if (!sameShape(broadcastShapes(op, x.shape, other.shape), x.shape)) {
+    throw new ShapeError(op, `other of shape ${shapeStr(other.shape)} cannot be broadcast to the tensor's shape ${shapeStr(x.shape)}`);
+  }
+  // An operand sharing x's storage is copied first so that no element is read after it was written.
+  const cast = other.dtype === x.dtype ? other : to(other, x.dtype, other.device);
+  const src = native.sameStorage(cast._h, x._h) ? clone(cast) : cast;
+  const view = broadcastView(src, x.shape);
+  try {
+    N.binary(kind === 'add' ? B.add : kind === 'mul' ? B.mul : B.div, x._h, view._h, x._h, kind === 'add' ? k : 0, 0);
+  } finally {
+    for (const tmp of new Set([view, src, cast])) if (tmp !== other) tmp.dispose();
+  }
+}
+export function add_(x: Tensor, other: TensorOrScalar, alpha = 1): void { inPlace('add_', 'add', x, other, alpha); }
+export function sub_(x: Tensor, other: TensorOrScalar, alpha = 1): void { inPlace('sub_', 'add', x, other, alpha); }
+export function mul_(x: Tensor, other: TensorOrScalar): void { inPlace('mul_', 'mul', x, other, 1); }
+export function div_(x: Tensor, other: TensorOrScalar): void { inPlace('div_', 'div', x, other, 1); }
+
+/** |a - b| <= atol + rtol * |b| elementwise (inf equals inf of the same sign; NaN is never close). */
+export function isclose(a: Tensor, b: Tensor, rtol = 1e-5, atol = 1e-8): Tensor {
+  tensorArg('isclose', a, 'input');
+  tensorArg('isclose', b, 'other');
+  checkPair('isclose', a, b);
+  if (!(rtol >= 0) || !(atol >= 0)) throw new ValueError('isclose', `rtol and atol must be non-negative, got ${rtol} and ${atol}`);
+  const promoted = resultType(a, b);
+  const dtype = isFloating(promoted) ? promoted : 'float64';
+  return noGrad(() => withDType(dtype, [a, b], ([A, B2]) => binaryKernel('isclose', B.isclose, A, B2, 'bool', rtol, atol)));
+}
+
+/** True when every element of a is close to b's (broadcasting), like torch.allclose. */
+export function allclose(a: Tensor, b: Tensor, rtol = 1e-5, atol = 1e-8): boolean {
+  const c = isclose(a, b, rtol, atol);
+  const r = all(c);
+  try {
+    return r.item() !== 0;
+  } finally {
+    c.dispose();
+    r.dispose();
+  }
 }

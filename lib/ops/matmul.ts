@@ -111,12 +111,13 @@ function handle3d(x: Tensor, l: Layout, owned: NativeHandle[]): NativeHandle {
 }
 
 /**
- * out = a @ b (+ bias) for layouts la [...batch, M, K] and lb [...batch, K, N] over a and b, into the
- * contiguous out (batch * M * N elements, any shape). When b is one matrix for the whole batch and a's
- * rows merge across it, this is a single [batch * M, K] @ [K, N] product.
+ * a @ b (+ bias) for layouts la [...batch, M, K] and lb [...batch, K, N] over a and b, as a new
+ * contiguous tensor of outShape (batch * M * N elements). When b is one matrix for the whole batch and
+ * a's rows merge across it, this is a single [batch * M, K] @ [K, N] product.
  */
-function product(a: Tensor, la: Layout, b: Tensor, lb: Layout, bias: Tensor | null, out: Tensor): void {
-  if (out.numel === 0) return;
+function product(a: Tensor, la: Layout, b: Tensor, lb: Layout, bias: Tensor | null, outShape: number[]): Tensor {
+  const out = emptyTensor(outShape, a.dtype, a._dev);
+  if (out.numel === 0) return out;
   const nb = la.shape.length - 2;
   const batch = numel(la.shape.slice(0, nb));
   const [M, K] = la.shape.slice(nb);
@@ -135,9 +136,13 @@ function product(a: Tensor, la: Layout, b: Tensor, lb: Layout, bias: Tensor | nu
       ho = viewHandle(out, [batch, M, n], contiguousStrides([batch, M, n]), 0, owned);
     }
     matmulNative.bmm(ha, hb, bias ? bias._h : null, ho);
+  } catch (e) {
+    out.dispose();
+    throw e;
   } finally {
     for (const h of owned) native.dispose(h);
   }
+  return out;
 }
 
 /** Broadcasts batch shapes like torch.matmul, naming both full shapes on failure. */
@@ -176,11 +181,10 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   }
   const batch = broadcastBatch(op, aP.slice(0, -2), bP.slice(0, -2), a.shape, b.shape);
   const outShape = [...batch, ...(a.ndim > 1 ? [M] : []), ...(b.ndim > 1 ? [N] : [])];
-  const out = emptyTensor(outShape, a.dtype, a._dev);
   const sa = a.strides, sb = b.strides;
   const la = a.ndim === 1 ? batchedLayout(a, 1, K, 0, sa[0], batch) : batchedLayout(a, M, K, sa[a.ndim - 2], sa[a.ndim - 1], batch);
   const lb = b.ndim === 1 ? batchedLayout(b, K, 1, sb[0], 0, batch) : batchedLayout(b, K, N, sb[b.ndim - 2], sb[b.ndim - 1], batch);
-  product(a, la, b, lb, null, out);
+  const out = product(a, la, b, lb, null, outShape);
 
   // Backward: grad_a = grad @ b^T, grad_b = a^T @ grad, summed over the batch dims each one was broadcast over.
   const saved: Tensor[] = [];
@@ -234,14 +238,13 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor 
   if (viaFloat32(x)) return inFloat32([x, weight, bias], (a, w, c) => linear(a!, w!, c));
   const lead = x.shape.slice(0, -1);
   const rows = numel(lead);
-  const out = emptyTensor([...lead, outF], x.dtype, x._dev);
   // x as [...batch, M, in] (1-D x is one row); weight^T as an [in, out] view, the same for every batch.
   const batch = lead.slice(0, -1);
   const lx = x.ndim === 1
     ? batchedLayout(x, 1, inF, 0, x.strides[0], [])
     : batchedLayout(x, lead[lead.length - 1], inF, x.strides[x.ndim - 2], x.strides[x.ndim - 1], batch);
   const lw: Layout = { shape: [...batch, inF, outF], strides: [...batch.map(() => 0), weight.strides[1], weight.strides[0]], offset: weight.offset };
-  product(x, lx, weight, lw, bias ?? null, out);
+  const out = product(x, lx, weight, lw, bias ?? null, [...lead, outF]);
 
   // Backward: grad_x = grad @ weight, grad_weight = grad^T @ x, grad_bias = grad summed over rows.
   const saved: Tensor[] = [];

@@ -1,13 +1,14 @@
 // Reductions along any dims with keepdim: sum, mean, max/min (values), argmax/argmin, var/std,
 // logsumexp, all/any, and sumToShape (the backward of broadcasting). Each is one native pass over
-// the input (lib/../native/cpu/reduce.cc); backward rules sit next to the forwards.
+// the input (native/cpu/reduce.cc); backward rules sit next to the forwards.
 import { recordOp } from '../autograd/engine';
 import { DType, isFloating } from '../dtype';
-import { DTypeError, IndexError, ShapeError } from '../errors';
+import { DTypeError, IndexError, ShapeError, ValueError } from '../errors';
 import { NativeHandle, native } from '../native';
 import { normalizeDims, sameShape, shapeStr } from '../shape';
 import { Tensor, emptyTensor } from '../tensor';
-import { mul } from './elementwise';
+import { to } from './creation';
+import { checkComputable, div, eq, exp, mul, opCodes, sub } from './elementwise';
 import { expand, reshape } from './shape';
 
 interface ReduceNative {
@@ -17,13 +18,7 @@ interface ReduceNative {
 const N = native as unknown as ReduceNative;
 
 const OPS = ['sum', 'mean', 'max', 'min', 'argmax', 'argmin', 'all', 'any', 'var', 'std', 'logsumexp'] as const;
-const R = Object.fromEntries(
-  OPS.map((name) => {
-    const code = N.reduceOps[name];
-    if (code === undefined) throw new Error(`kiln: the native addon lacks reduce op '${name}'; rebuild it`);
-    return [name, code];
-  }),
-) as Record<(typeof OPS)[number], number>;
+const R = opCodes(N.reduceOps, OPS);
 
 export type DimArg = number | readonly number[];
 
@@ -50,6 +45,7 @@ function count(x: Tensor, dims: readonly number[]): number {
 
 /** One native reduction into a fresh tensor of `shape` (same elements as the kept dims). */
 function reduceInto(op: (typeof OPS)[number], x: Tensor, dims: number[], shape: readonly number[], dtype: DType, param = 0): Tensor {
+  checkComputable(op, x.dtype, x._dev);
   const out = emptyTensor(shape, dtype, x._dev);
   try {
     N.reduce(R[op], x._h, out._h, dims, param);
@@ -90,17 +86,92 @@ export function mean(x: Tensor, dim?: DimArg, keepdim = false): Tensor {
   return recordOp('mean', [x], out, [], (g) => [spread(mul(g, 1 / n), kept, shape)]);
 }
 
-export function max(x: Tensor, dim?: DimArg, keepdim = false): Tensor { return todo('max'); }
-export function min(x: Tensor, dim?: DimArg, keepdim = false): Tensor { return todo('min'); }
-export function argmax(x: Tensor, dim?: number, keepdim = false): Tensor { return todo('argmax'); }
-export function argmin(x: Tensor, dim?: number, keepdim = false): Tensor { return todo('argmin'); }
-export function variance(x: Tensor, dim?: DimArg, opts: { correction?: number; keepdim?: boolean } = {}): Tensor { return todo('var'); }
-export function std(x: Tensor, dim?: DimArg, opts: { correction?: number; keepdim?: boolean } = {}): Tensor { return todo('std'); }
-export function logsumexp(x: Tensor, dim: DimArg, keepdim = false): Tensor { return todo('logsumexp'); }
-export function all(x: Tensor, dim?: DimArg, keepdim = false): Tensor { return todo('all'); }
-export function any(x: Tensor, dim?: DimArg, keepdim = false): Tensor { return todo('any'); }
-function todo(op: string): never {
-  throw new Error(`${op}: not implemented yet`);
+function checkNonEmpty(op: string, x: Tensor, dims: readonly number[]): void {
+  if (count(x, dims) === 0 && x.shape.every((s, i) => dims.includes(i) || s > 0)) {
+    throw new IndexError(op, `cannot reduce over a zero-size dimension of a tensor of shape ${shapeStr(x.shape)}`);
+  }
+}
+
+/** Largest (max) or smallest (min) values over dims; tied elements share the gradient evenly (like torch.amax). */
+function extremum(op: 'max' | 'min', x: Tensor, dim: DimArg | undefined, keepdim: boolean): Tensor {
+  const dims = reducedDims(op, x, dim);
+  checkNonEmpty(op, x, dims);
+  const out = reduceInto(op, x, dims, resultShape(x, dims, keepdim), x.dtype);
+  if (!isFloating(x.dtype)) return out;
+  const kept = keptShape(x, dims);
+  return recordOp(op, [x], out, [x, out], (g, [x0, y]) => {
+    const hit = eq(x0, reshape(y, kept));
+    const w = to(hit, x0.dtype, x0.device);
+    return [mul(w, div(reshape(g, kept), sum(w, dims, true)))];
+  });
+}
+export function max(x: Tensor, dim?: DimArg, keepdim = false): Tensor {
+  return extremum('max', x, dim, keepdim);
+}
+export function min(x: Tensor, dim?: DimArg, keepdim = false): Tensor {
+  return extremum('min', x, dim, keepdim);
+}
+
+/** The index of the first largest (smallest) element along dim, or in the flattened tensor; int64. */
+function argExtremum(op: 'argmax' | 'argmin', x: Tensor, dim: number | undefined, keepdim: boolean): Tensor {
+  if (dim !== undefined && typeof dim !== 'number') throw new IndexError(op, `dim must be a single dimension, got ${JSON.stringify(dim)}`);
+  const dims = reducedDims(op, x, dim);
+  checkNonEmpty(op, x, dims);
+  return reduceInto(op, x, dims, resultShape(x, dims, keepdim), 'int64');
+}
+export function argmax(x: Tensor, dim?: number, keepdim = false): Tensor {
+  return argExtremum('argmax', x, dim, keepdim);
+}
+export function argmin(x: Tensor, dim?: number, keepdim = false): Tensor {
+  return argExtremum('argmin', x, dim, keepdim);
+}
+
+type VarOpts = { correction?: number; keepdim?: boolean };
+
+/** var or std in one pass; the gradient of var is 2 (x - mean) / (n - correction). */
+function spreadOp(op: 'var' | 'std', x: Tensor, dim: DimArg | undefined, opts: VarOpts): Tensor {
+  const dims = reducedDims(op, x, dim);
+  requireFloat(op, x);
+  const c = opts.correction ?? 1;
+  if (typeof c !== 'number' || !Number.isFinite(c)) throw new ValueError(op, `correction must be a finite number, got ${c}`);
+  const out = reduceInto(op, x, dims, resultShape(x, dims, opts.keepdim ?? false), x.dtype, c);
+  const kept = keptShape(x, dims), n = count(x, dims);
+  return recordOp(op, [x], out, [x, out], (g, [x0, y]) => {
+    const centered = sub(x0, mean(x0, dims, true));
+    const gk = reshape(g, kept);
+    // d std = d var / (2 std)
+    return [mul(op === 'var' ? mul(gk, 2 / (n - c)) : div(gk, mul(reshape(y, kept), n - c)), centered)];
+  });
+}
+/** Variance with Bessel's correction by default (correction = 1, like torch.var). */
+export function variance(x: Tensor, dim?: DimArg, opts: VarOpts = {}): Tensor {
+  return spreadOp('var', x, dim, opts);
+}
+export function std(x: Tensor, dim?: DimArg, opts: VarOpts = {}): Tensor {
+  return spreadOp('std', x, dim, opts);
+}
+
+/** log(sum(exp(x))) over dims, computed stably (integer inputs give float32). */
+export function logsumexp(x: Tensor, dim: DimArg, keepdim = false): Tensor {
+  const dims = reducedDims('logsumexp', x, dim);
+  const xf = isFloating(x.dtype) ? x : to(x, 'float32', x.device);
+  const out = reduceInto('logsumexp', xf, dims, resultShape(x, dims, keepdim), xf.dtype);
+  if (xf !== x) {
+    xf.dispose();
+    return out;
+  }
+  const kept = keptShape(x, dims);
+  return recordOp('logsumexp', [x], out, [x, out], (g, [x0, y]) => [mul(reshape(g, kept), exp(sub(x0, reshape(y, kept))))]);
+}
+
+/** Whether every element (all) or some element (any) over dims is non-zero; bool. */
+export function all(x: Tensor, dim?: DimArg, keepdim = false): Tensor {
+  const dims = reducedDims('all', x, dim);
+  return reduceInto('all', x, dims, resultShape(x, dims, keepdim), 'bool');
+}
+export function any(x: Tensor, dim?: DimArg, keepdim = false): Tensor {
+  const dims = reducedDims('any', x, dim);
+  return reduceInto('any', x, dims, resultShape(x, dims, keepdim), 'bool');
 }
 
 /** Sums a broadcast gradient back down to shape (the backward of broadcasting). */

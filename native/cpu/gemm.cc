@@ -45,8 +45,9 @@ struct VecOf {
   typedef T type __attribute__((vector_size(VB)));
 };
 
-// Below this many multiply-adds a product runs on the calling thread (a parallel region costs more).
-constexpr double kParallelWork = 131072;
+// Multiply-adds per thread (tens of microseconds): small products use fewer threads, as waking more
+// costs more than they save.
+constexpr double kWorkPerThread = 2097152;
 // Batched products below this size run one per thread instead of each using every thread.
 constexpr double kBatchSplitWork = 128.0 * 128.0 * 128.0;
 
@@ -246,31 +247,32 @@ using MacroFn = void (*)(int64_t, int64_t, int64_t, const T*, const T*, T*, int6
 template <typename T, typename Tl>
 bool blocked(MacroFn<T> macro, bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
              const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
-  const bool par = double(M) * double(N) * double(K) >= kParallelWork;
-  const int64_t nt = par ? usable_threads() : 1;
-  // Blocks of rows of even height, as many as a multiple of the thread count when they stay tall.
-  int64_t mb = ceil_div(M, Tl::MC);
-  if (nt > 1 && mb % nt != 0 && M / round_up(mb, nt) >= 4 * Tl::MR) mb = round_up(mb, nt);
-  const int64_t mc = round_up(ceil_div(M, mb), Tl::MR);
-  mb = ceil_div(M, mc);
+  const int64_t nt = std::clamp<int64_t>(int64_t(double(M) * double(N) * double(K) / kWorkPerThread), 1,
+                                          usable_threads());
+  // Row blocks of at most about MC rows, as many as a multiple of the thread count, each a whole number
+  // of MR-row panels and within one panel of each other in height. Fewer blocks than threads (a short
+  // A) split the columns too.
+  const int64_t panels = ceil_div(M, Tl::MR);
+  const int64_t mb = std::min(panels, round_up(ceil_div(M, Tl::MC), nt));
+  auto row0 = [&](int64_t ib) { return std::min(M, ib * panels / mb * Tl::MR); };
+  const int64_t mc_max = ceil_div(panels, mb) * Tl::MR;
   T* Bp = scratch<T, 0>(std::min(K, Tl::KC) * round_up(std::min(N, Tl::NC), Tl::NR));
   if (!Bp) return false;
   std::atomic<bool> failed{false};
   for (int64_t jc = 0; jc < N; jc += Tl::NC) {
     const int64_t nc = std::min(Tl::NC, N - jc);
     const int64_t np = ceil_div(nc, Tl::NR);
-    // Fewer row blocks than threads: split the columns too.
-    const int64_t per = ceil_div(np, mb >= nt ? 1 : std::min(np, ceil_div(nt, mb)));
+    const int64_t per = ceil_div(np, std::min(np, ceil_div(nt, mb)));  // column panels per task
     const int64_t nsplit = ceil_div(np, per);
     const int64_t tasks = mb * nsplit;
     for (int64_t pc = 0; pc < K; pc += Tl::KC) {
       const int64_t kc = std::min(Tl::KC, K - pc);
       const T* Bsrc = tb ? B + jc * ldb + pc : B + pc * ldb + jc;
-      parallel_for(np, par ? 4 : np + 1,
+      parallel_for(np, nt > 1 ? ceil_div(np, nt) : np + 1,
                    [&](int64_t p0, int64_t p1) { pack_b<T, Tl::NR>(tb, Bsrc, ldb, kc, nc, p0, p1, Bp); });
       const T beta_k = pc == 0 ? beta : T(1);
-      parallel_for(tasks, par ? 1 : tasks + 1, [&](int64_t t0, int64_t t1) {
-        T* Ap = scratch<T, 1>(mc * kc);
+      parallel_for(tasks, nt > 1 ? ceil_div(tasks, nt) : tasks + 1, [&](int64_t t0, int64_t t1) {
+        T* Ap = scratch<T, 1>(mc_max * kc);
         if (!Ap) {
           failed = true;
           return;
@@ -278,7 +280,7 @@ bool blocked(MacroFn<T> macro, bool ta, bool tb, int64_t M, int64_t N, int64_t K
         int64_t packed = -1;
         for (int64_t t = t0; t < t1; t++) {
           const int64_t ib = t / nsplit, js = t % nsplit;
-          const int64_t i0 = ib * mc, m = std::min(mc, M - i0);
+          const int64_t i0 = row0(ib), m = row0(ib + 1) - i0;
           if (ib != packed) {
             pack_a<T, Tl::MR>(ta, ta ? A + pc * lda + i0 : A + i0 * lda + pc, lda, m, kc, Ap);
             packed = ib;
@@ -336,23 +338,27 @@ void blas_call(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, blasint M, blasint N, bla
 // for a single row, where kiln allows any; checked arguments make that the only case to fix up.
 int64_t blas_ld(int64_t rows, int64_t cols, int64_t ld) { return rows <= 1 ? std::max<int64_t>({ld, cols, 1}) : ld; }
 
+// OpenBLAS on checked arguments; false (and nothing done) when a size or stride exceeds its integers.
 template <typename T>
-void blas_unchecked(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+bool blas_unchecked(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
                     int64_t ldb, T beta, T* C, int64_t ldc) {
-  if (M == 0 || N == 0) return;
-  if (K == 0) {
-    scale_c(M, N, beta, C, ldc);
-    return;
-  }
   lda = blas_ld(ta ? K : M, ta ? M : K, lda);
   ldb = blas_ld(tb ? N : K, tb ? K : N, ldb);
   ldc = blas_ld(M, N, ldc);
-  KILN_CHECK(fits_blas({M, N, K, lda, ldb, ldc}), Value, "gemm", "sizes M=", M, " N=", N, " K=", K,
-             " exceed OpenBLAS's integer range");
+  if (!fits_blas({M, N, K, lda, ldb, ldc})) return false;
+  if (M == 0 || N == 0) return true;
+  if (K == 0) {
+    scale_c(M, N, beta, C, ldc);
+    return true;
+  }
+  // OpenBLAS keeps its own thread pool: follow kiln's thread count (set again only when it changes, as
+  // OpenBLAS clamps it to the maximum it was built for).
+  static std::atomic<int> applied{-1};
   const int nt = int(usable_threads());
-  if (openblas_get_num_threads() != nt) openblas_set_num_threads(nt);
+  if (applied.exchange(nt) != nt) openblas_set_num_threads(nt);
   blas_call(ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, blasint(M), blasint(N), blasint(K), alpha,
             A, blasint(lda), B, blasint(ldb), beta, C, blasint(ldc));
+  return true;
 }
 #endif
 
@@ -381,7 +387,8 @@ void gemm_blas(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const
                int64_t ldb, T beta, T* C, int64_t ldc) {
   check_args(ta, tb, M, N, K, lda, ldb, ldc);
 #ifdef KILN_OPENBLAS
-  blas_unchecked(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  KILN_CHECK(blas_unchecked(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc), Value, "gemm", "sizes M=", M,
+             " N=", N, " K=", K, " or row strides exceed OpenBLAS's integer range");
 #else
   throw Error(ErrorCode::Value, "gemm", "kiln was built without OpenBLAS");
 #endif
@@ -391,10 +398,11 @@ template <typename T>
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
           int64_t ldb, T beta, T* C, int64_t ldc) {
 #ifdef KILN_OPENBLAS
-  gemm_blas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-#else
-  gemm_builtin(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, GemmKernel::Auto);
+  check_args(ta, tb, M, N, K, lda, ldb, ldc);
+  // Products too large for OpenBLAS's integers fall back to the built-in kernel.
+  if (blas_unchecked(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
 #endif
+  gemm_builtin(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, GemmKernel::Auto);
 }
 
 template <typename T>

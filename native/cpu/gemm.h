@@ -7,7 +7,8 @@
 
 namespace kiln::cpu {
 
-// What gemm runs: OpenBLAS when the build has it (KILN_OPENBLAS), else the built-in kernel.
+// What matmul runs: OpenBLAS when the build has it (KILN_OPENBLAS) and the sizes fit its integers,
+// else the built-in implementation.
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
           const T* B, int64_t ldb, T beta, T* C, int64_t ldc);

@@ -62,6 +62,7 @@ function close(got: number[], want: number[], rtol: number, atol = rtol): string
   if (got.length !== want.length) return `length ${got.length} vs ${want.length}`;
   for (let i = 0; i < got.length; i++) {
     const [g, w] = [got[i], want[i]];
+    if (g === w) continue;
     if (Number.isNaN(w) ? !Number.isNaN(g) : !(Math.abs(g - w) <= atol + rtol * Math.abs(w))) return `element ${i}: ${g} vs ${w}`;
   }
   return null;
@@ -166,16 +167,24 @@ t.test('type promotion like PyTorch', async (t) => {
   t.equal(f32t.add(kiln.tensor([1], { dtype: 'float64' })).dtype, 'float64');
 });
 
-t.test('half precision computes in float32', async (t) => {
+t.test('half precision is a storage format on the CPU', async (t) => {
   for (const dtype of ['bfloat16', 'float16'] as const) {
     const a = kiln.tensor([1, 2, 3, 4], { dtype });
-    const b = kiln.tensor([0.5, 0.25, 2, 8], { dtype });
-    t.equal(a.mul(b).dtype, dtype);
-    t.same(values(a.mul(b)), [0.5, 0.5, 6, 32]);
-    t.same(values(a.add(1)), [2, 3, 4, 5]);
-    t.same(values(a.div(b)), [2, 8, 1.5, 0.5]);
-    t.same(values(a.neg()), [-1, -2, -3, -4]);
+    const msg = new RegExp(`${dtype} is a storage format on the CPU`);
+    t.throws(() => a.mul(a), { name: 'DTypeError', message: msg });
+    t.throws(() => a.add(1), { name: 'DTypeError', message: /add: / });
+    t.throws(() => a.exp(), { name: 'DTypeError', message: /exp: / });
+    t.throws(() => a.gt(0), kiln.DTypeError);
+    t.throws(() => kiln.zeros([4], { dtype }).add_(1), { name: 'DTypeError', message: /add_: / });
+    // Promotion with a float32 operand computes in float32; selection ops move half values as they are.
+    t.equal(a.mul(kiln.ones([4])).dtype, 'float32');
+    t.same(values(a.mul(kiln.ones([4]))), [1, 2, 3, 4]);
+    t.same(values(kiln.where(kiln.tensor([true, false, true, false]), a, 0)), [1, 0, 3, 0]);
+    t.equal(a.maskedFill(kiln.tensor([true, false, false, false]), 9).dtype, dtype);
   }
+  const N = native as unknown as { unaryOps: Record<string, number>; unary(op: number, x: unknown, out: unknown, s0: number, s1: number): void };
+  const h = kiln.zeros([2], { dtype: 'bfloat16' });
+  t.throws(() => N.unary(N.unaryOps.exp, h._h, h._h, 0, 0), { name: 'DTypeError', message: /exp: bfloat16 is a storage format/ });
 });
 
 t.test('neg, exp, log on layouts, expanded views and integer inputs', async (t) => {
@@ -288,4 +297,326 @@ t.test('native entry points check their arguments', async (t) => {
   t.throws(() => N.unary(999, a._h, a._h, 0, 0), { name: 'ValueError', message: /unknown op code/ });
   t.throws(() => N.unary(N.unaryOps.add_scalar, i._h, i._h, Infinity, 0), { name: 'ValueError', message: /does not fit/ });
   t.throws(() => N.unary(N.unaryOps.neg, a._h, {}, 0, 0), kiln.ValueError);
+});
+
+/** erf by its Taylor series (accurate to ~1e-13 on [-3, 3], where the tests use it). */
+function erf(x: number): number {
+  let term = x, s = x;
+  for (let n = 1; n < 200; n++) {
+    term *= (-x * x) / n;
+    s += term / (2 * n + 1);
+  }
+  return (2 / Math.sqrt(Math.PI)) * s;
+}
+const sigmoidRef = (v: number) => 1 / (1 + Math.exp(-v));
+const roundHalfEven = (v: number) => (Math.abs(v % 1) === 0.5 ? 2 * Math.round(v / 2) : Math.round(v));
+
+t.test('unary ops against references on layouts', async (t) => {
+  const ops: Array<[string, (x: Tensor) => Tensor, (v: number) => number, number, number]> = [
+    ['log1p', (x) => x.log1p(), Math.log1p, -0.9, 3],
+    ['sqrt', (x) => x.sqrt(), Math.sqrt, 0, 9],
+    ['rsqrt', (x) => x.rsqrt(), (v) => 1 / Math.sqrt(v), 0.1, 9],
+    ['square', (x) => x.square(), (v) => v * v, -3, 3],
+    ['reciprocal', (x) => x.reciprocal(), (v) => 1 / v, 0.1, 3],
+    ['abs', (x) => x.abs(), Math.abs, -3, 3],
+    ['sign', (x) => x.sign(), Math.sign, -3, 3],
+    ['sin', (x) => x.sin(), Math.sin, -6, 6],
+    ['cos', (x) => x.cos(), Math.cos, -6, 6],
+    ['tanh', (x) => x.tanh(), Math.tanh, -5, 5],
+    ['sigmoid', (x) => x.sigmoid(), sigmoidRef, -30, 30],
+    ['relu', (x) => x.relu(), (v) => Math.max(v, 0), -3, 3],
+    ['gelu', (x) => x.gelu(), (v) => 0.5 * v * (1 + erf(v / Math.SQRT2)), -3, 3],
+    ['gelu tanh', (x) => x.gelu('tanh'), (v) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3))), -3, 3],
+    ['silu', (x) => x.silu(), (v) => v * sigmoidRef(v), -8, 8],
+    ['floor', (x) => x.floor(), Math.floor, -3, 3],
+    ['ceil', (x) => x.ceil(), Math.ceil, -3, 3],
+    ['round', (x) => x.round(), roundHalfEven, -3, 3],
+  ];
+  let seed = 100;
+  for (const dtype of ['float32', 'float64'] as const) {
+    for (const shape of [[7], [4, 9], [3, 33, 65]]) {
+      const n = shape.reduce((a, b) => a * b, 1);
+      for (const [name, f, ref, lo, hi] of ops) {
+        const vals = randomValues(n, seed++, lo, hi, false).map((v, i) => (i % 5 === 0 ? Math.round(v * 2) / 2 : v));
+        const src = dtype === 'float32' ? vals.map(f32) : vals;
+        const want = src.map(ref).map(dtype === 'float32' ? f32 : (v: number) => v);
+        for (const [layout, x] of layouts(vals, shape, dtype)) {
+          const err = close(values(f(x)), want, dtype === 'float32' ? 3e-6 : 1e-12, dtype === 'float32' ? 1e-6 : 1e-13);
+          if (err) t.fail(`${name} ${dtype} ${layout} [${shape}]: ${err}`);
+        }
+      }
+    }
+  }
+  t.pass('checked');
+});
+
+t.test('unary ops on integer tensors and special values', async (t) => {
+  const i = kiln.tensor([-4, 0, 9], { dtype: 'int32' });
+  t.equal(i.sqrt().dtype, 'float32');
+  t.same(i.abs().toArray(), [4, 0, 9]);
+  t.equal(i.abs().dtype, 'int32');
+  t.same(i.relu().toArray(), [0, 0, 9]);
+  t.same(i.sign().toArray(), [-1, 0, 1]);
+  t.same(i.square().toArray(), [16, 0, 81]);
+  t.same(i.floor().toArray(), [-4, 0, 9]);
+  t.equal(i.round().dtype, 'int32');
+  t.equal(i.sigmoid().dtype, 'float32');
+  t.throws(() => kiln.tensor([true]).abs(), kiln.DTypeError);
+  const s = kiln.tensor([NaN, -0, Infinity, -Infinity], { dtype: 'float64' });
+  t.same(values(s.relu()).map(String), ['NaN', '0', 'Infinity', '0']);
+  t.same(values(s.sign()), [0, 0, 1, -1]);
+  t.same(values(s.sigmoid()).map(String), ['NaN', '0.5', '1', '0']);
+  t.same(values(s.tanh()).map(String), ['NaN', '0', '1', '-1']);
+  t.same(values(kiln.tensor([0.5, 1.5, 2.5, -0.5, -1.5]).round()), [0, 2, 2, -0, -2]);
+  t.throws(() => kiln.zeros([2]).gelu('fast' as 'tanh'), { name: 'ValueError', message: /gelu: approximate must be/ });
+});
+
+t.test('pow, maximum, minimum', async (t) => {
+  let seed = 300;
+  for (const dtype of ['float32', 'float64'] as const) {
+    for (const [as, bs] of SHAPE_PAIRS) {
+      const av = randomValues(as.reduce((x, y) => x * y, 1), seed++, 0.1, 3, false);
+      const bv = randomValues(bs.reduce((x, y) => x * y, 1), seed++, -2, 2, false);
+      const r = dtype === 'float32' ? f32 : (v: number) => v;
+      const [a32, b32] = [av.map(r), bv.map(r)];
+      for (const [la, A] of layouts(av, as, dtype)) {
+        const B = kiln.tensor(bv, { shape: bs, dtype });
+        const cases: Array<[string, Tensor, (x: number, y: number) => number]> = [
+          ['pow', A.pow(B), Math.pow],
+          ['maximum', A.maximum(B), Math.max],
+          ['minimum', kiln.minimum(A, B), Math.min],
+        ];
+        for (const [name, out, ref] of cases) {
+          const want = broadcastRef(a32, as, b32, bs, ref).vals.map(r);
+          const err = close(values(out), want, dtype === 'float32' ? 3e-6 : 1e-13);
+          if (err) t.fail(`${name} ${dtype} ${la}[${as}] [${bs}]: ${err}`);
+        }
+      }
+    }
+  }
+  const x = kiln.tensor([0.25, 4, 9], { dtype: 'float64' });
+  for (const e of [2, 3, 0.5, -1, -0.5, 0, 1.5]) t.same(values(x.pow(e)), [0.25, 4, 9].map((v) => v ** e), `x ** ${e}`);
+  t.same(values(kiln.pow(2, x)), [2 ** 0.25, 16, 512]);
+  const i = kiln.tensor([-2, 3, 5]);
+  t.same(i.pow(3).toArray(), [-8, 27, 125]);
+  t.equal(i.pow(3).dtype, 'int64');
+  t.same(kiln.pow(2, i).toArray(), [0, 8, 32]);
+  t.same(i.pow(kiln.tensor([2, 0, 1])).toArray(), [4, 1, 5]);
+  t.equal(i.pow(0.5).dtype, 'float32');
+  t.throws(() => i.pow(-1), { name: 'ValueError', message: /pow: integer tensors to negative integer powers/ });
+  const n = kiln.tensor([1, NaN, 3]), m = kiln.tensor([NaN, 2, 1]);
+  t.same(values(n.maximum(m)).map(String), ['NaN', 'NaN', '3']);
+  t.same(values(n.minimum(m)).map(String), ['NaN', 'NaN', '1']);
+  t.same(values(n.maximum(2)).map(String), ['2', 'NaN', '3']);
+  t.same(kiln.minimum(2, kiln.tensor([1, 5])).toArray(), [1, 2]);
+  t.same(kiln.tensor([1, 7], { dtype: 'int32' }).maximum(kiln.tensor([4, 4], { dtype: 'int32' })).toArray(), [4, 7]);
+});
+
+t.test('clamp', async (t) => {
+  const x = kiln.tensor([-2, -0.5, 0.5, 3, NaN]);
+  t.same(values(x.clamp(-1, 1)).map(String), ['-1', '-0.5', '0.5', '1', 'NaN']);
+  t.same(values(x.clamp(0)).map(String), ['0', '0', '0.5', '3', 'NaN']);
+  t.same(values(x.clamp(null, 0)).map(String), ['-2', '-0.5', '0', '0', 'NaN']);
+  t.same(values(x.clamp(2, 1)).slice(0, 4), [1, 1, 1, 1]);
+  const i = kiln.tensor([-5, 0, 5], { dtype: 'int32' });
+  t.same(i.clamp(-1, 1).toArray(), [-1, 0, 1]);
+  t.equal(i.clamp(-1, 1).dtype, 'int32');
+  t.equal(i.clamp(0.5).dtype, 'float32');
+  t.same(i.clamp(0.5).toArray(), [0.5, 0.5, 5]);
+  t.throws(() => x.clamp(), { name: 'ValueError', message: /clamp: at least one of min and max/ });
+  t.same(values(x.t().clamp(0, 1)).slice(0, 4), [0, 0, 0.5, 1]);
+});
+
+t.test('comparisons give bool tensors, with broadcasting, scalars and mixed dtypes', async (t) => {
+  const a = kiln.tensor([[1, 2, 3], [4, 5, 6]], { dtype: 'float32' });
+  const b = kiln.tensor([2, 2, 7], { dtype: 'int32' });
+  const cases: Array<[string, (x: kiln.TensorOrScalar, y: kiln.TensorOrScalar) => Tensor, (x: number, y: number) => boolean]> = [
+    ['eq', kiln.eq, (x, y) => x === y],
+    ['ne', kiln.ne, (x, y) => x !== y],
+    ['lt', kiln.lt, (x, y) => x < y],
+    ['le', kiln.le, (x, y) => x <= y],
+    ['gt', kiln.gt, (x, y) => x > y],
+    ['ge', kiln.ge, (x, y) => x >= y],
+  ];
+  const av = [1, 2, 3, 4, 5, 6];
+  for (const [name, f, ref] of cases) {
+    const out = f(a, b);
+    t.equal(out.dtype, 'bool', name);
+    t.same(values(out), broadcastRef(av, [2, 3], [2, 2, 7], [3], (x, y) => +ref(x, y)).vals, `${name} tensor-tensor`);
+    t.same(values(f(a, 2.5)), av.map((x) => +ref(x, 2.5)), `${name} tensor-scalar`);
+    t.same(values(f(3, a)), av.map((x) => +ref(3, x)), `${name} scalar-tensor`);
+    t.same(values(f(a.t(), kiln.tensor([[3], [1], [5]]))), broadcastRef([1, 4, 2, 5, 3, 6], [3, 2], [3, 1, 5], [3, 1], (x, y) => +ref(x, y)).vals, `${name} strided`);
+  }
+  const i = kiln.tensor([1, 2, 3]);
+  t.same(i.lt(1.5).toArray(), [true, false, false]);
+  t.same(i.eq(2).toArray(), [false, true, false]);
+  t.same(i.ne(Infinity).toArray(), [true, true, true]);
+  t.same(kiln.tensor([NaN, 1]).eq(kiln.tensor([NaN, 1])).toArray(), [false, true]);
+  t.same(kiln.tensor([NaN, 1]).ne(NaN).toArray(), [true, true]);
+  const m = kiln.tensor([true, false]);
+  t.same(m.eq(kiln.tensor([true, true])).toArray(), [true, false]);
+  t.same(m.eq(1).toArray(), [true, false]);
+  t.throws(() => a.lt(kiln.zeros([4])), kiln.ShapeError);
+});
+
+t.test('logical ops', async (t) => {
+  const x = kiln.tensor([0, 1.5, NaN, -0], { dtype: 'float64' });
+  t.same(x.logicalNot().toArray(), [true, false, false, true]);
+  t.same(kiln.tensor([0, 3]).logicalNot().toArray(), [true, false]);
+  const a = kiln.tensor([[true], [false]]), b = kiln.tensor([1, 0, 2], { dtype: 'int32' });
+  t.same(a.logicalAnd(b).toArray(), [[true, false, true], [false, false, false]]);
+  t.same(a.logicalOr(b).toArray(), [[true, true, true], [true, false, true]]);
+  t.throws(() => kiln.logicalAnd(a, 1 as unknown as Tensor), { name: 'ValueError', message: /logicalAnd: other must be a tensor/ });
+});
+
+t.test('where and maskedFill broadcast condition and values', async (t) => {
+  const cond = kiln.tensor([[true], [false]]);
+  const a = kiln.tensor([1, 2, 3], { dtype: 'float32' });
+  const b = kiln.tensor([[10], [20]], { dtype: 'float64' });
+  const w = kiln.where(cond, a, b);
+  t.equal(w.dtype, 'float64');
+  t.same(w.toArray(), [[1, 2, 3], [20, 20, 20]]);
+  t.same(kiln.where(cond, a, -1).toArray(), [[1, 2, 3], [-1, -1, -1]]);
+  t.equal(kiln.where(cond, a, -1).dtype, 'float32');
+  t.same(kiln.where(cond, 7, b).toArray(), [[7], [20]]);
+  t.same(kiln.where(cond, 1, 0).toArray(), [[1], [0]]);
+  t.equal(kiln.where(cond, 1, 0).dtype, 'int64');
+  t.equal(kiln.where(cond, 1, 0.5).dtype, 'float32');
+  t.same(kiln.where(kiln.tensor([true, false]), kiln.tensor([1, 2]), 2.5).toArray(), [1, 2.5]);
+  const big = kiln.arange(12, undefined, 1, { dtype: 'float32' }).reshape(3, 4).t();
+  t.same(kiln.where(big.gt(5), big, 0).toArray(), [[0, 0, 8], [0, 0, 9], [0, 6, 10], [0, 7, 11]]);
+  t.throws(() => kiln.where(kiln.tensor([1, 0]), a, b), { name: 'DTypeError', message: /where: condition must be a bool tensor, got int64/ });
+  t.throws(() => kiln.where(kiln.tensor([true, false]), a, 1), { name: 'ShapeError', message: /where: shapes \[2\] and \[3\]/ });
+  const x = kiln.arange(6, undefined, 1, { dtype: 'float32' }).reshape(2, 3);
+  t.same(x.maskedFill(kiln.tensor([true, false, true]), -Infinity).toArray(), [[-Infinity, 1, -Infinity], [-Infinity, 4, -Infinity]]);
+  t.same(x.maskedFill(x.gt(3), 0).toArray(), [[0, 1, 2], [3, 0, 0]]);
+  t.same(kiln.tensor([1, 2]).maskedFill(kiln.tensor([false, true]), 9).toArray(), [1, 9]);
+  t.throws(() => kiln.zeros([3]).maskedFill(kiln.tensor([[true, false, true], [true, true, true]]), 1), { name: 'ShapeError', message: /maskedFill: mask of shape \[2, 3\]/ });
+  t.throws(() => kiln.tensor([1, 2]).maskedFill(kiln.tensor([true, false]), NaN), kiln.ValueError);
+});
+
+t.test('in-place add_, sub_, mul_, div_ write into (strided) storage', async (t) => {
+  const base = kiln.arange(12, undefined, 1, { dtype: 'float32' }).reshape(3, 4);
+  const v = base.t();
+  v.add_(kiln.tensor([1, 2, 3], { dtype: 'float32' }), 10);
+  t.same(base.toArray(), [[10, 11, 12, 13], [24, 25, 26, 27], [38, 39, 40, 41]]);
+  const s = base.slice(1, 0, undefined, 2);
+  s.sub_(10).mul_(2);
+  t.same(base.toArray(), [[0, 11, 4, 13], [28, 25, 32, 27], [56, 39, 60, 41]]);
+  s.div_(kiln.tensor([[2], [4], [4]]));
+  t.same(base.select(1, 0).toArray(), [0, 7, 14]);
+  const x = kiln.ones([2, 3], { dtype: 'float64' });
+  x.sub_(kiln.tensor([1, 2, 3]), 0.5);
+  t.same(x.toArray(), [[0.5, 0, -0.5], [0.5, 0, -0.5]]);
+  const i = kiln.tensor([1, 2, 3]);
+  i.add_(2).mul_(kiln.tensor([2], { dtype: 'int32' }));
+  t.same(i.toArray(), [6, 8, 10]);
+  t.equal(i.dtype, 'int64');
+  t.throws(() => i.add_(0.5), { name: 'DTypeError', message: /add_: result type float32 can't be cast to the tensor's dtype int64/ });
+  t.throws(() => i.div_(2), { name: 'DTypeError', message: /div_/ });
+  t.throws(() => kiln.zeros([3]).add_(kiln.zeros([2, 3])), { name: 'ShapeError', message: /add_: other of shape \[2, 3\] cannot be broadcast/ });
+  t.throws(() => kiln.zeros([1]).expand(3).add_(1), { name: 'ValueError', message: /broadcast view/ });
+  // An operand that overlaps x reads the values from before the op.
+  const sq = kiln.tensor([[1, 2], [3, 4]], { dtype: 'float32' });
+  sq.add_(sq.t());
+  t.same(sq.toArray(), [[2, 5], [5, 8]]);
+  const leaf = kiln.ones([2], { requiresGrad: true });
+  t.throws(() => leaf.add_(1), { name: 'ValueError', message: /leaf tensor that requires grad/ });
+  kiln.noGrad(() => leaf.mul_(3));
+  t.same(leaf.toArray(), [3, 3]);
+  const nonLeaf = leaf.mul(2);
+  t.throws(() => nonLeaf.add_(1), { name: 'AutogradError', message: /add_: in-place ops are not recorded/ });
+  t.throws(() => kiln.zeros([2]).add_(nonLeaf), kiln.AutogradError);
+});
+
+t.test('isclose and allclose', async (t) => {
+  const a = kiln.tensor([1, 2, Infinity, NaN, 1e-9], { dtype: 'float64' });
+  const b = kiln.tensor([1 + 1e-6, 2.1, Infinity, NaN, 0], { dtype: 'float64' });
+  t.same(kiln.isclose(a, b).toArray(), [true, false, true, false, true]);
+  t.same(kiln.isclose(a, b, 0.1).toArray(), [true, true, true, false, true]);
+  t.ok(kiln.allclose(kiln.tensor([1, 2]), kiln.tensor([1, 2], { dtype: 'float32' })));
+  t.notOk(kiln.allclose(a, b));
+  t.ok(kiln.allclose(kiln.zeros([2, 3]), kiln.zeros([3])));
+  t.notOk(kiln.allclose(kiln.tensor([1]), kiln.tensor([1.1]), 0, 0.05));
+  t.ok(kiln.allclose(kiln.tensor([1]), kiln.tensor([1.1]), 0, 0.2));
+  t.throws(() => kiln.allclose(kiln.zeros([2]), kiln.zeros([3])), kiln.ShapeError);
+});
+
+t.test('gradients of the other elementwise ops (finite differences, float64)', async (t) => {
+  const a = randomTensor([3, 4], 21);
+  const pos = randomTensor([3, 4], 22, 0.5, 2);
+  const e = randomTensor([4], 23, -1.5, 1.5);
+  const col = randomTensor([3, 1], 24, -1, 1);
+  const cond = kiln.tensor([[true, false, true, true], [false, false, true, false], [true, true, false, true]]);
+  const away = (x: Tensor) => x.add(x.sign().mul(0.1)); // keeps values away from the kinks at 0
+  const cases: Array<[string, (...xs: Tensor[]) => Tensor, Tensor[]]> = [
+    ['pow tensor', (x, y) => x.pow(y), [pos, e]],
+    ['pow scalar exponents', (x) => x.pow(3).add(x.pow(2)).add(x.pow(0.5)).add(x.pow(-1)).add(x.pow(-0.5)).add(x.pow(1.7)).add(x.pow(0)), [pos]],
+    ['pow scalar base', (x) => kiln.pow(1.7, x), [a]],
+    ['pow zero base', (x) => kiln.pow(0, x), [pos]],
+    ['maximum', (x, y) => x.maximum(y), [a, col]],
+    ['minimum', (x, y) => kiln.minimum(y, x), [a, col]],
+    ['maximum scalar', (x) => x.maximum(0.3).add(kiln.minimum(-0.2, x)), [a]],
+    ['clamp', (x) => x.clamp(-0.45, 0.55).add(x.clamp(0.05)).add(x.clamp(null, -0.15)), [a]],
+    ['log1p sqrt rsqrt', (x) => x.log1p().add(x.sqrt()).add(x.rsqrt()), [pos]],
+    ['square reciprocal', (x) => x.square().add(x.reciprocal()), [pos]],
+    ['abs sign', (x) => away(x).abs().add(x.sign()), [a]],
+    ['sin cos', (x) => x.sin().mul(x.cos()), [a]],
+    ['tanh sigmoid', (x) => x.tanh().add(x.mul(3).sigmoid()), [a]],
+    ['relu', (x) => away(x).relu(), [a]],
+    ['gelu', (x) => x.mul(3).gelu(), [a]],
+    ['gelu tanh', (x) => x.mul(3).gelu('tanh'), [a]],
+    ['silu', (x) => x.mul(4).silu(), [a]],
+    ['floor ceil round', (x) => x.mul(3).floor().add(x.ceil()).add(x.round()).add(x), [a]],
+    ['where', (x, y) => kiln.where(cond, x, y), [a, e]],
+    ['where scalar', (x) => kiln.where(cond, 2, x).add(kiln.where(cond.t().t(), x.t().t(), -1)), [a]],
+    ['where broadcast cond', (x, y) => kiln.where(kiln.tensor([true, false, false, true]), y, x), [col, e]],
+    ['maskedFill', (x) => x.maskedFill(kiln.tensor([false, true, true, false]), 5), [a]],
+    ['transposed gelu', (x) => x.t().gelu(), [a]],
+  ];
+  for (const [name, f, inputs] of cases) {
+    const r = gradcheck(f, inputs);
+    t.ok(r.ok, `${name}: ${r.detail}`);
+  }
+  // Ties split the gradient evenly between the operands, like PyTorch.
+  const x = kiln.tensor([1, 2], { dtype: 'float64', requiresGrad: true });
+  const y = kiln.tensor([1, 3], { dtype: 'float64', requiresGrad: true });
+  x.maximum(y).sum().backward();
+  t.same(x.grad!.toArray(), [0.5, 0]);
+  t.same(y.grad!.toArray(), [0.5, 1]);
+  // Piecewise-constant ops still record (zero) gradients.
+  const z = kiln.tensor([1.5], { dtype: 'float64', requiresGrad: true });
+  z.round().sum().backward();
+  t.same(z.grad!.toArray(), [0]);
+  // Comparisons and logical ops do not require grad.
+  t.notOk(z.gt(0).requiresGrad);
+});
+
+t.test('ops free their temporaries (casts, broadcast views, saved tensors)', async (t) => {
+  const a = kiln.tensor([[1, 2, 3], [4, 5, 6]], { dtype: 'float32' });
+  const b = kiln.tensor([1, 2, 3], { dtype: 'int32' });
+  const w = kiln.tensor([0.5, 1, 2], { dtype: 'float64', requiresGrad: true });
+  // No tidy scope: every tensor the test sees is disposed by hand, so any handle an op leaked stays live.
+  const run = () => {
+    const seen: Tensor[] = [];
+    const k = (x: Tensor) => (seen.push(x), x);
+    const y = [(x: Tensor) => x.mul(2), (x: Tensor) => x.div(b), (x: Tensor) => x.pow(w), (x: Tensor) => x.maximum(a)]
+      .reduce((x, f) => k(f(x)), k(a.add(b)));
+    k(k(kiln.where(k(a.gt(b)), y, 1)).sum()).backward();
+    k(k(k(k(a.sub(1, 2)).clamp(0, 3)).gelu()).logsumexp(1));
+    const f = k(b.float());
+    kiln.allclose(a, f);
+    const c = k(a.clone());
+    kiln.noGrad(() => c.add_(k(k(c.t()).t())).mul_(b).div_(2));
+    k(k(k(c.maskedFill(k(c.lt(2)), 0)).max(0)).var());
+    for (const x of seen) x.dispose();
+    w.grad?.dispose();
+    w.grad = null;
+  };
+  run();
+  const before = kiln.memory();
+  for (let i = 0; i < 5; i++) run();
+  const after = kiln.memory();
+  t.equal(after.tensors, before.tensors, 'live handles');
+  t.equal(after.bytes, before.bytes, 'bytes held');
 });

@@ -211,6 +211,7 @@ t.test('linear: x @ weight^T + bias', async (t) => {
     ['transposed leading dims (no fold)', rand([4, 2, 7], seed++).transpose(0, 1), rand([3, 7], seed++), rand([3], seed++)],
     ['transposed weight and strided bias', rand([5, 7], seed++), rand([7, 3], seed++).t(), rand([6], seed++).slice(0, 0, 6, 2)],
     ['empty batch', rand([0, 7], seed++), rand([3, 7], seed++), rand([3], seed++)],
+    ['no input features (bias only)', rand([2, 0], seed++), rand([3, 0], seed++), rand([3], seed++)],
     ['large', rand([64, 300], seed++), rand([90, 300], seed++), rand([90], seed++)],
   ];
   for (const [name, x, w, b] of cases) {
@@ -264,6 +265,13 @@ t.test('errors name the op, the shapes and the dtypes', async (t) => {
   t.throws(() => matmulNative.bmm(h([1, 2, 3]), h([1, 3, 5]), null, kiln.zeros([1, 5, 2]).mT._h), kiln.ValueError);
 });
 
+t.test('bfloat16 products backpropagate in bfloat16', async (t) => {
+  const a = rand([3, 4], 1, 'bfloat16').requiresGrad_(), w = rand([2, 4], 2, 'bfloat16').requiresGrad_();
+  kiln.linear(kiln.matmul(a, rand([4, 4], 3, 'bfloat16')), w).sum().backward();
+  t.equal(a.grad?.dtype, 'bfloat16');
+  t.same(w.grad?.shape, [2, 4]);
+});
+
 t.test('gradients (finite differences, float64)', async (t) => {
   let seed = 300;
   const r = (s: number[]) => randomTensor(s, seed++);
@@ -279,12 +287,14 @@ t.test('gradients (finite differences, float64)', async (t) => {
     ['vector @ batched', (a, b) => kiln.matmul(a, b), [r([4]), r([2, 4, 3])]],
     ['transposed operands', (a, b) => kiln.matmul(a.t(), b.t()), [r([5, 3]), r([4, 5])]],
     ['only b needs grad', (a, b) => kiln.matmul(a, b), [r([3, 5]), r([5, 2])]],
+    ['only a needs grad', (a, b) => kiln.matmul(a, b), [r([2, 3, 5]), r([5, 2])]],
     ['linear', (x, w, b) => kiln.linear(x, w, b), [r([2, 3, 5]), r([4, 5]), r([4])]],
     ['linear 1-D input', (x, w, b) => kiln.linear(x, w, b), [r([5]), r([4, 5]), r([4])]],
     ['linear no bias, strided input', (x, w) => kiln.linear(x.transpose(0, 1), w), [r([3, 2, 5]), r([4, 5])]],
   ];
   for (const [name, f, inputs] of cases) {
-    const res = gradcheck(f, inputs, name === 'only b needs grad' ? { skip: [0] } : {});
+    const skip = name === 'only b needs grad' ? [0] : name === 'only a needs grad' ? [1] : [];
+    const res = gradcheck(f, inputs, { skip });
     t.ok(res.ok, `${name}: ${res.detail}`);
   }
 });
