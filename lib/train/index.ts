@@ -7,7 +7,7 @@ export { windowSampler } from './lm';
 export type { WindowSource } from './lm';
 export { toyCorpus, checkToyLine, scoreToyText, unigramEntropy } from './corpus';
 export type { ToyCorpusOptions, ToyLineCheck, ToyScore } from './corpus';
-export { lineChartSVG, niceTicks } from './plot';
+export { lineChartSVG, niceTicks, logTicks } from './plot';
 export type { Series, ChartOptions } from './plot';
 export { ProgressReporter, formatDuration, formatCount } from './progress';
 export type { ProgressMode, ProgressInfo } from './progress';

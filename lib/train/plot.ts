@@ -23,6 +23,8 @@ export interface ChartOptions {
   height?: number;
   /** A line of small print under the title (run settings, final values). */
   subtitle?: string;
+  /** A logarithmic y axis (when every y is positive), which spreads out the late part of a loss curve. */
+  logY?: boolean;
 }
 
 const escapeXml = (s: string): string =>
@@ -40,6 +42,20 @@ export function niceTicks(lo: number, hi: number, count = 6): number[] {
   return out;
 }
 
+/** Round values (1-9 times powers of ten, or 1, 2, 5 over wide ranges) in [lo, hi] for a log axis. */
+export function logTicks(lo: number, hi: number): number[] {
+  const decades = Math.log10(hi / lo);
+  const mults = decades > 3 ? [1] : decades > 1.2 ? [1, 2, 5] : [1, 2, 3, 4, 5, 6, 7, 8, 9];
+  const out: number[] = [];
+  for (let k = Math.floor(Math.log10(lo)); k <= Math.ceil(Math.log10(hi)); k++) {
+    for (const m of mults) {
+      const v = Number((m * 10 ** k).toPrecision(12));
+      if (v >= lo * (1 - 1e-9) && v <= hi * (1 + 1e-9)) out.push(v);
+    }
+  }
+  return out.length >= 3 ? out : niceTicks(lo, hi);
+}
+
 /** v with as many decimals as the tick step needs (0.25 steps: two). */
 function fmtTick(v: number, step: number): string {
   if (Math.abs(v) >= 1e5) return v.toExponential(1);
@@ -55,16 +71,19 @@ export function lineChartSVG(series: readonly Series[], opts: ChartOptions = {})
   const m = { left: 72, right: 24, top, bottom: 56 };
   const pw = W - m.left - m.right, ph = H - m.top - m.bottom;
   const pts = series.flatMap((s) => s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)));
+  const logY = !!opts.logY && pts.length > 0 && pts.every(([, y]) => y > 0);
+  const fy = logY ? Math.log10 : (y: number) => y;
   let [x0, x1] = pts.length ? [Math.min(...pts.map((p) => p[0])), Math.max(...pts.map((p) => p[0]))] : [0, 1];
-  let [y0, y1] = pts.length ? [Math.min(...pts.map((p) => p[1])), Math.max(...pts.map((p) => p[1]))] : [0, 1];
+  let [y0, y1] = pts.length ? [Math.min(...pts.map((p) => fy(p[1]))), Math.max(...pts.map((p) => fy(p[1])))] : [0, 1];
   if (x1 === x0) x1 = x0 + 1;
   if (y1 === y0) [y0, y1] = [y0 - 0.5, y1 + 0.5];
   const pad = (y1 - y0) * 0.05;
-  y0 = Math.max(y0 >= 0 ? 0 : -Infinity, y0 - pad);
+  y0 = logY || y0 < 0 ? y0 - pad : Math.max(0, y0 - pad);
   y1 += pad;
-  const xt = niceTicks(x0, x1), yt = niceTicks(y0, y1);
+  const xt = niceTicks(x0, x1);
+  const yt = logY ? logTicks(10 ** y0, 10 ** y1) : niceTicks(y0, y1);
   const sx = (x: number) => m.left + ((x - x0) / (x1 - x0)) * pw;
-  const sy = (y: number) => m.top + ph - ((y - y0) / (y1 - y0)) * ph;
+  const sy = (y: number) => m.top + ph - ((fy(y) - y0) / (y1 - y0)) * ph;
   const f = (v: number) => v.toFixed(1);
   const out: string[] = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="13">`);
@@ -73,9 +92,10 @@ export function lineChartSVG(series: readonly Series[], opts: ChartOptions = {})
   if (opts.subtitle) out.push(`<text x="${W / 2}" y="50" text-anchor="middle" font-size="12" fill="#555">${escapeXml(opts.subtitle)}</text>`);
   const xStep = xt.length > 1 ? xt[1] - xt[0] : 1, yStep = yt.length > 1 ? yt[1] - yt[0] : 1;
   for (const v of yt) {
-    if (v < y0 || v > y1) continue;
+    if (fy(v) < y0 || fy(v) > y1) continue;
+    const label = logY ? String(Number(v.toPrecision(3))) : fmtTick(v, yStep);
     out.push(`<line x1="${m.left}" x2="${m.left + pw}" y1="${f(sy(v))}" y2="${f(sy(v))}" stroke="#e5e5e5"/>`);
-    out.push(`<text x="${m.left - 8}" y="${f(sy(v) + 4)}" text-anchor="end" fill="#333">${fmtTick(v, yStep)}</text>`);
+    out.push(`<text x="${m.left - 8}" y="${f(sy(v) + 4)}" text-anchor="end" fill="#333">${label}</text>`);
   }
   for (const v of xt) {
     if (v < x0 || v > x1) continue;
@@ -93,9 +113,10 @@ export function lineChartSVG(series: readonly Series[], opts: ChartOptions = {})
     if (s.markers) for (const [x, y] of p) out.push(`<circle cx="${f(sx(x))}" cy="${f(sy(y))}" r="3.5" fill="${s.color}"/>`);
   }
   const legend = series.filter((s) => !s.hideInLegend);
+  if (legend.length) out.push(`<rect x="${m.left + pw - 200}" y="${m.top + 4}" width="192" height="${legend.length * 20 + 8}" fill="#ffffff" fill-opacity="0.85"/>`);
   legend.forEach((s, i) => {
-    const y = m.top + 18 + i * 20, x = m.left + pw - 170;
-    out.push(`<line x1="${x}" x2="${x + 24}" y1="${y - 4}" y2="${y - 4}" stroke="${s.color}" stroke-width="3"/>`);
+    const y = m.top + 18 + i * 20, x = m.left + pw - 192;
+    out.push(`<line x1="${x}" x2="${x + 24}" y1="${y - 4}" y2="${y - 4}" stroke="${s.color}" stroke-width="${Math.max(2, s.width ?? 2)}" stroke-opacity="${s.opacity ?? 1}"/>`);
     out.push(`<text x="${x + 32}" y="${y}">${escapeXml(s.name)}</text>`);
   });
   out.push('</svg>');

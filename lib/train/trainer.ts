@@ -591,16 +591,16 @@ export class Trainer<B = unknown> {
     };
   }
 
-  /** Writes loss.svg: the per-step training loss (faint), its moving average, and the validation loss. */
+  /** Writes loss.svg: the per-step training loss (faint), its centered moving average, and the validation loss. */
   writeChart(outDir: string): void {
     const train = this.trainHistory;
-    const smooth: Array<[number, number]> = [];
-    const window = Math.max(1, Math.round(train.length / 50));
-    let acc = 0;
-    train.forEach(([s, l], i) => {
-      acc += l;
-      if (i >= window) acc -= train[i - window][1];
-      smooth.push([s, acc / Math.min(i + 1, window)]);
+    const window = Math.max(1, Math.round(train.length / 50) | 1);
+    const half = window >> 1;
+    const prefix = [0];
+    for (const [, l] of train) prefix.push(prefix[prefix.length - 1] + l);
+    const smooth = train.map(([s], i): [number, number] => {
+      const lo = Math.max(0, i - half), hi = Math.min(train.length, i + half + 1);
+      return [s, (prefix[hi] - prefix[lo]) / (hi - lo)];
     });
     const last = this.valHistory[this.valHistory.length - 1];
     const parts = [`${this.state.step} steps`, `${formatDuration(this.state.elapsed)}`];
@@ -608,11 +608,11 @@ export class Trainer<B = unknown> {
     if (last) parts.push(`val loss ${last[1].toFixed(4)}`);
     const svg = lineChartSVG(
       [
-        { name: 'train loss (per step)', points: train, color: '#1f77b4', width: 1, opacity: 0.3, hideInLegend: window === 1 },
+        { name: 'train loss (per step)', points: train, color: '#1f77b4', width: 1, opacity: 0.35, hideInLegend: window === 1 },
         { name: window > 1 ? `train loss (mean of ${window})` : 'train loss', points: smooth, color: '#1f77b4' },
         { name: 'validation loss', points: this.valHistory, color: '#d62728', markers: true },
       ],
-      { title: this.opts.title ?? 'Loss', subtitle: parts.join(' · '), xLabel: 'step', yLabel: 'loss (nats per token)' },
+      { title: this.opts.title ?? 'Loss', subtitle: parts.join(' · '), xLabel: 'step', yLabel: 'loss (nats per token, log scale)', logY: true },
     );
     writeFileAtomic(path.join(outDir, 'loss.svg'), svg);
   }
