@@ -29,7 +29,7 @@ export const TRAIN: CommandSpec = {
     '(sentences with agreement rules, and digit arithmetic), then shows what the model learned.',
   options: [
     { name: 'data', kind: 'string', value: '<file>', help: 'UTF-8 text file to train on', defaultText: "kiln's toy language" },
-    { name: 'tokenizer', kind: 'string', value: '<name>', choices: ['char', 'gpt2'], help: 'characters, or GPT-2 BPE', defaultText: 'char' },
+    { name: 'tokenizer', kind: 'string', value: '<name>', choices: ['char', 'gpt2'], help: 'one token per character, or GPT-2 BPE', defaultText: 'char' },
     { name: 'config', kind: 'string', value: '<file.json>', help: 'JSON object of options below, e.g. {"nLayer": 4, "steps": 2000}; flags win', inConfig: false },
     { name: 'out', kind: 'string', value: '<dir>', help: 'folder for the checkpoint, metrics.jsonl and loss.svg', defaultText: 'kiln-run' },
     { name: 'steps', kind: 'int', value: '<n>', min: 1, help: 'optimizer steps', defaultText: '1000' },
