@@ -54,7 +54,9 @@ export async function generate(argv: string[], out: NodeJS.WritableStream = proc
       topP: (v.topP as number) ?? null,
     });
     process.stderr.write(`kiln generate: ${file} (step ${step})\n`);
-    texts.forEach((t, i) => out.write(`${i ? '\n---\n' : ''}${v.prompt === undefined ? t.replace(/^\n/, '') : t}\n`));
+    // Without a prompt the text starts after the start token (a newline, or <|endoftext|>).
+    const skip = v.prompt === undefined ? tokenizer.decode(prompt).length : 0;
+    texts.forEach((t, i) => out.write(`${i ? '---\n' : ''}${t.slice(skip).replace(/\n+$/, '')}\n`));
     return 0;
   } finally {
     model.dispose();

@@ -292,7 +292,8 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
     } else {
       const start = data.tokenizerState.type === 'gpt2' ? [50256] : data.val.file.read(0, 1);
       const [text] = sampleText(model, data.tokenizer, Array.from(start), 1, { maxTokens: s.sampleTokens, temperature: 0.8 });
-      say(text.split('\n').map((l) => `  ${l}`).join('\n'));
+      const body = data.tokenizerState.type === 'gpt2' ? text.slice(data.tokenizer.decode([50256]).length) : text;
+      say(body.split('\n').map((l) => `  ${l}`).join('\n'));
     }
   };
   const before = data.toyText && !s.resume ? toyScore(model, data.tokenizer) : null;
@@ -355,5 +356,6 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
   say(`done in ${formatDuration((Date.now() - started) / 1000)} (${os.cpus().length} cores)`);
   model.dispose();
   optimizer.dispose();
-  return 0;
+  // Interrupted runs end like an interrupted program (128 + SIGINT), after saving.
+  return result.stopped ? 130 : 0;
 }
