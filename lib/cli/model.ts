@@ -1,0 +1,71 @@
+// What `kiln train` and `kiln generate` share: the model and tokenizer description kept in a
+// checkpoint's state, rebuilding both from a checkpoint, and sampling text.
+import * as fs from 'fs';
+import * as path from 'path';
+import { CharTokenizer, GPT2Tokenizer, Tokenizer } from '../data/tokenizer';
+import { FormatError } from '../errors';
+import { disposeCheckpoint, readCheckpoint } from '../io/checkpoint';
+import { noGrad } from '../autograd/grad_mode';
+import { GPT, GPTConfig } from '../nn/gpt';
+import { tensor } from '../ops/creation';
+import { CHECKPOINT_FILE } from '../train/trainer';
+import { UsageError } from './args';
+
+/** How a run tokenized its text (saved in the checkpoint, so that generation needs nothing else). */
+export type TokenizerState = { type: 'char'; chars: string[] } | { type: 'gpt2' };
+
+export function tokenizerFromState(s: TokenizerState): Tokenizer {
+  return s.type === 'gpt2' ? new GPT2Tokenizer({ allowSpecial: true }) : new CharTokenizer(s.chars);
+}
+
+/** A checkpoint file from a path naming the file or the run folder holding it (UsageError when absent). */
+export function checkpointFile(where: string): string {
+  if (!fs.existsSync(where)) throw new UsageError(`no such file or folder: ${where}`);
+  const file = fs.statSync(where).isDirectory() ? path.join(where, CHECKPOINT_FILE) : where;
+  if (!fs.existsSync(file)) throw new UsageError(`${where} holds no ${CHECKPOINT_FILE} (train with --out ${where} first)`);
+  return file;
+}
+
+/** The GPT and tokenizer of a `kiln train` checkpoint; a file without them is a FormatError. */
+export function loadTrained(file: string): { model: GPT; tokenizer: Tokenizer; tokenizerState: TokenizerState; config: GPTConfig; step: number } {
+  const c = readCheckpoint(file);
+  try {
+    const extra = (c.state.extra ?? {}) as { model?: GPTConfig; tokenizer?: TokenizerState };
+    const cfg = extra.model;
+    const tok = extra.tokenizer;
+    if (!cfg || typeof cfg !== 'object' || !tok || (tok.type !== 'gpt2' && !(tok.type === 'char' && Array.isArray(tok.chars)))) {
+      throw new FormatError('kiln generate', `${file} is not a checkpoint of kiln train (its state has no model config and tokenizer)`);
+    }
+    let model: GPT;
+    try {
+      model = new GPT(cfg);
+    } catch (e) {
+      throw new FormatError('kiln generate', `${file}: invalid model config: ${(e as Error).message}`);
+    }
+    model.loadStateDict(c.weights);
+    const trainer = c.state.trainer as { step?: number } | undefined;
+    return { model, tokenizer: tokenizerFromState(tok), tokenizerState: tok, config: cfg, step: trainer?.step ?? 0 };
+  } finally {
+    disposeCheckpoint(c);
+  }
+}
+
+export interface SampleOptions {
+  maxTokens: number;
+  temperature: number;
+  topK?: number | null;
+  topP?: number | null;
+}
+
+/** prompt's token ids followed by maxTokens sampled ones, decoded (one string per sample). */
+export function sampleText(model: GPT, tokenizer: Tokenizer, prompt: number[], samples: number, o: SampleOptions): string[] {
+  return noGrad(() => {
+    const idx = tensor(Int32Array.from({ length: samples * prompt.length }, (_, i) => prompt[i % prompt.length]), { shape: [samples, prompt.length], dtype: 'int64' });
+    const out = model.generate(idx, o.maxTokens, { temperature: o.temperature, topK: o.topK, topP: o.topP });
+    const ids = out.dataSync() as BigInt64Array;
+    idx.dispose();
+    out.dispose();
+    const n = prompt.length + o.maxTokens;
+    return Array.from({ length: samples }, (_, b) => tokenizer.decode(Array.from(ids.subarray(b * n, (b + 1) * n), Number)));
+  });
+}

@@ -1,0 +1,361 @@
+// `kiln train`: trains a GPT on the CPU. Without --data the text is kiln's generated toy language
+// (lib/train/corpus.ts), and the command shows what was learned: samples before and after training,
+// the share of grammatical sentences and correct sums among generated lines, and the validation loss
+// against what guessing would give. With --data the text is tokenized (characters or GPT-2 BPE) into
+// token files in the output folder, split 90/10 into training and validation data.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import * as kiln from '../index';
+import { DataLoader } from '../data/dataloader';
+import { TokenFile, TokenFileDataset, TokenFileWriter, tokenizeFile } from '../data/token_file';
+import { CharTokenizer, Tokenizer } from '../data/tokenizer';
+import { readSafetensorsHeader } from '../io/safetensors';
+import { GPT, GPTConfig } from '../nn/gpt';
+import { AdamW } from '../optim/adam';
+import { WarmupCosineLR } from '../optim/lr_scheduler';
+import { checkToyLine, scoreToyText, toyCorpus, unigramEntropy } from '../train/corpus';
+import { windowSampler } from '../train/lm';
+import { formatCount, formatDuration } from '../train/progress';
+import { CHECKPOINT_FILE, Trainer } from '../train/trainer';
+import { CommandSpec, OptionValues, UsageError, helpText, parse, readConfig } from './args';
+import { TokenizerState, sampleText, tokenizerFromState } from './model';
+
+export const TRAIN: CommandSpec = {
+  name: 'train',
+  usage: 'kiln train [--data file.txt] [options]',
+  summary:
+    'Trains a small GPT on the CPU. Without --data it trains on a toy language that kiln generates\n' +
+    '(sentences with agreement rules, and digit arithmetic), then shows what the model learned.',
+  options: [
+    { name: 'data', kind: 'string', value: '<file>', help: 'UTF-8 text file to train on', defaultText: "kiln's toy language" },
+    { name: 'tokenizer', kind: 'string', value: '<name>', choices: ['char', 'gpt2'], help: 'one token per character, or GPT-2 BPE', defaultText: 'char' },
+    { name: 'config', kind: 'string', value: '<file.json>', help: 'JSON object of options below, e.g. {"nLayer": 4, "steps": 2000}; flags win', inConfig: false },
+    { name: 'out', kind: 'string', value: '<dir>', help: 'folder for the checkpoint, metrics.jsonl and loss.svg', defaultText: 'kiln-run' },
+    { name: 'steps', kind: 'int', value: '<n>', min: 1, help: 'optimizer steps', defaultText: '1000' },
+    { name: 'batch-size', kind: 'int', value: '<n>', min: 1, help: 'sequences per micro-batch', defaultText: '32' },
+    { name: 'block-size', kind: 'int', value: '<n>', min: 1, help: 'context length in tokens', defaultText: '32, or 64 with --data' },
+    { name: 'n-layer', kind: 'int', value: '<n>', min: 1, help: 'Transformer blocks', defaultText: '2' },
+    { name: 'n-head', kind: 'int', value: '<n>', min: 1, help: 'attention heads', defaultText: '4' },
+    { name: 'n-embd', kind: 'int', value: '<n>', min: 1, help: 'embedding width (a multiple of --n-head)', defaultText: '64' },
+    { name: 'dropout', kind: 'number', value: '<p>', min: 0, max: 1, help: 'dropout probability', defaultText: '0' },
+    { name: 'lr', kind: 'number', value: '<x>', min: 0, minExclusive: true, help: 'peak learning rate (AdamW)', defaultText: '6e-3' },
+    { name: 'min-lr-ratio', kind: 'number', value: '<x>', min: 0, max: 1, help: 'final learning rate as a fraction of --lr (cosine decay)', defaultText: '0.1' },
+    { name: 'warmup', kind: 'int', value: '<n>', min: 0, help: 'steps of linear learning-rate warmup', defaultText: '30' },
+    { name: 'weight-decay', kind: 'number', value: '<x>', min: 0, help: 'AdamW weight decay of weight matrices', defaultText: '0.1' },
+    { name: 'grad-accum', kind: 'int', value: '<n>', min: 1, help: 'micro-batches per optimizer step', defaultText: '1' },
+    { name: 'clip', kind: 'number', value: '<x>', min: 0, minExclusive: true, help: 'clip the gradient norm to this', defaultText: '1' },
+    { name: 'eval-interval', kind: 'int', value: '<n>', min: 1, help: 'steps between validation runs (and checkpoints)', defaultText: '100' },
+    { name: 'eval-batches', kind: 'int', value: '<n>', min: 1, help: 'validation batches per run', defaultText: '20' },
+    { name: 'seed', kind: 'int', value: '<n>', min: 0, help: 'seed of initialization, data order and sampling', defaultText: '0' },
+    { name: 'threads', kind: 'int', value: '<n>', min: 1, help: 'CPU threads', defaultText: 'all cores' },
+    { name: 'resume', kind: 'boolean', help: `continue the run saved in --out (${CHECKPOINT_FILE})` },
+    { name: 'progress', kind: 'string', value: '<mode>', choices: ['bar', 'log', 'none'], help: 'progress display', defaultText: 'bar on a terminal, else log' },
+    { name: 'sample-tokens', kind: 'int', value: '<n>', min: 0, help: 'tokens per sample shown before and after training (0: none)', defaultText: '40' },
+  ],
+  epilog:
+    'Examples:\n' +
+    '  kiln train                                  # the toy language, about a minute on 2 cores\n' +
+    '  kiln train --data input.txt --steps 2000 --n-layer 4 --n-embd 128 --out shakespeare\n' +
+    '  kiln train --data input.txt --tokenizer gpt2 --config run.json\n' +
+    '  kiln generate --checkpoint kiln-run --prompt "the cat"',
+};
+
+/** The settings of a run after defaults, config file and flags. */
+interface Settings {
+  data: string | null;
+  tokenizer: 'char' | 'gpt2';
+  out: string;
+  steps: number;
+  batchSize: number;
+  blockSize: number;
+  nLayer: number;
+  nHead: number;
+  nEmbd: number;
+  dropout: number;
+  lr: number;
+  minLrRatio: number;
+  warmup: number;
+  weightDecay: number;
+  gradAccum: number;
+  clip: number;
+  evalInterval: number;
+  evalBatches: number;
+  seed: number;
+  threads: number | null;
+  resume: boolean;
+  progress: 'bar' | 'log' | 'none' | 'auto';
+  sampleTokens: number;
+}
+
+function settings(v: OptionValues): Settings {
+  const data = (v.data as string | undefined) ?? null;
+  const s: Settings = {
+    data,
+    tokenizer: (v.tokenizer as 'char' | 'gpt2') ?? 'char',
+    out: (v.out as string) ?? 'kiln-run',
+    steps: (v.steps as number) ?? 1000,
+    batchSize: (v.batchSize as number) ?? 32,
+    blockSize: (v.blockSize as number) ?? (data ? 64 : 32),
+    nLayer: (v.nLayer as number) ?? 2,
+    nHead: (v.nHead as number) ?? 4,
+    nEmbd: (v.nEmbd as number) ?? 64,
+    dropout: (v.dropout as number) ?? 0,
+    lr: (v.lr as number) ?? 6e-3,
+    minLrRatio: (v.minLrRatio as number) ?? 0.1,
+    warmup: (v.warmup as number) ?? 30,
+    weightDecay: (v.weightDecay as number) ?? 0.1,
+    gradAccum: (v.gradAccum as number) ?? 1,
+    clip: (v.clip as number) ?? 1,
+    evalInterval: (v.evalInterval as number) ?? 100,
+    evalBatches: (v.evalBatches as number) ?? 20,
+    seed: (v.seed as number) ?? 0,
+    threads: (v.threads as number) ?? null,
+    resume: (v.resume as boolean) ?? false,
+    progress: (v.progress as Settings['progress']) ?? 'auto',
+    sampleTokens: (v.sampleTokens as number) ?? 40,
+  };
+  if (s.nEmbd % s.nHead !== 0) throw new UsageError(`--n-embd (${s.nEmbd}) must be a multiple of --n-head (${s.nHead})`);
+  if (!s.data && s.tokenizer !== 'char') throw new UsageError('--tokenizer gpt2 needs --data (the toy language is tokenized by characters)');
+  return s;
+}
+
+interface Prepared {
+  tokenizer: Tokenizer;
+  tokenizerState: TokenizerState;
+  train: TokenFileDataset;
+  val: TokenFileDataset;
+  /** The toy language's text (null with --data). */
+  toyText: string | null;
+  description: string;
+}
+
+/** The distinct characters of a text file, read in pieces, sorted by code point. */
+async function charsOf(file: string): Promise<string[]> {
+  const set = new Set<string>();
+  for await (const piece of fs.createReadStream(file, { encoding: 'utf8' })) for (const c of piece as string) set.add(c);
+  return [...set].sort((a, b) => a.codePointAt(0)! - b.codePointAt(0)!);
+}
+
+/** Copies tokens [start, end) of an open token file into a new one. */
+function copyTokens(src: TokenFile, start: number, end: number, dest: string): void {
+  const w = new TokenFileWriter(dest, { vocabSize: src.vocabSize, dtype: src.dtype });
+  try {
+    const chunk = 1 << 20;
+    for (let s = start; s < end; s += chunk) w.write(src.read(s, Math.min(chunk, end - s)));
+    w.close();
+  } catch (e) {
+    w.abort();
+    throw e;
+  }
+}
+
+/** Tokenizes the text file into <out>/tokens.tok and splits it into train.tok (90%) and val.tok (10%). */
+async function tokenize(textFile: string, tokenizer: Tokenizer, s: Settings): Promise<{ train: TokenFileDataset; val: TokenFileDataset; count: number }> {
+  const all = path.join(s.out, 'tokens.tok');
+  const count = await tokenizeFile(textFile, all, tokenizer);
+  const need = s.blockSize + 1;
+  const nVal = Math.max(need, Math.floor(count * 0.1));
+  if (count - nVal < need) {
+    throw new UsageError(`${textFile} has ${count} tokens; training and validation need at least ${need} each with --block-size ${s.blockSize}`);
+  }
+  const f = TokenFile.open(all);
+  try {
+    copyTokens(f, 0, count - nVal, path.join(s.out, 'train.tok'));
+    copyTokens(f, count - nVal, count, path.join(s.out, 'val.tok'));
+  } finally {
+    f.close();
+  }
+  fs.rmSync(all);
+  return {
+    train: new TokenFileDataset(path.join(s.out, 'train.tok'), { blockSize: s.blockSize, seed: s.seed }),
+    val: new TokenFileDataset(path.join(s.out, 'val.tok'), { blockSize: s.blockSize }),
+    count,
+  };
+}
+
+async function prepare(s: Settings): Promise<Prepared> {
+  if (!s.data) {
+    const text = toyCorpus({ lines: 20000, seed: 1234 });
+    const file = path.join(s.out, 'corpus.txt');
+    fs.writeFileSync(file, text);
+    const tokenizer = CharTokenizer.fromText(text);
+    const { train, val } = await tokenize(file, tokenizer, s);
+    return {
+      tokenizer, tokenizerState: { type: 'char', chars: [...tokenizer.chars] }, train, val, toyText: text,
+      description: `kiln's toy language: 20000 generated lines, ${formatCount(text.length)} characters (${file})`,
+    };
+  }
+  const tokenizerState: TokenizerState = s.tokenizer === 'gpt2' ? { type: 'gpt2' } : { type: 'char', chars: await charsOf(s.data) };
+  const tokenizer = tokenizerFromState(tokenizerState);
+  const { train, val, count } = await tokenize(s.data, tokenizer, s);
+  return { tokenizer, tokenizerState, train, val, toyText: null, description: `${s.data}: ${formatCount(count)} tokens (${s.tokenizer} tokenizer, vocabulary ${tokenizer.vocabSize})` };
+}
+
+/** Prompts that show the toy language's rules: agreement, a/an, irregular plurals, sums. */
+const TOY_PROMPTS = ['the cat ', 'two ', 'a ', 'these mice ', 'every ', '3 + 4 =', '9 - 2 ='];
+
+/** Each prompt's continuation up to the end of its line, marked by whether the line follows the rules. */
+function toySamples(model: GPT, tok: Tokenizer, tokens: number): string[] {
+  return TOY_PROMPTS.map((p) => {
+    const [text] = sampleText(model, tok, tok.encode(p), 1, { maxTokens: tokens, temperature: 0.8 });
+    const end = text.indexOf('\n', p.length);
+    const line = end < 0 ? text : text.slice(0, end);
+    return `  ${checkToyLine(line).valid ? '\u2713' : '\u2717'} ${JSON.stringify(line).slice(1, -1)}`;
+  });
+}
+
+/** Grammatical sentences and correct sums among lines generated from the start of a line. */
+function toyScore(model: GPT, tok: Tokenizer): { sentences: number; valid: number; facts: number; correct: number } {
+  const texts = sampleText(model, tok, tok.encode('\n'), 8, { maxTokens: 120, temperature: 0.8 });
+  const total = { sentences: 0, valid: 0, facts: 0, correct: 0 };
+  for (const t of texts) {
+    const s = scoreToyText(t.slice(1));
+    total.sentences += s.sentences;
+    total.valid += s.validSentences;
+    total.facts += s.facts;
+    total.correct += s.correctFacts;
+  }
+  return total;
+}
+
+/** A number without float noise (0.0006000000000000001 -> 0.0006). */
+const num = (x: number) => String(Number(x.toPrecision(6)));
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+const pct = (a: number, b: number) => (b ? `${Math.round((100 * a) / b)}%` : '-');
+
+export async function train(argv: string[], out: NodeJS.WritableStream = process.stdout): Promise<number> {
+  const started = Date.now();
+  const { values, help } = parse(TRAIN, argv);
+  if (help) {
+    out.write(helpText(TRAIN));
+    return 0;
+  }
+  const fromConfig = values.config ? readConfig(TRAIN, values.config as string) : {};
+  const merged: OptionValues = { ...fromConfig };
+  for (const [k, v] of Object.entries(values)) if (v !== undefined) merged[k] = v;
+  const s = settings(merged);
+  const say = (line = '') => out.write(`${line}\n`);
+  const ckptPath = path.join(s.out, CHECKPOINT_FILE);
+  if (s.resume && !fs.existsSync(ckptPath)) throw new UsageError(`--resume: no checkpoint to resume (${ckptPath} not found)`);
+  if (s.data) {
+    if (!fs.existsSync(s.data)) throw new UsageError(`no such file: ${s.data}`);
+    if (!fs.statSync(s.data).isFile()) throw new UsageError(`not a file: ${s.data}`);
+    if (fs.statSync(s.data).size === 0) throw new UsageError(`${s.data} is empty`);
+  }
+  fs.mkdirSync(s.out, { recursive: true });
+  if (s.threads) kiln.setNumThreads(s.threads);
+  kiln.manualSeed(s.seed);
+
+  const data = await prepare(s);
+  const config: GPTConfig = { vocabSize: data.tokenizer.vocabSize, blockSize: s.blockSize, nLayer: s.nLayer, nHead: s.nHead, nEmbd: s.nEmbd, dropout: s.dropout };
+  if (s.resume) {
+    const saved = readSafetensorsHeader(ckptPath).metadata['kiln.state'] ?? '';
+    const savedModel = (() => {
+      try {
+        return JSON.parse(saved).extra?.model;
+      } catch {
+        return undefined;
+      }
+    })();
+    if (JSON.stringify(savedModel) !== JSON.stringify(config)) {
+      throw new UsageError(`--resume: ${ckptPath} holds a model ${JSON.stringify(savedModel)}, these options make ${JSON.stringify(config)}`);
+    }
+  }
+  const model = new GPT(config);
+  const params = model.parameters();
+  // Weight decay on matrices only (not on biases and norm gains), as in GPT-2 training setups.
+  const optimizer = new AdamW(
+    [
+      { params: params.filter((p) => p.ndim >= 2), weightDecay: s.weightDecay },
+      { params: params.filter((p) => p.ndim < 2), weightDecay: 0 },
+    ],
+    { lr: s.lr, betas: [0.9, 0.99] },
+  );
+  const threads = kiln.buildInfo().threads;
+  say(`data: ${data.description}`);
+  if (data.toyText) {
+    say('  e.g. ' + data.toyText.split('\n').slice(0, 4).join('  '));
+  }
+  say(`model: GPT, ${plural(s.nLayer, 'layer')}, ${s.nEmbd} wide, ${plural(s.nHead, 'head')}, context ${s.blockSize}; ${formatCount(model.numParameters())} parameters`);
+  const tokensPerStep = s.batchSize * s.blockSize * s.gradAccum;
+  say(
+    `training: ${s.steps} steps of ${s.gradAccum > 1 ? `${s.gradAccum} x ` : ''}${s.batchSize} x ${s.blockSize} tokens (${formatCount(s.steps * tokensPerStep)} in all), ` +
+      `AdamW lr ${num(s.lr)} (warmup ${s.warmup}, cosine to ${num(s.lr * s.minLrRatio)}), clip ${num(s.clip)}, ${plural(threads, 'thread')}`,
+  );
+
+  const showSamples = (when: string) => {
+    if (s.sampleTokens === 0) return;
+    say(`\nsamples ${when} (temperature 0.8${data.toyText ? '; \u2713 follows the rules, \u2717 does not' : ''}):`);
+    if (data.toyText) {
+      for (const line of toySamples(model, data.tokenizer, s.sampleTokens)) say(line);
+    } else {
+      const start = data.tokenizerState.type === 'gpt2' ? [50256] : data.val.file.read(0, 1);
+      const [text] = sampleText(model, data.tokenizer, Array.from(start), 1, { maxTokens: s.sampleTokens, temperature: 0.8 });
+      const body = data.tokenizerState.type === 'gpt2' ? text.slice(data.tokenizer.decode([50256]).length) : text;
+      say(body.split('\n').map((l) => `  ${l}`).join('\n'));
+    }
+  };
+  const before = data.toyText && !s.resume ? toyScore(model, data.tokenizer) : null;
+  if (!s.resume) showSamples('before training');
+  say('');
+
+  const trainer = new Trainer<[kiln.Tensor, kiln.Tensor]>({
+    model,
+    optimizer,
+    scheduler: (o, total) => new WarmupCosineLR(o, { warmupSteps: Math.min(s.warmup, total), totalSteps: total, minLrRatio: s.minLrRatio }),
+    gradAccumulation: s.gradAccum,
+    clipGradNorm: s.clip,
+    evalInterval: s.evalInterval,
+    evalBatches: s.evalBatches,
+    checkpointInterval: s.evalInterval,
+    logInterval: Math.max(1, Math.min(50, Math.round(s.steps / 20))),
+    outDir: s.out,
+    progress: s.progress,
+    extraState: () => ({ model: config, tokenizer: data.tokenizerState }),
+    title: data.toyText ? 'kiln train: GPT on the toy language' : `kiln train: GPT on ${path.basename(s.data!)}`,
+  });
+  let interrupts = 0;
+  const onSigint = () => {
+    if (++interrupts > 1) process.exit(130);
+    process.stderr.write('\nstopping after this step and saving a checkpoint (Ctrl-C again to quit at once)\n');
+    trainer.stop();
+  };
+  process.on('SIGINT', onSigint);
+  let result;
+  try {
+    result = await trainer.fit({
+      train: windowSampler(data.train, s.batchSize),
+      val: new DataLoader(data.val, { batchSize: s.batchSize }),
+      steps: s.steps,
+      resume: s.resume ? ckptPath : null,
+    });
+  } finally {
+    process.off('SIGINT', onSigint);
+    data.train.close();
+  }
+
+  showSamples(result.stopped ? `after ${result.step} steps (stopped early)` : 'after training');
+  if (data.toyText) {
+    const after = toyScore(model, data.tokenizer);
+    say(`\ngenerated lines that follow the toy language's rules (temperature 0.8):`);
+    say(`  grammatical sentences: ${before ? `${pct(before.valid, before.sentences)} before training, ` : ''}${pct(after.valid, after.sentences)} after (${after.valid} of ${after.sentences})`);
+    say(`  correct sums:          ${before ? `${pct(before.correct, before.facts)} before training, ` : ''}${pct(after.correct, after.facts)} after (${after.correct} of ${after.facts})`);
+  }
+  data.val.close();
+  const V = data.tokenizer.vocabSize;
+  const unit = data.tokenizerState.type === 'char' ? 'nats/char' : 'nats/token';
+  const from = result.initialValLoss !== null ? `${result.initialValLoss.toFixed(3)} -> ` : '';
+  say(`\nvalidation loss: ${from}${result.valLoss?.toFixed(3) ?? '-'} ${unit} after ${result.step} steps`);
+  const refs = [`guessing uniformly: ${Math.log(V).toFixed(3)}`];
+  if (data.toyText) refs.push(`knowing only character frequencies: ${unigramEntropy(data.toyText).toFixed(3)}`);
+  say(`  (for comparison, ${refs.join('; ')})`);
+  say(`  training throughput ${formatCount(result.tokensPerSec)} tokens/s`);
+  say(`\nsaved ${path.join(s.out, CHECKPOINT_FILE)}, ${path.join(s.out, 'metrics.jsonl')}, loss curve ${path.join(s.out, 'loss.svg')}`);
+  say(`sample more: kiln generate --checkpoint ${s.out} --prompt ${data.toyText ? '"the cat"' : '"..."'}`);
+  say(`done in ${formatDuration((Date.now() - started) / 1000)} (${os.cpus().length} cores)`);
+  model.dispose();
+  optimizer.dispose();
+  // Interrupted runs end like an interrupted program (128 + SIGINT), after saving.
+  return result.stopped ? 130 : 0;
+}

@@ -1,0 +1,13 @@
+// kiln.train: the Trainer (fit with validation, accumulation, clipping, schedules, callbacks,
+// progress, metrics, loss curve, checkpoint/resume), random language-model windows, the generated toy
+// language of `kiln train`, and SVG line charts.
+export { Trainer, CHECKPOINT_FILE } from './trainer';
+export type { TrainerOptions, FitOptions, FitResult, StepInfo, EvalInfo, Callback, BatchSampler, BatchSource, MetricsRecord } from './trainer';
+export { windowSampler } from './lm';
+export type { WindowSource } from './lm';
+export { toyCorpus, checkToyLine, scoreToyText, unigramEntropy } from './corpus';
+export type { ToyCorpusOptions, ToyLineCheck, ToyScore } from './corpus';
+export { lineChartSVG, niceTicks, logTicks } from './plot';
+export type { Series, ChartOptions } from './plot';
+export { ProgressReporter, formatDuration, formatCount } from './progress';
+export type { ProgressMode, ProgressInfo } from './progress';

@@ -1,0 +1,619 @@
+// The Trainer: fit() runs optimizer steps over training batches (each step accumulating gradients
+// over `gradAccumulation` micro-batches, clipping their global norm, stepping the optimizer and the
+// LR schedule), evaluates on validation data every `evalInterval` steps, calls callbacks, shows
+// progress, writes metrics as JSONL and a loss-curve SVG, and saves checkpoints that resume exactly:
+// weights, optimizer, schedule, data position and random generator state.
+//
+// Memory: each micro-batch runs inside a tidy scope and the batches the Trainer draws from a
+// DataLoader or BatchSampler are disposed after use, so native memory stays flat from step to step.
+import * as fs from 'fs';
+import * as path from 'path';
+import { noGrad } from '../autograd/grad_mode';
+import { DataLoader } from '../data/dataloader';
+import { isFloating, isIntegral } from '../dtype';
+import { FormatError, KilnError, ValueError } from '../errors';
+import { writeFileAtomic } from '../io/atomic';
+import { disposeCheckpoint, readCheckpoint, saveCheckpoint } from '../io/checkpoint';
+import { dispose, tidy } from '../memory';
+import type { Module } from '../nn/module';
+import { getRngState, setRngState, RngState } from '../ops/random';
+import { clipGradNorm } from '../optim/clip_grad';
+import type { LRScheduler } from '../optim/lr_scheduler';
+import type { Optimizer } from '../optim/optimizer';
+import { Tensor } from '../tensor';
+import { lineChartSVG } from './plot';
+import { ProgressMode, ProgressReporter, formatDuration } from './progress';
+
+/** A source of training batches drawn one at a time (e.g. random windows of a token file). */
+export interface BatchSampler<B> {
+  /** A new batch; the Trainer disposes its tensors after use. */
+  sample(): B;
+  /** Where the sampler is (its generator state), for checkpoints. */
+  stateDict?(): unknown;
+  loadStateDict?(state: any): void;
+}
+
+/**
+ * Batches: a DataLoader (epochs, shuffling, exact resume), a BatchSampler, or any iterable of batches
+ * (an array for full-batch training; the Trainer does not dispose batches of plain iterables, so they
+ * can be reused). Training cycles through epochs of a DataLoader or iterable as long as needed.
+ */
+export type BatchSource<B> = DataLoader<any, B> | BatchSampler<B> | Iterable<B>;
+
+export interface StepInfo {
+  /** Optimizer steps done (this one included). */
+  step: number;
+  /** Mean loss over the step's micro-batches. */
+  loss: number;
+  /** The learning rate this step used (first parameter group). */
+  lr: number;
+  /** Global gradient norm before clipping (null without clipping). */
+  gradNorm: number | null;
+  /** Tokens (or samples) in this step's micro-batches. */
+  tokens: number;
+  /** Training throughput of this step (excludes evaluation and checkpoints). */
+  tokensPerSec: number;
+  /** Wall-clock seconds since the run started (resumed runs continue the count). */
+  elapsed: number;
+}
+
+export interface EvalInfo {
+  step: number;
+  valLoss: number;
+  bestValLoss: number;
+}
+
+export interface FitResult {
+  step: number;
+  /** Loss of the last step. */
+  trainLoss: number;
+  /** Last validation loss (null without validation data). */
+  valLoss: number | null;
+  bestValLoss: number | null;
+  /** Validation loss before the first step (null when resumed or without validation data). */
+  initialValLoss: number | null;
+  elapsed: number;
+  /** Mean training throughput of this fit() call. */
+  tokensPerSec: number;
+  /** True when stop() ended the run early. */
+  stopped: boolean;
+  /** Path of the last checkpoint written (null when none). */
+  checkpoint: string | null;
+}
+
+/** Hooks into a run; each may be async (the Trainer awaits it). */
+export interface Callback {
+  onFitStart?(trainer: Trainer<any>, info: { step: number; totalSteps: number }): void | Promise<void>;
+  onStepEnd?(trainer: Trainer<any>, info: StepInfo): void | Promise<void>;
+  onEval?(trainer: Trainer<any>, info: EvalInfo): void | Promise<void>;
+  onCheckpoint?(trainer: Trainer<any>, info: { step: number; path: string }): void | Promise<void>;
+  onFitEnd?(trainer: Trainer<any>, result: FitResult): void | Promise<void>;
+}
+
+export interface TrainerOptions<B> {
+  model: Module;
+  optimizer: Optimizer<any>;
+  /**
+   * The loss of one micro-batch, a scalar tensor. Default: model.forward(...batch) (batch spread
+   * when it is an array), taking its `loss` when it returns an object (as GPT does with targets).
+   */
+  loss?: (model: Module, batch: B) => Tensor;
+  /** An LR schedule, or a function making one once the number of steps is known. Stepped after each optimizer step. */
+  scheduler?: LRScheduler | ((optimizer: Optimizer<any>, totalSteps: number) => LRScheduler) | null;
+  /** Micro-batches per optimizer step; each backward uses loss / gradAccumulation (default 1). */
+  gradAccumulation?: number;
+  /** Clip the global gradient norm to this before each step (default: no clipping). */
+  clipGradNorm?: number | null;
+  /** Evaluate every this many steps (default: at the start and the end only). */
+  evalInterval?: number | null;
+  /** Batches per evaluation (default: all of a DataLoader or iterable; required for a BatchSampler). */
+  evalBatches?: number | null;
+  /** Evaluate before the first step too (default true when there is validation data and the run is not resumed). */
+  evalAtStart?: boolean;
+  /** Folder for metrics.jsonl, loss.svg and checkpoint.safetensors (default: none written). */
+  outDir?: string | null;
+  /** Save a checkpoint every this many steps, and at the end (default: at the end only; needs outDir). */
+  checkpointInterval?: number | null;
+  /** Steps between metrics records and progress lines (default 1). */
+  logInterval?: number;
+  /** 'auto' (default): a live bar on a terminal, else a line every logInterval steps; or 'bar', 'log', 'none'. */
+  progress?: ProgressMode | 'auto';
+  /** Where progress goes (default process.stderr). */
+  progressStream?: NodeJS.WritableStream;
+  callbacks?: Callback[];
+  /** Tokens in a batch, for tokens/s. Default: numel of the first integer tensor (token ids), else its first dimension (samples). */
+  tokensPerBatch?: (batch: B) => number;
+  /** More JSON to keep in checkpoints (model config, tokenizer, ...), under state.extra. */
+  extraState?: () => Record<string, unknown>;
+  /** Title of the loss-curve chart. */
+  title?: string;
+}
+
+export interface FitOptions<B> {
+  train: BatchSource<B>;
+  val?: BatchSource<B> | null;
+  /** Train until this many optimizer steps have been done in all (resumed steps count). */
+  steps?: number;
+  /** Or train for this many passes over train (a DataLoader or array). */
+  epochs?: number;
+  /** A checkpoint file, or a folder holding checkpoint.safetensors, to continue from. */
+  resume?: string | null;
+}
+
+/** The checkpoint file of a run folder. */
+export const CHECKPOINT_FILE = 'checkpoint.safetensors';
+
+function isSampler<B>(s: BatchSource<B>): s is BatchSampler<B> {
+  return typeof (s as BatchSampler<B>).sample === 'function';
+}
+
+/** A training source read batch after batch, starting new epochs of iterables as needed. */
+class Stream<B> {
+  private it: Iterator<B> | null = null;
+  constructor(readonly src: BatchSource<B>) {
+    if (!isSampler(src) && typeof (src as Iterable<B>)[Symbol.iterator] !== 'function') {
+      throw new ValueError('Trainer', 'training data must be a DataLoader, a BatchSampler ({sample()}) or an iterable of batches');
+    }
+  }
+
+  /** Whether the Trainer owns (and disposes) the batches. */
+  get owned(): boolean {
+    return isSampler(this.src) || this.src instanceof DataLoader;
+  }
+
+  next(): B {
+    if (isSampler(this.src)) return this.src.sample();
+    for (let fresh = 0; fresh < 2; fresh++) {
+      if (!this.it) this.it = (this.src as Iterable<B>)[Symbol.iterator]();
+      const r = this.it.next();
+      if (!r.done) return r.value;
+      this.it = null;
+    }
+    throw new ValueError('Trainer', 'the training data yielded no batches');
+  }
+
+  /** Batches per epoch, when known. */
+  get epochLength(): number | null {
+    if (this.src instanceof DataLoader) return this.src.length;
+    return Array.isArray(this.src) ? this.src.length : null;
+  }
+
+  stateDict(): unknown {
+    if (this.src instanceof DataLoader) return this.src.stateDict();
+    return isSampler(this.src) ? (this.src.stateDict?.() ?? null) : null;
+  }
+
+  loadStateDict(s: unknown): void {
+    this.it?.return?.();
+    this.it = null;
+    if (this.src instanceof DataLoader) this.src.loadStateDict(s as never);
+    else if (isSampler(this.src) && s != null) this.src.loadStateDict?.(s);
+  }
+}
+
+/** The first tensor inside a batch (arrays and plain objects are searched in order). */
+function firstTensor(b: unknown): Tensor | null {
+  if (b instanceof Tensor) return b;
+  const items = Array.isArray(b) ? b : b !== null && typeof b === 'object' ? Object.values(b) : [];
+  for (const x of items) {
+    const t = firstTensor(x);
+    if (t) return t;
+  }
+  return null;
+}
+
+function defaultTokens(batch: unknown): number {
+  const t = firstTensor(batch);
+  if (!t) return 0;
+  return isIntegral(t.dtype) ? t.numel : t.ndim ? t.shape[0] : 1;
+}
+
+function defaultLoss(model: Module, batch: unknown): Tensor {
+  const out = model.forward(...(Array.isArray(batch) ? batch : [batch]));
+  if (out instanceof Tensor) return out;
+  if (out && out.loss instanceof Tensor) return out.loss;
+  throw new ValueError('Trainer', 'model.forward(...batch) returned neither a loss tensor nor an object with one; pass options.loss');
+}
+
+function checkCount(name: string, v: unknown, min = 1): number | null {
+  if (v === undefined || v === null) return null;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) throw new ValueError('Trainer', `${name} must be an integer >= ${min}, got ${String(v)}`);
+  return v;
+}
+
+interface TrainerState {
+  step: number;
+  elapsed: number;
+  tokens: number;
+  bestValLoss: number | null;
+  lastValLoss: number | null;
+}
+
+/** A metrics record (one line of metrics.jsonl). */
+export interface MetricsRecord {
+  step: number;
+  loss: number;
+  val_loss?: number;
+  lr: number;
+  tokens_per_s: number;
+  elapsed_s: number;
+  grad_norm?: number;
+}
+
+/** Trains a model; see the header of this file. */
+export class Trainer<B = unknown> {
+  readonly model: Module;
+  readonly optimizer: Optimizer<any>;
+  scheduler: LRScheduler | null = null;
+  private readonly opts: TrainerOptions<B>;
+  private readonly lossFn: (model: Module, batch: B) => Tensor;
+  private readonly accum: number;
+  private readonly callbacks: Callback[];
+  private state: TrainerState = { step: 0, elapsed: 0, tokens: 0, bestValLoss: null, lastValLoss: null };
+  private stopRequested = false;
+  private trainHistory: Array<[number, number]> = [];
+  private valHistory: Array<[number, number]> = [];
+
+  constructor(opts: TrainerOptions<B>) {
+    if (!opts || !opts.model || !opts.optimizer) throw new ValueError('Trainer', 'needs a model and an optimizer');
+    this.opts = opts;
+    this.model = opts.model;
+    this.optimizer = opts.optimizer;
+    this.lossFn = opts.loss ?? (defaultLoss as (m: Module, b: B) => Tensor);
+    this.accum = checkCount('gradAccumulation', opts.gradAccumulation) ?? 1;
+    checkCount('evalInterval', opts.evalInterval);
+    checkCount('evalBatches', opts.evalBatches);
+    checkCount('checkpointInterval', opts.checkpointInterval);
+    checkCount('logInterval', opts.logInterval);
+    if (opts.clipGradNorm != null && !(opts.clipGradNorm > 0)) throw new ValueError('Trainer', `clipGradNorm must be > 0, got ${opts.clipGradNorm}`);
+    if (opts.scheduler && typeof opts.scheduler !== 'function') this.scheduler = opts.scheduler;
+    this.callbacks = opts.callbacks ?? [];
+  }
+
+  /** Optimizer steps done so far. */
+  get step(): number {
+    return this.state.step;
+  }
+
+  /** Ends fit() after the current step (a checkpoint is still written when there is an outDir). */
+  stop(): void {
+    this.stopRequested = true;
+  }
+
+  /** The loss-curve points so far: train [step, loss] and validation [step, loss]. */
+  get history(): { train: Array<[number, number]>; val: Array<[number, number]> } {
+    return { train: [...this.trainHistory], val: [...this.valHistory] };
+  }
+
+  private tokensOf(batch: B): number {
+    return (this.opts.tokensPerBatch ?? defaultTokens)(batch);
+  }
+
+  /** One optimizer step over gradAccumulation micro-batches from stream. */
+  private trainStep(stream: Stream<B>): Omit<StepInfo, 'step' | 'tokensPerSec' | 'elapsed'> {
+    const k = this.accum;
+    let lossSum = 0, tokens = 0;
+    for (let i = 0; i < k; i++) {
+      const batch = stream.next();
+      try {
+        tokens += this.tokensOf(batch);
+        lossSum += tidy(() => {
+          const loss = this.lossFn(this.model, batch);
+          if (!(loss instanceof Tensor) || loss.numel !== 1 || !isFloating(loss.dtype)) {
+            throw new ValueError('Trainer', 'the loss must be a floating point tensor with one element');
+          }
+          (k > 1 ? loss.div(k) : loss).backward();
+          return loss.item();
+        });
+      } finally {
+        if (stream.owned) dispose(batch);
+      }
+    }
+    const lr = this.optimizer.paramGroups[0].lr;
+    let gradNorm: number | null = null;
+    if (this.opts.clipGradNorm != null) {
+      const n = clipGradNorm(this.optimizer.paramGroups.flatMap((g) => g.params), this.opts.clipGradNorm);
+      gradNorm = n.item();
+      n.dispose();
+    }
+    this.optimizer.step();
+    this.optimizer.zeroGrad();
+    this.scheduler?.step();
+    return { loss: lossSum / k, lr, gradNorm, tokens };
+  }
+
+  /**
+   * The mean loss over validation batches (weighted by tokens), in eval mode without gradients.
+   * maxBatches defaults to options.evalBatches, else all batches (a BatchSampler needs a count).
+   */
+  evaluate(val: BatchSource<B>, maxBatches: number | null = this.opts.evalBatches ?? null): number {
+    if (isSampler(val) && !maxBatches) throw new ValueError('Trainer.evaluate', 'a BatchSampler as validation data needs evalBatches');
+    const owned = isSampler(val) || val instanceof DataLoader;
+    const wasTraining = this.model.training;
+    this.model.eval();
+    let sum = 0, weight = 0, n = 0;
+    try {
+      noGrad(() => {
+        const take = (batch: B): void => {
+          try {
+            const w = this.tokensOf(batch) || 1;
+            sum += tidy(() => this.lossFn(this.model, batch).item()) * w;
+            weight += w;
+          } finally {
+            if (owned) dispose(batch);
+          }
+        };
+        if (isSampler(val)) {
+          for (; n < maxBatches!; n++) take(val.sample());
+        } else {
+          for (const batch of val as Iterable<B>) {
+            if (maxBatches && n >= maxBatches) {
+              if (owned) dispose(batch);
+              break;
+            }
+            take(batch);
+            n++;
+          }
+        }
+      });
+    } finally {
+      this.model.train(wasTraining);
+    }
+    if (weight === 0) throw new ValueError('Trainer.evaluate', 'the validation data yielded no batches');
+    return sum / weight;
+  }
+
+  /** Trains for options.steps steps in all or options.epochs epochs; see the header of this file. */
+  async fit(fo: FitOptions<B>): Promise<FitResult> {
+    const opts = this.opts;
+    const stream = new Stream(fo.train);
+    const val = fo.val ?? null;
+    if (val && isSampler(val) && !opts.evalBatches) throw new ValueError('Trainer', 'a BatchSampler as validation data needs evalBatches');
+    let total: number;
+    if (fo.steps !== undefined) {
+      total = checkCount('steps', fo.steps, 0)!;
+    } else if (fo.epochs !== undefined) {
+      const per = stream.epochLength;
+      if (per === null) throw new ValueError('Trainer', 'epochs needs training data of known length (a DataLoader or an array); pass steps');
+      if (!(fo.epochs > 0)) throw new ValueError('Trainer', `epochs must be > 0, got ${fo.epochs}`);
+      total = Math.ceil((fo.epochs * per) / this.accum);
+    } else {
+      throw new ValueError('Trainer', 'fit needs steps or epochs');
+    }
+    if (typeof opts.scheduler === 'function') this.scheduler = opts.scheduler(this.optimizer, total);
+    const outDir = opts.outDir ?? null;
+    if (outDir) fs.mkdirSync(outDir, { recursive: true });
+
+    const resumed = !!fo.resume;
+    if (fo.resume) this.resume(fo.resume, stream, val);
+    else this.resetHistory();
+    const metrics = outDir ? this.openMetrics(outDir, resumed) : null;
+    const logInterval = opts.logInterval ?? 1;
+    const mode: ProgressMode = !opts.progress || opts.progress === 'auto' ? ((opts.progressStream ?? process.stderr) as NodeJS.WriteStream).isTTY ? 'bar' : 'log' : opts.progress;
+    const runStart = Date.now() - this.state.elapsed * 1000;
+    const elapsed = () => (Date.now() - runStart) / 1000;
+    let checkpoint: string | null = null;
+    let savedStep = -1;
+    let initialValLoss: number | null = null;
+    this.stopRequested = false;
+    this.model.train();
+    this.optimizer.zeroGrad();
+
+    for (const cb of this.callbacks) await cb.onFitStart?.(this, { step: this.state.step, totalSteps: total });
+    const progress = new ProgressReporter(mode, total, this.state.step, logInterval, opts.progressStream);
+    const doEval = async (): Promise<number> => {
+      const v = this.evaluate(val!);
+      this.state.lastValLoss = v;
+      if (this.state.bestValLoss === null || v < this.state.bestValLoss) this.state.bestValLoss = v;
+      this.valHistory.push([this.state.step, v]);
+      for (const cb of this.callbacks) await cb.onEval?.(this, { step: this.state.step, valLoss: v, bestValLoss: this.state.bestValLoss });
+      return v;
+    };
+    const save = async (): Promise<void> => {
+      if (!outDir) return;
+      checkpoint = path.join(outDir, CHECKPOINT_FILE);
+      this.state.elapsed = elapsed();
+      this.saveTo(checkpoint, stream, val);
+      savedStep = this.state.step;
+      for (const cb of this.callbacks) await cb.onCheckpoint?.(this, { step: this.state.step, path: checkpoint });
+    };
+
+    let lastLoss = NaN, runTokens = 0, runTime = 0, emaStep = 0;
+    let logTokens = 0, logTime = 0;
+    try {
+      if (val && (opts.evalAtStart ?? !resumed) && this.state.step < total) {
+        initialValLoss = await doEval();
+        progress.log(`step ${this.state.step}: val loss ${initialValLoss.toFixed(4)}`);
+        metrics?.write({ step: this.state.step, val_loss: initialValLoss, elapsed_s: elapsed() });
+      }
+      while (this.state.step < total && !this.stopRequested) {
+        const t0 = process.hrtime.bigint();
+        const s = tidy(() => this.trainStep(stream));
+        const dt = Number(process.hrtime.bigint() - t0) / 1e9;
+        this.state.step++;
+        this.state.tokens += s.tokens;
+        runTokens += s.tokens;
+        runTime += dt;
+        logTokens += s.tokens;
+        logTime += dt;
+        emaStep = emaStep === 0 ? dt : 0.9 * emaStep + 0.1 * dt;
+        lastLoss = s.loss;
+        if (!Number.isFinite(s.loss)) throw new ValueError('Trainer', `the loss became ${s.loss} at step ${this.state.step}; lower the learning rate or clip gradients`);
+        this.trainHistory.push([this.state.step, s.loss]);
+        const step = this.state.step;
+        const info: StepInfo = { step, ...s, tokensPerSec: s.tokens / dt, elapsed: elapsed() };
+        for (const cb of this.callbacks) await cb.onStepEnd?.(this, info);
+
+        const last = step === total || this.stopRequested;
+        let v: number | null = null;
+        if (val && ((opts.evalInterval && step % opts.evalInterval === 0) || (last && !this.stopRequested))) {
+          v = await doEval();
+          if (mode === 'bar') progress.log(`step ${step}: val loss ${v.toFixed(4)}`);
+        }
+        if (metrics && (step % logInterval === 0 || v !== null || last)) {
+          const rec: MetricsRecord = { step, loss: s.loss, lr: s.lr, tokens_per_s: logTokens / logTime, elapsed_s: info.elapsed };
+          if (v !== null) rec.val_loss = v;
+          if (s.gradNorm !== null) rec.grad_norm = s.gradNorm;
+          metrics.write(rec);
+          logTokens = logTime = 0;
+        }
+        progress.update({
+          step, total, loss: s.loss, valLoss: this.state.lastValLoss, lr: s.lr,
+          tokensPerSec: s.tokens / emaStep, elapsed: info.elapsed, eta: (total - step) * emaStep,
+        });
+        if (outDir && v !== null) this.writeChart(outDir);
+        if ((opts.checkpointInterval && step % opts.checkpointInterval === 0) || last) await save();
+        // Let timers (the progress bar), signal handlers and I/O run between steps.
+        await new Promise((r) => setImmediate(r));
+      }
+      // stop() from a signal handler lands between steps: keep the last one.
+      if (this.stopRequested && savedStep !== this.state.step) await save();
+    } finally {
+      progress.stop();
+      metrics?.close();
+    }
+    this.state.elapsed = elapsed();
+    if (outDir) this.writeChart(outDir);
+    const result: FitResult = {
+      step: this.state.step,
+      trainLoss: lastLoss,
+      valLoss: this.state.lastValLoss,
+      bestValLoss: this.state.bestValLoss,
+      initialValLoss,
+      elapsed: this.state.elapsed,
+      tokensPerSec: runTime > 0 ? runTokens / runTime : 0,
+      stopped: this.stopRequested,
+      checkpoint,
+    };
+    for (const cb of this.callbacks) await cb.onFitEnd?.(this, result);
+    return result;
+  }
+
+  private resetHistory(): void {
+    this.state = { step: 0, elapsed: 0, tokens: 0, bestValLoss: null, lastValLoss: null };
+    this.trainHistory = [];
+    this.valHistory = [];
+  }
+
+  /** Saves model, optimizer, schedule, data position, generator and trainer state to file. */
+  saveTo(file: string, stream?: { stateDict(): unknown }, val?: BatchSource<B> | null): void {
+    const valState = val instanceof DataLoader ? val.stateDict() : val && isSampler(val) ? (val.stateDict?.() ?? null) : null;
+    saveCheckpoint(file, {
+      model: this.model,
+      optimizer: this.optimizer,
+      state: {
+        trainer: { ...this.state },
+        scheduler: this.scheduler?.stateDict() ?? null,
+        data: { train: stream?.stateDict() ?? null, val: valState },
+        rng: getRngState(),
+        extra: this.opts.extraState?.() ?? {},
+      },
+    });
+  }
+
+  /** Restores everything saveTo wrote. The trainer state is checked before the model is touched. */
+  private resume(where: string, stream: Stream<B>, val: BatchSource<B> | null): void {
+    const file = fs.existsSync(where) && fs.statSync(where).isDirectory() ? path.join(where, CHECKPOINT_FILE) : where;
+    const device = this.model.parameters()[0]?.device;
+    const c = readCheckpoint(file, { device });
+    try {
+      const bad = (what: string) => new FormatError('Trainer.resume', `${file}: ${what}`);
+      const st = c.state as { trainer?: Partial<TrainerState>; scheduler?: unknown; data?: { train?: unknown; val?: unknown }; rng?: RngState };
+      const t = st.trainer;
+      const num = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
+      if (!t || !Number.isSafeInteger(t.step) || t.step! < 0 || !num(t.elapsed) || !num(t.tokens)) throw bad('no valid trainer state (step, elapsed, tokens)');
+      if (!(t.bestValLoss === null || num(t.bestValLoss)) || !(t.lastValLoss === null || num(t.lastValLoss))) throw bad('invalid validation losses');
+      if (!c.optimizer) throw bad('no optimizer state');
+      if (!st.rng || typeof st.rng !== 'object') throw bad('no random generator state');
+      if (this.scheduler && !st.scheduler) throw bad('no LR schedule state, but the trainer has a schedule');
+      this.model.loadStateDict(c.weights);
+      this.optimizer.loadStateDict(c.optimizer);
+      try {
+        if (this.scheduler) this.scheduler.loadStateDict(st.scheduler as never);
+        stream.loadStateDict(st.data?.train ?? null);
+        if (val instanceof DataLoader && st.data?.val) val.loadStateDict(st.data.val as never);
+        else if (val && isSampler(val) && st.data?.val != null) val.loadStateDict?.(st.data.val);
+        setRngState(st.rng);
+      } catch (e) {
+        if (e instanceof KilnError && !(e instanceof FormatError)) throw bad(`invalid saved state: ${e.message}`);
+        throw e;
+      }
+      this.state = {
+        step: t.step!, elapsed: t.elapsed!, tokens: t.tokens!, bestValLoss: t.bestValLoss ?? null, lastValLoss: t.lastValLoss ?? null,
+      };
+    } finally {
+      disposeCheckpoint(c);
+    }
+    this.loadHistory();
+  }
+
+  /** Reads the loss history of the run up to the resumed step back from metrics.jsonl. */
+  private loadHistory(): void {
+    this.trainHistory = [];
+    this.valHistory = [];
+    const file = this.opts.outDir ? path.join(this.opts.outDir, 'metrics.jsonl') : null;
+    if (!file || !fs.existsSync(file)) return;
+    for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+      let r: Partial<MetricsRecord>;
+      try {
+        r = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      if (typeof r.step !== 'number' || r.step > this.state.step) continue;
+      if (typeof r.loss === 'number') this.trainHistory.push([r.step, r.loss]);
+      if (typeof r.val_loss === 'number') this.valHistory.push([r.step, r.val_loss]);
+    }
+  }
+
+  /**
+   * metrics.jsonl: a fresh run starts it anew; a resumed run keeps the records up to its step (a
+   * crashed run may have logged steps after its last checkpoint) and appends.
+   */
+  private openMetrics(outDir: string, resumed: boolean): { write(r: Partial<MetricsRecord>): void; close(): void } {
+    const file = path.join(outDir, 'metrics.jsonl');
+    let kept = '';
+    if (resumed && fs.existsSync(file)) {
+      kept = fs.readFileSync(file, 'utf8').split('\n').filter((line) => {
+        try {
+          const r = JSON.parse(line);
+          return typeof r.step === 'number' && r.step <= this.state.step;
+        } catch {
+          return false;
+        }
+      }).map((l) => `${l}\n`).join('');
+    }
+    writeFileAtomic(file, kept);
+    const fd = fs.openSync(file, 'a');
+    return {
+      write: (r) => fs.writeSync(fd, `${JSON.stringify(r)}\n`),
+      close: () => fs.closeSync(fd),
+    };
+  }
+
+  /** Writes loss.svg: the per-step training loss (faint), its centered moving average, and the validation loss. */
+  writeChart(outDir: string): void {
+    const train = this.trainHistory;
+    const window = Math.max(1, Math.round(train.length / 50) | 1);
+    const half = window >> 1;
+    const prefix = [0];
+    for (const [, l] of train) prefix.push(prefix[prefix.length - 1] + l);
+    const smooth = train.map(([s], i): [number, number] => {
+      const lo = Math.max(0, i - half), hi = Math.min(train.length, i + half + 1);
+      return [s, (prefix[hi] - prefix[lo]) / (hi - lo)];
+    });
+    const last = this.valHistory[this.valHistory.length - 1];
+    const parts = [`${this.state.step} steps`, `${formatDuration(this.state.elapsed)}`];
+    if (train.length) parts.push(`final train loss ${smooth[smooth.length - 1][1].toFixed(4)}`);
+    if (last) parts.push(`val loss ${last[1].toFixed(4)}`);
+    const svg = lineChartSVG(
+      [
+        { name: 'train loss (per step)', points: train, color: '#1f77b4', width: 1, opacity: 0.35, hideInLegend: window === 1 },
+        { name: window > 1 ? `train loss (mean of ${window})` : 'train loss', points: smooth, color: '#1f77b4' },
+        { name: 'validation loss', points: this.valHistory, color: '#d62728', markers: true },
+      ],
+      { title: this.opts.title ?? 'Loss', subtitle: parts.join(' · '), xLabel: 'step', yLabel: 'loss (nats per token, log scale)', logY: true },
+    );
+    writeFileAtomic(path.join(outDir, 'loss.svg'), svg);
+  }
+}

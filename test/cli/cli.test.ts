@@ -1,0 +1,161 @@
+// The kiln command line, run as a user runs it (node dist/cli/main.js, built by tsc first when
+// stale): help for every command, bad flags, values and config files, and missing files give one
+// clear line and exit code 2 without a stack trace, a corrupt checkpoint exits 1 with FormatError,
+// and short end-to-end runs: `kiln train` on the toy language (then --resume), on a text file with
+// a JSON config, and `kiln generate` from their checkpoints.
+import t, { Test } from 'tap';
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+const root = path.join(__dirname, '..', '..');
+const main = path.join(root, 'dist', 'cli', 'main.js');
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-cli-'));
+t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+/** The newest modification time of the TypeScript sources. */
+function newestSource(d: string): number {
+  let newest = 0;
+  for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+    const p = path.join(d, e.name);
+    newest = Math.max(newest, e.isDirectory() ? newestSource(p) : e.name.endsWith('.ts') ? fs.statSync(p).mtimeMs : 0);
+  }
+  return newest;
+}
+
+t.before(() => {
+  if (fs.existsSync(main) && fs.statSync(main).mtimeMs >= newestSource(path.join(root, 'lib'))) return;
+  const r = spawnSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(root, 'tsconfig.json')], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`tsc failed:\n${r.stdout}${r.stderr}`);
+});
+
+function kiln(args: string[], cwd = dir): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [main, ...args], { cwd, encoding: 'utf8', timeout: 240_000, env: { ...process.env, KILN_DEBUG: '' } });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+t.test('--help on every command', async (t) => {
+  const top = kiln(['--help']);
+  t.equal(top.code, 0);
+  t.match(top.stdout, /Usage: kiln <command>/);
+  t.match(top.stdout, /train .*\n.*generate/);
+  for (const [cmd, flags] of [['train', ['--data', '--tokenizer', '--config', '--steps', '--grad-accum', '--eval-interval', '--out', '--resume']], ['generate', ['--checkpoint', '--prompt', '--max-tokens', '--temperature', '--top-k', '--top-p', '--seed']]] as const) {
+    const r = kiln([cmd, '--help']);
+    t.equal(r.code, 0, `${cmd} --help exits 0`);
+    t.match(r.stdout, new RegExp(`^Usage: kiln ${cmd}`));
+    for (const f of flags) t.match(r.stdout, f, `${cmd} --help lists ${f}`);
+    t.equal(kiln(['help', cmd]).stdout, r.stdout, `kiln help ${cmd}`);
+    t.equal(kiln([cmd, '-h']).stdout, r.stdout, `${cmd} -h`);
+  }
+  const none = kiln([]);
+  t.equal(none.code, 2, 'no command: usage, exit 2');
+  t.match(none.stdout, /Usage/);
+});
+
+/** Asserts exit code 2 and one error line (plus the hint) naming the problem, with no stack trace. */
+function misuse(t: Test, args: string[], pattern: RegExp): void {
+  const r = kiln(args);
+  t.equal(r.code, 2, `${args.join(' ')}: exit code 2`);
+  const lines = r.stderr.trimEnd().split('\n');
+  t.ok(lines.length <= 2, `${args.join(' ')}: one line and a hint, got:\n${r.stderr}`);
+  t.match(lines[0], pattern, `${args.join(' ')}: ${lines[0]}`);
+  t.notMatch(r.stderr, /^\s+at /m, 'no stack trace');
+}
+
+t.test('bad flags and values', async (t) => {
+  misuse(t, ['train', '--bogus'], /^kiln train: unknown option --bogus$/);
+  misuse(t, ['train', '--steps', 'abc'], /--steps must be a number, got "abc"/);
+  misuse(t, ['train', '--steps', '2.5'], /--steps must be an integer/);
+  misuse(t, ['train', '--steps', '0'], /--steps must be >= 1/);
+  misuse(t, ['train', '--steps'], /--steps needs a value/);
+  misuse(t, ['train', '--lr', '0'], /--lr must be > 0/);
+  misuse(t, ['train', '--dropout', '1.5'], /--dropout must be <= 1/);
+  misuse(t, ['train', '--tokenizer', 'bpe'], /--tokenizer must be one of char, gpt2/);
+  misuse(t, ['train', '--n-embd', '30', '--n-head', '4'], /--n-embd \(30\) must be a multiple of --n-head \(4\)/);
+  misuse(t, ['train', '--tokenizer', 'gpt2'], /needs --data/);
+  misuse(t, ['train', 'input.txt'], /unexpected argument "input.txt"/);
+  misuse(t, ['generate', '--temperature', '-1', '--checkpoint', '.'], /--temperature must be >= 0/);
+  misuse(t, ['generate', '--top-p', '0', '--checkpoint', '.'], /--top-p must be > 0/);
+  misuse(t, ['frobnicate'], /^kiln: unknown command 'frobnicate'/);
+  fs.writeFileSync(path.join(dir, 'broken.json'), '{"steps": 10,');
+  misuse(t, ['train', '--config', 'broken.json'], /config file broken.json is not valid JSON/);
+  fs.writeFileSync(path.join(dir, 'unknown.json'), '{"stepz": 10}');
+  misuse(t, ['train', '--config', 'unknown.json'], /unknown key 'stepz'/);
+  fs.writeFileSync(path.join(dir, 'type.json'), '{"nLayer": "two"}');
+  misuse(t, ['train', '--config', 'type.json'], /n-layer must be a number, got "two"/);
+});
+
+t.test('missing files', async (t) => {
+  misuse(t, ['train', '--data', 'nope.txt', '--out', 'never'], /no such file: nope.txt/);
+  t.notOk(fs.existsSync(path.join(dir, 'never')), 'no output folder made');
+  misuse(t, ['train', '--config', 'nope.json'], /config file not found: nope.json/);
+  misuse(t, ['train', '--resume', '--out', 'empty-run'], /no checkpoint to resume/);
+  misuse(t, ['generate'], /--checkpoint is required/);
+  misuse(t, ['generate', '--checkpoint', 'nope'], /no such file or folder: nope/);
+  fs.mkdirSync(path.join(dir, 'emptydir'));
+  misuse(t, ['generate', '--checkpoint', 'emptydir'], /holds no checkpoint.safetensors/);
+  fs.writeFileSync(path.join(dir, 'empty.txt'), '');
+  misuse(t, ['train', '--data', 'empty.txt'], /empty.txt is empty/);
+  fs.writeFileSync(path.join(dir, 'tiny.txt'), 'hello world');
+  misuse(t, ['train', '--data', 'tiny.txt', '--out', 'tiny-run'], /has 11 tokens; training and validation need at least 65 each/);
+});
+
+t.test('a corrupt checkpoint: exit 1 and a FormatError line', async (t) => {
+  fs.writeFileSync(path.join(dir, 'corrupt.safetensors'), Buffer.from([200, 0, 0, 0, 0, 0, 0, 0, 0x7b]));
+  const r = kiln(['generate', '--checkpoint', 'corrupt.safetensors']);
+  t.equal(r.code, 1);
+  t.match(r.stderr, /^kiln generate: FormatError: safetensors: corrupt.safetensors: truncated/);
+  t.equal(r.stderr.trimEnd().split('\n').length, 1);
+});
+
+const small = ['--n-layer', '1', '--n-embd', '32', '--batch-size', '8', '--eval-interval', '15', '--eval-batches', '2', '--progress', 'log', '--sample-tokens', '8'];
+
+t.test('kiln train on the toy language, --resume, and kiln generate', async (t) => {
+  const r = kiln(['train', '--steps', '30', '--out', 'toy', ...small]);
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /data: kiln's toy language/);
+  t.match(r.stdout, /samples before training/);
+  t.match(r.stdout, /samples after training/);
+  t.match(r.stdout, /grammatical sentences: \d+% before training, \d+% after/);
+  t.match(r.stdout, /validation loss: 3\.\d+ -> \d\.\d+ nats\/char after 30 steps/);
+  t.match(r.stderr, /step 30\/30 \| loss \d/, 'progress lines on stderr');
+  for (const f of ['checkpoint.safetensors', 'metrics.jsonl', 'loss.svg', 'corpus.txt', 'train.tok', 'val.tok']) t.ok(fs.existsSync(path.join(dir, 'toy', f)), f);
+  const steps = () => fs.readFileSync(path.join(dir, 'toy', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).step);
+  t.equal(Math.max(...steps()), 30);
+
+  const again = kiln(['train', '--steps', '45', '--out', 'toy', '--resume', ...small]);
+  t.equal(again.code, 0, again.stderr);
+  t.notMatch(again.stdout, /samples before training/, 'no "before" samples when resuming');
+  t.match(again.stdout, /after 45 steps/);
+  // Records every 2 steps (steps / 20, rounded) and at each validation (every 15 steps).
+  t.same(steps().filter((s) => s > 0), Array.from({ length: 45 }, (_, i) => i + 1).filter((s) => s % 2 === 0 || s % 15 === 0), 'metrics continue from step 30');
+  misuse(t, ['train', '--steps', '50', '--out', 'toy', '--resume', '--n-embd', '64'], /holds a model .* these options make/);
+
+  const g = kiln(['generate', '--checkpoint', 'toy', '--prompt', 'the ', '--max-tokens', '12', '--seed', '3']);
+  t.equal(g.code, 0, g.stderr);
+  t.match(g.stdout, /^the /);
+  t.ok(g.stdout.length > 'the '.length + 1 && g.stdout.length <= 'the '.length + 12 + 1, '12 tokens at most (trailing newlines trimmed)');
+  t.equal(kiln(['generate', '--checkpoint', path.join('toy', 'checkpoint.safetensors'), '--prompt', 'the ', '--max-tokens', '12', '--seed', '3']).stdout, g.stdout, 'the same seed repeats');
+  const greedy = kiln(['generate', '--checkpoint', 'toy', '--prompt', 'a ', '--temperature', '0', '--max-tokens', '5', '--num-samples', '2']);
+  t.equal(greedy.code, 0);
+  const [s1, s2] = greedy.stdout.split('---\n');
+  t.equal(s1.trim(), s2.trim(), 'temperature 0 is greedy');
+  misuse(t, ['generate', '--checkpoint', 'toy', '--prompt', 'Zebra'], /--prompt: character "Z" at offset 0 is not in the vocabulary/);
+});
+
+t.test('kiln train --data with a JSON config, then generate', async (t) => {
+  const text = Array.from({ length: 300 }, (_, i) => `line ${i % 17}: the quick brown fox jumps over the lazy dog.`).join('\n');
+  fs.writeFileSync(path.join(dir, 'input.txt'), text);
+  fs.writeFileSync(path.join(dir, 'run.json'), JSON.stringify({ steps: 12, nLayer: 1, nHead: 2, 'n-embd': 16, blockSize: 16, batchSize: 4, evalInterval: 6, evalBatches: 2, sampleTokens: 10, progress: 'none' }));
+  const r = kiln(['train', '--data', 'input.txt', '--config', 'run.json', '--steps', '10', '--out', 'text']);
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /data: input.txt: \d+\.\dk tokens \(char tokenizer, vocabulary \d+\)/);
+  t.match(r.stdout, /model: GPT, 1 layer, 16 wide, 2 heads, context 16/, 'config file values');
+  t.match(r.stdout, /training: 10 steps of 4 x 16 tokens/, 'flags override the config file');
+  t.match(r.stdout, /validation loss: .* after 10 steps/);
+  t.equal(r.stderr, '', 'no progress with progress: none');
+  const g = kiln(['generate', '--checkpoint', 'text', '--max-tokens', '20', '--seed', '1']);
+  t.equal(g.code, 0, g.stderr);
+  t.ok(g.stdout.length > 1 && g.stdout.length <= 20 + 1, '20 tokens at most');
+});
