@@ -18,8 +18,6 @@ const { values } = parseArgs({ options: Object.fromEntries(Object.keys(spec).map
 const a = Object.fromEntries(Object.entries(spec).map(([k, d]) => [k, values[k] === undefined ? d : Number(values[k])]));
 for (const [k, v] of Object.entries(a)) if (!Number.isInteger(v) || v < (k === 'warmup' ? 0 : 1)) throw new Error(`--${k} must be a positive integer, got ${values[k]}`);
 
-// As the kiln CLI does: OpenMP threads wait passively (read when the addon loads, so before importing kiln).
-process.env.OMP_WAIT_POLICY ??= 'passive';
 const kiln = await import('kiln');
 const { nn, optim } = kiln;
 kiln.setNumThreads(a.threads);

@@ -27,6 +27,8 @@ export * as cuda from './cuda';
 export * as nn from './nn';
 export * as optim from './optim';
 export * as data from './data';
+export * as train from './train';
+export * as io from './io';
 
 /** What the native build enabled: OpenMP, the GEMM library, CUDA, and the thread count. */
 export function buildInfo(): { openmp: boolean; blas: string; cuda: boolean; threads: number } {

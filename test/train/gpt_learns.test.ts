@@ -1,7 +1,6 @@
 // A small GPT trained with the Trainer on the generated toy language (the data of `kiln train`):
 // the validation loss starts near chance and falls below a bound that a model must learn the
 // language's spelling and word order to reach, and sampled lines start to follow its rules.
-import './env';
 import t from 'tap';
 import * as fs from 'fs';
 import * as os from 'os';

@@ -1,7 +1,6 @@
 // An encoder-decoder Transformer (nn.Transformer) trained with the Trainer learns to reverse digit
 // strings it has never seen: at least 95% of new strings come out exactly reversed under greedy
 // decoding, where an untrained model gets none.
-import './env';
 import t from 'tap';
 import * as kiln from '../../lib/index';
 import type { Tensor } from '../../lib/index';
