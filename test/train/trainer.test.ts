@@ -195,7 +195,7 @@ t.test('callbacks, stop(), full-batch arrays, samplers and the default loss', as
   t.equal(drawn, 2 + 3, 'two validation batches, three training batches');
   t.ok(fs.existsSync(path.join(out, 'checkpoint.safetensors')));
   // The collector may free tensors that earlier tests left to it, never add any: no growth.
-    t.ok(kiln.memory().tensors <= before, 'sampled batches were disposed');
+  t.ok(kiln.memory().tensors <= before, 'sampled batches were disposed');
 
   // An array of batches: full-batch training, the batches stay the caller's.
   const x = randomTensor([6, 4], 5), y = randomTensor([6, 1], 6);
