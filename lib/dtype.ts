@@ -1,7 +1,10 @@
 // Element types: names, native codes, sizes, type promotion and the TypedArrays that hold them.
 import { DTypeError } from './errors';
 
-/** Element types. bfloat16 and float16 are storage formats on the CPU: cast to float32 to compute. */
+/**
+ * Element types. On the CPU, bfloat16 and float16 are computed in float32 by elementwise, reduction and
+ * matmul kernels; softmax and layerNorm take float32 or float64 there.
+ */
 export type DType = 'float32' | 'float64' | 'bfloat16' | 'float16' | 'int32' | 'int64' | 'bool';
 
 /** Codes shared with native/core/dtype.h. */

@@ -1,6 +1,8 @@
 // Indexing ops: embedding, indexSelect, gather and scatterAdd, each with its backward rule next to
-// it. Shapes, dims and dtypes are checked here; index values are checked by the native kernels
-// (before they touch memory), which throw IndexError naming the op, the value and the valid range.
+// it. Shapes, dims and dtypes are checked here; index values are checked by the native kernels,
+// which never read or write through a bad index. On the CPU they throw IndexError (naming the op, the
+// value and the valid range) before touching memory; on CUDA the kernel records the bad index and
+// the IndexError is thrown at the next synchronization with that device (the next read back).
 import { recordOp } from '../autograd/engine';
 import { DType, isIntegral } from '../dtype';
 import { DTypeError, DeviceError, IndexError, ShapeError } from '../errors';
