@@ -77,6 +77,8 @@ export interface MemoryInfo {
   bytes: number;
   /** Most bytes held at once since the process started. */
   peakBytes: number;
+  /** Freed CPU blocks (1 MiB and up, at most 1 GiB in all) kept for reuse by later tensors. */
+  cachedBytes: number;
 }
 
 /** What native memory kiln holds now. */

@@ -18,7 +18,7 @@ export interface NativeCore {
   copy(src: NativeHandle, dst: NativeHandle): void;
   fill(dst: NativeHandle, value: number): void;
   sameStorage(a: NativeHandle, b: NativeHandle): boolean;
-  memoryStats(): { tensors: number; storages: number; bytes: number; peakBytes: number };
+  memoryStats(): { tensors: number; storages: number; bytes: number; peakBytes: number; cachedBytes: number };
   buildInfo(): { openmp: boolean; blas: string; cuda: boolean; threads: number };
   setNumThreads(n: number): void;
   setErrorFactory(f: (code: number, op: string, message: string) => Error): void;

@@ -262,6 +262,7 @@ export class Tensor {
   /** A copy with its own storage (differentiable). */
   clone(): Tensor { return creation.clone(this); }
   isContiguous(): boolean {
+    if (this.numel === 0) return true;
     let expected = 1;
     for (let i = this.ndim - 1; i >= 0; i--) {
       if (this.shape[i] === 1) continue;

@@ -91,3 +91,10 @@ t.test('gradients of views and joins (finite differences, float64)', async (t) =
     t.ok(r.ok, `${name}: ${r.detail}`);
   }
 });
+
+t.test('empty tensors are contiguous and work through row ops', async (t) => {
+  const e = kiln.zeros([3, 0]);
+  t.ok(e.isContiguous());
+  t.same(e.layerNorm(0).shape, [3, 0]);
+  t.same(kiln.zeros([0, 4]).softmax(-1).shape, [0, 4]);
+});

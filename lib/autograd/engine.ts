@@ -51,12 +51,12 @@ export function recordOp(
 ): Tensor {
   if (!isGradEnabled()) return output;
   let any = false;
+  for (let i = 0; i < inputs.length && !any; i++) any = !!inputs[i]?.requiresGrad;
+  if (!any) return output;
   const next = inputs.map((t): Edge | null => {
     if (!t || !t.requiresGrad) return null;
-    any = true;
     return t.gradFn ? { node: t.gradFn } : { leaf: t };
   });
-  if (!any) return output;
   const node = new Node(
     name,
     next,

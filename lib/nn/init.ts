@@ -3,7 +3,7 @@
 import { noGrad } from '../autograd/grad_mode';
 import { ShapeError, ValueError } from '../errors';
 import { tidy } from '../memory';
-import { rand, randn } from '../ops/random';
+import { normal, uniform } from '../ops/random';
 import { shapeStr } from '../shape';
 import type { Tensor } from '../tensor';
 
@@ -16,12 +16,12 @@ function fillFrom(t: Tensor, src: (opts: { dtype: 'float32' | 'float64'; device:
 
 /** Fills t with values drawn uniformly from [a, b). */
 export function uniform_(t: Tensor, a = 0, b = 1): Tensor {
-  return fillFrom(t, (o) => rand(t.shape, o).mul(b - a).add(a));
+  return fillFrom(t, (o) => uniform(t.shape, a, b, o));
 }
 
 /** Fills t with values drawn from N(mean, std^2). */
 export function normal_(t: Tensor, mean = 0, std = 1): Tensor {
-  return fillFrom(t, (o) => randn(t.shape, o).mul(std).add(mean));
+  return fillFrom(t, (o) => normal(t.shape, mean, std, o));
 }
 
 export function constant_(t: Tensor, value: number): Tensor {

@@ -218,7 +218,7 @@ export class Dropout extends Module {
     this.p = p;
   }
   override forward(x: Tensor): Tensor {
-    return this.p === 0 ? x : dropout(x, this.p, this.training);
+    return dropout(x, this.p, this.training);
   }
   override extraRepr(): string {
     return `p=${this.p}`;

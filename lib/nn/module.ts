@@ -5,7 +5,7 @@
 //
 //   class MLP extends nn.Module {
 //     fc1 = new nn.Linear(4, 8);          // child 'fc1': parameters 'fc1.weight', 'fc1.bias'
-//     scale = new nn.Parameter(kiln.ones([8]));
+//     scale = nn.Parameter.own(kiln.ones([8]));   // own(): the Parameter takes the tensor over
 //     forward(x: Tensor) { return this.fc1.forward(x).mul(this.scale); }
 //   }
 //
@@ -63,12 +63,12 @@ function rebind(target: Tensor, src: Tensor, owned: boolean): void {
 export class Parameter extends Tensor {
   constructor(data: Tensor, requiresGrad = true) {
     data._check('Parameter');
+    if (requiresGrad && !isFloating(data.dtype)) {
+      throw new AutogradError('Parameter', `only floating point tensors can require gradients, got ${data.dtype}`);
+    }
     super(native.alias(data._h), data.shape, data.strides, data.offset, data.dtype, data._dev, false);
     this._isView = true;
-    if (requiresGrad) {
-      if (!isFloating(data.dtype)) throw new AutogradError('Parameter', `only floating point tensors can require gradients, got ${data.dtype}`);
-      this.requiresGrad = true;
-    }
+    this.requiresGrad = requiresGrad;
   }
 
   /** A Parameter that takes over data's storage: data is disposed. */

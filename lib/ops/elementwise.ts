@@ -21,11 +21,11 @@ interface ElementwiseNative {
 }
 const N = native as unknown as ElementwiseNative;
 
-/** Looks up native op codes by name (the lists live in native/cpu/elementwise.h). */
-function opCodes<K extends string>(table: Record<string, number>, names: readonly K[]): Record<K, number> {
+/** @internal Looks up native op codes by name (the lists live in the native/cpu/<family>.h headers). */
+export function opCodes<K extends string>(table: Record<string, number>, names: readonly K[]): Record<K, number> {
   const out = {} as Record<K, number>;
   for (const n of names) {
-    if (table[n] === undefined) throw new Error(`kiln: the native addon lacks elementwise op '${n}'; rebuild it`);
+    if (table[n] === undefined) throw new Error(`kiln: the native addon lacks op '${n}'; rebuild it`);
     out[n] = table[n];
   }
   return out;
@@ -74,7 +74,8 @@ function checkPair(op: string, a: Tensor, b: Tensor): void {
 }
 
 /** Runs f on the tensors converted to dtype (differentiably); disposes the converted copies after. */
-function withDType<T>(dtype: DType, ts: readonly Tensor[], f: (cs: Tensor[]) => T): T {
+function withDType<T>(dtype: DType, ts: readonly Tensor[], f: (cs: readonly Tensor[]) => T): T {
+  if (ts.every((t) => t.dtype === dtype)) return f(ts);
   const cs = ts.map((t) => (t.dtype === dtype ? t : to(t, dtype, t.device)));
   try {
     return f(cs);
@@ -91,7 +92,15 @@ function broadcastView(t: Tensor, shape: readonly number[]): Tensor {
   return t._viewAs(shape, strides, t.offset);
 }
 
-function unaryKernel(code: number, x: Tensor, dtype: DType, s0 = 0, s1 = 0): Tensor {
+/** bfloat16 and float16 are storage formats on the CPU (see lib/dtype.ts): kernels do not compute on them. */
+export function checkComputable(op: string, dtype: DType, dev: number): void {
+  if (dev < 0 && (dtype === 'bfloat16' || dtype === 'float16')) {
+    throw new DTypeError(op, `${dtype} is a storage format on the CPU; convert to float32 (.float()) to compute`);
+  }
+}
+
+function unaryKernel(op: string, code: number, x: Tensor, dtype: DType, s0 = 0, s1 = 0): Tensor {
+  checkComputable(op, x.dtype, x._dev);
   const out = emptyTensor(x.shape, dtype, x._dev);
   try {
     N.unary(code, x._h, out._h, s0, s1);
@@ -103,7 +112,8 @@ function unaryKernel(code: number, x: Tensor, dtype: DType, s0 = 0, s1 = 0): Ten
 }
 
 function binaryKernel(op: string, code: number, a: Tensor, b: Tensor, dtype: DType, s0 = 0, s1 = 0): Tensor {
-  const shape = broadcastShapes(op, a.shape, b.shape);
+  checkComputable(op, a.dtype, a._dev);
+  const shape = sameShape(a.shape, b.shape) ? a.shape : broadcastShapes(op, a.shape, b.shape);
   const ea = broadcastView(a, shape), eb = broadcastView(b, shape);
   const out = emptyTensor(shape, dtype, a._dev);
   try {
@@ -149,15 +159,16 @@ function arithDType(op: string, a: TensorOrScalar, b: TensorOrScalar): DType {
     checkPair(op, a, b);
     return resultType(a, b);
   }
-  if (isTensor(a)) return a._check(op), promoteWithScalar(a.dtype, scalarArg(op, b, 'other'));
-  if (isTensor(b)) return b._check(op), promoteWithScalar(b.dtype, scalarArg(op, a, 'input'));
-  throw new ValueError(op, 'expects at least one tensor operand');
+  if (!isTensor(a) && !isTensor(b)) throw new ValueError(op, 'expects at least one tensor operand');
+  const [t, s] = isTensor(a) ? [a, scalarArg(op, b, 'other')] : [b as Tensor, scalarArg(op, a, 'input')];
+  t._check(op);
+  return promoteWithScalar(t.dtype, s);
 }
 
 function checkAlpha(op: string, dtype: DType, alpha: number, negate: boolean): void {
   if (typeof alpha !== 'number' || !Number.isFinite(alpha)) throw new ValueError(op, `alpha must be a finite number, got ${alpha}`);
   if (dtype === 'bool' && (negate || alpha !== 1)) {
-    throw new DTypeError(op, negate ? 'subtraction of bool tensors is not supported; use logicalXor or logicalNot' : 'alpha must be 1 for bool tensors');
+    throw new DTypeError(op, negate ? 'subtraction of bool tensors is not supported (a.ne(b) is their exclusive or)' : 'alpha must be 1 for bool tensors');
   }
   if (!isFloating(dtype) && !Number.isInteger(alpha)) throw new DTypeError(op, `alpha ${alpha} must be an integer for ${dtype} tensors`);
 }
@@ -171,10 +182,10 @@ function addSub(op: 'add' | 'sub', a: TensorOrScalar, b: TensorOrScalar, alpha: 
   }
   if (isTensor(a)) {
     const s = Number(b);
-    return withDType(dtype, [a], ([A]) => recordOp(op, [A], unaryKernel(U.add_scalar, A, dtype, k * s), [], (g) => [g]));
+    return withDType(dtype, [a], ([A]) => recordOp(op, [A], unaryKernel(op, U.add_scalar, A, dtype, k * s), [], (g) => [g]));
   }
   const t = b as Tensor, s = Number(a);
-  return withDType(dtype, [t], ([T]) => recordOp(op, [T], unaryKernel(U.affine, T, dtype, k, s), [], (g) => [mul(g, k)]));
+  return withDType(dtype, [t], ([T]) => recordOp(op, [T], unaryKernel(op, U.affine, T, dtype, k, s), [], (g) => [mul(g, k)]));
 }
 
 /** a + alpha * b, broadcasting; either side may be a number. */
@@ -196,7 +207,7 @@ export function mul(a: TensorOrScalar, b: TensorOrScalar): Tensor {
     ]);
   }
   const [t, s] = isTensor(a) ? [a, Number(b)] : [b as Tensor, Number(a)];
-  return withDType(dtype, [t], ([T]) => recordOp('mul', [T], unaryKernel(U.mul_scalar, T, dtype, s), [], (g) => [mul(g, s)]));
+  return withDType(dtype, [t], ([T]) => recordOp('mul', [T], unaryKernel('mul', U.mul_scalar, T, dtype, s), [], (g) => [mul(g, s)]));
 }
 
 /** True division: integer and bool operands give float32, like PyTorch. */
@@ -211,11 +222,11 @@ export function div(a: TensorOrScalar, b: TensorOrScalar): Tensor {
   }
   if (isTensor(a)) {
     const s = Number(b);
-    return withDType(dtype, [a], ([A]) => recordOp('div', [A], unaryKernel(U.div_scalar, A, dtype, s), [], (g) => [div(g, s)]));
+    return withDType(dtype, [a], ([A]) => recordOp('div', [A], unaryKernel('div', U.div_scalar, A, dtype, s), [], (g) => [div(g, s)]));
   }
   const s = Number(a);
   return withDType(dtype, [b as Tensor], ([T]) => {
-    const out = unaryKernel(U.rdiv_scalar, T, dtype, s);
+    const out = unaryKernel('div', U.rdiv_scalar, T, dtype, s);
     // d(s / x)/dx = -s / x^2 = -y / x
     return recordOp('div', [T], out, [T, out], (g, [x, y]) => [neg(div(mul(g, y), x))]);
   });
@@ -238,7 +249,7 @@ function unaryOp(
   if (!float && x.dtype === 'bool') throw new DTypeError(op, 'does not take bool tensors');
   const dtype = float && !isFloating(x.dtype) ? 'float32' : x.dtype;
   return withDType(dtype, [x], ([X]) => {
-    const out = unaryKernel(code, X, dtype);
+    const out = unaryKernel(op, code, X, dtype);
     if (!backward || !isFloating(dtype)) return out;
     const saved = save === 'x' ? [X] : save === 'y' ? [out] : [];
     return recordOp(op, [X], out, saved, (g, s) => [backward(g, s[0])]);
@@ -342,14 +353,14 @@ export function pow(a: TensorOrScalar, b: TensorOrScalar): Tensor {
     return withDType(dtype, [a], ([X]) => {
       // The common exponents have exact, faster kernels.
       const special: Record<number, number> = { 2: U.square, 0.5: U.sqrt, [-1]: U.reciprocal, [-0.5]: U.rsqrt };
-      const out = special[s] !== undefined && (s === 2 || isFloating(dtype)) ? unaryKernel(special[s], X, dtype) : unaryKernel(U.pow_scalar, X, dtype, s);
+      const out = special[s] !== undefined && (s === 2 || isFloating(dtype)) ? unaryKernel('pow', special[s], X, dtype) : unaryKernel('pow', U.pow_scalar, X, dtype, s);
       if (!isFloating(dtype)) return out;
       return recordOp('pow', [X], out, [X], (g, [x]) => [s === 0 ? zerosLike(g) : mul(g, mul(s === 2 ? x : pow(x, s - 1), s))]);
     });
   }
   const s = Number(a);
   return withDType(dtype, [b as Tensor], ([X]) => {
-    const out = unaryKernel(U.rpow_scalar, X, dtype, s);
+    const out = unaryKernel('pow', U.rpow_scalar, X, dtype, s);
     if (!isFloating(dtype)) return out;
     return recordOp('pow', [X], out, [X, out], (g, [x, y]) => {
       const d = mul(g, mul(y, Math.log(s)));
@@ -382,9 +393,9 @@ export function minimum(a: TensorOrScalar, b: TensorOrScalar): Tensor {
 function clampOp(op: string, x: Tensor, lo: number | null, hi: number | null, dtype: DType): Tensor {
   return withDType(dtype, [x], ([X]) => {
     const out =
-      lo !== null && hi !== null ? unaryKernel(U.clamp, X, dtype, lo, hi)
-      : lo !== null ? unaryKernel(U.clamp_min, X, dtype, lo)
-      : unaryKernel(U.clamp_max, X, dtype, hi!);
+      lo !== null && hi !== null ? unaryKernel(op, U.clamp, X, dtype, lo, hi)
+      : lo !== null ? unaryKernel(op, U.clamp_min, X, dtype, lo)
+      : unaryKernel(op, U.clamp_max, X, dtype, hi!);
     if (!isFloating(dtype)) return out;
     const [l, h] = [lo ?? -Infinity, hi ?? Infinity];
     return recordOp(op, [X], out, [X], (g, [x0]) => [binaryKernel(op, B.clamp_backward, x0, g, dtype, l, h)]);
@@ -413,7 +424,7 @@ function compare(op: CompareOp, a: TensorOrScalar, b: TensorOrScalar): Tensor {
   const dtype = arithDType(op, a, b);
   if (isTensor(a) && isTensor(b)) return withDType(dtype, [a, b], ([A, B2]) => binaryKernel(op, B[op], A, B2, 'bool'));
   const [t, s, code] = isTensor(a) ? [a, Number(b), op] : [b as Tensor, Number(a), FLIPPED[op]];
-  return withDType(dtype, [t], ([T]) => unaryKernel(U[`${code}_scalar`], T, 'bool', s));
+  return withDType(dtype, [t], ([T]) => unaryKernel(op, U[`${code}_scalar`], T, 'bool', s));
 }
 export function eq(a: TensorOrScalar, b: TensorOrScalar): Tensor { return compare('eq', a, b); }
 export function ne(a: TensorOrScalar, b: TensorOrScalar): Tensor { return compare('ne', a, b); }
@@ -430,7 +441,7 @@ function tensorArg(op: string, v: unknown, name: string): Tensor {
 
 /** True where x is zero (any dtype; NaN counts as true, i.e. non-zero). */
 export function logicalNot(x: Tensor): Tensor {
-  return unaryKernel(U.logical_not, tensorArg('logicalNot', x, 'input'), 'bool');
+  return unaryKernel('logicalNot', U.logical_not, tensorArg('logicalNot', x, 'input'), 'bool');
 }
 function logical(op: 'logicalAnd' | 'logicalOr', a: Tensor, b: Tensor): Tensor {
   tensorArg(op, a, 'input');
@@ -515,6 +526,7 @@ function canCast(from: DType, to: DType): boolean {
  */
 function inPlace(op: string, kind: 'add' | 'mul' | 'div', x: Tensor, other: TensorOrScalar, alpha: number): void {
   checkInPlace(op, x);
+  checkComputable(op, x.dtype, x._dev);
   if (isGradEnabled() && (x.requiresGrad || (isTensor(other) && other.requiresGrad))) {
     throw new AutogradError(op, 'in-place ops are not recorded by autograd; use the out-of-place form, or noGrad() for updates');
   }

@@ -1,6 +1,6 @@
 // Reductions along any dims with keepdim: sum, mean, max/min (values), argmax/argmin, var/std,
 // logsumexp, all/any, and sumToShape (the backward of broadcasting). Each is one native pass over
-// the input (lib/../native/cpu/reduce.cc); backward rules sit next to the forwards.
+// the input (native/cpu/reduce.cc); backward rules sit next to the forwards.
 import { recordOp } from '../autograd/engine';
 import { DType, isFloating } from '../dtype';
 import { DTypeError, IndexError, ShapeError, ValueError } from '../errors';
@@ -8,7 +8,7 @@ import { NativeHandle, native } from '../native';
 import { normalizeDims, sameShape, shapeStr } from '../shape';
 import { Tensor, emptyTensor } from '../tensor';
 import { to } from './creation';
-import { div, eq, exp, mul, sub } from './elementwise';
+import { checkComputable, div, eq, exp, mul, opCodes, sub } from './elementwise';
 import { expand, reshape } from './shape';
 
 interface ReduceNative {
@@ -18,13 +18,7 @@ interface ReduceNative {
 const N = native as unknown as ReduceNative;
 
 const OPS = ['sum', 'mean', 'max', 'min', 'argmax', 'argmin', 'all', 'any', 'var', 'std', 'logsumexp'] as const;
-const R = Object.fromEntries(
-  OPS.map((name) => {
-    const code = N.reduceOps[name];
-    if (code === undefined) throw new Error(`kiln: the native addon lacks reduce op '${name}'; rebuild it`);
-    return [name, code];
-  }),
-) as Record<(typeof OPS)[number], number>;
+const R = opCodes(N.reduceOps, OPS);
 
 export type DimArg = number | readonly number[];
 
@@ -51,6 +45,7 @@ function count(x: Tensor, dims: readonly number[]): number {
 
 /** One native reduction into a fresh tensor of `shape` (same elements as the kept dims). */
 function reduceInto(op: (typeof OPS)[number], x: Tensor, dims: number[], shape: readonly number[], dtype: DType, param = 0): Tensor {
+  checkComputable(op, x.dtype, x._dev);
   const out = emptyTensor(shape, dtype, x._dev);
   try {
     N.reduce(R[op], x._h, out._h, dims, param);

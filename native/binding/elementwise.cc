@@ -2,6 +2,9 @@
 // op-code tables exports.unaryOps / exports.binaryOps built from the lists in cpu/elementwise.h.
 #include "../cpu/elementwise.h"
 #include "common.h"
+#ifdef KILN_CUDA
+#include "../cuda/elementwise.h"
+#endif
 
 namespace kiln::binding {
 

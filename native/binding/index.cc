@@ -3,6 +3,9 @@
 // Outputs are allocated by lib/ops/index.ts and passed in; the kernels check every index value.
 #include "../cpu/index.h"
 #include "common.h"
+#ifdef KILN_CUDA
+#include "../cuda/index.h"
+#endif
 
 namespace kiln::binding {
 

@@ -6,6 +6,9 @@
 #include "../cpu/gemm.h"
 #include "../cpu/matmul.h"
 #include "common.h"
+#ifdef KILN_CUDA
+#include "../cuda/matmul.h"
+#endif
 
 namespace kiln::binding {
 

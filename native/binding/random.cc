@@ -5,6 +5,9 @@
 #include "../core/philox.h"
 #include "../cpu/random.h"
 #include "common.h"
+#ifdef KILN_CUDA
+#include "../cuda/random.h"
+#endif
 
 namespace kiln::binding {
 

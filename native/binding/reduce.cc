@@ -2,6 +2,9 @@
 // exports.reduceOps built from the list in cpu/reduce.h.
 #include "../cpu/reduce.h"
 #include "common.h"
+#ifdef KILN_CUDA
+#include "../cuda/reduce_ops.h"
+#endif
 
 namespace kiln::binding {
 

@@ -184,6 +184,7 @@ static Napi::Value memory_stats(const Napi::CallbackInfo& info) {
   o.Set("storages", Napi::Number::New(env, double(c.storages)));
   o.Set("bytes", Napi::Number::New(env, double(c.bytes)));
   o.Set("peakBytes", Napi::Number::New(env, double(c.peak_bytes)));
+  o.Set("cachedBytes", Napi::Number::New(env, double(c.cached_bytes)));
   return o;
 }
 

@@ -31,7 +31,18 @@ struct MemoryCounters {
   int64_t storages;
   int64_t bytes;
   int64_t peak_bytes;
+  int64_t cached_bytes;  // freed CPU blocks kept for reuse
 };
+
+// Size classes shared by the caching allocators: 512-byte granules up to 1 MiB, then four classes
+// per power of two (at most 25% slack), so repeated allocations of similar sizes reuse blocks.
+inline size_t allocation_size_class(size_t n) {
+  if (n <= 512) return 512;
+  if (n <= (size_t(1) << 20)) return (n + 511) / 512 * 512;
+  size_t p = size_t(1) << (63 - __builtin_clzll(n));
+  size_t step = p / 4;
+  return (n + step - 1) / step * step;
+}
 MemoryCounters cpu_memory_counters();
 
 // A backend that owns device memory registers its allocator here (the CUDA backend does at load).

@@ -41,6 +41,7 @@ struct Tensor {
   size_t itemsize() const { return dtype_size(dtype); }
 
   bool is_contiguous() const {
+    if (numel() == 0) return true;  // nothing to lay out
     int64_t expected = 1;
     for (size_t i = shape.size(); i-- > 0;) {
       if (shape[i] == 1) continue;

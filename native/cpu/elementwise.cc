@@ -100,23 +100,6 @@ void binary_loop(const Tensor& a, const Tensor& b, const Tensor& out, double s0d
       });
 }
 
-// Runs Loop<T> for the storage type of dt when the op takes dt (F::dtypes); otherwise DTypeError.
-template <typename F, typename Run>
-void dispatch(DType dt, const char* name, Run run) {
-  constexpr bool ints = F::dtypes != ew::DTypes::FLOAT;
-  constexpr bool bools = F::dtypes == ew::DTypes::ANY;
-  switch (dt) {
-    case DType::Float32: return run(float{});
-    case DType::Float64: return run(double{});
-    case DType::BFloat16: return run(bf16{});
-    case DType::Float16: return run(fp16{});
-    case DType::Int32: if constexpr (ints) return run(int32_t{}); break;
-    case DType::Int64: if constexpr (ints) return run(int64_t{}); break;
-    case DType::Bool: if constexpr (bools) return run(uint8_t{}); break;
-  }
-  throw_dtype_unsupported(name, dt);
-}
-
 void check_same_shape(const char* name, const Tensor& t, const Tensor& out, const char* what) {
   KILN_CHECK(t.shape == out.shape, Shape, name, what, " has shape ", shape_str(t.shape), " but the output has shape ",
              shape_str(out.shape), " (operands must be broadcast first)");
@@ -135,6 +118,11 @@ DType binary_result_dtype(BinaryOp op, DType in) { return result_dtype(kBinaryIn
 
 namespace cpu {
 
+void check_computable(const char* op, DType dt) {
+  KILN_CHECK(dt != DType::BFloat16 && dt != DType::Float16, DType, op, dtype_name(dt),
+             " is a storage format on the CPU; convert to float32 to compute");
+}
+
 void unary(UnaryOp op, const Tensor& x, const Tensor& out, double s0, double s1) {
   const char* name = unary_op_name(op);
   check_same_shape(name, x, out, "input");
@@ -143,7 +131,7 @@ void unary(UnaryOp op, const Tensor& x, const Tensor& out, double s0, double s1)
 #define KILN_EW_CASE(NAME, ...)                                                         \
   case UnaryOp::NAME: {                                                                 \
     using F = ew::UnaryFn<UnaryOp::NAME>;                                               \
-    dispatch<F>(x.dtype, name, [&](auto tag) { unary_loop<decltype(tag), F>(x, out, s0, s1, name); }); \
+    cpu::dispatch<F::dtypes>(x.dtype, name, [&](auto tag) { unary_loop<decltype(tag), F>(x, out, s0, s1, name); }); \
     return;                                                                             \
   }
     KILN_UNARY_OPS(KILN_EW_CASE)
@@ -164,7 +152,7 @@ void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out, do
 #define KILN_EW_CASE(NAME, ...)                                                                    \
   case BinaryOp::NAME: {                                                                           \
     using F = ew::BinaryFn<BinaryOp::NAME>;                                                        \
-    dispatch<F>(a.dtype, name, [&](auto tag) { binary_loop<decltype(tag), F>(a, b, out, s0, s1, name); }); \
+    cpu::dispatch<F::dtypes>(a.dtype, name, [&](auto tag) { binary_loop<decltype(tag), F>(a, b, out, s0, s1, name); }); \
     return;                                                                                        \
   }
     KILN_BINARY_OPS(KILN_EW_CASE)

@@ -16,11 +16,9 @@
 
 namespace kiln {
 
-// The type arithmetic happens in for a storage type: half types compute in float32 and bool
-// (stored as uint8) in int32; the others compute in themselves.
+// The type arithmetic happens in for a storage type: bool (stored as uint8) computes in int32, the
+// others in themselves.
 template <typename T> struct compute_type { using type = T; };
-template <> struct compute_type<bf16> { using type = float; };
-template <> struct compute_type<fp16> { using type = float; };
 template <> struct compute_type<uint8_t> { using type = int32_t; };
 template <typename T> using compute_t = typename compute_type<T>::type;
 
@@ -201,6 +199,24 @@ DType unary_result_dtype(UnaryOp op, DType in);
 DType binary_result_dtype(BinaryOp op, DType in);
 
 namespace cpu {
+// bfloat16 and float16 are storage formats on the CPU: arithmetic on them is a DTypeError naming op.
+void check_computable(const char* op, DType dt);
+
+// Calls run(T{}) with T the storage type of dt when the CPU computes on dt for ops taking `kind`
+// (bool is stored as uint8_t); otherwise throws DTypeError naming op.
+template <ew::DTypes kind, typename Run>
+void dispatch(DType dt, const char* op, Run run) {
+  check_computable(op, dt);
+  switch (dt) {
+    case DType::Float32: return run(float{});
+    case DType::Float64: return run(double{});
+    case DType::Int32: if constexpr (kind != ew::DTypes::FLOAT) return run(int32_t{}); break;
+    case DType::Int64: if constexpr (kind != ew::DTypes::FLOAT) return run(int64_t{}); break;
+    case DType::Bool: if constexpr (kind == ew::DTypes::ANY) return run(uint8_t{}); break;
+    default: break;
+  }
+  throw_dtype_unsupported(op, dt);
+}
 // out = op(x; s0, s1). out has x's shape and the dtype unary_result_dtype gives; out may be x.
 void unary(UnaryOp op, const Tensor& x, const Tensor& out, double s0, double s1);
 // out = op(a, b; s0, s1) for a, b of out's shape and one dtype; out may be a (in-place ops).

@@ -162,14 +162,23 @@ struct VarAcc {
     if (n == 0) return;
     if (st.n == 0) st.k = double(load(p[0]));
     const double k = st.k;
-    double s = 0, q = 0;
-    for (int64_t i = 0; i < n; i++) {
-      double d = double(load(p[i * stride])) - k;
-      s += d;
-      q += d * d;
+    // Independent lanes break the add latency chains.
+    double s[4] = {}, q[4] = {};
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+      for (int l = 0; l < 4; l++) {
+        double d = double(load(p[(i + l) * stride])) - k;
+        s[l] += d;
+        q[l] += d * d;
+      }
     }
-    st.s += s;
-    st.q += q;
+    for (; i < n; i++) {
+      double d = double(load(p[i * stride])) - k;
+      s[0] += d;
+      q[0] += d * d;
+    }
+    st.s += (s[0] + s[1]) + (s[2] + s[3]);
+    st.q += (q[0] + q[1]) + (q[2] + q[3]);
     st.n += n;
   }
   static double m2(const S& a) { return a.q - a.s * a.s / double(a.n); }
@@ -362,15 +371,28 @@ void run_reduce(const Acc& acc, const Tensor& x, const Tensor& out, const Plan& 
       for (int64_t j = 0; j < w; j++) st[j] = acc.init();
       if (p.columns) {
         const T* p0 = xp + base + c0 * cs;
+        S* __restrict s = st.data();
         rows.seek(r0);
-        for (int64_t r = r0; r < r1; r++, rows.next()) {
-          const T* __restrict row = p0 + rows.off;
-          S* __restrict s = st.data();
-          if (cs == 1) {
-            for (int64_t j = 0; j < w; j++) acc.update(s[j], load(row[j]), r);
-          } else {
-            for (int64_t j = 0; j < w; j++) acc.update(s[j], load(row[j * cs]), r);
+        int64_t r = r0;
+        if (cs == 1) {
+          // Four rows per pass keep each state in a register for four updates (in row order).
+          for (; r + 4 <= r1; r += 4) {
+            const T* x[4];
+            for (int k = 0; k < 4; k++, rows.next()) x[k] = p0 + rows.off;
+            const T *__restrict x0 = x[0], *__restrict x1 = x[1], *__restrict x2 = x[2], *__restrict x3 = x[3];
+            for (int64_t j = 0; j < w; j++) {
+              S v = s[j];
+              acc.update(v, load(x0[j]), r);
+              acc.update(v, load(x1[j]), r + 1);
+              acc.update(v, load(x2[j]), r + 2);
+              acc.update(v, load(x3[j]), r + 3);
+              s[j] = v;
+            }
           }
+        }
+        for (; r < r1; r++, rows.next()) {
+          const T* __restrict row = p0 + rows.off;
+          for (int64_t j = 0; j < w; j++) acc.update(s[j], load(row[j * cs]), r);
         }
       } else {
         const int64_t n0 = p.rshape.back(), s0 = p.rstride.back();
@@ -399,15 +421,6 @@ void run_reduce(const Acc& acc, const Tensor& x, const Tensor& out, const Plan& 
   }
 }
 
-#define KILN_REDUCE_DISPATCH_FLOAT(dt, op, ...)          \
-  switch (dt) {                                          \
-    KILN_DTYPE_CASE(Float32, float, __VA_ARGS__)         \
-    KILN_DTYPE_CASE(Float64, double, __VA_ARGS__)        \
-    KILN_DTYPE_CASE(BFloat16, ::kiln::bf16, __VA_ARGS__) \
-    KILN_DTYPE_CASE(Float16, ::kiln::fp16, __VA_ARGS__)  \
-    KILN_DTYPE_FAIL(dt, op);                             \
-  }
-
 }  // namespace
 
 void reduce(ReduceOp op, const Tensor& x, const Tensor& out, const std::vector<int64_t>& dims, double param) {
@@ -426,49 +439,27 @@ void reduce(ReduceOp op, const Tensor& x, const Tensor& out, const std::vector<i
   const bool needs_elements = op == ReduceOp::max || op == ReduceOp::min || op == ReduceOp::argmax || op == ReduceOp::argmin;
   KILN_CHECK(!needs_elements || p.count > 0 || p.outputs == 0, Index, name, "cannot reduce over a zero-size dimension of ",
              shape_str(x.shape));
+  // Each case runs the accumulator for the input's storage type T.
+#define KILN_RUN(KIND, ...)                                 \
+  dispatch<ew::DTypes::KIND>(x.dtype, name, [&](auto tag) { \
+    using T = decltype(tag);                                \
+    __VA_ARGS__;                                            \
+  })
   switch (op) {
-    case ReduceOp::sum:
-      KILN_DISPATCH_ALL(x.dtype, name, { run_reduce<SumAcc<scalar_t>, scalar_t>({}, x, out, p); });
-      break;
-    case ReduceOp::mean:
-      KILN_REDUCE_DISPATCH_FLOAT(x.dtype, name, {
-        SumAcc<scalar_t> acc;
-        acc.scale = 1.0 / double(p.count);
-        run_reduce<SumAcc<scalar_t>, scalar_t>(acc, x, out, p);
-      });
-      break;
-    case ReduceOp::max:
-      KILN_DISPATCH_ALL(x.dtype, name, { run_reduce<ExtremumAcc<scalar_t, true>, scalar_t>({}, x, out, p); });
-      break;
-    case ReduceOp::min:
-      KILN_DISPATCH_ALL(x.dtype, name, { run_reduce<ExtremumAcc<scalar_t, false>, scalar_t>({}, x, out, p); });
-      break;
-    case ReduceOp::argmax:
-      KILN_DISPATCH_ALL(x.dtype, name, { run_reduce<ArgAcc<scalar_t, true>, scalar_t>({}, x, out, p); });
-      break;
-    case ReduceOp::argmin:
-      KILN_DISPATCH_ALL(x.dtype, name, { run_reduce<ArgAcc<scalar_t, false>, scalar_t>({}, x, out, p); });
-      break;
-    case ReduceOp::all:
-      KILN_DISPATCH_ALL(x.dtype, name, { run_reduce<LogicalAcc<scalar_t, true>, scalar_t>({}, x, out, p); });
-      break;
-    case ReduceOp::any:
-      KILN_DISPATCH_ALL(x.dtype, name, { run_reduce<LogicalAcc<scalar_t, false>, scalar_t>({}, x, out, p); });
-      break;
+    case ReduceOp::sum: KILN_RUN(ANY, run_reduce<SumAcc<T>, T>({}, x, out, p)); break;
+    case ReduceOp::mean: KILN_RUN(FLOAT, run_reduce<SumAcc<T>, T>({1.0 / double(p.count)}, x, out, p)); break;
+    case ReduceOp::max: KILN_RUN(ANY, run_reduce<ExtremumAcc<T, true>, T>({}, x, out, p)); break;
+    case ReduceOp::min: KILN_RUN(ANY, run_reduce<ExtremumAcc<T, false>, T>({}, x, out, p)); break;
+    case ReduceOp::argmax: KILN_RUN(ANY, run_reduce<ArgAcc<T, true>, T>({}, x, out, p)); break;
+    case ReduceOp::argmin: KILN_RUN(ANY, run_reduce<ArgAcc<T, false>, T>({}, x, out, p)); break;
+    case ReduceOp::all: KILN_RUN(ANY, run_reduce<LogicalAcc<T, true>, T>({}, x, out, p)); break;
+    case ReduceOp::any: KILN_RUN(ANY, run_reduce<LogicalAcc<T, false>, T>({}, x, out, p)); break;
     case ReduceOp::var:
-    case ReduceOp::std:
-      KILN_REDUCE_DISPATCH_FLOAT(x.dtype, name, {
-        VarAcc<scalar_t> acc;
-        acc.correction = param;
-        acc.take_sqrt = op == ReduceOp::std;
-        run_reduce<VarAcc<scalar_t>, scalar_t>(acc, x, out, p);
-      });
-      break;
-    case ReduceOp::logsumexp:
-      KILN_REDUCE_DISPATCH_FLOAT(x.dtype, name, { run_reduce<LseAcc<scalar_t>, scalar_t>({}, x, out, p); });
-      break;
+    case ReduceOp::std: KILN_RUN(FLOAT, run_reduce<VarAcc<T>, T>({param, op == ReduceOp::std}, x, out, p)); break;
+    case ReduceOp::logsumexp: KILN_RUN(FLOAT, run_reduce<LseAcc<T>, T>({}, x, out, p)); break;
     case ReduceOp::kCount: KILN_INTERNAL_CHECK(false, name);
   }
+#undef KILN_RUN
 }
 
 }  // namespace cpu

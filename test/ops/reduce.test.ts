@@ -101,9 +101,9 @@ t.test('sum defaults, negative dims, bool and 0-d inputs', async (t) => {
   t.equal(z.mean(-1, true).item(), 2.5);
   for (const dtype of ['bfloat16', 'float16'] as const) {
     const h = kiln.tensor([[1, 2], [3, 4]], { dtype });
-    t.equal(h.sum(0).dtype, dtype);
-    t.same(values(h.sum(0)), [4, 6]);
-    t.same(values(h.mean()), [2.5]);
+    t.throws(() => h.sum(0), { name: 'DTypeError', message: new RegExp(`sum: ${dtype} is a storage format on the CPU`) });
+    t.throws(() => h.mean(), kiln.DTypeError);
+    t.same(values(h.float().sum(0)), [4, 6]);
   }
 });
 
@@ -181,6 +181,8 @@ t.test('errors', async (t) => {
   t.throws(() => N.reduce(N.reduceOps.sum, x._h, kiln.zeros([3], { dtype: 'int64' })._h, [0], 0), { name: 'DTypeError' });
   t.throws(() => N.reduce(N.reduceOps.mean, kiln.zeros([2], { dtype: 'int32' })._h, out._h, [0], 0), { name: 'DTypeError', message: /mean: dtype int32/ });
   t.throws(() => N.reduce(42, x._h, out._h, [0], 0), kiln.ValueError);
+  const h = kiln.zeros([2, 3], { dtype: 'float16' });
+  t.throws(() => N.reduce(N.reduceOps.sum, h._h, kiln.zeros([3], { dtype: 'float16' })._h, [0], 0), { name: 'DTypeError', message: /sum: float16 is a storage format/ });
 });
 
 const maxOf = (xs: number[]) => xs.reduce((a, b) => (b > a || Number.isNaN(b) ? b : a), -Infinity);
@@ -267,9 +269,7 @@ t.test('special values: NaN, infinities, ties, bool and half inputs', async (t) 
   t.same(kiln.zeros([2, 0]).logsumexp(1).toArray(), [-Infinity, -Infinity]);
   for (const dtype of ['bfloat16', 'float16'] as const) {
     const h = kiln.tensor([[1, 4], [3, 2]], { dtype });
-    t.same(values(h.max(1)), [4, 3]);
-    t.same(values(h.argmax(0)), [1, 0]);
-    t.same(values(h.var(1)), [4.5, 0.5]);
+    for (const f of [() => h.max(1), () => h.argmax(0), () => h.var(1), () => h.logsumexp(0), () => h.any()]) t.throws(f, kiln.DTypeError);
   }
   t.same(kiln.scalar(3).argmax().toArray(), 0);
   t.same(kiln.arange(6).reshape(2, 3).argmax(undefined, true).shape, [1, 1]);
