@@ -4,9 +4,10 @@
 // sizes, same thread count, output preallocated), plus kiln's built-in GEMM kernel for reference;
 // and elementwise add/mul bandwidth against a plain contiguous copy of the same bytes. Contenders
 // are timed in alternating rounds so that load from other processes hits them alike (the built-in
-// GEMM apart: its threads and OpenBLAS's disturb each other when they alternate); the table uses
-// each one's best round (the least disturbed by other load), the JSON has best and median. Prints a
-// table of ratios and writes bench/results/cpu.json.
+// GEMM apart: its threads and OpenBLAS's disturb each other when they alternate). Rates in the
+// table are each one's best round (the least disturbed by other load; the JSON also has medians);
+// kiln/OpenBLAS and op/copy are medians of per-round ratios. Prints the table and writes
+// bench/results/cpu.json.
 //   node bench/run.js [--sizes=256,1024,2048] [--elements=16777216] [--seconds=2] [--threads=N]
 'use strict';
 const fs = require('fs');
@@ -36,7 +37,7 @@ function median(xs) {
 
 /**
  * Times each contender (a function doing one operation) in alternating rounds for about `budget`
- * seconds in all; returns {best, median} seconds per operation of each.
+ * seconds in all; returns {best, median, samples} (seconds per operation, samples per round) of each.
  */
 function race(contenders, budget) {
   const names = Object.keys(contenders);
@@ -60,7 +61,9 @@ function race(contenders, budget) {
     }
     rounds++;
   }
-  return Object.fromEntries(names.map((n) => [n, { best: Math.min(...samples[n]), median: median(samples[n]) }]));
+  return Object.fromEntries(
+    names.map((n) => [n, { best: Math.min(...samples[n]), median: median(samples[n]), samples: samples[n] }]),
+  );
 }
 
 function randomFloat32(shape, seed) {
@@ -98,7 +101,8 @@ for (const n of sizes) {
     row[`${name}_gflops_median`] = (2 * n * n * n) / s.median / 1e9;
   }
   if (t.openblas) {
-    row.kiln_vs_openblas = t.openblas.best / t.kiln.best;
+    // Round by round the two ran back to back: the median of their ratios cancels load that drifts.
+    row.kiln_vs_openblas = median(t.kiln.samples.map((k, i) => t.openblas.samples[i] / k));
     row.builtin_vs_openblas = t.openblas.best / t.builtin.best;
   }
   results.gemm.push(row);
@@ -134,8 +138,9 @@ for (const n of sizes) {
         continue;
       }
       const gbs = (3 * mb) / t[op].best;
+      const vsCopy = median(t[op].samples.map((s, i) => (3 * t.copy.samples[i]) / (2 * s)));
       results.elementwise.push({
-        op, form: f.form, elements, gbs, copy_gbs: copyGBs, vs_copy: gbs / copyGBs,
+        op, form: f.form, elements, gbs, copy_gbs: copyGBs, vs_copy: vsCopy,
         gbs_median: (3 * mb) / t[op].median, copy_gbs_median: (2 * mb) / t.copy.median,
       });
     }
@@ -147,7 +152,7 @@ for (const n of sizes) {
 const fmt = (v, d = 1) => (v === undefined ? '-' : v.toFixed(d));
 console.log(`kiln CPU benchmark: ${results.machine.cpu}, ${results.machine.threads} threads, GEMM library: ${info.blas}`);
 console.log('\nfloat32 GEMM (n x n @ n x n), GFLOP/s (best round); target kiln/OpenBLAS >= 0.9');
-console.log('   n      kiln  OpenBLAS  kiln/OpenBLAS   builtin  builtin/OpenBLAS');
+console.log('   n      kiln  OpenBLAS  kiln/OpenBLAS   builtin  builtin/OpenBLAS   (kiln/OpenBLAS: median of per-round ratios)');
 for (const r of results.gemm) {
   console.log(
     `${String(r.size).padStart(4)}  ${fmt(r.kiln_gflops).padStart(8)}  ${fmt(r.openblas_gflops).padStart(8)}  ` +
@@ -155,7 +160,7 @@ for (const r of results.gemm) {
   );
 }
 console.log(`\nelementwise float32, ${elements} elements, GB/s (bytes read + written, best round); target op/copy >= 0.7`);
-console.log('  op  form           op GB/s  copy GB/s  op/copy');
+console.log('  op  form           op GB/s  copy GB/s  op/copy   (op/copy: median of per-round ratios)');
 for (const r of results.elementwise) {
   if (r.skipped) console.log(`${r.op.padStart(4)}  ${r.form.padEnd(12)}  ${r.skipped}`);
   else console.log(`${r.op.padStart(4)}  ${r.form.padEnd(12)}  ${fmt(r.gbs).padStart(8)}  ${fmt(r.copy_gbs).padStart(9)}  ${fmt(r.vs_copy, 2).padStart(7)}`);
