@@ -26,14 +26,19 @@ function newestSource(d: string): number {
 
 t.before(() => {
   if (fs.existsSync(main) && fs.statSync(main).mtimeMs >= newestSource(path.join(root, 'lib'))) return;
-  const r = spawnSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(root, 'tsconfig.json')], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`tsc failed:\n${r.stdout}${r.stderr}`);
+  const r = spawnSync('npm', ['run', 'build:ts'], { cwd: root, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`npm run build:ts failed:\n${r.stdout}${r.stderr}`);
 });
 
 function kiln(args: string[], cwd = dir): { code: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [main, ...args], { cwd, encoding: 'utf8', timeout: 240_000, env: { ...process.env, KILN_DEBUG: '' } });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
+
+t.test('the package bin is executable (npx kiln runs it directly)', async (t) => {
+  t.doesNotThrow(() => fs.accessSync(main, fs.constants.X_OK), `${main} has the executable bit`);
+  t.match(fs.readFileSync(main, 'utf8').split('\n')[0], /^#!\/usr\/bin\/env node/);
+});
 
 t.test('--help on every command', async (t) => {
   const top = kiln(['--help']);
