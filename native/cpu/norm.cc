@@ -24,34 +24,6 @@ Tensor contiguous(const Tensor& t) {
   return c;
 }
 
-struct Rows {
-  int64_t R, M;
-};
-
-// Checks the normalized dims against x and the optional affine parameters; returns rows x M.
-Rows check_layer_norm(const char* op, const Tensor& x, const Tensor* weight, const Tensor* bias, int64_t norm_dims) {
-  KILN_CHECK(norm_dims >= 0 && norm_dims <= x.dim(), Shape, op, "cannot normalize the last ", norm_dims,
-             " dims of a tensor of shape ", shape_str(x.shape));
-  const Shape norm(x.shape.end() - norm_dims, x.shape.end());
-  for (const Tensor* p : {weight, bias}) {
-    if (!p) continue;
-    KILN_CHECK(p->shape == norm, Shape, op, p == weight ? "weight" : "bias", " shape ", shape_str(p->shape),
-               " does not match the normalized shape ", shape_str(norm), " of input ", shape_str(x.shape));
-    KILN_CHECK(p->dtype == x.dtype, DType, op, p == weight ? "weight" : "bias", " dtype ", dtype_name(p->dtype),
-               " differs from input dtype ", dtype_name(x.dtype));
-  }
-  const int64_t M = shape_numel(norm);
-  return {M ? x.numel() / M : shape_numel(Shape(x.shape.begin(), x.shape.end() - norm_dims)), M};
-}
-
-// Outputs are written through raw row-major pointers: they must be fresh contiguous tensors.
-void check_out(const char* op, const Tensor& t, const char* name, int64_t numel, DType dtype) {
-  KILN_CHECK(t.numel() == numel && t.is_contiguous(), Value, op, name, " must be a contiguous tensor of ", numel,
-             " elements, got shape ", shape_str(t.shape));
-  KILN_CHECK(t.dtype == dtype, DType, op, name, " dtype ", dtype_name(t.dtype), " differs from input dtype ",
-             dtype_name(dtype));
-}
-
 template <typename T, bool HasW, bool HasB>
 void forward_rows(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, int64_t R, int64_t M, double eps) {
   parallel_for(R, std::max<int64_t>(1, kGrain / std::max<int64_t>(M, 1)), [&](int64_t rb, int64_t re) {
@@ -201,6 +173,32 @@ void layer_norm_backward(const Tensor& gy_in, const Tensor& x_in, const Tensor& 
     combine(pw, gweight);
     combine(pb, gbias);
   });
+}
+
+// Checks shared with the CUDA twins (declared in the header).
+
+// Checks the normalized dims against x and the optional affine parameters; returns rows x M.
+Rows check_layer_norm(const char* op, const Tensor& x, const Tensor* weight, const Tensor* bias, int64_t norm_dims) {
+  KILN_CHECK(norm_dims >= 0 && norm_dims <= x.dim(), Shape, op, "cannot normalize the last ", norm_dims,
+             " dims of a tensor of shape ", shape_str(x.shape));
+  const Shape norm(x.shape.end() - norm_dims, x.shape.end());
+  for (const Tensor* p : {weight, bias}) {
+    if (!p) continue;
+    KILN_CHECK(p->shape == norm, Shape, op, p == weight ? "weight" : "bias", " shape ", shape_str(p->shape),
+               " does not match the normalized shape ", shape_str(norm), " of input ", shape_str(x.shape));
+    KILN_CHECK(p->dtype == x.dtype, DType, op, p == weight ? "weight" : "bias", " dtype ", dtype_name(p->dtype),
+               " differs from input dtype ", dtype_name(x.dtype));
+  }
+  const int64_t M = shape_numel(norm);
+  return {M ? x.numel() / M : shape_numel(Shape(x.shape.begin(), x.shape.end() - norm_dims)), M};
+}
+
+// Outputs are written through raw row-major pointers: they must be fresh contiguous tensors.
+void check_out(const char* op, const Tensor& t, const char* name, int64_t numel, DType dtype) {
+  KILN_CHECK(t.numel() == numel && t.is_contiguous(), Value, op, name, " must be a contiguous tensor of ", numel,
+             " elements, got shape ", shape_str(t.shape));
+  KILN_CHECK(t.dtype == dtype, DType, op, name, " dtype ", dtype_name(t.dtype), " differs from input dtype ",
+             dtype_name(dtype));
 }
 
 }  // namespace kiln::cpu

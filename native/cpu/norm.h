@@ -15,4 +15,12 @@ void layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& mean, 
                          const Tensor* weight, int64_t norm_dims, const Tensor* gx, const Tensor* gweight,
                          const Tensor* gbias);
 
+// Argument checks shared by the CPU kernels and their CUDA twins: layerNorm works on R rows of M
+// normalized elements.
+struct Rows {
+  int64_t R, M;
+};
+Rows check_layer_norm(const char* op, const Tensor& x, const Tensor* weight, const Tensor* bias, int64_t norm_dims);
+void check_out(const char* op, const Tensor& t, const char* name, int64_t numel, DType dtype);
+
 }  // namespace kiln::cpu

@@ -28,4 +28,10 @@ void cross_entropy_backward(const Tensor& logits, const Tensor& target, const Te
                             const Tensor& grad_loss, int64_t ignore_index, double smoothing, Reduction reduction,
                             const Tensor& grad_logits);
 
+// Argument checks shared by the CPU kernels and their CUDA twins.
+void check_same_shape(const char* op, const Tensor& a, const char* an, const Tensor& b, const char* bn);
+Shape with_class_dim(const Shape& strides, int64_t cdim);
+int64_t check_cross_entropy(const char* op, const Tensor& logits, const Tensor& target, const Tensor& lse,
+                            const Tensor& loss, const Tensor& total_weight, double smoothing, Reduction reduction);
+
 }  // namespace kiln::cpu

@@ -15,9 +15,14 @@
 #include <initializer_list>
 #include "copy.h"
 #include "norm.h"
+#include "../cpu/norm.h"
 #include "softmax.h"
 
 namespace kiln::cuda {
+
+using cpu::Rows;
+using cpu::check_layer_norm;
+using cpu::check_out;
 
 namespace {
 
@@ -292,34 +297,6 @@ __global__ void layer_norm_totals(const acc_t<T>* __restrict__ part, int64_t P, 
   for (int64_t p = threadIdx.y; col < M && p < P; p += blockDim.y) s += src[p * 2 * M + col];
   s = column_reduce(s, shared);
   if (col < M && threadIdx.y == 0) out[col] = dconvert<T>(s);
-}
-
-struct Rows {
-  int64_t R, M;
-};
-
-// Checks the normalized dims against x and the optional affine parameters; returns rows x M.
-Rows check_layer_norm(const char* op, const Tensor& x, const Tensor* weight, const Tensor* bias, int64_t norm_dims) {
-  KILN_CHECK(norm_dims >= 0 && norm_dims <= x.dim(), Shape, op, "cannot normalize the last ", norm_dims,
-             " dims of a tensor of shape ", shape_str(x.shape));
-  const Shape norm(x.shape.end() - norm_dims, x.shape.end());
-  for (const Tensor* p : {weight, bias}) {
-    if (!p) continue;
-    KILN_CHECK(p->shape == norm, Shape, op, p == weight ? "weight" : "bias", " shape ", shape_str(p->shape),
-               " does not match the normalized shape ", shape_str(norm), " of input ", shape_str(x.shape));
-    KILN_CHECK(p->dtype == x.dtype, DType, op, p == weight ? "weight" : "bias", " dtype ", dtype_name(p->dtype),
-               " differs from input dtype ", dtype_name(x.dtype));
-  }
-  const int64_t M = shape_numel(norm);
-  return {M ? x.numel() / M : shape_numel(Shape(x.shape.begin(), x.shape.end() - norm_dims)), M};
-}
-
-// Outputs are written through raw row-major pointers: they must be fresh contiguous tensors.
-void check_out(const char* op, const Tensor& t, const char* name, int64_t numel, DType dtype) {
-  KILN_CHECK(t.numel() == numel && t.is_contiguous(), Value, op, name, " must be a contiguous tensor of ", numel,
-             " elements, got shape ", shape_str(t.shape));
-  KILN_CHECK(t.dtype == dtype, DType, op, name, " dtype ", dtype_name(t.dtype), " differs from input dtype ",
-             dtype_name(dtype));
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }

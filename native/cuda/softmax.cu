@@ -19,6 +19,10 @@
 
 namespace kiln::cuda {
 
+using cpu::check_same_shape;
+using cpu::with_class_dim;
+using cpu::check_cross_entropy;
+
 namespace {
 
 using rowwise::Group;
@@ -41,10 +45,6 @@ int64_t normalize_dim(const char* op, int64_t dim, int64_t ndim) {
   return ndim == 0 ? -1 : (dim < 0 ? dim + n : dim);
 }
 
-void check_same_shape(const char* op, const Tensor& a, const char* an, const Tensor& b, const char* bn) {
-  KILN_CHECK(a.shape == b.shape, Shape, op, an, " shape ", shape_str(a.shape), " does not match ", bn, " shape ",
-             shape_str(b.shape));
-}
 
 // Row kernels pay off from 32 elements; shorter rows go to the column kernels, which put 32
 // neighbouring rows side by side instead of leaving most of a warp idle.
@@ -481,39 +481,7 @@ __global__ void cross_entropy_backward_cols(const T* __restrict__ x, T* __restri
 
 #undef KILN_FOR_TILES
 
-// Strides of a tensor shaped like logits without the class dim, with a 0 stride put back there.
-Shape with_class_dim(const Shape& strides, int64_t cdim) {
-  Shape s = strides;
-  s.insert(s.begin() + cdim, 0);
-  return s;
-}
 
-// Checks what forward and backward share (as the CPU kernels do, targets aside) and returns the
-// class dim. `loss` is the loss or its gradient: shaped like target for None, a scalar otherwise.
-int64_t check_cross_entropy(const char* op, const Tensor& logits, const Tensor& target, const Tensor& lse,
-                            const Tensor& loss, const Tensor& total_weight, double smoothing, Reduction reduction) {
-  KILN_CHECK(logits.dim() >= 1, Shape, op, "logits must have at least 1 dimension, got shape ",
-             shape_str(logits.shape));
-  KILN_CHECK(is_floating(logits.dtype), DType, op, "logits must be floating point, got ", dtype_name(logits.dtype));
-  KILN_CHECK(is_integral(target.dtype), DType, op, "target must be int32 or int64 class indices, got ",
-             dtype_name(target.dtype));
-  KILN_CHECK(smoothing >= 0 && smoothing <= 1, Value, op, "labelSmoothing must be in [0, 1], got ", smoothing);
-  const int64_t cdim = logits.dim() == 1 ? 0 : 1;
-  Shape rows = logits.shape;
-  rows.erase(rows.begin() + cdim);
-  KILN_CHECK(target.shape == rows, Shape, op, "target shape ", shape_str(target.shape), " does not match logits shape ",
-             shape_str(logits.shape), " (expected ", shape_str(rows), ")");
-  const Shape scalar;
-  const std::pair<const Tensor*, const Shape*> expect[] = {
-      {&lse, &rows}, {&loss, reduction == Reduction::None ? &rows : &scalar}, {&total_weight, &scalar}};
-  for (auto [t, shape] : expect) {
-    KILN_CHECK(t->shape == *shape, Shape, op, "expected a tensor of shape ", shape_str(*shape), " for logits ",
-               shape_str(logits.shape), ", got ", shape_str(t->shape));
-    KILN_CHECK(t->dtype == logits.dtype, DType, op, "expected ", dtype_name(logits.dtype), " like the logits, got ",
-               dtype_name(t->dtype));
-  }
-  return cdim;
-}
 
 }  // namespace
 
