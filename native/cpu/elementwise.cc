@@ -1,7 +1,7 @@
 // CPU elementwise kernels: one strided loop per arity (unary with scalar parameters, binary, where),
 // instantiated for each listed op and dtype. The loops have tight restrict-pointer fast paths for
-// contiguous runs and for a broadcast (stride 0) operand so that they vectorize; strided_for
-// spreads the work over threads.
+// contiguous runs and for a broadcast (stride 0) operand so that they vectorize (for AVX2 too, via
+// run_simd); strided_for spreads the work over threads.
 #include "elementwise.h"
 #include <limits>
 #include "../core/convert.h"
@@ -59,7 +59,9 @@ void unary_loop(const Tensor& x, const Tensor& out, double s0d, double s1d, cons
                    O* __restrict o = op + off[0];
                    const T* __restrict a = xp + off[1];
                    if (st[0] == 1 && st[1] == 1) {
-                     for (int64_t i = 0; i < n; i++) o[i] = store<O>(f(convert_value<C, T>(a[i]), s0, s1));
+                     run_simd([&] {
+                       for (int64_t i = 0; i < n; i++) o[i] = store<O>(f(convert_value<C, T>(a[i]), s0, s1));
+                     });
                    } else {
                      const int64_t so = st[0], sa = st[1];
                      for (int64_t i = 0; i < n; i++)
@@ -84,14 +86,20 @@ void binary_loop(const Tensor& a, const Tensor& b, const Tensor& out, double s0d
         const T* __restrict x = ap + off[1];
         const T* __restrict y = bp + off[2];
         if (st[0] == 1 && st[1] == 1 && st[2] == 1) {
-          for (int64_t i = 0; i < n; i++)
-            o[i] = store<O>(f(convert_value<C, T>(x[i]), convert_value<C, T>(y[i]), s0, s1));
+          run_simd([&] {
+            for (int64_t i = 0; i < n; i++)
+              o[i] = store<O>(f(convert_value<C, T>(x[i]), convert_value<C, T>(y[i]), s0, s1));
+          });
         } else if (st[0] == 1 && st[1] == 1 && st[2] == 0) {
           const C yv = convert_value<C, T>(y[0]);
-          for (int64_t i = 0; i < n; i++) o[i] = store<O>(f(convert_value<C, T>(x[i]), yv, s0, s1));
+          run_simd([&] {
+            for (int64_t i = 0; i < n; i++) o[i] = store<O>(f(convert_value<C, T>(x[i]), yv, s0, s1));
+          });
         } else if (st[0] == 1 && st[1] == 0 && st[2] == 1) {
           const C xv = convert_value<C, T>(x[0]);
-          for (int64_t i = 0; i < n; i++) o[i] = store<O>(f(xv, convert_value<C, T>(y[i]), s0, s1));
+          run_simd([&] {
+            for (int64_t i = 0; i < n; i++) o[i] = store<O>(f(xv, convert_value<C, T>(y[i]), s0, s1));
+          });
         } else {
           const int64_t so = st[0], sx = st[1], sy = st[2];
           for (int64_t i = 0; i < n; i++)

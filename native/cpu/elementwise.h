@@ -7,6 +7,9 @@
 #include <cstdint>
 #include <type_traits>
 #include "../core/tensor.h"
+#if !defined(__CUDA_ARCH__)
+#include "simd.h"
+#endif
 
 #if defined(__CUDACC__)
 #define KILN_HD __host__ __device__
@@ -26,7 +29,24 @@ template <typename T> using compute_t = typename compute_type<T>::type;
 
 namespace ew {
 
-template <typename C> KILN_HD inline C sigmoid(C x) { return C(1) / (C(1) + std::exp(-x)); }
+// exp and tanh: the vectorizable float32 versions (simd.h) on the host, the CUDA math library on
+// the device.
+template <typename C> KILN_HD inline C exp(C x) {
+#if defined(__CUDA_ARCH__)
+  return std::exp(x);
+#else
+  return vm::exp(x);
+#endif
+}
+template <typename C> KILN_HD inline C tanh(C x) {
+#if defined(__CUDA_ARCH__)
+  return std::tanh(x);
+#else
+  return vm::tanh(x);
+#endif
+}
+
+template <typename C> KILN_HD inline C sigmoid(C x) { return C(1) / (C(1) + ew::exp(-x)); }
 
 // NaN-propagating max/min (like torch.maximum): the result is NaN when either operand is.
 template <typename C> KILN_HD inline C max_nan(C a, C b) { return (a > b || a != a) ? a : b; }
@@ -57,16 +77,16 @@ constexpr double kInvSqrt2Pi = 0.39894228040143267794;
 template <typename C> KILN_HD inline C gelu(C x) { return C(0.5) * x * (C(1) + std::erf(x * C(kSqrt1_2))); }
 template <typename C> KILN_HD inline C gelu_backward(C x, C g) {
   C cdf = C(0.5) * (C(1) + std::erf(x * C(kSqrt1_2)));
-  C pdf = C(kInvSqrt2Pi) * std::exp(C(-0.5) * x * x);
+  C pdf = C(kInvSqrt2Pi) * ew::exp(C(-0.5) * x * x);
   return g * (cdf + x * pdf);
 }
 template <typename C> KILN_HD inline C gelu_tanh(C x) {
   C inner = C(kSqrt2_Pi) * (x + C(0.044715) * x * x * x);
-  return C(0.5) * x * (C(1) + std::tanh(inner));
+  return C(0.5) * x * (C(1) + ew::tanh(inner));
 }
 template <typename C> KILN_HD inline C gelu_tanh_backward(C x, C g) {
   C x2 = x * x;
-  C t = std::tanh(C(kSqrt2_Pi) * (x + C(0.044715) * x2 * x));
+  C t = ew::tanh(C(kSqrt2_Pi) * (x + C(0.044715) * x2 * x));
   C dinner = C(kSqrt2_Pi) * (C(1) + C(3 * 0.044715) * x2);
   return g * (C(0.5) * (C(1) + t) + C(0.5) * x * (C(1) - t * t) * dinner);
 }
@@ -83,7 +103,7 @@ template <typename C> KILN_HD inline C silu_backward(C x, C g) {
 // result: SAME (the input's dtype) or BOOL.
 #define KILN_UNARY_OPS(X)                                                         \
   X(neg, NUMERIC, SAME, -x)                                                       \
-  X(exp, FLOAT, SAME, std::exp(x))                                                \
+  X(exp, FLOAT, SAME, ::kiln::ew::exp(x))                                         \
   X(log, FLOAT, SAME, std::log(x))                                                \
   X(log1p, FLOAT, SAME, std::log1p(x))                                            \
   X(sqrt, FLOAT, SAME, std::sqrt(x))                                              \
@@ -94,7 +114,7 @@ template <typename C> KILN_HD inline C silu_backward(C x, C g) {
   X(sign, NUMERIC, SAME, ::kiln::ew::sign(x))                                     \
   X(sin, FLOAT, SAME, std::sin(x))                                                \
   X(cos, FLOAT, SAME, std::cos(x))                                                \
-  X(tanh, FLOAT, SAME, std::tanh(x))                                              \
+  X(tanh, FLOAT, SAME, ::kiln::ew::tanh(x))                                       \
   X(sigmoid, FLOAT, SAME, ::kiln::ew::sigmoid(x))                                 \
   X(relu, NUMERIC, SAME, x < C(0) ? C(0) : x)                                     \
   X(gelu, FLOAT, SAME, ::kiln::ew::gelu(x))                                       \

@@ -4,11 +4,12 @@
 // Every kernel is a reduction along one dim ("rows" of length D at stride sd) repeated over the
 // other dims, one row per index of those. The other dims are merged where all operands allow
 // (plan_strided); neighbouring rows along the last merged dim sit at a uniform stride sc, the rest
-// are found by index arithmetic, so transposed, sliced or broadcast operands need no copy. When
-// the reduced dim is contiguous each row is processed alone (unit-stride loops); otherwise
-// (softmax over a non-last dim) a tile of up to kTile neighbouring rows is processed together, so
-// the inner loop walks memory contiguously instead of jumping by the dim's stride. Sums
-// accumulate in double.
+// are found by index arithmetic, so transposed, sliced or broadcast operands need no copy. Rows
+// that are contiguous in every operand walked along them (the usual case: the last dim) run the
+// *_row kernels: plain loops over the row in blocks, vectorized (run_simd, vm::exp), sums in float
+// lanes folded into double per block. Otherwise a tile of up to kTile neighbouring rows is processed
+// together (*_tile), so the inner loop walks memory contiguously instead of jumping by the dim's
+// stride; those sums accumulate in double.
 #include "softmax.h"
 #include <algorithm>
 #include <array>
@@ -18,6 +19,7 @@
 #include <utility>
 #include <vector>
 #include "../core/strided.h"
+#include "simd.h"
 
 namespace kiln::cpu {
 
@@ -25,6 +27,7 @@ namespace {
 
 constexpr int64_t kTile = 64;       // rows processed together when the reduced dim is strided
 constexpr int64_t kGrain = 16384;   // elements per parallel task, at least
+constexpr int64_t kBlock = 1024;    // elements of a row handled per block by the *_row kernels
 
 // A reduction along one dim of N operands of the same shape.
 template <size_t N>
@@ -92,15 +95,55 @@ int64_t normalize_dim(const char* op, int64_t dim, int64_t ndim) {
 
 // ---- softmax / log-softmax ----
 //
-// One tile: W rows of length D (W == 1 when Row), row j's element k at x[k * xsd + j * xsc].
-// Unit: the strides along the row are 1 (known at compile time, so the loops that do not call
-// exp vectorize).
+// Row kernels: one contiguous row of length D.
 
-template <typename T, bool Row, bool Unit>
+template <typename T>
+void softmax_forward_row(const T* __restrict x, T* __restrict y, int64_t D, bool log) {
+  const T m = lane_max(x, D);
+  double s = 0;
+  T buf[kBlock];
+  for (int64_t b = 0; b < D; b += kBlock) {
+    const int64_t n = std::min(kBlock, D - b);
+    T* __restrict e = log ? buf : y + b;
+    for (int64_t i = 0; i < n; i++) e[i] = vm::exp(x[b + i] - m);
+    s += lane_sum(e, n);
+  }
+  if (log) {
+    const T shift = T(double(m) + std::log(s));
+    for (int64_t i = 0; i < D; i++) y[i] = x[i] - shift;
+  } else {
+    const T inv = T(1.0 / s);
+    for (int64_t i = 0; i < D; i++) y[i] *= inv;
+  }
+}
+
+template <typename T>
+void softmax_backward_row(const T* __restrict y, const T* __restrict gy, T* __restrict gx, int64_t D, bool log) {
+  double s = 0;
+  if (log) {
+    s = lane_sum(gy, D);
+  } else {
+    T buf[kBlock];
+    for (int64_t b = 0; b < D; b += kBlock) {
+      const int64_t n = std::min(kBlock, D - b);
+      for (int64_t i = 0; i < n; i++) buf[i] = gy[b + i] * y[b + i];
+      s += lane_sum(buf, n);
+    }
+  }
+  const T st = T(s);
+  if (log) {
+    for (int64_t i = 0; i < D; i++) gx[i] = gy[i] - vm::exp(y[i]) * st;
+  } else {
+    for (int64_t i = 0; i < D; i++) gx[i] = y[i] * (gy[i] - st);
+  }
+}
+
+// Tile kernels: W rows of length D (W == 1 when Row), row j's element k at x[k * xsd + j * xsc].
+
+template <typename T, bool Row>
 void softmax_forward_tile(const T* __restrict x, T* __restrict y, int64_t D, int64_t W, int64_t xsd, int64_t xsc,
                           int64_t ysd, int64_t ysc, bool log) {
   const int64_t w = Row ? 1 : W;
-  if (Unit) xsd = ysd = 1;
   T m[Row ? 1 : kTile];
   double s[Row ? 1 : kTile];
   for (int64_t j = 0; j < w; j++) m[j] = -std::numeric_limits<T>::infinity(), s[j] = 0;
@@ -125,11 +168,10 @@ void softmax_forward_tile(const T* __restrict x, T* __restrict y, int64_t D, int
   }
 }
 
-template <typename T, bool Row, bool Unit>
+template <typename T, bool Row>
 void softmax_backward_tile(const T* __restrict y, const T* __restrict gy, T* __restrict gx, int64_t D, int64_t W,
                            int64_t ysd, int64_t ysc, int64_t gsd, int64_t gsc, int64_t xsd, int64_t xsc, bool log) {
   const int64_t w = Row ? 1 : W;
-  if (Unit) ysd = gsd = xsd = 1;
   double s[Row ? 1 : kTile];
   for (int64_t j = 0; j < w; j++) s[j] = 0;
   for (int64_t k = 0; k < D; k++)
@@ -146,17 +188,18 @@ void softmax_backward_tile(const T* __restrict y, const T* __restrict gy, T* __r
     }
 }
 
-// Calls f(row, unit, tile) with the traversal that suits plan p: Row (std::true_type) walks one
-// row at a time when the first operand's reduced dim is contiguous or there are no neighbours;
-// Unit when also the first n_row operands (those walked along the rows) all have stride 1 there.
-template <size_t N, typename F>
-void with_traversal(const DimPlan<N>& p, size_t n_row, F f) {
-  const bool row = p.sd[0] == 1 || p.inner == 1 || p.D <= 1;
-  bool unit = row;
+// Runs plan p's rows: row(off) for each row when the first n_row operands (those walked along the
+// rows) all have stride 1 along the reduced dim, vectorized; otherwise tile(Row, off, w) over tiles
+// of up to kTile neighbouring rows, or one row at a time (Row = std::true_type) when the first
+// operand's reduced dim is contiguous or the rows have no neighbours. off[k] is operand k's offset.
+template <size_t N, typename RowF, typename TileF>
+void for_rows(const DimPlan<N>& p, size_t n_row, RowF row, TileF tile) {
+  bool unit = true;
   for (size_t k = 0; k < n_row; k++) unit = unit && (p.sd[k] == 1 || p.D <= 1);
-  if (unit) f(std::true_type{}, std::true_type{}, 1);
-  else if (row) f(std::true_type{}, std::false_type{}, 1);
-  else f(std::false_type{}, std::false_type{}, kTile);
+  using Off = std::array<int64_t, N>;
+  if (unit) for_tiles<N>(p, 1, [&](const Off& o, int64_t) { run_simd([&] { row(o); }); });
+  else if (p.sd[0] == 1 || p.inner == 1 || p.D <= 1) for_tiles<N>(p, 1, [&](const Off& o, int64_t w) { tile(std::true_type{}, o, w); });
+  else for_tiles<N>(p, kTile, [&](const Off& o, int64_t w) { tile(std::false_type{}, o, w); });
 }
 
 }  // namespace
@@ -171,12 +214,12 @@ void softmax_forward(const Tensor& x, int64_t dim, bool log, const Tensor& y) {
   KILN_DISPATCH_FLOAT(x.dtype, op, {
     const scalar_t* xp = x.data<scalar_t>();
     scalar_t* yp = y.data<scalar_t>();
-    with_traversal(p, 2, [&](auto row, auto unit, int64_t tile) {
-      for_tiles<2>(p, tile, [&](const std::array<int64_t, 2>& o, int64_t w) {
-        softmax_forward_tile<scalar_t, decltype(row)::value, decltype(unit)::value>(
-            xp + o[0], yp + o[1], p.D, w, p.sd[0], p.sc[0], p.sd[1], p.sc[1], log);
-      });
-    });
+    for_rows<2>(
+        p, 2, [&](const auto& o) { softmax_forward_row(xp + o[0], yp + o[1], p.D, log); },
+        [&](auto row, const auto& o, int64_t w) {
+          softmax_forward_tile<scalar_t, decltype(row)::value>(xp + o[0], yp + o[1], p.D, w, p.sd[0], p.sc[0], p.sd[1],
+                                                               p.sc[1], log);
+        });
   });
 }
 
@@ -192,12 +235,12 @@ void softmax_backward(const Tensor& y, const Tensor& gy, int64_t dim, bool log, 
     const scalar_t* yp = y.data<scalar_t>();
     const scalar_t* gp = gy.data<scalar_t>();
     scalar_t* xp = gx.data<scalar_t>();
-    with_traversal(p, 3, [&](auto row, auto unit, int64_t tile) {
-      for_tiles<3>(p, tile, [&](const std::array<int64_t, 3>& o, int64_t w) {
-        softmax_backward_tile<scalar_t, decltype(row)::value, decltype(unit)::value>(
-            yp + o[0], gp + o[1], xp + o[2], p.D, w, p.sd[0], p.sc[0], p.sd[1], p.sc[1], p.sd[2], p.sc[2], log);
-      });
-    });
+    for_rows<3>(
+        p, 3, [&](const auto& o) { softmax_backward_row(yp + o[0], gp + o[1], xp + o[2], p.D, log); },
+        [&](auto row, const auto& o, int64_t w) {
+          softmax_backward_tile<scalar_t, decltype(row)::value>(yp + o[0], gp + o[1], xp + o[2], p.D, w, p.sd[0],
+                                                                p.sc[0], p.sd[1], p.sc[1], p.sd[2], p.sc[2], log);
+        });
   });
 }
 
@@ -209,11 +252,38 @@ void softmax_backward(const Tensor& y, const Tensor& gy, int64_t dim, bool log, 
 
 namespace {
 
-template <typename T, typename I, typename O, bool Row, bool Unit>
+// One contiguous row of C logits with its target tg: writes lse and the row's loss.
+template <typename T, typename I, typename O>
+void cross_entropy_forward_row(const T* __restrict x, I tg, T* lse, O* out, int64_t C, int64_t ignore, double eps) {
+  const T m = lane_max(x, C);
+  double s = 0;
+  T buf[kBlock];
+  for (int64_t b = 0; b < C; b += kBlock) {
+    const int64_t n = std::min(kBlock, C - b);
+    for (int64_t i = 0; i < n; i++) buf[i] = vm::exp(x[b + i] - m);
+    s += lane_sum(buf, n);
+  }
+  const double l = double(m) + std::log(s);
+  *lse = T(l);
+  // tg was checked to be ignore or in [0, C) before the kernel ran.
+  const double sx = eps > 0 ? lane_sum(x, C) : 0;
+  *out = int64_t(tg) == ignore ? O(0) : O(l - (1 - eps) * double(x[int64_t(tg)]) - eps * sx / double(C));
+}
+
+// Its gradient: gx = gr * (exp(x - lse) - eps / C - (1 - eps) onehot(tg)), gr = g * scale (0 when ignored).
+template <typename T, typename I>
+void cross_entropy_backward_row(const T* __restrict x, T* __restrict gx, I tg, T lse, T g, int64_t C, int64_t ignore,
+                                double eps, double scale) {
+  const bool ignored = int64_t(tg) == ignore;
+  const T gr = ignored ? T(0) : T(double(g) * scale), smooth = T(eps / double(C));
+  for (int64_t i = 0; i < C; i++) gx[i] = gr * (vm::exp(x[i] - lse) - smooth);
+  if (!ignored) gx[int64_t(tg)] -= gr * T(1 - eps);
+}
+
+template <typename T, typename I, typename O, bool Row>
 void cross_entropy_forward_tile(const T* __restrict x, const I* t, T* lse, O* out, int64_t C, int64_t W, int64_t xsd,
                                 int64_t xsc, int64_t tsc, int64_t lsc, int64_t osc, int64_t ignore, double eps) {
   const int64_t w = Row ? 1 : W;
-  if (Unit) xsd = 1;
   T m[Row ? 1 : kTile];
   double s[Row ? 1 : kTile], sx[Row ? 1 : kTile];
   for (int64_t j = 0; j < w; j++) m[j] = -std::numeric_limits<T>::infinity(), s[j] = 0, sx[j] = 0;
@@ -234,12 +304,11 @@ void cross_entropy_forward_tile(const T* __restrict x, const I* t, T* lse, O* ou
   }
 }
 
-template <typename T, typename I, bool Row, bool Unit>
+template <typename T, typename I, bool Row>
 void cross_entropy_backward_tile(const T* __restrict x, T* __restrict gx, const I* t, const T* lse, const T* g,
                                  int64_t C, int64_t W, int64_t xsd, int64_t xsc, int64_t gxsd, int64_t gxsc, int64_t tsc,
                                  int64_t lsc, int64_t gsc, int64_t ignore, double eps, double scale) {
   const int64_t w = Row ? 1 : W;
-  if (Unit) xsd = gxsd = 1;
   T gr[Row ? 1 : kTile], l[Row ? 1 : kTile];
   int64_t tg[Row ? 1 : kTile];
   for (int64_t j = 0; j < w; j++) {
@@ -302,13 +371,16 @@ void cross_entropy_forward(const Tensor& logits, const Tensor& target, int64_t i
       const int64_t count = check_targets<I>(op, target, C, ignore_index);
       auto run = [&](auto* out) {
         using O = std::remove_pointer_t<decltype(out)>;
-        with_traversal(p, 1, [&](auto row, auto unit, int64_t tile) {
-          for_tiles<4>(p, tile, [&](const std::array<int64_t, 4>& o, int64_t w) {
-            cross_entropy_forward_tile<T, I, O, decltype(row)::value, decltype(unit)::value>(
-                xp + o[0], tp + o[1], lp + o[2], out + o[3], C, w, p.sd[0], p.sc[0], p.sc[1], p.sc[2], p.sc[3],
-                ignore_index, smoothing);
-          });
-        });
+        for_rows<4>(
+            p, 1,
+            [&](const auto& o) {
+              cross_entropy_forward_row(xp + o[0], tp[o[1]], lp + o[2], out + o[3], C, ignore_index, smoothing);
+            },
+            [&](auto row, const auto& o, int64_t w) {
+              cross_entropy_forward_tile<T, I, O, decltype(row)::value>(xp + o[0], tp + o[1], lp + o[2], out + o[3], C,
+                                                                        w, p.sd[0], p.sc[0], p.sc[1], p.sc[2], p.sc[3],
+                                                                        ignore_index, smoothing);
+            });
       };
       if (none) {
         run(loss.data<T>());
@@ -349,13 +421,18 @@ void cross_entropy_backward(const Tensor& logits, const Tensor& target, const Te
       using I = scalar_t;
       const I* tp = target.data<I>();
       check_targets<I>(op, target, C, ignore_index);
-      with_traversal(p, 2, [&](auto row, auto unit, int64_t tile) {
-        for_tiles<5>(p, tile, [&](const std::array<int64_t, 5>& o, int64_t w) {
-          cross_entropy_backward_tile<T, I, decltype(row)::value, decltype(unit)::value>(
-              xp + o[0], gxp + o[1], tp + o[2], lp + o[3], gp + o[4], C, w, p.sd[0], p.sc[0], p.sd[1], p.sc[1],
-              p.sc[2], p.sc[3], p.sc[4], ignore_index, smoothing, scale);
-        });
-      });
+      for_rows<5>(
+          p, 2,
+          [&](const auto& o) {
+            cross_entropy_backward_row(xp + o[0], gxp + o[1], tp[o[2]], lp[o[3]], gp[o[4]], C, ignore_index, smoothing,
+                                       scale);
+          },
+          [&](auto row, const auto& o, int64_t w) {
+            cross_entropy_backward_tile<T, I, decltype(row)::value>(xp + o[0], gxp + o[1], tp + o[2], lp + o[3],
+                                                                    gp + o[4], C, w, p.sd[0], p.sc[0], p.sd[1],
+                                                                    p.sc[1], p.sc[2], p.sc[3], p.sc[4], ignore_index,
+                                                                    smoothing, scale);
+          });
     });
   });
 }

@@ -372,6 +372,33 @@ t.test('unary ops on integer tensors and special values', async (t) => {
   t.throws(() => kiln.zeros([2]).gelu('fast' as 'tanh'), { name: 'ValueError', message: /gelu: approximate must be/ });
 });
 
+t.test('float32 exp, tanh, sigmoid and tanh-GELU (vectorized) across their whole range', async (t) => {
+  // 4099 values from -110 to 90 (past both ends of float32 exp), then the special values; the
+  // contiguous run is long and not a multiple of the vector width, so vector body and tail both run.
+  const vals = Array.from({ length: 4099 }, (_, i) => f32(-110 + (200 * i) / 4098));
+  vals.push(...[NaN, Infinity, -Infinity, -0, 0, 1e-30, -1e-30, 88.72, 88.73, -87.5, -103.9, -104.1].map(f32));
+  const gelu = (v: number) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
+  // Tolerances: 4 ulp relative, and an absolute floor: float32's smallest normal (results below it
+  // may flush to 0), or for GELU 1e-7, as 1 + tanh(u) computed in float32 loses everything below that.
+  const ops: Array<[string, (x: Tensor) => Tensor, (v: number) => number, number]> = [
+    ['exp', (x) => x.exp(), Math.exp, 1.2e-38],
+    ['tanh', (x) => x.tanh(), Math.tanh, 1.2e-38],
+    ['sigmoid', (x) => x.sigmoid(), sigmoidRef, 1.2e-38],
+    ['gelu tanh', (x) => x.gelu('tanh'), gelu, 1e-7],
+  ];
+  const x = kiln.tensor(vals, { dtype: 'float32' });
+  for (const [name, f, ref, atol] of ops) {
+    const got = values(f(x));
+    const want = vals.map((v) => f32(ref(v)));
+    const err = close(got, want, 5e-7, atol);
+    t.equal(err, null, `${name}: ${err}`);
+    // Signs of zero and infinities exactly.
+    for (const i of [vals.length - 11, vals.length - 10, vals.length - 9, vals.length - 8]) {
+      if (want[i] === 0 || !Number.isFinite(want[i])) t.ok(Object.is(got[i], want[i]), `${name}(${vals[i]}) = ${got[i]}, want ${want[i]}`);
+    }
+  }
+});
+
 t.test('pow, maximum, minimum', async (t) => {
   let seed = 300;
   for (const dtype of ['float32', 'float64'] as const) {

@@ -146,6 +146,32 @@ t.test('softmax backward with broadcast and transposed incoming gradients', asyn
   t.ok(maxAbsDiff(values(x.grad!), refSoftmaxGrad(values(y), values(g), [3, 7, 150], 1, false)) < 1e-6);
 });
 
+t.test('float32 rows longer than a block (vectorized row kernels), masked entries included', async (t) => {
+  // Rows of 2500 (two blocks of 1024 and a tail, not a multiple of the vector width), every 7th entry
+  // -Infinity as a causal mask leaves it; one row entirely NaN-free, one with a NaN.
+  const shape = [3, 2500];
+  const vals = values(randomTensor(shape, 77, -8, 8, 'float32')).map((v, i) => (i % 7 === 3 ? -Infinity : v));
+  vals[2 * 2500 + 10] = NaN;
+  const x = kiln.tensor(vals, { shape, dtype: 'float32' }).requiresGrad_();
+  const g = randomTensor(shape, 78, -1, 1, 'float32');
+  for (const log of [false, true]) {
+    const y = log ? x.logSoftmax(1) : x.softmax(1);
+    const want = refSoftmax(vals, shape, 1, log);
+    const got = values(y);
+    // Rows 0 and 1 match; row 2 is all NaN because of its NaN.
+    t.ok(maxAbsDiff(got.slice(0, 5000).map((v, i) => (v === want[i] ? 0 : v)), want.slice(0, 5000).map((v, i) => (v === got[i] ? 0 : v))) < 2e-6, `${log ? 'log' : ''}softmax rows`);
+    t.ok(got.slice(5000).every(Number.isNaN), 'a NaN in a row makes the row NaN');
+    if (!log) t.ok(got.slice(0, 5000).every((v, i) => vals[i] !== -Infinity || v === 0), 'masked entries get exactly 0');
+    x.grad = null;
+    y.backward(g);
+    const wantGrad = refSoftmaxGrad(want, values(g), shape, 1, log);
+    const gotGrad = values(x.grad!);
+    let err = 0;
+    for (let i = 0; i < 5000; i++) if (Number.isFinite(wantGrad[i])) err = Math.max(err, Math.abs(gotGrad[i] - wantGrad[i]));
+    t.ok(err < 2e-6, `${log ? 'log' : ''}softmax gradient: ${err}`);
+  }
+});
+
 t.test('softmax errors', async (t) => {
   t.throws(() => kiln.tensor([1, 2, 3]).softmax(0), kiln.DTypeError);
   t.throws(() => kiln.tensor([1, 2, 3], { dtype: 'int32' }).logSoftmax(0), /logSoftmax: input must be floating point, got int32/);
@@ -309,6 +335,29 @@ t.test('crossEntropy backward: gradient only to logits, ignored rows get zero, a
   const p = refSoftmax(values(xf), [33, 70], 1, false);
   const want = p.map((v, i) => (v - (i % 70 === tf[Math.floor(i / 70)] ? 1 : 0)) / 33);
   t.ok(maxAbsDiff(values(xf.grad!), want) < 1e-7);
+});
+
+t.test('crossEntropy over many classes in float32 (vectorized row kernels): loss and gradient', async (t) => {
+  const N = 6, C = 3001;
+  const xv = values(randomTensor([N, C], 91, -6, 6, 'float32'));
+  const tv = randomTargets(N, C, 92, 4);
+  for (const o of [{}, { labelSmoothing: 0.1 }, { reduction: 'sum' as const }]) {
+    const x = kiln.tensor(xv, { shape: [N, C], dtype: 'float32' }).requiresGrad_();
+    const loss = kiln.crossEntropy(x, kiln.tensor(tv), o);
+    t.ok(maxAbsDiff(values(loss), refCrossEntropy(xv, [N, C], tv, o)) < 1e-5, `loss ${JSON.stringify(o)}`);
+    loss.backward();
+    // d loss / d x = w_row * (softmax - (1 - eps) onehot - eps / C); w_row = 1/count (mean) or 1, 0 if ignored.
+    const p = refSoftmax(xv, [N, C], 1, false);
+    const eps = o.labelSmoothing ?? 0;
+    const count = tv.filter((v) => v !== -100).length;
+    const w = o.reduction === 'sum' ? 1 : 1 / count;
+    const want = p.map((pv, i) => {
+      const row = Math.floor(i / C), c = i % C;
+      if (tv[row] === -100) return 0;
+      return w * (pv - eps / C - (c === tv[row] ? 1 - eps : 0));
+    });
+    t.ok(maxAbsDiff(values(x.grad!), want) < 1e-7, `gradient ${JSON.stringify(o)}`);
+  }
 });
 
 t.test('crossEntropy errors', async (t) => {
