@@ -3,6 +3,8 @@
 //   KILN_BUILD=cmake|gyp   force a builder
 //   KILN_CUDA=ON|OFF       force the CUDA backend on or off (cmake only; default: when found)
 //   KILN_OPENBLAS=0        build without OpenBLAS (built-in GEMM)
+// cmake-js configures on every run with every switch spelled out, so a rebuild follows the current
+// environment (an unset switch means its default), not whatever an earlier build cached.
 const { spawnSync } = require('child_process');
 const path = require('path');
 const fs = require('fs');
@@ -28,10 +30,12 @@ function run(cmd, args) {
 const jobs = String(Math.max(1, require('os').cpus().length));
 if (builder === 'cmake') {
   const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
-  const args = [cmakeJs, 'compile', '--out', 'build', '--parallel', jobs];
-  if (process.env.KILN_CUDA) args.push(`--CDKILN_CUDA=${process.env.KILN_CUDA}`);
-  if (process.env.KILN_OPENBLAS === '0') args.push('--CDKILN_OPENBLAS=OFF');
-  run(process.execPath, args);
+  const switches = [
+    `--CDKILN_CUDA=${process.env.KILN_CUDA || 'AUTO'}`,
+    `--CDKILN_OPENBLAS=${process.env.KILN_OPENBLAS === '0' ? 'OFF' : 'ON'}`,
+  ];
+  run(process.execPath, [cmakeJs, 'configure', '--out', 'build', ...switches]);
+  run(process.execPath, [cmakeJs, 'build', '--out', 'build', '--parallel', jobs]);
   const info = path.join(root, 'build', 'kiln-build.txt');
   if (fs.existsSync(info)) console.log(`kiln: built with cmake-js: ${fs.readFileSync(info, 'utf8').trim()}`);
 } else {
