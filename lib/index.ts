@@ -12,7 +12,7 @@ export * from './errors';
 export { noGrad, enableGrad, isGradEnabled, setGradEnabled } from './autograd/grad_mode';
 export { Node as GradNode } from './autograd/engine';
 export type { BackwardFn } from './autograd/engine';
-export { tidy, keep, dispose, memory } from './memory';
+export { tidy, keep, dispose, memory, emptyCache } from './memory';
 export type { MemoryInfo } from './memory';
 export * from './ops/creation';
 export * from './ops/shape';

@@ -77,11 +77,20 @@ export interface MemoryInfo {
   bytes: number;
   /** Most bytes held at once since the process started. */
   peakBytes: number;
-  /** Freed CPU blocks (1 MiB and up, at most 1 GiB in all) kept for reuse by later tensors. */
+  /**
+   * Freed CPU blocks (1 MiB and up) kept for reuse by later tensors of the same size class. The
+   * cache never makes kiln hold more than the larger of 1 GiB and the most its live tensors have
+   * needed at once (it frees cached blocks first); emptyCache() releases it.
+   */
   cachedBytes: number;
 }
 
 /** What native memory kiln holds now. */
 export function memory(): MemoryInfo {
   return native.memoryStats();
+}
+
+/** Returns the cached CPU blocks (memory().cachedBytes) to the system (kiln.cuda.emptyCache for GPUs). */
+export function emptyCache(): void {
+  native.emptyCache();
 }

@@ -19,6 +19,7 @@ export interface NativeCore {
   fill(dst: NativeHandle, value: number): void;
   sameStorage(a: NativeHandle, b: NativeHandle): boolean;
   memoryStats(): { tensors: number; storages: number; bytes: number; peakBytes: number; cachedBytes: number };
+  emptyCache(): void;
   buildInfo(): { openmp: boolean; blas: string; cuda: boolean; threads: number };
   setNumThreads(n: number): void;
   setErrorFactory(f: (code: number, op: string, message: string) => Error): void;

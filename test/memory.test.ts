@@ -111,3 +111,29 @@ t.test('1,000 training steps of an MLP hold live tensors and native bytes flat',
   t.equal(tensors.size, 1, `live tensors flat: ${[...tensors].join(', ')}`);
   t.equal(bytes.size, 1, `native bytes flat: ${[...bytes].join(', ')}`);
 });
+
+t.test('freed CPU blocks are cached for reuse, within the most live tensors needed; emptyCache frees them', async (t) => {
+  const GiB = 2 ** 30;
+  kiln.emptyCache();
+  t.equal(kiln.memory().cachedBytes, 0, 'emptyCache leaves nothing cached');
+  // A 4 MiB block comes back from the cache for the next tensor of its size.
+  kiln.empty([1 << 20]).dispose();
+  t.equal(kiln.memory().cachedBytes, 4 * 2 ** 20, 'a freed 4 MiB block is cached');
+  const again = kiln.empty([1 << 20]);
+  t.equal(kiln.memory().cachedBytes, 0, 'the next 4 MiB tensor takes it back');
+  again.dispose();
+  kiln.emptyCache();
+  // Three 400 MB tensors (never touched, so no page is faulted in) need 1.2 GB at once; freed, all
+  // three stay cached. Four 480 MB tensors then evict cached blocks rather than hold 1.2 GB of cache
+  // beside 1.9 GB of live tensors: the total stays at what live tensors alone need (1.25x for size classes).
+  const big = [0, 1, 2].map(() => kiln.empty([100e6]));
+  for (const b of big) b.dispose();
+  t.ok(kiln.memory().cachedBytes >= 3 * 400e6, 'all three are cached');
+  const other = [0, 1, 2, 3].map(() => kiln.empty([120e6]));
+  const m = kiln.memory();
+  t.ok(m.cachedBytes < 400e6, `cached 400 MB blocks were freed to make room (${m.cachedBytes} cached)`);
+  t.ok(m.bytes + m.cachedBytes <= 1.25 * Math.max(GiB, 4 * 480e6), `${m.bytes} live + ${m.cachedBytes} cached`);
+  for (const o of other) o.dispose();
+  kiln.emptyCache();
+  t.equal(kiln.memory().cachedBytes, 0);
+});

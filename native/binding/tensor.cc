@@ -188,6 +188,11 @@ static Napi::Value memory_stats(const Napi::CallbackInfo& info) {
   return o;
 }
 
+static Napi::Value empty_cache(const Napi::CallbackInfo& info) {
+  cpu_empty_cache();
+  return info.Env().Undefined();
+}
+
 static Napi::Value build_info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto o = Napi::Object::New(env);
@@ -231,6 +236,7 @@ void register_tensor(Napi::Env env, Napi::Object exports) {
   KILN_EXPORT(env, exports, "fill", fill);
   KILN_EXPORT(env, exports, "sameStorage", same_storage);
   KILN_EXPORT(env, exports, "memoryStats", memory_stats);
+  KILN_EXPORT(env, exports, "emptyCache", empty_cache);
   KILN_EXPORT(env, exports, "buildInfo", build_info);
   KILN_EXPORT(env, exports, "setNumThreads", set_threads);
   KILN_EXPORT(env, exports, "setErrorFactory", set_error_factory_fn);

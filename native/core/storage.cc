@@ -1,7 +1,9 @@
 // CPU allocation (64-byte aligned, large blocks cached for reuse) and live-memory counters; device
 // memory goes to the allocator a GPU backend registers.
 #include "storage.h"
+#include <algorithm>
 #include <cstdlib>
+#include <iterator>
 #include <mutex>
 #include <new>
 #include <unordered_map>
@@ -17,17 +19,42 @@ std::atomic<int64_t> g_peak{0};
 DeviceAllocator g_device_allocator{nullptr, nullptr};
 
 // glibc maps each large allocation afresh and unmaps it on free, so a fresh 64 MB output costs page
-// faults several times the kernel's own time; freed blocks from 1 MiB up are kept (up to 1 GiB) and
-// handed out again for the same size class.
+// faults several times the kernel's own time (and unmapping a 400 MB block alone takes ~30 ms);
+// freed blocks from 1 MiB up are kept and handed out again for the same size class. Large blocks,
+// live and cached, make the footprint; a cache miss that would raise the footprint above the larger
+// of 1 GiB and its highest point so far first frees cached blocks. So the footprint only grows
+// when live tensors need it, and a training loop, which allocates the same sizes every step, keeps
+// all of its blocks cached.
 constexpr size_t kCacheMinBytes = size_t(1) << 20;
-constexpr int64_t kCacheCapBytes = int64_t(1) << 30;
-std::mutex g_cache_mutex;
+constexpr int64_t kFootprintFloor = int64_t(1) << 30;
+std::mutex g_cache_mutex;  // guards the four below
 std::unordered_map<size_t, std::vector<void*>> g_cache;
 std::atomic<int64_t> g_cached{0};
+int64_t g_footprint = 0;       // size-class bytes of large blocks, live and cached
+int64_t g_footprint_peak = 0;
+
+// Takes cached blocks out until the footprint plus `want` fits the limit (or the cache is empty)
+// and returns them, to be freed outside the lock.
+std::vector<void*> evict_for(int64_t want) {
+  const int64_t limit = std::max(kFootprintFloor, g_footprint_peak);
+  std::vector<void*> out;
+  for (auto it = g_cache.begin(); it != g_cache.end() && g_footprint + want > limit;) {
+    while (!it->second.empty() && g_footprint + want > limit) {
+      out.push_back(it->second.back());
+      it->second.pop_back();
+      g_cached -= int64_t(it->first);
+      g_footprint -= int64_t(it->first);
+    }
+    it = it->second.empty() ? g_cache.erase(it) : std::next(it);
+  }
+  return out;
+}
 
 void* cpu_alloc(size_t n) {
-  size_t size = n >= kCacheMinBytes ? allocation_size_class(n) : (n + 63) / 64 * 64;
-  if (n >= kCacheMinBytes) {
+  if (n < kCacheMinBytes) return std::aligned_alloc(64, n == 0 ? 64 : (n + 63) / 64 * 64);
+  const size_t size = allocation_size_class(n);
+  std::vector<void*> evicted;
+  {
     std::lock_guard<std::mutex> lock(g_cache_mutex);
     auto it = g_cache.find(size);
     if (it != g_cache.end() && !it->second.empty()) {
@@ -36,19 +63,26 @@ void* cpu_alloc(size_t n) {
       g_cached -= int64_t(size);
       return p;
     }
+    evicted = evict_for(int64_t(size));
+    g_footprint += int64_t(size);
+    g_footprint_peak = std::max(g_footprint_peak, g_footprint);
   }
-  return std::aligned_alloc(64, size == 0 ? 64 : size);
+  for (void* p : evicted) std::free(p);
+  void* p = std::aligned_alloc(64, size);
+  if (!p) {
+    std::lock_guard<std::mutex> lock(g_cache_mutex);
+    g_footprint -= int64_t(size);
+  }
+  return p;
 }
 
 void cpu_free(void* p, size_t n) {
   if (n >= kCacheMinBytes) {
-    size_t size = allocation_size_class(n);
+    const size_t size = allocation_size_class(n);
     std::lock_guard<std::mutex> lock(g_cache_mutex);
-    if (g_cached.load() + int64_t(size) <= kCacheCapBytes) {
-      g_cache[size].push_back(p);
-      g_cached += int64_t(size);
-      return;
-    }
+    g_cache[size].push_back(p);
+    g_cached += int64_t(size);
+    return;
   }
   std::free(p);
 }
@@ -83,6 +117,21 @@ Storage::~Storage() {
   } else if (g_device_allocator.free) {
     g_device_allocator.free(data, nbytes, device);
   }
+}
+
+void cpu_empty_cache() {
+  std::vector<void*> blocks;
+  {
+    std::lock_guard<std::mutex> lock(g_cache_mutex);
+    for (auto& [size, list] : g_cache) {
+      for (void* p : list) blocks.push_back(p);
+      g_footprint -= int64_t(size) * int64_t(list.size());
+    }
+    g_cache.clear();
+    g_cached = 0;
+    g_footprint_peak = g_footprint;
+  }
+  for (void* p : blocks) std::free(p);
 }
 
 MemoryCounters cpu_memory_counters() { return {g_storages.load(), g_bytes.load(), g_peak.load(), g_cached.load()}; }

@@ -44,6 +44,8 @@ inline size_t allocation_size_class(size_t n) {
   return (n + step - 1) / step * step;
 }
 MemoryCounters cpu_memory_counters();
+// Frees every cached CPU block; the cache then grows again only as far as live tensors need.
+void cpu_empty_cache();
 
 // A backend that owns device memory registers its allocator here (the CUDA backend does at load).
 struct DeviceAllocator {
