@@ -31,20 +31,13 @@ namespace ew {
 
 // exp and tanh: the vectorizable float32 versions (simd.h) on the host, the CUDA math library on
 // the device.
-template <typename C> KILN_HD inline C exp(C x) {
 #if defined(__CUDA_ARCH__)
-  return std::exp(x);
+using std::exp;
+using std::tanh;
 #else
-  return vm::exp(x);
+using vm::exp;
+using vm::tanh;
 #endif
-}
-template <typename C> KILN_HD inline C tanh(C x) {
-#if defined(__CUDA_ARCH__)
-  return std::tanh(x);
-#else
-  return vm::tanh(x);
-#endif
-}
 
 template <typename C> KILN_HD inline C sigmoid(C x) { return C(1) / (C(1) + ew::exp(-x)); }
 
