@@ -18,6 +18,9 @@ export interface NativeCore {
   copy(src: NativeHandle, dst: NativeHandle): void;
   fill(dst: NativeHandle, value: number): void;
   sameStorage(a: NativeHandle, b: NativeHandle): boolean;
+  /** Writes to a storage so far (views share it); in-place ops bump it, autograd compares it. */
+  version(h: NativeHandle): number;
+  bumpVersion(h: NativeHandle): void;
   memoryStats(): { tensors: number; storages: number; bytes: number; peakBytes: number; cachedBytes: number };
   emptyCache(): void;
   buildInfo(): { openmp: boolean; blas: string; cuda: boolean; threads: number };

@@ -176,6 +176,20 @@ export class Tensor {
     return t;
   }
 
+  /**
+   * How many in-place writes this tensor's storage has had (views share the count), like torch's
+   * `_version`. Backward refuses to use a saved tensor whose version changed after it was saved.
+   */
+  get _version(): number {
+    this._check('_version');
+    return native.version(this._h);
+  }
+
+  /** @internal Records an in-place write into this tensor's storage. */
+  _bumpVersion(): void {
+    native.bumpVersion(this._h);
+  }
+
   /** @internal A second handle on this view, outside every tidy scope (saved tensors, graph grads). */
   _aliasForGraph(): Tensor {
     this._check('autograd');

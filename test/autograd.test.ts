@@ -125,3 +125,64 @@ t.test('gradient flows through dtype conversion', async (t) => {
   t.equal(x.grad!.dtype, 'float64');
   t.same(values(x.grad!), [2, 2]);
 });
+
+t.test('in-place writes bump _version, shared by views', async (t) => {
+  const x = kiln.zeros([2, 3]);
+  t.equal(x._version, 0);
+  x.add_(1);
+  t.equal(x._version, 1);
+  const row = x.select(0, 1);
+  row.fill_(5);
+  t.equal(x._version, 2, 'a write through a view counts for the base');
+  t.equal(row._version, 2);
+  x.copy_(kiln.ones([3]));
+  x.mul_(2).div_(2).sub_(1);
+  t.equal(x._version, 6);
+  t.equal(x.add(1)._version, 0, 'out-of-place results start at 0');
+});
+
+t.test('backward refuses a saved tensor that was written in place after it was saved', async (t) => {
+  const a = kiln.tensor([1, 2, 3], { dtype: 'float64', requiresGrad: true });
+  const b = kiln.tensor([4, 5, 6], { dtype: 'float64' });
+  const y = a.mul(b).sum(); // mul saves b
+  b.add_(1);
+  t.throws(() => y.backward(), { name: 'AutogradError', message: /mul saved for backward was modified by an in-place operation after it was saved \(version 0, now 1\)/ });
+  t.equal(a.grad, null, 'nothing was accumulated');
+
+  // Written through a view, under noGrad (as an optimizer or an EMA update would).
+  const w = kiln.tensor([[1, 2], [3, 4]], { dtype: 'float64', requiresGrad: true });
+  const x = kiln.tensor([[1, 1], [2, 2]], { dtype: 'float64', requiresGrad: true });
+  const z = x.mul(w).sum(); // saves w
+  kiln.noGrad(() => w.select(0, 0).mul_(2));
+  t.throws(() => z.backward(), /modified by an in-place operation/);
+
+  // An optimizer step between forward and backward (the step writes the parameter).
+  const p = new kiln.nn.Parameter(kiln.tensor([1, 2], { dtype: 'float64' }));
+  const opt = new kiln.optim.SGD([p], { lr: 0.1 });
+  const loss = p.mul(p).sum();
+  p.grad = kiln.ones([2], { dtype: 'float64' });
+  opt.step();
+  t.throws(() => loss.backward(), /modified by an in-place operation/);
+
+  // A retained graph checks again on the second backward.
+  const c = kiln.tensor([2, 3, 4], { dtype: 'float64' });
+  const r = a.mul(c).sum();
+  r.backward(undefined, { retainGraph: true });
+  c.fill_(0);
+  t.throws(() => r.backward(), /modified by an in-place operation/);
+});
+
+t.test('in-place writes to tensors that were not saved leave backward alone', async (t) => {
+  const a = kiln.tensor([1, 2, 3], { dtype: 'float64', requiresGrad: true });
+  const b = kiln.tensor([4, 5, 6], { dtype: 'float64' });
+  const y = a.add(b).sum(); // add saves nothing
+  b.add_(1);
+  y.backward();
+  t.same(values(a.grad!), [1, 1, 1]);
+  // Writing before the op records it is fine too.
+  const c = kiln.tensor([1, 1, 1], { dtype: 'float64' });
+  c.mul_(3);
+  const z = a.mul(c).sum();
+  z.backward();
+  t.same(values(a.grad!), [4, 4, 4]);
+});

@@ -21,13 +21,32 @@ export class Node {
   /** Tensors whose .grad is kept although they are not leaves (retainGrad). */
   retainers: Tensor[] = [];
   released = false;
+  /** Each saved tensor's _version when it was saved. */
+  readonly savedVersions: number[];
   constructor(
     readonly name: string,
     readonly next: ReadonlyArray<Edge | null>,
     readonly inputShapes: ReadonlyArray<readonly number[]>,
     public saved: Tensor[],
     public fn: BackwardFn | null,
-  ) {}
+  ) {
+    this.savedVersions = saved.map((t) => t._version);
+  }
+
+  /** Throws when a saved tensor was written in place after it was saved (its gradient would be wrong). */
+  checkSavedVersions(): void {
+    for (let i = 0; i < this.saved.length; i++) {
+      const t = this.saved[i], now = t._version;
+      if (now !== this.savedVersions[i]) {
+        throw new AutogradError(
+          'backward',
+          `a tensor of shape ${shapeStr(t.shape)} (${t.dtype}) that ${this.name} saved for backward was modified by an ` +
+            `in-place operation after it was saved (version ${this.savedVersions[i]}, now ${now}); use the ` +
+            'out-of-place form, or clone() the tensor before writing into it',
+        );
+      }
+    }
+  }
 
   release(): void {
     for (const t of this.saved) t.dispose();
@@ -152,6 +171,12 @@ export function runBackward(root: Tensor, gradient: Tensor | undefined, retainGr
             `trying to backward through the graph a second time (at ${node.name}); its saved tensors were freed ` +
               'by the first backward. Pass {retainGraph: true} to the first call if you need to backward twice',
           );
+        }
+        try {
+          node.checkSavedVersions();
+        } catch (e) {
+          g.dispose();
+          throw e;
         }
         for (const hook of node.hooks) {
           const r = hook(g);

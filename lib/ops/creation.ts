@@ -220,7 +220,11 @@ export function contiguousCopy(x: Tensor): Tensor {
   return out;
 }
 
-/** @internal Throws unless x may be written in place (not disposed; not a leaf requiring grad while recording). */
+/**
+ * @internal Throws unless x may be written in place (not disposed; not a leaf requiring grad while
+ * recording). Every in-place op calls x._bumpVersion() after writing, so that autograd can tell when
+ * a tensor it saved for backward was changed.
+ */
 export function checkInPlace(op: string, x: Tensor): void {
   x._check(op);
   if (x.requiresGrad && x.isLeaf && isGradEnabled()) {
@@ -234,18 +238,20 @@ export function copy_(x: Tensor, src: Tensor): void {
   src._check('copy_');
   if (sameShape(src.shape, x.shape)) {
     native.copy(src._h, x._h);
-    return;
+  } else {
+    const e = expand(src, x.shape);
+    try {
+      native.copy(e._h, x._h);
+    } finally {
+      e.dispose();
+    }
   }
-  const e = expand(src, x.shape);
-  try {
-    native.copy(e._h, x._h);
-  } finally {
-    e.dispose();
-  }
+  x._bumpVersion();
 }
 
 /** In place: every element of x becomes value. */
 export function fill_(x: Tensor, value: number): void {
   checkInPlace('fill_', x);
   native.fill(x._h, value);
+  x._bumpVersion();
 }

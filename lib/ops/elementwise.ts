@@ -532,6 +532,7 @@ function inPlace(op: string, kind: 'add' | 'mul' | 'div', x: Tensor, other: Tens
     const s = Number(other);
     const [code, s0] = kind === 'add' ? [U.add_scalar, k * s] : kind === 'mul' ? [U.mul_scalar, s] : [U.div_scalar, s];
     N.unary(code, x._h, x._h, s0, 0);
+    x._bumpVersion();
     return;
   }
   if (!sameShape(broadcastShapes(op, x.shape, other.shape), x.shape)) {
@@ -543,6 +544,7 @@ function inPlace(op: string, kind: 'add' | 'mul' | 'div', x: Tensor, other: Tens
   const view = broadcastView(src, x.shape);
   try {
     N.binary(kind === 'add' ? B.add : kind === 'mul' ? B.mul : B.div, x._h, view._h, x._h, kind === 'add' ? k : 0, 0);
+    x._bumpVersion();
   } finally {
     for (const tmp of new Set([view, src, cast])) if (tmp !== other) tmp.dispose();
   }

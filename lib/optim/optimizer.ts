@@ -161,6 +161,7 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
     try {
       this.update(pc, gc, group, state);
       if (pc !== p) p.copy_(pc);
+      else p._bumpVersion();
     } finally {
       if (pc !== p) pc.dispose();
       if (gc !== grad) gc.dispose();

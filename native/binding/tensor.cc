@@ -176,6 +176,15 @@ static Napi::Value same_storage(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), a.storage == b.storage);
 }
 
+static Napi::Value version(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), double(tensor_arg(info, 0, "version", "tensor").storage->version));
+}
+
+static Napi::Value bump_version(const Napi::CallbackInfo& info) {
+  tensor_arg(info, 0, "bumpVersion", "tensor").storage->version++;
+  return info.Env().Undefined();
+}
+
 static Napi::Value memory_stats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto c = cpu_memory_counters();
@@ -235,6 +244,8 @@ void register_tensor(Napi::Env env, Napi::Object exports) {
   KILN_EXPORT(env, exports, "copy", copy);
   KILN_EXPORT(env, exports, "fill", fill);
   KILN_EXPORT(env, exports, "sameStorage", same_storage);
+  KILN_EXPORT(env, exports, "version", version);
+  KILN_EXPORT(env, exports, "bumpVersion", bump_version);
   KILN_EXPORT(env, exports, "memoryStats", memory_stats);
   KILN_EXPORT(env, exports, "emptyCache", empty_cache);
   KILN_EXPORT(env, exports, "buildInfo", build_info);

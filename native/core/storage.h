@@ -21,6 +21,8 @@ struct Storage {
   void* data = nullptr;
   size_t nbytes = 0;
   Device device;
+  // In-place writes so far (bumped by the JS layer after each one; autograd compares it).
+  uint64_t version = 0;
   Storage(size_t nbytes, Device device);  // allocates; throws OutOfMemoryError
   ~Storage();
   Storage(const Storage&) = delete;
