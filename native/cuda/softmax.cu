@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include "softmax.h"
+#include "device_errors.h"
 
 namespace kiln::cuda {
 
@@ -358,14 +359,16 @@ namespace {
 template <typename T, typename I, typename A>
 __device__ __forceinline__ void cross_entropy_row(const Lse<A>& st, const T* xr, int64_t xsd, I target, int64_t C,
                                                   int64_t ignore, A eps, T* lse, T* loss, double* part, int64_t row,
-                                                  int64_t rows) {
+                                                  int64_t rows, const IndexGuard& guard) {
   const A l = st.m + dlog(st.s);
   *lse = dconvert<T>(l);
   const int64_t tg = int64_t(target);
   A out = 0;
   if (tg != ignore) {
-    // An out-of-range target cannot throw here: it poisons the loss instead.
-    const A xt = tg >= 0 && tg < C ? dconvert<A>(xr[tg * xsd]) : A(NAN);
+    // An out-of-range target is recorded (an IndexError at the next synchronization) and poisons the loss.
+    const bool ok = guard.ok(tg);
+    if (!ok) guard.report(tg, row);
+    const A xt = ok ? dconvert<A>(xr[tg * xsd]) : A(NAN);
     out = l - (A(1) - eps) * xt - eps * st.sx / A(C);
   }
   if (loss) *loss = dconvert<T>(out);
@@ -377,7 +380,7 @@ __device__ __forceinline__ void cross_entropy_row(const Lse<A>& st, const T* xr,
 template <typename T, typename I, bool Warp, int V>
 __global__ void cross_entropy_forward_rows(const T* __restrict__ x, const I* __restrict__ t, T* __restrict__ lse,
                                            T* __restrict__ loss, double* __restrict__ part, StridedMeta<4> rows,
-                                           int64_t C, int64_t ignore, acc_t<T> eps) {
+                                           int64_t C, int64_t ignore, acc_t<T> eps, IndexGuard guard) {
   using A = acc_t<T>;
   __shared__ Lse<A> shared[32];
   const Group g = row_group<Warp>();
@@ -388,14 +391,14 @@ __global__ void cross_entropy_forward_rows(const T* __restrict__ x, const I* __r
     const Lse<A> st = row_lse<Warp, V>(xr, C, g, shared);
     if (g.rank == 0)
       cross_entropy_row(st, xr, 1, t[off[1]], C, ignore, eps, lse + off[2], loss ? loss + off[3] : nullptr, part, r,
-                        rows.numel);
+                        rows.numel, guard);
   }
 }
 
 template <typename T, typename I>
 __global__ void cross_entropy_forward_cols(const T* __restrict__ x, const I* __restrict__ t, T* __restrict__ lse,
                                            T* __restrict__ loss, double* __restrict__ part, StridedMeta<4> cols,
-                                           int64_t C, int64_t xsd, int64_t ignore, acc_t<T> eps) {
+                                           int64_t C, int64_t xsd, int64_t ignore, acc_t<T> eps, IndexGuard guard) {
   using A = acc_t<T>;
   __shared__ Lse<A> shared[kThreads];
   KILN_FOR_TILES(cols) {
@@ -403,7 +406,7 @@ __global__ void cross_entropy_forward_cols(const T* __restrict__ x, const I* __r
     const Lse<A> st = column_lse(x + c.off[0], C, xsd, c.ok, shared);
     if (c.ok && threadIdx.y == 0)
       cross_entropy_row(st, x + c.off[0], xsd, t[c.off[1]], C, ignore, eps, lse + c.off[2],
-                        loss ? loss + c.off[3] : nullptr, part, c.index, cols.numel);
+                        loss ? loss + c.off[3] : nullptr, part, c.index, cols.numel, guard);
   }
 }
 
@@ -425,13 +428,18 @@ __global__ void cross_entropy_total(const double* __restrict__ part, int64_t row
   *total_weight = dconvert<T>(w);
 }
 
-// The row's upstream gradient (0 when ignored, NaN for an out-of-range target); sets tg.
+// The row's upstream gradient (0 when ignored; NaN for an out-of-range target, which is recorded);
+// sets tg. Only one thread per row (report) records.
 template <typename T, typename I, typename A>
-__device__ __forceinline__ A cross_entropy_row_grad(I target, const T* gl, const T* total_weight, int64_t C,
-                                                    int64_t ignore, bool mean, int64_t& tg) {
+__device__ __forceinline__ A cross_entropy_row_grad(I target, const T* gl, const T* total_weight, int64_t ignore,
+                                                    bool mean, int64_t& tg, const IndexGuard& guard, int64_t row,
+                                                    bool report) {
   tg = int64_t(target);
   if (tg == ignore) return A(0);
-  if (tg < 0 || tg >= C) return A(NAN);
+  if (!guard.ok(tg)) {
+    if (report) guard.report(tg, row);
+    return A(NAN);
+  }
   const A g = dconvert<A>(*gl);
   return mean ? g / dconvert<A>(*total_weight) : g;
 }
@@ -441,7 +449,7 @@ template <typename T, typename I, bool Warp, int V>
 __global__ void cross_entropy_backward_rows(const T* __restrict__ x, T* __restrict__ gx, const I* __restrict__ t,
                                             const T* __restrict__ lse, const T* __restrict__ gl,
                                             const T* __restrict__ total_weight, StridedMeta<5> rows, int64_t C,
-                                            int64_t ignore, acc_t<T> eps, bool mean) {
+                                            int64_t ignore, acc_t<T> eps, bool mean, IndexGuard guard) {
   using A = acc_t<T>;
   const Group g = row_group<Warp>();
   const A smooth = eps / A(C), keep = A(1) - eps;
@@ -449,7 +457,8 @@ __global__ void cross_entropy_backward_rows(const T* __restrict__ x, T* __restri
     int64_t off[5];
     rows.offsets(r, off);
     int64_t tg;
-    const A gr = cross_entropy_row_grad<T, I, A>(t[off[2]], gl + off[4], total_weight, C, ignore, mean, tg);
+    const A gr = cross_entropy_row_grad<T, I, A>(t[off[2]], gl + off[4], total_weight, ignore, mean, tg, guard, r,
+                                                 g.rank == 0);
     const A l = dconvert<A>(lse[off[3]]);
     for_row_values<V, A>(x + off[0], C, g.rank, g.size, [&](int64_t i, auto& v) {
 #pragma unroll
@@ -464,14 +473,16 @@ template <typename T, typename I>
 __global__ void cross_entropy_backward_cols(const T* __restrict__ x, T* __restrict__ gx, const I* __restrict__ t,
                                             const T* __restrict__ lse, const T* __restrict__ gl,
                                             const T* __restrict__ total_weight, StridedMeta<5> cols, int64_t C,
-                                            int64_t xsd, int64_t gxsd, int64_t ignore, acc_t<T> eps, bool mean) {
+                                            int64_t xsd, int64_t gxsd, int64_t ignore, acc_t<T> eps, bool mean,
+                                            IndexGuard guard) {
   using A = acc_t<T>;
   const A smooth = eps / A(C), keep = A(1) - eps;
   KILN_FOR_TILES(cols) {
     const Column<5> c = column_at(cols, tile);
     if (!c.ok) continue;
     int64_t tg;
-    const A gr = cross_entropy_row_grad<T, I, A>(t[c.off[2]], gl + c.off[4], total_weight, C, ignore, mean, tg);
+    const A gr = cross_entropy_row_grad<T, I, A>(t[c.off[2]], gl + c.off[4], total_weight, ignore, mean, tg, guard,
+                                                 c.index, threadIdx.y == 0);
     const A l = dconvert<A>(lse[c.off[3]]);
     for (int64_t k = threadIdx.y; k < C; k += blockDim.y)
       gx[c.off[1] + k * gxsd] =
@@ -498,6 +509,7 @@ void cross_entropy_forward(const Tensor& logits, const Tensor& target, int64_t i
   const Device dev = logits.device();
   cudaStream_t s = stream(dev);
   const Tensor part = Tensor::empty({2 * rows}, DType::Float64, dev);
+  const IndexGuard guard = index_guard(dev, op, C, cdim);
   KILN_CUDA_DISPATCH_FLOAT(logits.dtype, op, {
     using T = scalar_t;
     using A = acc_t<T>;
@@ -513,12 +525,13 @@ void cross_entropy_forward(const Tensor& logits, const Tensor& target, int64_t i
                                  [&](auto warp, auto vec, unsigned blocks, unsigned threads) {
                                    cross_entropy_forward_rows<T, I, decltype(warp)::value, decltype(vec)::value>
                                        <<<blocks, threads, 0, s>>>(xp, tp, lp, op_loss, pp, p.rest, C, ignore_index,
-                                                                   A(smoothing));
+                                                                   A(smoothing), guard);
                                  });
       } else if (rows > 0) {
         launch_cols(p, dev, [&](unsigned blocks, dim3 block) {
           cross_entropy_forward_cols<T, I>
-              <<<blocks, block, 0, s>>>(xp, tp, lp, op_loss, pp, p.rest, C, p.sd[0], ignore_index, A(smoothing));
+              <<<blocks, block, 0, s>>>(xp, tp, lp, op_loss, pp, p.rest, C, p.sd[0], ignore_index, A(smoothing),
+                                        guard);
         });
       }
     });
@@ -547,6 +560,7 @@ void cross_entropy_backward(const Tensor& logits, const Tensor& target, const Te
   const Device dev = logits.device();
   cudaStream_t s = stream(dev);
   const bool mean = reduction == Reduction::Mean;
+  const IndexGuard guard = index_guard(dev, op, C, cdim);
   KILN_CUDA_DISPATCH_FLOAT(logits.dtype, op, {
     using T = scalar_t;
     using A = acc_t<T>;
@@ -563,12 +577,13 @@ void cross_entropy_backward(const Tensor& logits, const Tensor& target, const Te
                                  [&](auto warp, auto vec, unsigned blocks, unsigned threads) {
                                    cross_entropy_backward_rows<T, I, decltype(warp)::value, decltype(vec)::value>
                                        <<<blocks, threads, 0, s>>>(xp, gxp, tp, lp, gp, wp, p.rest, C, ignore_index,
-                                                                   A(smoothing), mean);
+                                                                   A(smoothing), mean, guard);
                                  });
       } else {
         launch_cols(p, dev, [&](unsigned blocks, dim3 block) {
           cross_entropy_backward_cols<T, I><<<blocks, block, 0, s>>>(xp, gxp, tp, lp, gp, wp, p.rest, C, p.sd[0],
-                                                                     p.sd[1], ignore_index, A(smoothing), mean);
+                                                                     p.sd[1], ignore_index, A(smoothing), mean,
+                                                                     guard);
         });
       }
     });

@@ -248,6 +248,22 @@ if (kiln.cuda.isAvailable()) {
     t.same(ok.cpu().shape, [2, 8], 'the next op and read succeed');
   });
 
+  t.test('an out-of-range crossEntropy target on CUDA surfaces as IndexError at the next read', async (t) => {
+    const logits = kiln.randn([4, 5], { device: 'cuda' }).requiresGrad_();
+    const s0 = kiln.cuda.syncCount();
+    const loss = kiln.crossEntropy(logits, kiln.tensor([0, 7, 2, -100], { device: 'cuda' }));
+    t.equal(kiln.cuda.syncCount(), s0, 'the loss itself does not synchronize');
+    t.throws(() => loss.item(), { name: 'IndexError', message: /crossEntropy: index 7 is out of range for dim 1 of size 5.*element 1/ });
+    // Backward records the same target again (with its own op name).
+    loss.backward();
+    t.throws(() => logits.grad!.cpu(), { name: 'IndexError', message: /crossEntropy backward: index 7/ });
+    // A strided class dim (the column kernels) and a negative target.
+    const cols = kiln.randn([5, 3], { device: 'cuda' }).t();
+    t.throws(() => kiln.crossEntropy(cols, kiln.tensor([4, -2, 1], { device: 'cuda' })).item(), { name: 'IndexError', message: /index -2/ });
+    const ok = kiln.crossEntropy(logits.detach(), kiln.tensor([0, 4, 2, 1], { device: 'cuda' }));
+    t.ok(Number.isFinite(ok.item()), 'the next loss reads back fine');
+  });
+
   t.test('embedding backward on CUDA is deterministic with long runs of repeated ids', async (t) => {
     const w = kiln.randn([3, 64], { device: 'cuda' }).requiresGrad_();
     const ids = kiln.randint(0, 3, [4096], { device: 'cuda' });
