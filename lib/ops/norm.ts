@@ -5,7 +5,7 @@ import { DTypeError, DeviceError, ShapeError, ValueError } from '../errors';
 import { NativeHandle, native } from '../native';
 import { sameShape, shapeStr } from '../shape';
 import { Tensor, emptyTensor } from '../tensor';
-import { checkFloating, fillOutputs } from './softmax';
+import { checkFloating, fillOutputs, halfOnCpuViaFloat32 } from './softmax';
 
 interface NormNative {
   layerNormForward(
@@ -52,6 +52,8 @@ export function layerNorm(
   if (typeof eps !== 'number' || !(eps >= 0) || !Number.isFinite(eps)) {
     throw new ValueError(op, `eps must be a finite non-negative number, got ${eps}`);
   }
+  const viaFloat = halfOnCpuViaFloat32(x, [x, weight, bias], (xf, wf, bf) => layerNorm(xf!, ns, wf, bf, eps));
+  if (viaFloat) return viaFloat;
   const rows = x.shape.slice(0, lead);
   const y = emptyTensor(x.shape, x.dtype, x._dev);
   const mean = emptyTensor(rows, x.dtype, x._dev);

@@ -3,6 +3,7 @@
 import { recordOp } from '../autograd/engine';
 import { isFloating, isIntegral } from '../dtype';
 import { DTypeError, DeviceError, ShapeError, ValueError } from '../errors';
+import { tidy } from '../memory';
 import { NativeHandle, native } from '../native';
 import { normalizeDim, sameShape, shapeStr } from '../shape';
 import { Tensor, emptyTensor } from '../tensor';
@@ -28,6 +29,16 @@ export function checkFloating(op: string, x: Tensor, what = 'input'): void {
   }
 }
 
+/**
+ * @internal The CPU kernels of the softmax and norm families take float32 and float64: for a
+ * bfloat16 / float16 input x on the CPU this runs f on float32 copies of the given tensors and casts
+ * the result back (gradients flow through both casts); otherwise it returns null.
+ */
+export function halfOnCpuViaFloat32(x: Tensor, tensors: Array<Tensor | null | undefined>, f: (...ts: Array<Tensor | null>) => Tensor): Tensor | null {
+  if (x.device !== 'cpu' || (x.dtype !== 'bfloat16' && x.dtype !== 'float16')) return null;
+  return tidy(() => f(...tensors.map((t) => (t && t.dtype === x.dtype ? t.to('float32') : t ?? null))).to(x.dtype));
+}
+
 /** @internal Runs a native call that fills freshly allocated outputs; disposes them if it throws. */
 export function fillOutputs(outputs: Tensor[], call: () => void): void {
   try {
@@ -42,6 +53,8 @@ function softmaxOp(op: 'softmax' | 'logSoftmax', x: Tensor, dim: number): Tensor
   x._check(op);
   checkFloating(op, x);
   const d = normalizeDim(op, dim, x.ndim);
+  const viaFloat = halfOnCpuViaFloat32(x, [x], (xf) => softmaxOp(op, xf!, d));
+  if (viaFloat) return viaFloat;
   const log = op === 'logSoftmax';
   const y = emptyTensor(x.shape, x.dtype, x._dev);
   fillOutputs([y], () => N.softmaxForward(x._h, d, log, y._h));
@@ -110,6 +123,8 @@ export function crossEntropy(logits: Tensor, target: Tensor, opts: CrossEntropyO
       `target shape ${shapeStr(target.shape)} does not match logits shape ${shapeStr(logits.shape)}: expected ${shapeStr(rows)} (classes along dim ${cdim})`,
     );
   }
+  const viaFloat = halfOnCpuViaFloat32(logits, [logits], (lf) => crossEntropy(lf!, target, opts));
+  if (viaFloat) return viaFloat;
   const code = REDUCTION[reduction];
   const loss = emptyTensor(reduction === 'none' ? rows : [], logits.dtype, logits._dev);
   const lse = emptyTensor(rows, logits.dtype, logits._dev);

@@ -136,6 +136,26 @@ t.test('layerNorm backward over many rows combines per-chunk weight and bias sum
   }
 });
 
+t.test('layerNorm in bfloat16 / float16 on the CPU computes in float32 and rounds once', async (t) => {
+  for (const dtype of ['bfloat16', 'float16'] as const) {
+    const x = randomTensor([5, 16], 3, -2, 2, 'float32').to(dtype).requiresGrad_();
+    const w = randomTensor([16], 4, 0.5, 1.5, 'float32').to(dtype).requiresGrad_();
+    const b = randomTensor([16], 6, -1, 1, 'float32').to(dtype).requiresGrad_();
+    const [xf, wf, bf] = [x, w, b].map((p) => p.detach().to('float32').requiresGrad_());
+    const y = kiln.layerNorm(x, 16, w, b);
+    const yf = kiln.layerNorm(xf, 16, wf, bf);
+    t.equal(y.dtype, dtype);
+    t.same(values(y), values(yf.to(dtype)), `forward ${dtype}`);
+    const g = randomTensor([5, 16], 7, -1, 1, 'float32');
+    y.backward(g.to(dtype));
+    yf.backward(g.to(dtype).to('float32'));
+    for (const [p, pf, name] of [[x, xf, 'x'], [w, wf, 'weight'], [b, bf, 'bias']] as const) {
+      t.equal(p.grad!.dtype, dtype);
+      t.same(values(p.grad!), values(pf.grad!.to(dtype)), `${name} gradient ${dtype}`);
+    }
+  }
+});
+
 t.test('layerNorm errors', async (t) => {
   const x = kiln.zeros([2, 3, 4]);
   t.throws(() => kiln.layerNorm(x, [3]), /layerNorm: normalizedShape \[3\] does not match the trailing dims of input shape \[2, 3, 4\]/);
