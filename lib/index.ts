@@ -30,8 +30,8 @@ export * as data from './data';
 export * as train from './train';
 export * as io from './io';
 
-/** What the native build enabled: OpenMP, the GEMM library, CUDA, and the thread count. */
-export function buildInfo(): { openmp: boolean; blas: string; cuda: boolean; threads: number } {
+/** What the native build enabled: OpenMP, the GEMM library, CUDA, the thread count, and the instruction set the vectorized CPU kernels (elementwise, softmax, cross-entropy) run: their AVX2+FMA clones when the CPU has them, unless KILN_SIMD=baseline. */
+export function buildInfo(): { openmp: boolean; blas: string; cuda: boolean; threads: number; simd: 'avx2' | 'baseline' } {
   return native.buildInfo();
 }
 

@@ -23,7 +23,7 @@ export interface NativeCore {
   bumpVersion(h: NativeHandle): void;
   memoryStats(): { tensors: number; storages: number; bytes: number; peakBytes: number; cachedBytes: number };
   emptyCache(): void;
-  buildInfo(): { openmp: boolean; blas: string; cuda: boolean; threads: number };
+  buildInfo(): { openmp: boolean; blas: string; cuda: boolean; threads: number; simd: 'avx2' | 'baseline' };
   setNumThreads(n: number): void;
   setErrorFactory(f: (code: number, op: string, message: string) => Error): void;
 }

@@ -2,6 +2,7 @@
 #include <cstring>
 #include "../core/parallel.h"
 #include "../cpu/copy.h"
+#include "../cpu/simd.h"
 #include "common.h"
 #ifdef KILN_CUDA
 #include "../cuda/copy.h"
@@ -217,6 +218,7 @@ static Napi::Value build_info(const Napi::CallbackInfo& info) {
   o.Set("cuda", Napi::Boolean::New(env, false));
 #endif
   o.Set("threads", Napi::Number::New(env, num_threads()));
+  o.Set("simd", Napi::String::New(env, cpu_has_avx2_fma() ? "avx2" : "baseline"));
   return o;
 }
 

@@ -1,7 +1,7 @@
 // Vectorization helpers for CPU kernels.
 //
-// run_simd(f) runs f compiled for AVX2+FMA when the CPU has them and for the build's baseline
-// (x86-64-v2) otherwise: f's body is inlined into two clones (flatten), so a kernel's hot loop is
+// run_simd(f) runs f compiled for AVX2+FMA when the CPU has them (and KILN_SIMD is not "baseline")
+// and for the build's baseline (x86-64-v2) otherwise: f's body is inlined into two clones (flatten), so a kernel's hot loop is
 // written once and picks its instruction set at run time (the AVX2 clone is about 3x faster on exp).
 //
 // vm::exp and vm::tanh: float32 exp and tanh written so that GCC vectorizes loops that call them: straight-line
@@ -15,14 +15,18 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <string_view>
 
 namespace kiln {
 
 #if defined(__x86_64__) && defined(__GNUC__)
+// KILN_SIMD=baseline in the environment forces the baseline clones (for tests and comparisons).
 inline bool cpu_has_avx2_fma() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                          !(std::getenv("KILN_SIMD") && std::string_view(std::getenv("KILN_SIMD")) == "baseline");
   return yes;
 }
 template <typename F> __attribute__((target("avx2,fma"), flatten)) void run_avx2_fma(const F& f) { f(); }
