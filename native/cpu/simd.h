@@ -1,16 +1,17 @@
 // Vectorization helpers for CPU kernels.
 //
-// run_simd(f) runs f compiled for AVX2+FMA when the CPU has them (and KILN_SIMD is not "baseline")
-// and for the build's baseline (x86-64-v2) otherwise: f's body is inlined into two clones (flatten), so a kernel's hot loop is
-// written once and picks its instruction set at run time (the AVX2 clone is about 3x faster on exp).
+// run_simd(f) runs f compiled for AVX2+FMA when the CPU has them (and KILN_SIMD is not
+// "baseline") and for the build's baseline (x86-64-v2) otherwise: f's body is inlined into two
+// clones (flatten), so a kernel's hot loop is written once and picks its instruction set at run
+// time (the AVX2 clone is about 3x faster on exp).
 //
-// vm::exp and vm::tanh: float32 exp and tanh written so that GCC vectorizes loops that call them: straight-line
-// arithmetic, bit moves and selects, no calls and no branches (libm's expf/tanhf are calls, which
-// keep a loop scalar). exp: Cody-Waite range reduction x = n ln2 + r, |r| <= ln2/2, e^r by a degree-7
-// polynomial (Taylor coefficients; truncation error below 1e-8 relative), times 2^n applied as two
-// factors 2^(n/2) so that every exponent field stays normal; a few ulp across the range (subnormal
-// results included), 0 below -103.98 (so exp(-inf) = 0), inf above 88.73, NaN for NaN.
-// Other types (double) keep libm.
+// vm::exp and vm::tanh: float32 exp and tanh written so that GCC vectorizes loops that call them:
+// straight-line arithmetic, bit moves and selects, no calls and no branches (libm's expf/tanhf are
+// calls, which keep a loop scalar). exp: Cody-Waite range reduction x = n ln2 + r, |r| <= ln2/2,
+// e^r by a degree-7 polynomial (Taylor coefficients; truncation error below 1e-8 relative), times
+// 2^n applied as two factors 2^(n/2) so that every exponent field stays normal; a few ulp across
+// the range (subnormal results included), 0 below -103.98 (so exp(-inf) = 0), inf above 88.73,
+// NaN for NaN. Other types (double) keep libm.
 #pragma once
 #include <algorithm>
 #include <cmath>

@@ -197,9 +197,13 @@ void for_rows(const DimPlan<N>& p, size_t n_row, RowF row, TileF tile) {
   bool unit = true;
   for (size_t k = 0; k < n_row; k++) unit = unit && (p.sd[k] == 1 || p.D <= 1);
   using Off = std::array<int64_t, N>;
-  if (unit) for_tiles<N>(p, 1, [&](const Off& o, int64_t) { run_simd([&] { row(o); }); });
-  else if (p.sd[0] == 1 || p.inner == 1 || p.D <= 1) for_tiles<N>(p, 1, [&](const Off& o, int64_t w) { tile(std::true_type{}, o, w); });
-  else for_tiles<N>(p, kTile, [&](const Off& o, int64_t w) { tile(std::false_type{}, o, w); });
+  if (unit) {
+    for_tiles<N>(p, 1, [&](const Off& o, int64_t) { run_simd([&] { row(o); }); });
+  } else if (p.sd[0] == 1 || p.inner == 1 || p.D <= 1) {
+    for_tiles<N>(p, 1, [&](const Off& o, int64_t w) { tile(std::true_type{}, o, w); });
+  } else {
+    for_tiles<N>(p, kTile, [&](const Off& o, int64_t w) { tile(std::false_type{}, o, w); });
+  }
 }
 
 }  // namespace
