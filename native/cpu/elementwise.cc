@@ -126,10 +126,38 @@ DType binary_result_dtype(BinaryOp op, DType in) { return result_dtype(kBinaryIn
 
 namespace cpu {
 
-void unary(UnaryOp op, const Tensor& x, const Tensor& out, double s0, double s1) {
+// Argument checks shared with the CUDA twins (declared in the header).
+
+void check_unary(UnaryOp op, const Tensor& x, const Tensor& out) {
   const char* name = unary_op_name(op);
   check_same_shape(name, x, out, "input");
   check_result(name, unary_result_dtype(op, x.dtype), out);
+}
+
+void check_binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
+  const char* name = binary_op_name(op);
+  check_same_shape(name, a, out, "first operand");
+  check_same_shape(name, b, out, "second operand");
+  KILN_CHECK(a.dtype == b.dtype, DType, name, "operands have dtypes ", dtype_name(a.dtype), " and ",
+             dtype_name(b.dtype), " (promote them first)");
+  check_result(name, binary_result_dtype(op, a.dtype), out);
+}
+
+void check_where(const Tensor& cond, const Tensor* a, const Tensor* b, const Tensor& out) {
+  const char* name = "where";
+  KILN_CHECK(cond.dtype == DType::Bool, DType, name, "condition must be bool, got ", dtype_name(cond.dtype));
+  check_same_shape(name, cond, out, "condition");
+  for (const Tensor* t : {a, b}) {
+    if (!t) continue;
+    check_same_shape(name, *t, out, "value");
+    KILN_CHECK(t->dtype == out.dtype, DType, name, "values have dtype ", dtype_name(t->dtype), " but the output has ",
+               dtype_name(out.dtype));
+  }
+}
+
+void unary(UnaryOp op, const Tensor& x, const Tensor& out, double s0, double s1) {
+  const char* name = unary_op_name(op);
+  check_unary(op, x, out);
   switch (op) {
 #define KILN_EW_CASE(NAME, ...)                                                         \
   case UnaryOp::NAME: {                                                                 \
@@ -146,11 +174,7 @@ void unary(UnaryOp op, const Tensor& x, const Tensor& out, double s0, double s1)
 
 void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out, double s0, double s1) {
   const char* name = binary_op_name(op);
-  check_same_shape(name, a, out, "first operand");
-  check_same_shape(name, b, out, "second operand");
-  KILN_CHECK(a.dtype == b.dtype, DType, name, "operands have dtypes ", dtype_name(a.dtype), " and ",
-             dtype_name(b.dtype), " (promote them first)");
-  check_result(name, binary_result_dtype(op, a.dtype), out);
+  check_binary(op, a, b, out);
   switch (op) {
 #define KILN_EW_CASE(NAME, ...)                                                                    \
   case BinaryOp::NAME: {                                                                           \
@@ -167,14 +191,7 @@ void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out, do
 
 void where(const Tensor& cond, const Tensor* a, const Tensor* b, double sa, double sb, const Tensor& out) {
   const char* name = "where";
-  KILN_CHECK(cond.dtype == DType::Bool, DType, name, "condition must be bool, got ", dtype_name(cond.dtype));
-  check_same_shape(name, cond, out, "condition");
-  for (const Tensor* t : {a, b}) {
-    if (!t) continue;
-    check_same_shape(name, *t, out, "value");
-    KILN_CHECK(t->dtype == out.dtype, DType, name, "values have dtype ", dtype_name(t->dtype), " but the output has ",
-               dtype_name(out.dtype));
-  }
+  check_where(cond, a, b, out);
   // A scalar stands in as a one-element operand walked with stride 0.
   const Shape zero(out.shape.size(), 0);
   KILN_DISPATCH_ALL(out.dtype, name, {

@@ -235,6 +235,12 @@ void unary(UnaryOp op, const Tensor& x, const Tensor& out, double s0, double s1)
 void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out, double s0, double s1);
 // out = cond ? a : b, where a missing a (or b) stands for the scalar sa (or sb).
 void where(const Tensor& cond, const Tensor* a, const Tensor* b, double sa, double sb, const Tensor& out);
+
+// The argument checks of unary, binary and where (shapes, dtypes, result dtype), shared with the
+// CUDA twins.
+void check_unary(UnaryOp op, const Tensor& x, const Tensor& out);
+void check_binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out);
+void check_where(const Tensor& cond, const Tensor* a, const Tensor* b, const Tensor& out);
 }  // namespace cpu
 
 }  // namespace kiln

@@ -9,6 +9,11 @@
 #include "common.cuh"
 
 namespace kiln::cuda {
+
+using cpu::check_binary;
+using cpu::check_unary;
+using cpu::check_where;
+
 namespace {
 
 // An operand: a strided tensor, or (p null) one value standing for every element. `inner` is its
@@ -152,21 +157,11 @@ struct WhereCall {
   __device__ __forceinline__ T operator()(uint8_t c, T a, T b) const { return c ? a : b; }
 };
 
-void check_same_shape(const char* name, const Tensor& t, const Tensor& out, const char* what) {
-  KILN_CHECK(t.shape == out.shape, Shape, name, what, " has shape ", shape_str(t.shape), " but the output has shape ",
-             shape_str(out.shape), " (operands must be broadcast first)");
-}
-
-void check_result(const char* name, DType want, const Tensor& out) {
-  KILN_CHECK(out.dtype == want, DType, name, "output dtype ", dtype_name(out.dtype), " should be ", dtype_name(want));
-}
-
 }  // namespace
 
 void unary(UnaryOp op, const Tensor& x, const Tensor& out, double s0, double s1) {
   const char* name = unary_op_name(op);
-  check_same_shape(name, x, out, "input");
-  check_result(name, unary_result_dtype(op, x.dtype), out);
+  check_unary(op, x, out);
   switch (op) {
 #define KILN_EW_CASE(NAME, ...)                                                                     \
   case UnaryOp::NAME: {                                                                             \
@@ -189,11 +184,7 @@ void unary(UnaryOp op, const Tensor& x, const Tensor& out, double s0, double s1)
 
 void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out, double s0, double s1) {
   const char* name = binary_op_name(op);
-  check_same_shape(name, a, out, "first operand");
-  check_same_shape(name, b, out, "second operand");
-  KILN_CHECK(a.dtype == b.dtype, DType, name, "operands have dtypes ", dtype_name(a.dtype), " and ",
-             dtype_name(b.dtype), " (promote them first)");
-  check_result(name, binary_result_dtype(op, a.dtype), out);
+  check_binary(op, a, b, out);
   switch (op) {
 #define KILN_EW_CASE(NAME, ...)                                                                     \
   case BinaryOp::NAME: {                                                                            \
@@ -216,14 +207,7 @@ void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out, do
 
 void where(const Tensor& cond, const Tensor* a, const Tensor* b, double sa, double sb, const Tensor& out) {
   const char* name = "where";
-  KILN_CHECK(cond.dtype == DType::Bool, DType, name, "condition must be bool, got ", dtype_name(cond.dtype));
-  check_same_shape(name, cond, out, "condition");
-  for (const Tensor* t : {a, b}) {
-    if (!t) continue;
-    check_same_shape(name, *t, out, "value");
-    KILN_CHECK(t->dtype == out.dtype, DType, name, "values have dtype ", dtype_name(t->dtype), " but the output has ",
-               dtype_name(out.dtype));
-  }
+  check_where(cond, a, b, out);
   // A missing value operand is a scalar walked with stride 0.
   const Shape zero(out.shape.size(), 0);
   dispatch<ew::DTypes::ANY>(out.dtype, name, [&](auto tag) {
