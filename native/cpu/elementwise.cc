@@ -3,7 +3,6 @@
 // contiguous runs and for a broadcast (stride 0) operand so that they vectorize (for AVX2 too, via
 // run_simd); strided_for spreads the work over threads.
 #include "elementwise.h"
-#include <limits>
 #include "../core/convert.h"
 #include "../core/strided.h"
 
@@ -35,14 +34,10 @@ inline O store(R r) {
   return convert_value<O, R>(r);
 }
 
-// A scalar parameter as a C (a compute or storage type); integers refuse values they cannot hold
-// (converting those would be undefined behaviour).
+// A scalar parameter as a C (a compute or storage type); integers refuse values they cannot hold.
 template <typename C>
 C scalar_as(double v, const char* name) {
-  if constexpr (std::is_integral_v<C> && !std::is_same_v<C, uint8_t>) {
-    constexpr double lo = double(std::numeric_limits<C>::lowest());
-    KILN_CHECK(v >= lo && v < -lo, Value, name, "scalar ", v, " does not fit an integer tensor");
-  }
+  ew::check_scalar_fits<C>(v, name);
   return convert_value<C, double>(v);
 }
 
@@ -158,35 +153,19 @@ void check_where(const Tensor& cond, const Tensor* a, const Tensor* b, const Ten
 void unary(UnaryOp op, const Tensor& x, const Tensor& out, double s0, double s1) {
   const char* name = unary_op_name(op);
   check_unary(op, x, out);
-  switch (op) {
-#define KILN_EW_CASE(NAME, ...)                                                         \
-  case UnaryOp::NAME: {                                                                 \
-    using F = ew::UnaryFn<UnaryOp::NAME>;                                               \
-    cpu::dispatch<F::dtypes>(x.dtype, name, [&](auto tag) { unary_loop<decltype(tag), F>(x, out, s0, s1, name); }); \
-    return;                                                                             \
-  }
-    KILN_UNARY_OPS(KILN_EW_CASE)
-#undef KILN_EW_CASE
-    case UnaryOp::kCount: break;
-  }
-  KILN_INTERNAL_CHECK(false, name);
+  ew::with_formula(op, name, [&](auto f) {
+    using F = decltype(f);
+    cpu::dispatch<F::dtypes>(x.dtype, name, [&](auto tag) { unary_loop<decltype(tag), F>(x, out, s0, s1, name); });
+  });
 }
 
 void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out, double s0, double s1) {
   const char* name = binary_op_name(op);
   check_binary(op, a, b, out);
-  switch (op) {
-#define KILN_EW_CASE(NAME, ...)                                                                    \
-  case BinaryOp::NAME: {                                                                           \
-    using F = ew::BinaryFn<BinaryOp::NAME>;                                                        \
-    cpu::dispatch<F::dtypes>(a.dtype, name, [&](auto tag) { binary_loop<decltype(tag), F>(a, b, out, s0, s1, name); }); \
-    return;                                                                                        \
-  }
-    KILN_BINARY_OPS(KILN_EW_CASE)
-#undef KILN_EW_CASE
-    case BinaryOp::kCount: break;
-  }
-  KILN_INTERNAL_CHECK(false, name);
+  ew::with_formula(op, name, [&](auto f) {
+    using F = decltype(f);
+    cpu::dispatch<F::dtypes>(a.dtype, name, [&](auto tag) { binary_loop<decltype(tag), F>(a, b, out, s0, s1, name); });
+  });
 }
 
 void where(const Tensor& cond, const Tensor* a, const Tensor* b, double sa, double sb, const Tensor& out) {

@@ -4,7 +4,6 @@
 // when every operand is one dense run (or a broadcast value) and aligned, 16-byte vector loads and
 // stores; otherwise a grid-stride loop with strided offsets (32-bit index math when it fits).
 #include "elementwise.h"
-#include <limits>
 #include <utility>
 #include "common.cuh"
 
@@ -123,10 +122,7 @@ void launch(const char* name, const Tensor& out, const std::array<const Shape*, 
 // A scalar parameter as C; integers refuse values they cannot hold (as the CPU kernels do).
 template <typename C>
 C scalar_as(double v, const char* name) {
-  if constexpr (std::is_integral_v<C> && !std::is_same_v<C, uint8_t>) {
-    constexpr double lo = double(std::numeric_limits<C>::lowest());
-    KILN_CHECK(v >= lo && v < -lo, Value, name, "scalar ", v, " does not fit an integer tensor");
-  }
+  ew::check_scalar_fits<C>(v, name);
   return dconvert<C, double>(v);
 }
 
@@ -162,47 +158,31 @@ struct WhereCall {
 void unary(UnaryOp op, const Tensor& x, const Tensor& out, double s0, double s1) {
   const char* name = unary_op_name(op);
   check_unary(op, x, out);
-  switch (op) {
-#define KILN_EW_CASE(NAME, ...)                                                                     \
-  case UnaryOp::NAME: {                                                                             \
-    using F = ew::UnaryFn<UnaryOp::NAME>;                                                           \
-    dispatch<F::dtypes>(x.dtype, name, [&](auto tag) {                                                      \
-      using T = T_of<decltype(tag)>;                                                       \
-      using C = compute_t<T>;                                                                       \
-      launch<result_t<T, F>>(name, out, {&out.strides, &x.strides},                                 \
-                             UnaryCall<F, T>{scalar_as<C>(s0, name), scalar_as<C>(s1, name)},       \
-                             Arg<T>{x.data<T>(), T{}, 0});                                          \
-    });                                                                                             \
-    return;                                                                                         \
-  }
-    KILN_UNARY_OPS(KILN_EW_CASE)
-#undef KILN_EW_CASE
-    case UnaryOp::kCount: break;
-  }
-  KILN_INTERNAL_CHECK(false, name);
+  ew::with_formula(op, name, [&](auto f) {
+    using F = decltype(f);
+    dispatch<F::dtypes>(x.dtype, name, [&](auto tag) {
+      using T = T_of<decltype(tag)>;
+      using C = compute_t<T>;
+      launch<result_t<T, F>>(name, out, {&out.strides, &x.strides},
+                             UnaryCall<F, T>{scalar_as<C>(s0, name), scalar_as<C>(s1, name)},
+                             Arg<T>{x.data<T>(), T{}, 0});
+    });
+  });
 }
 
 void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out, double s0, double s1) {
   const char* name = binary_op_name(op);
   check_binary(op, a, b, out);
-  switch (op) {
-#define KILN_EW_CASE(NAME, ...)                                                                     \
-  case BinaryOp::NAME: {                                                                            \
-    using F = ew::BinaryFn<BinaryOp::NAME>;                                                         \
-    dispatch<F::dtypes>(a.dtype, name, [&](auto tag) {                                                      \
-      using T = T_of<decltype(tag)>;                                                       \
-      using C = compute_t<T>;                                                                       \
-      launch<result_t<T, F>>(name, out, {&out.strides, &a.strides, &b.strides},                     \
-                             BinaryCall<F, T>{scalar_as<C>(s0, name), scalar_as<C>(s1, name)},      \
-                             Arg<T>{a.data<T>(), T{}, 0}, Arg<T>{b.data<T>(), T{}, 0});             \
-    });                                                                                             \
-    return;                                                                                         \
-  }
-    KILN_BINARY_OPS(KILN_EW_CASE)
-#undef KILN_EW_CASE
-    case BinaryOp::kCount: break;
-  }
-  KILN_INTERNAL_CHECK(false, name);
+  ew::with_formula(op, name, [&](auto f) {
+    using F = decltype(f);
+    dispatch<F::dtypes>(a.dtype, name, [&](auto tag) {
+      using T = T_of<decltype(tag)>;
+      using C = compute_t<T>;
+      launch<result_t<T, F>>(name, out, {&out.strides, &a.strides, &b.strides},
+                             BinaryCall<F, T>{scalar_as<C>(s0, name), scalar_as<C>(s1, name)},
+                             Arg<T>{a.data<T>(), T{}, 0}, Arg<T>{b.data<T>(), T{}, 0});
+    });
+  });
 }
 
 void where(const Tensor& cond, const Tensor* a, const Tensor* b, double sa, double sb, const Tensor& out) {
