@@ -3,7 +3,6 @@
 // contiguous runs and for a broadcast (stride 0) operand so that they vectorize (for AVX2 too, via
 // run_simd); strided_for spreads the work over threads.
 #include "elementwise.h"
-#include <limits>
 #include "../core/convert.h"
 #include "../core/strided.h"
 
@@ -35,14 +34,10 @@ inline O store(R r) {
   return convert_value<O, R>(r);
 }
 
-// A scalar parameter as a C (a compute or storage type); integers refuse values they cannot hold
-// (converting those would be undefined behaviour).
+// A scalar parameter as a C (a compute or storage type); integers refuse values they cannot hold.
 template <typename C>
 C scalar_as(double v, const char* name) {
-  if constexpr (std::is_integral_v<C> && !std::is_same_v<C, uint8_t>) {
-    constexpr double lo = double(std::numeric_limits<C>::lowest());
-    KILN_CHECK(v >= lo && v < -lo, Value, name, "scalar ", v, " does not fit an integer tensor");
-  }
+  ew::check_scalar_fits<C>(v, name);
   return convert_value<C, double>(v);
 }
 
@@ -126,46 +121,24 @@ DType binary_result_dtype(BinaryOp op, DType in) { return result_dtype(kBinaryIn
 
 namespace cpu {
 
-void unary(UnaryOp op, const Tensor& x, const Tensor& out, double s0, double s1) {
+// Argument checks shared with the CUDA twins (declared in the header).
+
+void check_unary(UnaryOp op, const Tensor& x, const Tensor& out) {
   const char* name = unary_op_name(op);
   check_same_shape(name, x, out, "input");
   check_result(name, unary_result_dtype(op, x.dtype), out);
-  switch (op) {
-#define KILN_EW_CASE(NAME, ...)                                                         \
-  case UnaryOp::NAME: {                                                                 \
-    using F = ew::UnaryFn<UnaryOp::NAME>;                                               \
-    cpu::dispatch<F::dtypes>(x.dtype, name, [&](auto tag) { unary_loop<decltype(tag), F>(x, out, s0, s1, name); }); \
-    return;                                                                             \
-  }
-    KILN_UNARY_OPS(KILN_EW_CASE)
-#undef KILN_EW_CASE
-    case UnaryOp::kCount: break;
-  }
-  KILN_INTERNAL_CHECK(false, name);
 }
 
-void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out, double s0, double s1) {
+void check_binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
   const char* name = binary_op_name(op);
   check_same_shape(name, a, out, "first operand");
   check_same_shape(name, b, out, "second operand");
   KILN_CHECK(a.dtype == b.dtype, DType, name, "operands have dtypes ", dtype_name(a.dtype), " and ",
              dtype_name(b.dtype), " (promote them first)");
   check_result(name, binary_result_dtype(op, a.dtype), out);
-  switch (op) {
-#define KILN_EW_CASE(NAME, ...)                                                                    \
-  case BinaryOp::NAME: {                                                                           \
-    using F = ew::BinaryFn<BinaryOp::NAME>;                                                        \
-    cpu::dispatch<F::dtypes>(a.dtype, name, [&](auto tag) { binary_loop<decltype(tag), F>(a, b, out, s0, s1, name); }); \
-    return;                                                                                        \
-  }
-    KILN_BINARY_OPS(KILN_EW_CASE)
-#undef KILN_EW_CASE
-    case BinaryOp::kCount: break;
-  }
-  KILN_INTERNAL_CHECK(false, name);
 }
 
-void where(const Tensor& cond, const Tensor* a, const Tensor* b, double sa, double sb, const Tensor& out) {
+void check_where(const Tensor& cond, const Tensor* a, const Tensor* b, const Tensor& out) {
   const char* name = "where";
   KILN_CHECK(cond.dtype == DType::Bool, DType, name, "condition must be bool, got ", dtype_name(cond.dtype));
   check_same_shape(name, cond, out, "condition");
@@ -175,6 +148,29 @@ void where(const Tensor& cond, const Tensor* a, const Tensor* b, double sa, doub
     KILN_CHECK(t->dtype == out.dtype, DType, name, "values have dtype ", dtype_name(t->dtype), " but the output has ",
                dtype_name(out.dtype));
   }
+}
+
+void unary(UnaryOp op, const Tensor& x, const Tensor& out, double s0, double s1) {
+  const char* name = unary_op_name(op);
+  check_unary(op, x, out);
+  ew::with_formula(op, name, [&](auto f) {
+    using F = decltype(f);
+    cpu::dispatch<F::dtypes>(x.dtype, name, [&](auto tag) { unary_loop<decltype(tag), F>(x, out, s0, s1, name); });
+  });
+}
+
+void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out, double s0, double s1) {
+  const char* name = binary_op_name(op);
+  check_binary(op, a, b, out);
+  ew::with_formula(op, name, [&](auto f) {
+    using F = decltype(f);
+    cpu::dispatch<F::dtypes>(a.dtype, name, [&](auto tag) { binary_loop<decltype(tag), F>(a, b, out, s0, s1, name); });
+  });
+}
+
+void where(const Tensor& cond, const Tensor* a, const Tensor* b, double sa, double sb, const Tensor& out) {
+  const char* name = "where";
+  check_where(cond, a, b, out);
   // A scalar stands in as a one-element operand walked with stride 0.
   const Shape zero(out.shape.size(), 0);
   KILN_DISPATCH_ALL(out.dtype, name, {

@@ -5,7 +5,9 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <type_traits>
+#include <utility>
 #include "../core/tensor.h"
 #if !defined(__CUDA_ARCH__)
 #include "simd.h"
@@ -182,6 +184,16 @@ inline bool takes(DTypes k, DType dt) {
   return false;
 }
 
+// Throws unless the scalar parameter v fits C when C is an integer type (converting a value that
+// does not would be undefined behaviour); shared by the CPU kernels and their CUDA twins.
+template <typename C>
+void check_scalar_fits(double v, const char* name) {
+  if constexpr (std::is_integral_v<C> && !std::is_same_v<C, uint8_t>) {
+    constexpr double lo = double(std::numeric_limits<C>::lowest());
+    KILN_CHECK(v >= lo && v < -lo, Value, name, "scalar ", v, " does not fit an integer tensor");
+  }
+}
+
 // UnaryFn<op> / BinaryFn<op>: the formula of each listed op, callable on host and device, with the
 // dtypes it takes and its result kind.
 template <UnaryOp op> struct UnaryFn;
@@ -204,6 +216,23 @@ KILN_UNARY_OPS(KILN_EW_UNARY_FN)
 KILN_BINARY_OPS(KILN_EW_BINARY_FN)
 #undef KILN_EW_UNARY_FN
 #undef KILN_EW_BINARY_FN
+
+// An op code (as a type) to its formula, so that one with_formula serves unary and binary ops.
+template <UnaryOp op> UnaryFn<op> formula_of(std::integral_constant<UnaryOp, op>) { return {}; }
+template <BinaryOp op> BinaryFn<op> formula_of(std::integral_constant<BinaryOp, op>) { return {}; }
+
+template <typename Op, typename Visit, size_t... I>
+bool visit_formula(Op op, Visit& visit, std::index_sequence<I...>) {
+  return ((op == Op(I) && (visit(formula_of(std::integral_constant<Op, Op(I)>{})), true)) || ...);
+}
+
+// Calls visit(F{}) with F the formula of op (UnaryFn<op> or BinaryFn<op>): the one dispatch over
+// the op lists, shared by the CPU kernels and their CUDA twins.
+template <typename Op, typename Visit>
+void with_formula(Op op, const char* name, Visit visit) {
+  const bool listed = visit_formula(op, visit, std::make_index_sequence<size_t(Op::kCount)>{});
+  KILN_INTERNAL_CHECK(listed, name);
+}
 
 }  // namespace ew
 
@@ -235,6 +264,12 @@ void unary(UnaryOp op, const Tensor& x, const Tensor& out, double s0, double s1)
 void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out, double s0, double s1);
 // out = cond ? a : b, where a missing a (or b) stands for the scalar sa (or sb).
 void where(const Tensor& cond, const Tensor* a, const Tensor* b, double sa, double sb, const Tensor& out);
+
+// The argument checks of unary, binary and where (shapes, dtypes, result dtype), shared with the
+// CUDA twins.
+void check_unary(UnaryOp op, const Tensor& x, const Tensor& out);
+void check_binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out);
+void check_where(const Tensor& cond, const Tensor* a, const Tensor* b, const Tensor& out);
 }  // namespace cpu
 
 }  // namespace kiln

@@ -152,12 +152,7 @@ void scatter_loop(const Shape& S, T* dst, const Shape& ds, int64_t ddim, int64_t
   });
 }
 
-// Iteration shape and strides shared by index_select and index_add: base's dims with dim
-// replaced by all of index's dims; base and index each move only along their own dims.
-struct IndexedShape {
-  Shape shape, base_strides, index_strides;
-};
-
+// base's dims with dim replaced by all of index's dims (see IndexedShape).
 IndexedShape indexed_shape(const Tensor& base, int64_t dim, const Tensor& index) {
   IndexedShape r;
   for (int64_t k = 0; k < base.dim(); k++) {
@@ -195,15 +190,6 @@ void check_gather_shapes(const Tensor& data, int64_t dim, const Tensor& index, c
 
 void check_same_dtypes(const Tensor& a, const Tensor& b, const char* op) {
   KILN_CHECK(a.dtype == b.dtype, DType, op, "dtypes ", dtype_name(a.dtype), " and ", dtype_name(b.dtype), " differ");
-}
-
-// 0-d tensors take part as [1]: gather and the adds index their one dim.
-Tensor at_least_1d(const Tensor& t) {
-  if (t.dim() > 0) return t;
-  Tensor r = t;
-  r.shape = {1};
-  r.strides = {1};
-  return r;
 }
 
 void check_add_target(const Tensor& out, const Tensor& src, const char* op) {
@@ -250,15 +236,58 @@ void check_indices(const Tensor& index, int64_t size, int64_t dim, const char* o
   });
 }
 
-void gather(const Tensor& x_in, int64_t dim, const Tensor& index_in, const Tensor& out_in) {
-  const char* op = "gather";
-  const Tensor x = at_least_1d(x_in), index = at_least_1d(index_in), out = at_least_1d(out_in);
+// Shared with the CUDA twins (declared in the header).
+
+// 0-d tensors take part as [1]: gather and the adds index their one dim.
+Tensor at_least_1d(const Tensor& t) {
+  if (t.dim() > 0) return t;
+  Tensor r = t;
+  r.shape = {1};
+  r.strides = {1};
+  return r;
+}
+
+void check_gather(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out, const char* op) {
   check_index_dtype(index, op);
   check_dim(dim, x, op);
   check_gather_shapes(x, dim, index, op, "input");
   KILN_CHECK(out.shape == index.shape, Shape, op, "output ", shape_str(out.shape), " must have index shape ",
              shape_str(index.shape));
   check_same_dtypes(out, x, op);
+}
+
+IndexedShape check_index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out, const char* op) {
+  check_index_dtype(index, op);
+  check_dim(dim, x, op);
+  IndexedShape s = indexed_shape(x, dim, index);
+  KILN_CHECK(out.shape == s.shape, Shape, op, "output ", shape_str(out.shape), " must have shape ",
+             shape_str(s.shape));
+  check_same_dtypes(out, x, op);
+  return s;
+}
+
+IndexedShape check_index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src, const char* op) {
+  check_index_dtype(index, op);
+  check_dim(dim, out, op);
+  check_add_target(out, src, op);
+  IndexedShape s = indexed_shape(out, dim, index);
+  KILN_CHECK(src.shape == s.shape, Shape, op, "source ", shape_str(src.shape), " must have shape ",
+             shape_str(s.shape), " for target ", shape_str(out.shape), " and index ", shape_str(index.shape));
+  return s;
+}
+
+void check_scatter_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src, const char* op) {
+  check_index_dtype(index, op);
+  check_dim(dim, out, op);
+  check_add_target(out, src, op);
+  check_gather_shapes(out, dim, index, op, "input");
+  check_gather_shapes(src, -1, index, op, "src");
+}
+
+void gather(const Tensor& x_in, int64_t dim, const Tensor& index_in, const Tensor& out_in) {
+  const char* op = "gather";
+  const Tensor x = at_least_1d(x_in), index = at_least_1d(index_in), out = at_least_1d(out_in);
+  check_gather(x, dim, index, out, op);
   check_indices(index, x.shape[dim], dim, op);
   const Shape xs = without_dim(x.strides, dim);
   KILN_DISPATCH_ALL(x.dtype, op, {
@@ -272,12 +301,7 @@ void gather(const Tensor& x_in, int64_t dim, const Tensor& index_in, const Tenso
 
 void index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out, const char* op) {
   if (x.dim() == 0) return index_select(at_least_1d(x), dim, at_least_1d(index), at_least_1d(out), op);
-  check_index_dtype(index, op);
-  check_dim(dim, x, op);
-  IndexedShape s = indexed_shape(x, dim, index);
-  KILN_CHECK(out.shape == s.shape, Shape, op, "output ", shape_str(out.shape), " must have shape ",
-             shape_str(s.shape));
-  check_same_dtypes(out, x, op);
+  const IndexedShape s = check_index_select(x, dim, index, out, op);
   check_indices(index, x.shape[dim], dim, op);
   KILN_DISPATCH_ALL(x.dtype, op, {
     using T = scalar_t;
@@ -290,12 +314,7 @@ void index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tenso
 
 void index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src, const char* op) {
   if (out.dim() == 0) return index_add(at_least_1d(out), dim, at_least_1d(index), at_least_1d(src), op);
-  check_index_dtype(index, op);
-  check_dim(dim, out, op);
-  check_add_target(out, src, op);
-  IndexedShape s = indexed_shape(out, dim, index);
-  KILN_CHECK(src.shape == s.shape, Shape, op, "source ", shape_str(src.shape), " must have shape ",
-             shape_str(s.shape), " for target ", shape_str(out.shape), " and index ", shape_str(index.shape));
+  const IndexedShape s = check_index_add(out, dim, index, src, op);
   check_indices(index, out.shape[dim], dim, op);
   DISPATCH_ADDABLE(out.dtype, op, {
     using T = scalar_t;
@@ -309,11 +328,7 @@ void index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor
 void scatter_add(const Tensor& out_in, int64_t dim, const Tensor& index_in, const Tensor& src_in) {
   const char* op = "scatterAdd";
   const Tensor out = at_least_1d(out_in), index = at_least_1d(index_in), src = at_least_1d(src_in);
-  check_index_dtype(index, op);
-  check_dim(dim, out, op);
-  check_add_target(out, src, op);
-  check_gather_shapes(out, dim, index, op, "input");
-  check_gather_shapes(src, -1, index, op, "src");
+  check_scatter_add(out, dim, index, src, op);
   check_indices(index, out.shape[dim], dim, op);
   const Shape os = without_dim(out.strides, dim);
   DISPATCH_ADDABLE(out.dtype, op, {

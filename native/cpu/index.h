@@ -27,4 +27,18 @@ void index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor
 // (torch.Tensor.scatter_add_). out must be contiguous.
 void scatter_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src);
 
+// Shared with the CUDA twins: 0-d tensors take part as [1] (gather and the adds index their one
+// dim), and each op's argument checks (all but the index values, which each backend checks its
+// own way). check_index_select and check_index_add return the op's iteration shape and strides.
+Tensor at_least_1d(const Tensor& t);
+// base's dims with dim replaced by all of index's dims; base and index each move only along their
+// own dims.
+struct IndexedShape {
+  Shape shape, base_strides, index_strides;
+};
+void check_gather(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out, const char* op);
+IndexedShape check_index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out, const char* op);
+IndexedShape check_index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src, const char* op);
+void check_scatter_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src, const char* op);
+
 }  // namespace kiln::cpu

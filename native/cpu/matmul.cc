@@ -49,8 +49,9 @@ void fill_bias(const Tensor& bias, const Tensor& out) {
 
 }  // namespace
 
-void bmm(const Tensor& a, const Tensor& b, const Tensor* bias, const Tensor& out) {
-  const char* op = "matmul";
+// Shared with the CUDA twin (declared in the header).
+
+BmmSizes check_bmm(const char* op, const Tensor& a, const Tensor& b, const Tensor& out) {
   KILN_CHECK(a.dim() == 3 && b.dim() == 3 && out.dim() == 3, Shape, op, "expects 3-D operands, got ",
              shape_str(a.shape), ", ", shape_str(b.shape), " and output ", shape_str(out.shape));
   const int64_t batch = a.shape[0], M = a.shape[1], K = a.shape[2], N = b.shape[2];
@@ -61,12 +62,21 @@ void bmm(const Tensor& a, const Tensor& b, const Tensor* bias, const Tensor& out
   KILN_CHECK(out.is_contiguous(), Value, op, "the output must be contiguous");
   KILN_CHECK(a.dtype == b.dtype && a.dtype == out.dtype, DType, op, "dtypes differ: ", dtype_name(a.dtype), ", ",
              dtype_name(b.dtype), " and output ", dtype_name(out.dtype));
-  if (bias) {
-    KILN_CHECK(bias->dim() == 1 && bias->shape[0] == N, Shape, op, "bias of shape ", shape_str(bias->shape),
-               " does not match ", N, " output columns");
-    KILN_CHECK(bias->dtype == out.dtype, DType, op, "bias dtype ", dtype_name(bias->dtype), " differs from ",
-               dtype_name(out.dtype));
-  }
+  return {batch, M, K, N};
+}
+
+void check_bmm_bias(const char* op, const Tensor& bias, const Tensor& out, int64_t N) {
+  KILN_CHECK(bias.dim() == 1 && bias.shape[0] == N, Shape, op, "bias of shape ", shape_str(bias.shape),
+             " does not match ", N, " output columns");
+  KILN_CHECK(bias.dtype == out.dtype, DType, op, "bias dtype ", dtype_name(bias.dtype), " differs from ",
+             dtype_name(out.dtype));
+}
+
+void bmm(const Tensor& a, const Tensor& b, const Tensor* bias, const Tensor& out) {
+  const char* op = "matmul";
+  const BmmSizes z = check_bmm(op, a, b, out);
+  const int64_t batch = z.batch, M = z.M, K = z.K, N = z.N;
+  if (bias) check_bmm_bias(op, *bias, out, N);
   if (out.numel() == 0) return;
   KILN_DISPATCH_FLOAT(out.dtype, op, {
     if (bias) fill_bias<scalar_t>(*bias, out);

@@ -88,12 +88,7 @@ void backward_rows(const T* gy, const T* x, const T* mean, const T* rstd, const 
 void layer_norm_forward(const Tensor& x_in, const Tensor* weight, const Tensor* bias, int64_t norm_dims, double eps,
                         const Tensor& y, const Tensor& mean, const Tensor& rstd) {
   const char* op = "layerNorm";
-  const Rows rows = check_layer_norm(op, x_in, weight, bias, norm_dims);
-  KILN_CHECK(y.shape == x_in.shape, Shape, op, "output shape ", shape_str(y.shape), " does not match input shape ",
-             shape_str(x_in.shape));
-  check_out(op, y, "output", x_in.numel(), x_in.dtype);
-  check_out(op, mean, "mean", rows.R, x_in.dtype);
-  check_out(op, rstd, "rstd", rows.R, x_in.dtype);
+  const Rows rows = check_layer_norm_forward(x_in, weight, bias, norm_dims, y, mean, rstd);
   const Tensor x = contiguous(x_in);
   const Tensor w = weight ? contiguous(*weight) : Tensor();
   const Tensor b = bias ? contiguous(*bias) : Tensor();
@@ -116,21 +111,8 @@ void layer_norm_backward(const Tensor& gy_in, const Tensor& x_in, const Tensor& 
                          const Tensor* weight, int64_t norm_dims, const Tensor* gx, const Tensor* gweight,
                          const Tensor* gbias) {
   const char* op = "layerNorm backward";
-  const Rows rows = check_layer_norm(op, x_in, weight, nullptr, norm_dims);
+  const Rows rows = check_layer_norm_backward(gy_in, x_in, mean, rstd, weight, norm_dims, gx, gweight, gbias);
   const int64_t R = rows.R, M = rows.M;
-  KILN_CHECK(gy_in.shape == x_in.shape, Shape, op, "gradient shape ", shape_str(gy_in.shape),
-             " does not match input shape ", shape_str(x_in.shape));
-  KILN_CHECK(gy_in.dtype == x_in.dtype, DType, op, "gradient dtype ", dtype_name(gy_in.dtype),
-             " differs from input dtype ", dtype_name(x_in.dtype));
-  for (const Tensor* t : {&mean, &rstd}) {
-    KILN_CHECK(t->numel() == R, Shape, op, "saved statistics of shape ", shape_str(t->shape), " do not have one value for each of ",
-               R, " rows");
-    KILN_CHECK(t->dtype == x_in.dtype, DType, op, "saved statistics dtype ", dtype_name(t->dtype),
-               " differs from input dtype ", dtype_name(x_in.dtype));
-  }
-  if (gx) check_out(op, *gx, "input gradient", x_in.numel(), x_in.dtype);
-  if (gweight) check_out(op, *gweight, "weight gradient", M, x_in.dtype);
-  if (gbias) check_out(op, *gbias, "bias gradient", M, x_in.dtype);
   const Tensor x = contiguous(x_in), gy = contiguous(gy_in), mu = contiguous(mean), rs = contiguous(rstd);
   const Tensor w = weight ? contiguous(*weight) : Tensor();
   // Partial column sums per chunk of rows; the chunk count depends only on sizes and threads.
@@ -199,6 +181,42 @@ void check_out(const char* op, const Tensor& t, const char* name, int64_t numel,
              " elements, got shape ", shape_str(t.shape));
   KILN_CHECK(t.dtype == dtype, DType, op, name, " dtype ", dtype_name(t.dtype), " differs from input dtype ",
              dtype_name(dtype));
+}
+
+// All of layer_norm_forward's checks; returns rows x M.
+Rows check_layer_norm_forward(const Tensor& x, const Tensor* weight, const Tensor* bias, int64_t norm_dims,
+                              const Tensor& y, const Tensor& mean, const Tensor& rstd) {
+  const char* op = "layerNorm";
+  const Rows rows = check_layer_norm(op, x, weight, bias, norm_dims);
+  KILN_CHECK(y.shape == x.shape, Shape, op, "output shape ", shape_str(y.shape), " does not match input shape ",
+             shape_str(x.shape));
+  check_out(op, y, "output", x.numel(), x.dtype);
+  check_out(op, mean, "mean", rows.R, x.dtype);
+  check_out(op, rstd, "rstd", rows.R, x.dtype);
+  return rows;
+}
+
+// All of layer_norm_backward's checks; returns rows x M.
+Rows check_layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                               const Tensor* weight, int64_t norm_dims, const Tensor* gx, const Tensor* gweight,
+                               const Tensor* gbias) {
+  const char* op = "layerNorm backward";
+  const Rows rows = check_layer_norm(op, x, weight, nullptr, norm_dims);
+  const int64_t R = rows.R, M = rows.M;
+  KILN_CHECK(gy.shape == x.shape, Shape, op, "gradient shape ", shape_str(gy.shape),
+             " does not match input shape ", shape_str(x.shape));
+  KILN_CHECK(gy.dtype == x.dtype, DType, op, "gradient dtype ", dtype_name(gy.dtype),
+             " differs from input dtype ", dtype_name(x.dtype));
+  for (const Tensor* t : {&mean, &rstd}) {
+    KILN_CHECK(t->numel() == R, Shape, op, "saved statistics of shape ", shape_str(t->shape), " do not have one value for each of ",
+               R, " rows");
+    KILN_CHECK(t->dtype == x.dtype, DType, op, "saved statistics dtype ", dtype_name(t->dtype),
+               " differs from input dtype ", dtype_name(x.dtype));
+  }
+  if (gx) check_out(op, *gx, "input gradient", x.numel(), x.dtype);
+  if (gweight) check_out(op, *gweight, "weight gradient", M, x.dtype);
+  if (gbias) check_out(op, *gbias, "bias gradient", M, x.dtype);
+  return rows;
 }
 
 }  // namespace kiln::cpu

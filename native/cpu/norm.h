@@ -22,5 +22,12 @@ struct Rows {
 };
 Rows check_layer_norm(const char* op, const Tensor& x, const Tensor* weight, const Tensor* bias, int64_t norm_dims);
 void check_out(const char* op, const Tensor& t, const char* name, int64_t numel, DType dtype);
+// Every check of layer_norm_forward / layer_norm_backward (the two above and the outputs' and
+// saved statistics' shapes and dtypes).
+Rows check_layer_norm_forward(const Tensor& x, const Tensor* weight, const Tensor* bias, int64_t norm_dims,
+                              const Tensor& y, const Tensor& mean, const Tensor& rstd);
+Rows check_layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                               const Tensor* weight, int64_t norm_dims, const Tensor* gx, const Tensor* gweight,
+                               const Tensor* gbias);
 
 }  // namespace kiln::cpu

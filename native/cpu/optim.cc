@@ -50,6 +50,33 @@ void check_clip_operands(const char* op, const std::vector<const Tensor*>& grads
   }
 }
 
+void check_sgd_step(const Tensor& param, const Tensor& grad, const Tensor* momentum_buf, const SgdOptions& o) {
+  const char* op = "sgdStep";
+  KILN_CHECK((momentum_buf != nullptr) == (o.momentum != 0), Value, op,
+             "a momentum buffer is needed exactly when momentum is not 0");
+  std::vector<const Tensor*> ops{&grad};
+  if (momentum_buf) ops.push_back(momentum_buf);
+  check_optimizer_operands(op, param, ops);
+}
+
+void check_adam_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
+                     const Tensor* max_exp_avg_sq, const AdamOptions& o) {
+  const char* op = "adamStep";
+  KILN_CHECK(o.bias_correction1 > 0 && o.bias_correction2_sqrt > 0, Value, op,
+             "bias corrections must be positive, got ", o.bias_correction1, " and ", o.bias_correction2_sqrt);
+  std::vector<const Tensor*> ops{&grad, &exp_avg, &exp_avg_sq};
+  if (max_exp_avg_sq) ops.push_back(max_exp_avg_sq);
+  check_optimizer_operands(op, param, ops);
+}
+
+void check_clip_grad_norm(const std::vector<const Tensor*>& grads, double max_norm, double norm_type,
+                          const Tensor& total) {
+  const char* op = "clipGradNorm";
+  KILN_CHECK(norm_type > 0, Value, op, "norm type must be positive, got ", norm_type);
+  KILN_CHECK(!(max_norm < 0), Value, op, "max norm must not be negative, got ", max_norm);
+  check_clip_operands(op, grads, total);
+}
+
 namespace cpu {
 
 // One chunk of the SGD update (see adam_chunk for why the options are template parameters).
@@ -84,11 +111,7 @@ static void sgd_typed(const Tensor& param, const Tensor& grad, const Tensor* buf
 
 void sgd_step(const Tensor& param, const Tensor& grad, const Tensor* momentum_buf, const SgdOptions& o) {
   const char* op = "sgdStep";
-  KILN_CHECK((momentum_buf != nullptr) == (o.momentum != 0), Value, op,
-             "a momentum buffer is needed exactly when momentum is not 0");
-  std::vector<const Tensor*> ops{&grad};
-  if (momentum_buf) ops.push_back(momentum_buf);
-  check_optimizer_operands(op, param, ops);
+  check_sgd_step(param, grad, momentum_buf, o);
   KILN_DISPATCH_FLOAT(param.dtype, op, { sgd_typed<scalar_t>(param, grad, momentum_buf, o); });
 }
 
@@ -136,11 +159,7 @@ static void adam_typed(const Tensor& param, const Tensor& grad, const Tensor& ex
 void adam_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
                const Tensor* max_exp_avg_sq, const AdamOptions& o) {
   const char* op = "adamStep";
-  KILN_CHECK(o.bias_correction1 > 0 && o.bias_correction2_sqrt > 0, Value, op,
-             "bias corrections must be positive, got ", o.bias_correction1, " and ", o.bias_correction2_sqrt);
-  std::vector<const Tensor*> ops{&grad, &exp_avg, &exp_avg_sq};
-  if (max_exp_avg_sq) ops.push_back(max_exp_avg_sq);
-  check_optimizer_operands(op, param, ops);
+  check_adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, o);
   KILN_DISPATCH_FLOAT(param.dtype, op, { adam_typed<scalar_t>(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, o); });
 }
 
@@ -193,9 +212,7 @@ double block_partial(const Block& b, double p) {
 void clip_grad_norm(const std::vector<const Tensor*>& grads, double max_norm, double norm_type, const Tensor& total,
                     bool error_if_nonfinite) {
   const char* op = "clipGradNorm";
-  KILN_CHECK(norm_type > 0, Value, op, "norm type must be positive, got ", norm_type);
-  KILN_CHECK(!(max_norm < 0), Value, op, "max norm must not be negative, got ", max_norm);
-  check_clip_operands(op, grads, total);
+  check_clip_grad_norm(grads, max_norm, norm_type, total);
   std::vector<Block> blocks;
   int64_t elems = 0;
   for (const Tensor* g : grads) {

@@ -30,6 +30,14 @@ void check_optimizer_operands(const char* op, const Tensor& param, const std::ve
 // float32/float64 scalar there.
 void check_clip_operands(const char* op, const std::vector<const Tensor*>& grads, const Tensor& total);
 
+// Every argument check of sgd_step, adam_step and clip_grad_norm (options, then the operands
+// through the two checks above), shared by the CPU kernels and their CUDA twins.
+void check_sgd_step(const Tensor& param, const Tensor& grad, const Tensor* momentum_buf, const SgdOptions& o);
+void check_adam_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
+                     const Tensor* max_exp_avg_sq, const AdamOptions& o);
+void check_clip_grad_norm(const std::vector<const Tensor*>& grads, double max_norm, double norm_type,
+                          const Tensor& total);
+
 namespace cpu {
 
 // In place: param (and momentum_buf when momentum != 0) take one SGD step with gradient grad.

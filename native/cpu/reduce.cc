@@ -288,13 +288,6 @@ struct Walker {
   }
 };
 
-struct Plan {
-  Shape kshape, kstride;  // kept dims, merged, outermost first
-  Shape rshape, rstride;  // reduced dims, merged, outermost first; {1}/{0} when nothing is reduced
-  int64_t outputs = 1, count = 1;
-  bool columns = false;   // the innermost kept dim is laid out inside the reduced ones
-};
-
 void push_dim(Shape& shape, Shape& stride, int64_t size, int64_t st) {
   if (!shape.empty() && stride.back() == st * size) {
     shape.back() *= size;
@@ -305,8 +298,8 @@ void push_dim(Shape& shape, Shape& stride, int64_t size, int64_t st) {
   }
 }
 
-Plan make_plan(const Tensor& x, const std::vector<bool>& reduced) {
-  Plan p;
+ReducePlan make_plan(const Tensor& x, const std::vector<bool>& reduced) {
+  ReducePlan p;
   for (size_t d = 0; d < x.shape.size(); d++) {
     if (reduced[d]) p.count *= x.shape[d];
     else p.outputs *= x.shape[d];
@@ -323,7 +316,7 @@ Plan make_plan(const Tensor& x, const std::vector<bool>& reduced) {
 }
 
 template <typename Acc, typename T>
-void run_reduce(const Acc& acc, const Tensor& x, const Tensor& out, const Plan& p) {
+void run_reduce(const Acc& acc, const Tensor& x, const Tensor& out, const ReducePlan& p) {
   using S = typename Acc::S;
   using O = typename Acc::O;
   const T* xp = x.data<T>();
@@ -423,7 +416,8 @@ void run_reduce(const Acc& acc, const Tensor& x, const Tensor& out, const Plan& 
 
 }  // namespace
 
-void reduce(ReduceOp op, const Tensor& x, const Tensor& out, const std::vector<int64_t>& dims, double param) {
+// Shared with the CUDA twin (declared in the header).
+ReducePlan check_reduce(ReduceOp op, const Tensor& x, const Tensor& out, const std::vector<int64_t>& dims) {
   const char* name = reduce_op_name(op);
   const DType want = reduce_result_dtype(op, x.dtype);
   KILN_CHECK(out.dtype == want, DType, name, "output dtype ", dtype_name(out.dtype), " should be ", dtype_name(want));
@@ -433,12 +427,18 @@ void reduce(ReduceOp op, const Tensor& x, const Tensor& out, const std::vector<i
     KILN_CHECK(!reduced[size_t(d)], Index, name, "dim ", d, " is repeated");
     reduced[size_t(d)] = true;
   }
-  const Plan p = make_plan(x, reduced);
+  const ReducePlan p = make_plan(x, reduced);
   KILN_CHECK(out.is_contiguous() && out.numel() == p.outputs, Shape, name, "output of shape ", shape_str(out.shape),
              " does not hold the ", p.outputs, " results of reducing ", shape_str(x.shape));
   const bool needs_elements = op == ReduceOp::max || op == ReduceOp::min || op == ReduceOp::argmax || op == ReduceOp::argmin;
   KILN_CHECK(!needs_elements || p.count > 0 || p.outputs == 0, Index, name, "cannot reduce over a zero-size dimension of ",
              shape_str(x.shape));
+  return p;
+}
+
+void reduce(ReduceOp op, const Tensor& x, const Tensor& out, const std::vector<int64_t>& dims, double param) {
+  const char* name = reduce_op_name(op);
+  const ReducePlan p = check_reduce(op, x, out, dims);
   // Each case runs the accumulator for the input's storage type T.
 #define KILN_RUN(KIND, ...)                                 \
   dispatch<ew::DTypes::KIND>(x.dtype, name, [&](auto tag) { \

@@ -35,6 +35,18 @@ namespace cpu {
 // dims in order (keepdim or not: the layout is the same). `param` is the correction of var/std.
 // max/min/argmax/argmin need a non-empty reduction.
 void reduce(ReduceOp op, const Tensor& x, const Tensor& out, const std::vector<int64_t>& dims, double param);
+
+// How a reduction walks x (shared with the CUDA twin): kept and reduced dims, each merged where
+// contiguous and never reordered.
+struct ReducePlan {
+  Shape kshape, kstride;  // kept dims, merged, outermost first
+  Shape rshape, rstride;  // reduced dims, merged, outermost first; {1}/{0} when nothing is reduced
+  int64_t outputs = 1, count = 1;
+  bool columns = false;   // the innermost kept dim is laid out inside the reduced ones
+};
+// Checks out's dtype and size and the dims (in range, distinct), and plans the walk; shared with
+// the CUDA twin.
+ReducePlan check_reduce(ReduceOp op, const Tensor& x, const Tensor& out, const std::vector<int64_t>& dims);
 }  // namespace cpu
 
 }  // namespace kiln

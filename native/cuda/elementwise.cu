@@ -4,11 +4,15 @@
 // when every operand is one dense run (or a broadcast value) and aligned, 16-byte vector loads and
 // stores; otherwise a grid-stride loop with strided offsets (32-bit index math when it fits).
 #include "elementwise.h"
-#include <limits>
 #include <utility>
 #include "common.cuh"
 
 namespace kiln::cuda {
+
+using cpu::check_binary;
+using cpu::check_unary;
+using cpu::check_where;
+
 namespace {
 
 // An operand: a strided tensor, or (p null) one value standing for every element. `inner` is its
@@ -118,10 +122,7 @@ void launch(const char* name, const Tensor& out, const std::array<const Shape*, 
 // A scalar parameter as C; integers refuse values they cannot hold (as the CPU kernels do).
 template <typename C>
 C scalar_as(double v, const char* name) {
-  if constexpr (std::is_integral_v<C> && !std::is_same_v<C, uint8_t>) {
-    constexpr double lo = double(std::numeric_limits<C>::lowest());
-    KILN_CHECK(v >= lo && v < -lo, Value, name, "scalar ", v, " does not fit an integer tensor");
-  }
+  ew::check_scalar_fits<C>(v, name);
   return dconvert<C, double>(v);
 }
 
@@ -152,78 +153,41 @@ struct WhereCall {
   __device__ __forceinline__ T operator()(uint8_t c, T a, T b) const { return c ? a : b; }
 };
 
-void check_same_shape(const char* name, const Tensor& t, const Tensor& out, const char* what) {
-  KILN_CHECK(t.shape == out.shape, Shape, name, what, " has shape ", shape_str(t.shape), " but the output has shape ",
-             shape_str(out.shape), " (operands must be broadcast first)");
-}
-
-void check_result(const char* name, DType want, const Tensor& out) {
-  KILN_CHECK(out.dtype == want, DType, name, "output dtype ", dtype_name(out.dtype), " should be ", dtype_name(want));
-}
-
 }  // namespace
 
 void unary(UnaryOp op, const Tensor& x, const Tensor& out, double s0, double s1) {
   const char* name = unary_op_name(op);
-  check_same_shape(name, x, out, "input");
-  check_result(name, unary_result_dtype(op, x.dtype), out);
-  switch (op) {
-#define KILN_EW_CASE(NAME, ...)                                                                     \
-  case UnaryOp::NAME: {                                                                             \
-    using F = ew::UnaryFn<UnaryOp::NAME>;                                                           \
-    dispatch<F::dtypes>(x.dtype, name, [&](auto tag) {                                                      \
-      using T = T_of<decltype(tag)>;                                                       \
-      using C = compute_t<T>;                                                                       \
-      launch<result_t<T, F>>(name, out, {&out.strides, &x.strides},                                 \
-                             UnaryCall<F, T>{scalar_as<C>(s0, name), scalar_as<C>(s1, name)},       \
-                             Arg<T>{x.data<T>(), T{}, 0});                                          \
-    });                                                                                             \
-    return;                                                                                         \
-  }
-    KILN_UNARY_OPS(KILN_EW_CASE)
-#undef KILN_EW_CASE
-    case UnaryOp::kCount: break;
-  }
-  KILN_INTERNAL_CHECK(false, name);
+  check_unary(op, x, out);
+  ew::with_formula(op, name, [&](auto f) {
+    using F = decltype(f);
+    dispatch<F::dtypes>(x.dtype, name, [&](auto tag) {
+      using T = T_of<decltype(tag)>;
+      using C = compute_t<T>;
+      launch<result_t<T, F>>(name, out, {&out.strides, &x.strides},
+                             UnaryCall<F, T>{scalar_as<C>(s0, name), scalar_as<C>(s1, name)},
+                             Arg<T>{x.data<T>(), T{}, 0});
+    });
+  });
 }
 
 void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out, double s0, double s1) {
   const char* name = binary_op_name(op);
-  check_same_shape(name, a, out, "first operand");
-  check_same_shape(name, b, out, "second operand");
-  KILN_CHECK(a.dtype == b.dtype, DType, name, "operands have dtypes ", dtype_name(a.dtype), " and ",
-             dtype_name(b.dtype), " (promote them first)");
-  check_result(name, binary_result_dtype(op, a.dtype), out);
-  switch (op) {
-#define KILN_EW_CASE(NAME, ...)                                                                     \
-  case BinaryOp::NAME: {                                                                            \
-    using F = ew::BinaryFn<BinaryOp::NAME>;                                                         \
-    dispatch<F::dtypes>(a.dtype, name, [&](auto tag) {                                                      \
-      using T = T_of<decltype(tag)>;                                                       \
-      using C = compute_t<T>;                                                                       \
-      launch<result_t<T, F>>(name, out, {&out.strides, &a.strides, &b.strides},                     \
-                             BinaryCall<F, T>{scalar_as<C>(s0, name), scalar_as<C>(s1, name)},      \
-                             Arg<T>{a.data<T>(), T{}, 0}, Arg<T>{b.data<T>(), T{}, 0});             \
-    });                                                                                             \
-    return;                                                                                         \
-  }
-    KILN_BINARY_OPS(KILN_EW_CASE)
-#undef KILN_EW_CASE
-    case BinaryOp::kCount: break;
-  }
-  KILN_INTERNAL_CHECK(false, name);
+  check_binary(op, a, b, out);
+  ew::with_formula(op, name, [&](auto f) {
+    using F = decltype(f);
+    dispatch<F::dtypes>(a.dtype, name, [&](auto tag) {
+      using T = T_of<decltype(tag)>;
+      using C = compute_t<T>;
+      launch<result_t<T, F>>(name, out, {&out.strides, &a.strides, &b.strides},
+                             BinaryCall<F, T>{scalar_as<C>(s0, name), scalar_as<C>(s1, name)},
+                             Arg<T>{a.data<T>(), T{}, 0}, Arg<T>{b.data<T>(), T{}, 0});
+    });
+  });
 }
 
 void where(const Tensor& cond, const Tensor* a, const Tensor* b, double sa, double sb, const Tensor& out) {
   const char* name = "where";
-  KILN_CHECK(cond.dtype == DType::Bool, DType, name, "condition must be bool, got ", dtype_name(cond.dtype));
-  check_same_shape(name, cond, out, "condition");
-  for (const Tensor* t : {a, b}) {
-    if (!t) continue;
-    check_same_shape(name, *t, out, "value");
-    KILN_CHECK(t->dtype == out.dtype, DType, name, "values have dtype ", dtype_name(t->dtype), " but the output has ",
-               dtype_name(out.dtype));
-  }
+  check_where(cond, a, b, out);
   // A missing value operand is a scalar walked with stride 0.
   const Shape zero(out.shape.size(), 0);
   dispatch<ew::DTypes::ANY>(out.dtype, name, [&](auto tag) {

@@ -1,4 +1,4 @@
-// CUDA indexing kernels, twins of native/cpu/index.cc, same shape and dtype checks.
+// CUDA indexing kernels, twins of native/cpu/index.cc, whose shape and dtype checks they call.
 //   gather / index_select: a strided gather kernel; contiguous index_select (embedding) copies whole
 //     rows with 16-byte vectors, G lanes per row.
 //   index_add (embedding backward): deterministic, no float atomics. The index values are sorted
@@ -18,8 +18,16 @@
 #include "common.cuh"
 #include "copy.h"
 #include "device_errors.h"
+#include "../cpu/index.h"
 
 namespace kiln::cuda {
+
+using cpu::IndexedShape;
+using cpu::at_least_1d;
+using cpu::check_gather;
+using cpu::check_index_add;
+using cpu::check_index_select;
+using cpu::check_scatter_add;
 
 namespace {
 
@@ -46,64 +54,6 @@ struct alignas(W * sizeof(T) > 16 ? 16 : W * sizeof(T)) Vec {
 
 constexpr int64_t kTile = 32;  // sorted positions per tile of index_add
 constexpr int kBatch = 4;      // loads issued together before their values are used
-
-// ---- host-side checks (as on the CPU) ----
-
-void check_index_dtype(const Tensor& index, const char* op) {
-  KILN_CHECK(is_integral(index.dtype), DType, op, "index must be int32 or int64, got ", dtype_name(index.dtype));
-}
-
-void check_dim(int64_t dim, const Tensor& t, const char* op) {
-  KILN_CHECK(dim >= 0 && dim < t.dim(), Index, op, "dim ", dim, " out of range for a tensor of shape ",
-             shape_str(t.shape));
-}
-
-void check_same_dtypes(const Tensor& a, const Tensor& b, const char* op) {
-  KILN_CHECK(a.dtype == b.dtype, DType, op, "dtypes ", dtype_name(a.dtype), " and ", dtype_name(b.dtype), " differ");
-}
-
-// index has data's rank and, outside dim (everywhere for dim -1), no larger sizes.
-void check_fits(const Tensor& data, int64_t dim, const Tensor& index, const char* op, const char* data_name) {
-  KILN_CHECK(index.dim() == data.dim(), Shape, op, "index ", shape_str(index.shape), " must have as many dims as ",
-             data_name, " ", shape_str(data.shape));
-  for (int64_t k = 0; k < data.dim(); k++) {
-    KILN_CHECK(k == dim || index.shape[k] <= data.shape[k], Shape, op, "index ", shape_str(index.shape),
-               " is larger than ", data_name, " ", shape_str(data.shape), " at dim ", k);
-  }
-}
-
-void check_add_target(const Tensor& out, const Tensor& src, const char* op) {
-  check_same_dtypes(out, src, op);
-  KILN_CHECK(out.is_contiguous(), Value, op, "the accumulation target must be contiguous, got strides ",
-             shape_str(out.strides), " for shape ", shape_str(out.shape));
-}
-
-// A 0-d tensor takes part as shape [1].
-Tensor as_1d(const Tensor& t) {
-  if (t.dim() > 0) return t;
-  Tensor r = t;
-  r.shape = {1};
-  r.strides = {1};
-  return r;
-}
-
-// base's dims with dim replaced by all of index's dims; base and index move along their own dims.
-struct IndexedShape {
-  Shape shape, base_strides, index_strides;
-};
-
-IndexedShape indexed_shape(const Tensor& base, int64_t dim, const Tensor& index) {
-  IndexedShape r;
-  for (int64_t k = 0; k < base.dim(); k++) {
-    const bool here = k == dim;
-    for (int64_t j = 0; j < (here ? index.dim() : 1); j++) {
-      r.shape.push_back(here ? index.shape[j] : base.shape[k]);
-      r.base_strides.push_back(here ? 0 : base.strides[k]);
-      r.index_strides.push_back(here ? index.strides[j] : 0);
-    }
-  }
-  return r;
-}
 
 // The sizes of base before dim (A), at dim (V) and after it (B).
 struct Split {
@@ -492,13 +442,8 @@ void index_add_typed(const Tensor& out, const Tensor& index, const Tensor& src, 
 
 void gather(const Tensor& x_in, int64_t dim, const Tensor& index_in, const Tensor& out_in) {
   const char* op = "gather";
-  const Tensor x = as_1d(x_in), index = as_1d(index_in), out = as_1d(out_in);
-  check_index_dtype(index, op);
-  check_dim(dim, x, op);
-  check_fits(x, dim, index, op, "input");
-  KILN_CHECK(out.shape == index.shape, Shape, op, "output ", shape_str(out.shape), " must have index shape ",
-             shape_str(index.shape));
-  check_same_dtypes(out, x, op);
+  const Tensor x = at_least_1d(x_in), index = at_least_1d(index_in), out = at_least_1d(out_in);
+  check_gather(x, dim, index, out, op);
   if (index.numel() == 0) return;
   IndexGuard g = index_guard(x.device(), op, x.shape[dim], dim);
   Shape xs = x.strides;
@@ -512,13 +457,8 @@ void gather(const Tensor& x_in, int64_t dim, const Tensor& index_in, const Tenso
 }
 
 void index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out, const char* op) {
-  if (x.dim() == 0) return index_select(as_1d(x), dim, as_1d(index), as_1d(out), op);
-  check_index_dtype(index, op);
-  check_dim(dim, x, op);
-  const IndexedShape s = indexed_shape(x, dim, index);
-  KILN_CHECK(out.shape == s.shape, Shape, op, "output ", shape_str(out.shape), " must have shape ",
-             shape_str(s.shape));
-  check_same_dtypes(out, x, op);
+  if (x.dim() == 0) return index_select(at_least_1d(x), dim, at_least_1d(index), at_least_1d(out), op);
+  const IndexedShape s = check_index_select(x, dim, index, out, op);
   if (index.numel() == 0) return;
   const Split sp = split_at(x.shape, dim);
   IndexGuard g = index_guard(x.device(), op, sp.V, dim);
@@ -538,13 +478,8 @@ void index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tenso
 }
 
 void index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src, const char* op) {
-  if (out.dim() == 0) return index_add(as_1d(out), dim, as_1d(index), as_1d(src), op);
-  check_index_dtype(index, op);
-  check_dim(dim, out, op);
-  check_add_target(out, src, op);
-  const IndexedShape s = indexed_shape(out, dim, index);
-  KILN_CHECK(src.shape == s.shape, Shape, op, "source ", shape_str(src.shape), " must have shape ",
-             shape_str(s.shape), " for target ", shape_str(out.shape), " and index ", shape_str(index.shape));
+  if (out.dim() == 0) return index_add(at_least_1d(out), dim, at_least_1d(index), at_least_1d(src), op);
+  const IndexedShape s = check_index_add(out, dim, index, src, op);
   if (index.numel() == 0) return;
   const Split sp = split_at(out.shape, dim);
   IndexGuard g = index_guard(out.device(), op, sp.V, dim);
@@ -553,12 +488,8 @@ void index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor
 
 void scatter_add(const Tensor& out_in, int64_t dim, const Tensor& index_in, const Tensor& src_in) {
   const char* op = "scatterAdd";
-  const Tensor out = as_1d(out_in), index = as_1d(index_in), src = as_1d(src_in);
-  check_index_dtype(index, op);
-  check_dim(dim, out, op);
-  check_add_target(out, src, op);
-  check_fits(out, dim, index, op, "input");
-  check_fits(src, -1, index, op, "src");
+  const Tensor out = at_least_1d(out_in), index = at_least_1d(index_in), src = at_least_1d(src_in);
+  check_scatter_add(out, dim, index, src, op);
   const int64_t n = index.numel();
   if (n == 0) return;
   const Device d = out.device();

@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include "copy.h"
 #include "runtime.h"
+#include "../cpu/matmul.h"
 
 #define KILN_CUBLAS_CHECK(call, op)                                                            \
   do {                                                                                         \
@@ -23,6 +24,10 @@
   } while (0)
 
 namespace kiln::cuda {
+
+using cpu::BmmSizes;
+using cpu::check_bmm;
+using cpu::check_bmm_bias;
 
 [[noreturn]] static void throw_cublas(cublasStatus_t s, const char* op, const char* file, int line) {
   throw Error(ErrorCode::Cuda, op,
@@ -219,24 +224,11 @@ Plan make_plan(cublasLtHandle_t handle, const PlanKey& k, const void* bias_ptr) 
 }  // namespace
 
 void bmm(const Tensor& a, const Tensor& b, const Tensor* bias, const Tensor& out) {
-  KILN_CHECK(a.dim() == 3 && b.dim() == 3 && out.dim() == 3, Shape, kOp, "expects 3-D operands, got ",
-             shape_str(a.shape), ", ", shape_str(b.shape), " and output ", shape_str(out.shape));
-  const int64_t batch = a.shape[0], M = a.shape[1], K = a.shape[2], N = b.shape[2];
-  KILN_CHECK(b.shape[0] == batch && b.shape[1] == K, Shape, kOp, "shapes ", shape_str(a.shape), " and ",
-             shape_str(b.shape), " cannot be multiplied");
-  KILN_CHECK(out.shape == Shape({batch, M, N}), Shape, kOp, "output shape ", shape_str(out.shape), " should be [",
-             batch, ", ", M, ", ", N, "]");
-  KILN_CHECK(out.is_contiguous(), Value, kOp, "the output must be contiguous");
-  KILN_CHECK(a.dtype == b.dtype && a.dtype == out.dtype, DType, kOp, "dtypes differ: ", dtype_name(a.dtype), ", ",
-             dtype_name(b.dtype), " and output ", dtype_name(out.dtype));
+  const BmmSizes z = check_bmm(kOp, a, b, out);
+  const int64_t batch = z.batch, M = z.M, K = z.K, N = z.N;
   KILN_CHECK(a.device() == out.device() && b.device() == out.device() && (!bias || bias->device() == out.device()),
              Device, kOp, "operands are on different devices");
-  if (bias) {
-    KILN_CHECK(bias->dim() == 1 && bias->shape[0] == N, Shape, kOp, "bias of shape ", shape_str(bias->shape),
-               " does not match ", N, " output columns");
-    KILN_CHECK(bias->dtype == out.dtype, DType, kOp, "bias dtype ", dtype_name(bias->dtype), " differs from ",
-               dtype_name(out.dtype));
-  }
+  if (bias) check_bmm_bias(kOp, *bias, out, N);
   KILN_CHECK(batch <= INT32_MAX, Shape, kOp, "a batch of ", batch, " matrices exceeds cuBLASLt's limit");
   if (out.numel() == 0) return;
   const Types types = types_of(out.dtype, allow_tf32());

@@ -21,8 +21,8 @@
 namespace kiln::cuda {
 
 using cpu::Rows;
-using cpu::check_layer_norm;
-using cpu::check_out;
+using cpu::check_layer_norm_backward;
+using cpu::check_layer_norm_forward;
 
 namespace {
 
@@ -325,13 +325,8 @@ rowwise::Plan<N> rows_plan(const char* op, int64_t R, int64_t M) {
 void layer_norm_forward(const Tensor& x_in, const Tensor* weight, const Tensor* bias, int64_t norm_dims, double eps,
                         const Tensor& y, const Tensor& mean, const Tensor& rstd) {
   const char* op = "layerNorm";
-  const Rows rows = check_layer_norm(op, x_in, weight, bias, norm_dims);
+  const Rows rows = check_layer_norm_forward(x_in, weight, bias, norm_dims, y, mean, rstd);
   const int64_t R = rows.R, M = rows.M;
-  KILN_CHECK(y.shape == x_in.shape, Shape, op, "output shape ", shape_str(y.shape), " does not match input shape ",
-             shape_str(x_in.shape));
-  check_out(op, y, "output", x_in.numel(), x_in.dtype);
-  check_out(op, mean, "mean", R, x_in.dtype);
-  check_out(op, rstd, "rstd", R, x_in.dtype);
   if (R == 0) return;
   const Tensor x = contiguous(x_in);
   const Tensor w = weight ? contiguous(*weight) : Tensor();
@@ -366,21 +361,8 @@ void layer_norm_backward(const Tensor& gy_in, const Tensor& x_in, const Tensor& 
                          const Tensor* weight, int64_t norm_dims, const Tensor* gx, const Tensor* gweight,
                          const Tensor* gbias) {
   const char* op = "layerNorm backward";
-  const Rows rows = check_layer_norm(op, x_in, weight, nullptr, norm_dims);
+  const Rows rows = check_layer_norm_backward(gy_in, x_in, mean_in, rstd_in, weight, norm_dims, gx, gweight, gbias);
   const int64_t R = rows.R, M = rows.M;
-  KILN_CHECK(gy_in.shape == x_in.shape, Shape, op, "gradient shape ", shape_str(gy_in.shape),
-             " does not match input shape ", shape_str(x_in.shape));
-  KILN_CHECK(gy_in.dtype == x_in.dtype, DType, op, "gradient dtype ", dtype_name(gy_in.dtype),
-             " differs from input dtype ", dtype_name(x_in.dtype));
-  for (const Tensor* t : {&mean_in, &rstd_in}) {
-    KILN_CHECK(t->numel() == R, Shape, op, "saved statistics of shape ", shape_str(t->shape),
-               " do not have one value for each of ", R, " rows");
-    KILN_CHECK(t->dtype == x_in.dtype, DType, op, "saved statistics dtype ", dtype_name(t->dtype),
-               " differs from input dtype ", dtype_name(x_in.dtype));
-  }
-  if (gx) check_out(op, *gx, "input gradient", x_in.numel(), x_in.dtype);
-  if (gweight) check_out(op, *gweight, "weight gradient", M, x_in.dtype);
-  if (gbias) check_out(op, *gbias, "bias gradient", M, x_in.dtype);
   const bool sums = gweight || gbias;
   if (R == 0) {
     // No rows: the column sums are empty sums.

@@ -274,11 +274,7 @@ void clip_passes(const char* op, const std::vector<const Tensor*>& grads, int64_
 
 void sgd_step(const Tensor& param, const Tensor& grad, const Tensor* momentum_buf, const SgdOptions& o) {
   const char* op = "sgdStep";
-  KILN_CHECK((momentum_buf != nullptr) == (o.momentum != 0), Value, op,
-             "a momentum buffer is needed exactly when momentum is not 0");
-  std::vector<const Tensor*> ops{&grad};
-  if (momentum_buf) ops.push_back(momentum_buf);
-  check_optimizer_operands(op, param, ops);
+  check_sgd_step(param, grad, momentum_buf, o);
   KILN_DISPATCH_FLOAT(param.dtype, op, {
     using T = scalar_t;
     const SgdStep<T> step{T(o.lr), T(o.weight_decay), T(o.momentum), T(1 - o.dampening), o.maximize ? T(-1) : T(1),
@@ -291,11 +287,7 @@ void sgd_step(const Tensor& param, const Tensor& grad, const Tensor* momentum_bu
 void adam_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
                const Tensor* max_exp_avg_sq, const AdamOptions& o) {
   const char* op = "adamStep";
-  KILN_CHECK(o.bias_correction1 > 0 && o.bias_correction2_sqrt > 0, Value, op,
-             "bias corrections must be positive, got ", o.bias_correction1, " and ", o.bias_correction2_sqrt);
-  std::vector<const Tensor*> ops{&grad, &exp_avg, &exp_avg_sq};
-  if (max_exp_avg_sq) ops.push_back(max_exp_avg_sq);
-  check_optimizer_operands(op, param, ops);
+  check_adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, o);
   KILN_DISPATCH_FLOAT(param.dtype, op, {
     using T = scalar_t;
     // AdamW multiplies by exactly 1 when there is no decay, which leaves every value unchanged.
@@ -312,9 +304,7 @@ void adam_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, c
 void clip_grad_norm(const std::vector<const Tensor*>& grads, double max_norm, double norm_type, const Tensor& total,
                     bool error_if_nonfinite) {
   const char* op = "clipGradNorm";
-  KILN_CHECK(norm_type > 0, Value, op, "norm type must be positive, got ", norm_type);
-  KILN_CHECK(!(max_norm < 0), Value, op, "max norm must not be negative, got ", max_norm);
-  check_clip_operands(op, grads, total);
+  check_clip_grad_norm(grads, max_norm, norm_type, total);
   const Device d = total.device();
   int64_t chunks = 0;
   for (const Tensor* g : grads) chunks += (g->numel() + kChunk - 1) / kChunk;

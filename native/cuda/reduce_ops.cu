@@ -17,6 +17,10 @@
 #include "reduce.cuh"
 
 namespace kiln::cuda {
+
+using cpu::ReducePlan;
+using cpu::check_reduce;
+
 namespace {
 
 // sum, mean (scale = 1/n).
@@ -318,44 +322,10 @@ __global__ void __launch_bounds__(kThreads) reduce_finish(const typename Acc::S*
   if (lane == 0) out[o] = acc.finish(s);
 }
 
-struct Plan {
-  Shape kshape, kstride;  // kept dims, merged, outermost first
-  Shape rshape, rstride;  // reduced dims, merged, outermost first; {1}/{0} when nothing is reduced
-  int64_t outputs = 1, count = 1;
-  bool columns = false;   // the innermost kept dim is laid out inside the reduced ones
-};
-
-void push_dim(Shape& shape, Shape& stride, int64_t size, int64_t st) {
-  if (!shape.empty() && stride.back() == st * size) {
-    shape.back() *= size;
-    stride.back() = st;
-  } else {
-    shape.push_back(size);
-    stride.push_back(st);
-  }
-}
-
-Plan make_plan(const Tensor& x, const std::vector<bool>& reduced) {
-  Plan p;
-  for (size_t d = 0; d < x.shape.size(); d++) {
-    if (reduced[d]) p.count *= x.shape[d];
-    else p.outputs *= x.shape[d];
-    if (x.shape[d] == 1) continue;
-    if (reduced[d]) push_dim(p.rshape, p.rstride, x.shape[d], x.strides[d]);
-    else push_dim(p.kshape, p.kstride, x.shape[d], x.strides[d]);
-  }
-  p.columns = !p.kshape.empty() && (p.rshape.empty() || p.kstride.back() < p.rstride.back());
-  if (p.rshape.empty()) {
-    p.rshape.push_back(1);
-    p.rstride.push_back(0);
-  }
-  return p;
-}
-
 int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
 
 template <typename Acc, typename T>
-void run(const char* name, const Acc& acc, const Tensor& x, const Tensor& out, const Plan& p) {
+void run(const char* name, const Acc& acc, const Tensor& x, const Tensor& out, const ReducePlan& p) {
   using S = typename Acc::S;
   using O = typename Acc::O;
   const int64_t M = p.outputs, N = p.count;
@@ -416,20 +386,7 @@ void run(const char* name, const Acc& acc, const Tensor& x, const Tensor& out, c
 
 void reduce(ReduceOp op, const Tensor& x, const Tensor& out, const std::vector<int64_t>& dims, double param) {
   const char* name = reduce_op_name(op);
-  const DType want = reduce_result_dtype(op, x.dtype);
-  KILN_CHECK(out.dtype == want, DType, name, "output dtype ", dtype_name(out.dtype), " should be ", dtype_name(want));
-  std::vector<bool> reduced(x.shape.size(), false);
-  for (int64_t d : dims) {
-    KILN_CHECK(d >= 0 && d < x.dim(), Index, name, "dim ", d, " out of range for a tensor of shape ", shape_str(x.shape));
-    KILN_CHECK(!reduced[size_t(d)], Index, name, "dim ", d, " is repeated");
-    reduced[size_t(d)] = true;
-  }
-  const Plan p = make_plan(x, reduced);
-  KILN_CHECK(out.is_contiguous() && out.numel() == p.outputs, Shape, name, "output of shape ", shape_str(out.shape),
-             " does not hold the ", p.outputs, " results of reducing ", shape_str(x.shape));
-  const bool needs_elements = op == ReduceOp::max || op == ReduceOp::min || op == ReduceOp::argmax || op == ReduceOp::argmin;
-  KILN_CHECK(!needs_elements || p.count > 0 || p.outputs == 0, Index, name, "cannot reduce over a zero-size dimension of ",
-             shape_str(x.shape));
+  const ReducePlan p = check_reduce(op, x, out, dims);
   // Each case: the dtypes the op takes and its accumulator for storage type T (Tag<T> t).
   const auto with = [&](auto kinds, auto make) {
     dispatch<decltype(kinds)::value>(x.dtype, name, [&](auto t) {
