@@ -54,7 +54,7 @@ t.test('native functions reject non-handles and bad arguments without crashing',
 
 t.test('dtype mismatches name the dtypes', async (t) => {
   t.throws(() => kiln.ones([2, 2], { dtype: 'int32' }).matmul(kiln.ones([2, 2])), { name: 'DTypeError', message: /int32/ });
-  t.throws(() => kiln.ones([2, 3], { dtype: 'bfloat16' }).softmax(-1), { name: 'DTypeError', message: /bfloat16/ });
+  t.throws(() => kiln.ones([2, 3], { dtype: 'int64' }).softmax(-1), { name: 'DTypeError', message: /softmax: input must be floating point, got int64/ });
   t.throws(() => kiln.ones([2]).add(kiln.ones([2], { dtype: 'float64' })).matmul(kiln.ones([2], { dtype: 'int64' })), { name: 'DTypeError', message: /int64/ });
 });
 
