@@ -6,9 +6,11 @@
 #include "norm.h"
 #include <algorithm>
 #include <cmath>
+#include <utility>
 #include <vector>
 #include "../core/parallel.h"
 #include "copy.h"
+#include "simd.h"
 
 namespace kiln::cpu {
 
@@ -53,33 +55,43 @@ void forward_rows(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, in
 }
 
 // Rows [rb, re): writes gx (when wanted) and adds sum(gy * xhat) and sum(gy) per column into gw, gb.
+// Vectorized (run by the caller under run_simd): row sums in lanes (lane_sum), column sums in T over
+// blocks of kRowBlock rows, folded into the double gw / gb after each block.
 template <typename T, bool HasW>
 void backward_rows(const T* gy, const T* x, const T* mean, const T* rstd, const T* w, T* gx, double* gw, double* gb,
                    int64_t rb, int64_t re, int64_t M) {
+  constexpr int64_t kRowBlock = 64;
+  std::vector<T> cw(gw ? size_t(M) : 0), cb(gb ? size_t(M) : 0), g(gx ? size_t(M) : 0), gh(gx ? size_t(M) : 0);
   for (int64_t r = rb; r < re; r++) {
-    const T* gr = gy + r * M;
-    const T* xr = x + r * M;
+    const T* __restrict gr = gy + r * M;
+    const T* __restrict xr = x + r * M;
     const T m = mean[r], k = rstd[r];
-    if (gw || gb) {
-      for (int64_t i = 0; i < M; i++) {
-        if (gw) gw[i] += double(gr[i]) * double((xr[i] - m) * k);
-        if (gb) gb[i] += double(gr[i]);
+    if (gw) {
+      T* __restrict c = cw.data();
+      for (int64_t i = 0; i < M; i++) c[i] += gr[i] * ((xr[i] - m) * k);
+    }
+    if (gb) {
+      T* __restrict c = cb.data();
+      for (int64_t i = 0; i < M; i++) c[i] += gr[i];
+    }
+    if ((r - rb + 1) % kRowBlock == 0 || r + 1 == re) {
+      for (auto [part, out] : {std::pair{&cw, gw}, std::pair{&cb, gb}}) {
+        if (!out) continue;
+        for (int64_t i = 0; i < M; i++) out[i] += double((*part)[size_t(i)]);
+        std::fill(part->begin(), part->end(), T(0));
       }
     }
     if (!gx) continue;
     // gx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = gy * weight.
-    double s1 = 0, s2 = 0;
+    T* __restrict gp = g.data();
+    T* __restrict ghp = gh.data();
     for (int64_t i = 0; i < M; i++) {
-      const T g = HasW ? gr[i] * w[i] : gr[i];
-      s1 += g;
-      s2 += double(g) * double((xr[i] - m) * k);
+      gp[i] = HasW ? gr[i] * w[i] : gr[i];
+      ghp[i] = gp[i] * ((xr[i] - m) * k);
     }
-    const T a = T(s1 / double(M)), c = T(s2 / double(M));
-    T* out = gx + r * M;
-    for (int64_t i = 0; i < M; i++) {
-      const T g = HasW ? gr[i] * w[i] : gr[i];
-      out[i] = k * (g - a - (xr[i] - m) * k * c);
-    }
+    const T a = T(lane_sum(gp, M) / double(M)), c = T(lane_sum(ghp, M) / double(M));
+    T* __restrict out = gx + r * M;
+    for (int64_t i = 0; i < M; i++) out[i] = k * (gp[i] - a - (xr[i] - m) * k * c);
   }
 }
 
@@ -128,14 +140,18 @@ void layer_norm_backward(const Tensor& gy_in, const Tensor& x_in, const Tensor& 
       if (gweight || gbias) {
         parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
           for (int64_t c = cb; c < ce; c++)
-            backward_rows<T, HW>(gy.data<T>(), x.data<T>(), mu.data<T>(), rs.data<T>(), wp, gxp,
-                                 gweight ? pw.data() + c * M : nullptr, gbias ? pb.data() + c * M : nullptr,
-                                 R * c / chunks, R * (c + 1) / chunks, M);
+            run_simd([&] {
+              backward_rows<T, HW>(gy.data<T>(), x.data<T>(), mu.data<T>(), rs.data<T>(), wp, gxp,
+                                   gweight ? pw.data() + c * M : nullptr, gbias ? pb.data() + c * M : nullptr,
+                                   R * c / chunks, R * (c + 1) / chunks, M);
+            });
         });
       } else {
         parallel_for(R, std::max<int64_t>(1, kGrain / std::max<int64_t>(M, 1)), [&](int64_t rb, int64_t re) {
-          backward_rows<T, HW>(gy.data<T>(), x.data<T>(), mu.data<T>(), rs.data<T>(), wp, gxp, nullptr, nullptr, rb, re,
-                               M);
+          run_simd([&] {
+            backward_rows<T, HW>(gy.data<T>(), x.data<T>(), mu.data<T>(), rs.data<T>(), wp, gxp, nullptr, nullptr, rb,
+                                 re, M);
+          });
         });
       }
     };
