@@ -2,7 +2,7 @@
 // Builds the native addon: cmake-js when cmake is on PATH, else node-gyp from binding.gyp.
 //   KILN_BUILD=cmake|gyp   force a builder
 //   KILN_CUDA=ON|OFF       force the CUDA backend on or off (cmake only; default: when found)
-//   KILN_OPENBLAS=0        build without OpenBLAS (built-in GEMM)
+//   KILN_OPENBLAS=0        build without OpenBLAS (built-in GEMM; also OFF, false, no)
 // cmake-js configures on every run with every switch spelled out, so a rebuild follows the current
 // environment (an unset switch means its default), not whatever an earlier build cached.
 const { spawnSync } = require('child_process');
@@ -18,12 +18,16 @@ if (forced && forced !== 'cmake' && forced !== 'gyp') {
 }
 const builder = forced || (which('cmake') ? 'cmake' : 'gyp');
 
-function run(cmd, args) {
+function attempt(cmd, args) {
   console.log(`kiln: ${cmd} ${args.join(' ')}`);
-  const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env: process.env });
-  if (r.status !== 0) {
-    console.error(`kiln: native build failed (${cmd} exited with ${r.status}).`);
-    process.exit(r.status || 1);
+  return spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env: process.env }).status;
+}
+
+function run(cmd, args) {
+  const status = attempt(cmd, args);
+  if (status !== 0) {
+    console.error(`kiln: native build failed (${cmd} exited with ${status}).`);
+    process.exit(status || 1);
   }
 }
 
@@ -32,9 +36,19 @@ if (builder === 'cmake') {
   const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
   const switches = [
     `--CDKILN_CUDA=${process.env.KILN_CUDA || 'AUTO'}`,
-    `--CDKILN_OPENBLAS=${process.env.KILN_OPENBLAS === '0' ? 'OFF' : 'ON'}`,
+    `--CDKILN_OPENBLAS=${/^(0|off|false|no)$/i.test(process.env.KILN_OPENBLAS ?? '') ? 'OFF' : 'ON'}`,
   ];
-  run(process.execPath, [cmakeJs, 'configure', '--out', 'build', ...switches]);
+  const configure = [cmakeJs, 'configure', '--out', 'build', ...switches];
+  if (attempt(process.execPath, configure) !== 0) {
+    // A build folder left by another checkout, path or generator cannot be reconfigured: start afresh once.
+    if (!fs.existsSync(path.join(root, 'build', 'CMakeCache.txt'))) {
+      console.error('kiln: native build failed (cmake-js configure).');
+      process.exit(1);
+    }
+    console.log('kiln: configuring the existing build/ failed; removing it and configuring afresh');
+    fs.rmSync(path.join(root, 'build'), { recursive: true, force: true });
+    run(process.execPath, configure);
+  }
   run(process.execPath, [cmakeJs, 'build', '--out', 'build', '--parallel', jobs]);
   const info = path.join(root, 'build', 'kiln-build.txt');
   if (fs.existsSync(info)) console.log(`kiln: built with cmake-js: ${fs.readFileSync(info, 'utf8').trim()}`);

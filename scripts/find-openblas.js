@@ -6,4 +6,4 @@ const candidates = [
   '/usr/include',
 ];
 const found = candidates.find((d) => fs.existsSync(`${d}/cblas.h`) && fs.existsSync(`${d}/openblas_config.h`));
-if (process.env.KILN_OPENBLAS !== '0' && found) process.stdout.write(found);
+if (!/^(0|off|false|no)$/i.test(process.env.KILN_OPENBLAS ?? '') && found) process.stdout.write(found);

@@ -186,3 +186,13 @@ t.test('in-place writes to tensors that were not saved leave backward alone', as
   z.backward();
   t.same(values(a.grad!), [4, 4, 4]);
 });
+
+t.test('copy_ and fill_ refuse tensors in a recorded graph, like the other in-place ops', async (t) => {
+  const a = kiln.tensor([1, 2], { dtype: 'float64', requiresGrad: true });
+  const h = a.mul(2);
+  t.throws(() => h.fill_(0), { name: 'AutogradError', message: /fill_: in-place ops are not recorded/ });
+  t.throws(() => h.copy_(kiln.zeros([2], { dtype: 'float64' })), { name: 'AutogradError', message: /copy_/ });
+  t.throws(() => kiln.zeros([2], { dtype: 'float64' }).copy_(h), { name: 'AutogradError', message: /copy_/ }, 'a source that requires grad');
+  kiln.noGrad(() => h.fill_(0));
+  t.same(values(h), [0, 0], 'under noGrad the write happens');
+});

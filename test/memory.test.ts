@@ -123,6 +123,8 @@ t.test('freed CPU blocks are cached for reuse, within the most live tensors need
   t.equal(kiln.memory().cachedBytes, 0, 'the next 4 MiB tensor takes it back');
   again.dispose();
   kiln.emptyCache();
+  // An allocation the system refuses (400 GB) is an OutOfMemoryError and leaves the cache's limit as it was.
+  t.throws(() => kiln.empty([1e11]), { name: 'OutOfMemoryError' });
   // Three 400 MB tensors (never touched, so no page is faulted in) need 1.2 GB at once; freed, all
   // three stay cached. Four 480 MB tensors then evict cached blocks rather than hold 1.2 GB of cache
   // beside 1.9 GB of live tensors: the total stays at what live tensors alone need (1.25x for size classes).

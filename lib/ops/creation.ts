@@ -4,7 +4,7 @@ import { recordOp } from '../autograd/engine';
 import { isGradEnabled } from '../autograd/grad_mode';
 import { DType, DTYPE_CODE, checkDType, isFloating } from '../dtype';
 import { deviceCode } from '../device';
-import { DTypeError, ShapeError, ValueError } from '../errors';
+import { AutogradError, DTypeError, ShapeError, ValueError } from '../errors';
 import { native } from '../native';
 import { checkShape, numel, sameShape, shapeStr } from '../shape';
 import { NestedArray, Tensor, emptyTensor, fromHandle } from '../tensor';
@@ -225,17 +225,21 @@ export function contiguousCopy(x: Tensor): Tensor {
  * recording). Every in-place op calls x._bumpVersion() after writing, so that autograd can tell when
  * a tensor it saved for backward was changed.
  */
-export function checkInPlace(op: string, x: Tensor): void {
+export function checkInPlace(op: string, x: Tensor, src?: Tensor | null): void {
   x._check(op);
-  if (x.requiresGrad && x.isLeaf && isGradEnabled()) {
+  if (!isGradEnabled()) return;
+  if (x.requiresGrad && x.isLeaf) {
     throw new ValueError(op, 'a leaf tensor that requires grad is used in an in-place operation; wrap it in noGrad()');
+  }
+  if (x.requiresGrad || src?.requiresGrad) {
+    throw new AutogradError(op, 'in-place ops are not recorded by autograd; use the out-of-place form, or noGrad() for updates');
   }
 }
 
 /** In place: x[...] = src broadcast to x's shape and converted to x's dtype. Not recorded by autograd. */
 export function copy_(x: Tensor, src: Tensor): void {
-  checkInPlace('copy_', x);
   src._check('copy_');
+  checkInPlace('copy_', x, src);
   if (sameShape(src.shape, x.shape)) {
     native.copy(src._h, x._h);
   } else {

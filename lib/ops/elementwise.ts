@@ -3,9 +3,9 @@
 // dtype and broadcast as stride-0 views here, scalars travel as kernel parameters. Backward rules sit
 // next to their forwards; gradients of broadcast operands are summed back with sumToShape.
 import { recordOp } from '../autograd/engine';
-import { isGradEnabled, noGrad } from '../autograd/grad_mode';
+import { noGrad } from '../autograd/grad_mode';
 import { DType, isFloating, promoteTypes, promoteWithScalar } from '../dtype';
-import { AutogradError, DTypeError, DeviceError, ShapeError, ValueError } from '../errors';
+import { DTypeError, DeviceError, ShapeError, ValueError } from '../errors';
 import { NativeHandle, native } from '../native';
 import { broadcastShapes, sameShape, shapeStr } from '../shape';
 import { Tensor, TensorOrScalar, emptyTensor } from '../tensor';
@@ -516,10 +516,7 @@ function canCast(from: DType, to: DType): boolean {
  * In-place ops are not recorded by autograd, so they refuse tensors that take part in a recorded graph.
  */
 function inPlace(op: string, kind: 'add' | 'mul' | 'div', x: Tensor, other: TensorOrScalar, alpha: number): void {
-  checkInPlace(op, x);
-  if (isGradEnabled() && (x.requiresGrad || (isTensor(other) && other.requiresGrad))) {
-    throw new AutogradError(op, 'in-place ops are not recorded by autograd; use the out-of-place form, or noGrad() for updates');
-  }
+  checkInPlace(op, x, isTensor(other) ? other : null);
   if (x.shape.some((s, i) => s > 1 && x.strides[i] === 0)) {
     throw new ValueError(op, `cannot write in place into a broadcast view of shape ${shapeStr(x.shape)} (several elements share memory)`);
   }

@@ -38,6 +38,7 @@ export function clipGradNorm(params: Tensor | Iterable<Tensor>, maxNorm: number,
   const total = emptyTensor([], grads[0].dtype === 'float64' ? 'float64' : 'float32', grads[0]._dev);
   try {
     optimNative.clipGradNorm(grads.map((g) => g._h), maxNorm, normType, total._h, opts.errorIfNonfinite ?? false);
+    for (const g of grads) g._bumpVersion();
   } catch (e) {
     total.dispose();
     throw e;

@@ -24,7 +24,7 @@ DeviceAllocator g_device_allocator{nullptr, nullptr};
 // live and cached, make the footprint; a cache miss that would raise the footprint above the larger
 // of 1 GiB and its highest point so far first frees cached blocks. So the footprint only grows
 // when live tensors need it, and a training loop, which allocates the same sizes every step, keeps
-// all of its blocks cached.
+// all of its blocks cached. An allocation that fails frees the whole cache and tries once more.
 constexpr size_t kCacheMinBytes = size_t(1) << 20;
 constexpr int64_t kFootprintFloor = int64_t(1) << 30;
 std::mutex g_cache_mutex;  // guards the four below
@@ -38,6 +38,9 @@ int64_t g_footprint_peak = 0;
 std::vector<void*> evict_for(int64_t want) {
   const int64_t limit = std::max(kFootprintFloor, g_footprint_peak);
   std::vector<void*> out;
+  size_t cached_blocks = 0;
+  for (const auto& entry : g_cache) cached_blocks += entry.second.size();
+  out.reserve(cached_blocks);  // so that nothing below throws with blocks half moved
   for (auto it = g_cache.begin(); it != g_cache.end() && g_footprint + want > limit;) {
     while (!it->second.empty() && g_footprint + want > limit) {
       out.push_back(it->second.back());
@@ -51,9 +54,18 @@ std::vector<void*> evict_for(int64_t want) {
 }
 
 void* cpu_alloc(size_t n) {
-  if (n < kCacheMinBytes) return std::aligned_alloc(64, n == 0 ? 64 : (n + 63) / 64 * 64);
+  if (n < kCacheMinBytes) {
+    const size_t bytes = n == 0 ? 64 : (n + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, bytes);
+    if (!p) {
+      cpu_empty_cache();
+      p = std::aligned_alloc(64, bytes);
+    }
+    return p;
+  }
   const size_t size = allocation_size_class(n);
   std::vector<void*> evicted;
+  int64_t peak_before = 0;
   {
     std::lock_guard<std::mutex> lock(g_cache_mutex);
     auto it = g_cache.find(size);
@@ -64,14 +76,22 @@ void* cpu_alloc(size_t n) {
       return p;
     }
     evicted = evict_for(int64_t(size));
-    g_footprint += int64_t(size);
-    g_footprint_peak = std::max(g_footprint_peak, g_footprint);
+    g_footprint += int64_t(size);  // reserved; the peak moves only once the block exists
+    peak_before = g_footprint_peak;
   }
   for (void* p : evicted) std::free(p);
   void* p = std::aligned_alloc(64, size);
   if (!p) {
-    std::lock_guard<std::mutex> lock(g_cache_mutex);
+    // Out of memory: return every cached block to the system and try once more.
+    cpu_empty_cache();
+    p = std::aligned_alloc(64, size);
+  }
+  std::lock_guard<std::mutex> lock(g_cache_mutex);
+  if (p) {
+    g_footprint_peak = std::max(g_footprint_peak, g_footprint);
+  } else {
     g_footprint -= int64_t(size);
+    g_footprint_peak = std::min(g_footprint_peak, std::max(peak_before, g_footprint));
   }
   return p;
 }
@@ -80,9 +100,13 @@ void cpu_free(void* p, size_t n) {
   if (n >= kCacheMinBytes) {
     const size_t size = allocation_size_class(n);
     std::lock_guard<std::mutex> lock(g_cache_mutex);
-    g_cache[size].push_back(p);
-    g_cached += int64_t(size);
-    return;
+    try {
+      g_cache[size].push_back(p);
+      g_cached += int64_t(size);
+      return;
+    } catch (const std::bad_alloc&) {
+      g_footprint -= int64_t(size);  // cannot record it: free it instead (this runs in destructors)
+    }
   }
   std::free(p);
 }

@@ -37,6 +37,7 @@ template <typename F> inline void run_simd(const F& f) {
   else run_baseline(f);
 }
 #else
+inline bool cpu_has_avx2_fma() { return false; }
 template <typename F> inline void run_simd(const F& f) { f(); }
 #endif
 

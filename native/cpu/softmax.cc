@@ -304,7 +304,9 @@ void cross_entropy_forward_tile(const T* __restrict x, const I* t, T* lse, O* ou
     lse[j * lsc] = T(l);
     const int64_t tg = int64_t(t[j * tsc]);
     // tg was checked to be ignore or in [0, C) before the kernel ran.
-    out[j * osc] = tg == ignore ? O(0) : O(l - (1 - eps) * double(x[tg * xsd + j * xsc]) - eps * sx[j] / double(C));
+    // The smoothing term only when smoothing (0 * sum would be NaN for a -inf logit).
+    const double smooth = eps > 0 ? eps * sx[j] / double(C) : 0;
+    out[j * osc] = tg == ignore ? O(0) : O(l - (1 - eps) * double(x[tg * xsd + j * xsc]) - smooth);
   }
 }
 

@@ -369,7 +369,8 @@ __device__ __forceinline__ void cross_entropy_row(const Lse<A>& st, const T* xr,
     const bool ok = guard.ok(tg);
     if (!ok) guard.report(tg, row);
     const A xt = ok ? dconvert<A>(xr[tg * xsd]) : A(NAN);
-    out = l - (A(1) - eps) * xt - eps * st.sx / A(C);
+    // The smoothing term only when smoothing (0 * sum would be NaN for a -inf logit).
+    out = l - (A(1) - eps) * xt - (eps > A(0) ? eps * st.sx / A(C) : A(0));
   }
   if (loss) *loss = dconvert<T>(out);
   else part[row] = double(out);

@@ -264,6 +264,17 @@ if (kiln.cuda.isAvailable()) {
     t.ok(Number.isFinite(ok.item()), 'the next loss reads back fine');
   });
 
+  t.test('crossEntropy with -Infinity logits matches the CPU on both kernel layouts', async (t) => {
+    const x = kiln.tensor([[0.5, -Infinity, 2, -1], [-Infinity, 1, 0, -Infinity]]);
+    const tg = kiln.tensor([2, 1]);
+    const want = kiln.crossEntropy(x, tg).item();
+    t.ok(Number.isFinite(want));
+    t.ok(Math.abs(kiln.crossEntropy(x.cuda(), tg.cuda()).item() - want) < 1e-6, 'classes last');
+    const x3 = x.unsqueeze(2).expand(2, 4, 3).contiguous();
+    const t3 = kiln.tensor([[2, 2, 2], [1, 1, 1]]);
+    t.ok(Math.abs(kiln.crossEntropy(x3.cuda(), t3.cuda()).item() - want) < 1e-6, 'classes along dim 1');
+  });
+
   t.test('embedding backward on CUDA is deterministic with long runs of repeated ids', async (t) => {
     const w = kiln.randn([3, 64], { device: 'cuda' }).requiresGrad_();
     const ids = kiln.randint(0, 3, [4096], { device: 'cuda' });

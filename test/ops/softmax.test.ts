@@ -382,6 +382,20 @@ t.test('crossEntropy over many classes in float32 (vectorized row kernels): loss
   }
 });
 
+t.test('crossEntropy with -Infinity logits (masked classes) is finite on every layout', async (t) => {
+  // Classes last (row kernel) and classes along dim 1 of a 3-D tensor (strided kernel) must agree.
+  const rows = [[0.5, -Infinity, 2, -1], [-Infinity, 1, 0, -Infinity]];
+  const x2 = kiln.tensor(rows);
+  const lse = (r: number[]) => Math.log(r.reduce((s, v) => s + Math.exp(v), 0));
+  const want = [(lse(rows[0]) - rows[0][2] + lse(rows[1]) - rows[1][1]) / 2];
+  t.ok(Math.abs(kiln.crossEntropy(x2, kiln.tensor([2, 1])).item() - want[0]) < 1e-6, 'classes last');
+  const x3 = x2.unsqueeze(2).expand(2, 4, 3).contiguous(); // [2, 4, 3]: classes strided
+  const t3 = kiln.tensor([[2, 2, 2], [1, 1, 1]]);
+  t.ok(Math.abs(kiln.crossEntropy(x3, t3).item() - want[0]) < 1e-6, 'classes along dim 1');
+  const smooth = kiln.crossEntropy(x2, kiln.tensor([2, 1]), { labelSmoothing: 0.1 }).item();
+  t.equal(smooth, Infinity, 'with smoothing a -inf logit makes the smoothed loss infinite, as in PyTorch');
+});
+
 t.test('crossEntropy errors', async (t) => {
   const x = kiln.zeros([4, 5]);
   t.throws(() => kiln.crossEntropy(x, kiln.tensor([0, 1, 2, 3], { dtype: 'float32' })), kiln.DTypeError);
