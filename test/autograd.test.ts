@@ -92,6 +92,26 @@ t.test('tensor hooks see and may replace gradients; post-accumulate hooks run af
   t.equal(order.length, 2, 'removed hook does not run');
 });
 
+t.test('a leaf reached by several paths gets one summed gradient: its hooks run once per backward', async (t) => {
+  const w = kiln.tensor([1, 2], { dtype: 'float64', requiresGrad: true });
+  const seen: number[][] = [];
+  let posts = 0;
+  w.registerHook((g) => void seen.push(values(g)));
+  w.registerPostAccumulateGradHook(() => posts++);
+  // w feeds three edges: mul's two inputs and the add.
+  w.mul(w).add(w).sum().backward();
+  t.same(seen, [[3, 5]], 'the hook sees 2w + 1 once');
+  t.equal(posts, 1, 'the post-accumulate hook runs once (a data-parallel all-reduce would run once)');
+  t.same(values(w.grad!), [3, 5]);
+  // A shared layer applied twice, as in weight tying.
+  const lin = new kiln.nn.Linear(2, 2, { dtype: 'float64' });
+  let calls = 0;
+  lin.weight.registerPostAccumulateGradHook(() => calls++);
+  const x = kiln.tensor([[1, 2]], { dtype: 'float64' });
+  lin.forward(lin.forward(x)).sum().backward();
+  t.equal(calls, 1);
+});
+
 t.test('retainGrad keeps the gradient of a non-leaf', async (t) => {
   const x = kiln.tensor([1, 2], { dtype: 'float64', requiresGrad: true });
   const y = x.mul(2);

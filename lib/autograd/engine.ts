@@ -142,13 +142,16 @@ export function runBackward(root: Tensor, gradient: Tensor | undefined, retainGr
       accumulateLeaf(root, g0);
       return;
     }
-    // Count, for each node reachable from the root, how many edges lead into it.
+    // Count, for each node and leaf reachable from the root, how many edges lead into it. A leaf
+    // reached by several edges gets the sum of their gradients once (hooks run once, as in PyTorch).
     const deps = new Map<Node, number>();
+    const leafDeps = new Map<Tensor, number>();
     const stack: Node[] = [root.gradFn];
     deps.set(root.gradFn, 0);
     while (stack.length) {
       const n = stack.pop()!;
       for (const e of n.next) {
+        if (e?.leaf) leafDeps.set(e.leaf, (leafDeps.get(e.leaf) ?? 0) + 1);
         if (!e || !e.node) continue;
         const c = deps.get(e.node);
         if (c === undefined) {
@@ -158,6 +161,7 @@ export function runBackward(root: Tensor, gradient: Tensor | undefined, retainGr
       }
     }
     const grads = new Map<Node, Tensor>([[root.gradFn, g0]]);
+    const leafGrads = new Map<Tensor, Tensor>();
     const ready: Node[] = [root.gradFn];
     try {
       while (ready.length) {
@@ -217,7 +221,19 @@ export function runBackward(root: Tensor, gradient: Tensor | undefined, retainGr
           }
           owned.add(r);
           if (edge.leaf) {
-            accumulateLeaf(edge.leaf, r);
+            const prev = leafGrads.get(edge.leaf);
+            let sum = r;
+            if (prev) {
+              sum = prev.add(r);
+              prev.dispose();
+              r.dispose();
+            }
+            const left = leafDeps.get(edge.leaf)! - 1;
+            leafDeps.set(edge.leaf, left);
+            if (left === 0) {
+              leafGrads.delete(edge.leaf);
+              accumulateLeaf(edge.leaf, sum);
+            } else leafGrads.set(edge.leaf, sum);
           } else {
             const prev = grads.get(edge.node);
             if (prev) {
@@ -235,6 +251,7 @@ export function runBackward(root: Tensor, gradient: Tensor | undefined, retainGr
       }
     } finally {
       for (const t of grads.values()) t.dispose();
+      for (const t of leafGrads.values()) t.dispose();
     }
   });
 }
