@@ -46,7 +46,7 @@ StridedPlan<N> plan_strided(const Shape& shape, const std::array<const Shape*, N
 // body(count, offsets, inner_strides): process `count` elements; operand k starts at element
 // offset offsets[k] (relative to its data pointer) and advances by inner_strides[k].
 template <size_t N, typename Body>
-void strided_for(const Shape& shape, const std::array<const Shape*, N>& strides, Body body, int64_t grain = 32768) {
+void strided_for(const Shape& shape, const std::array<const Shape*, N>& strides, Body body, int64_t grain = 65536) {
   StridedPlan<N> p = plan_strided<N>(shape, strides);
   const int64_t nd = int64_t(p.shape.size());
   const int64_t cols = p.shape.back();
