@@ -113,6 +113,27 @@ function accumulateLeaf(leaf: Tensor, g: Tensor): void {
   for (const hook of leaf._postAccumulateHooks) hook(leaf);
 }
 
+/**
+ * Adds gradient r into pending[key] and counts one of key's incoming edges as delivered. Returns the
+ * summed gradient (taken out of pending) once every edge into key has delivered, else null.
+ */
+function gather<K>(pending: Map<K, Tensor>, deps: Map<K, number>, key: K, r: Tensor): Tensor | null {
+  const prev = pending.get(key);
+  const sum = prev ? prev.add(r) : r;
+  if (prev) {
+    prev.dispose();
+    r.dispose();
+  }
+  const left = deps.get(key)! - 1;
+  deps.set(key, left);
+  if (left > 0) {
+    pending.set(key, sum);
+    return null;
+  }
+  pending.delete(key);
+  return sum;
+}
+
 /** Backpropagates from root (see Tensor.backward). */
 export function runBackward(root: Tensor, gradient: Tensor | undefined, retainGraph: boolean): void {
   if (!root.requiresGrad) {
@@ -221,29 +242,14 @@ export function runBackward(root: Tensor, gradient: Tensor | undefined, retainGr
           }
           owned.add(r);
           if (edge.leaf) {
-            const prev = leafGrads.get(edge.leaf);
-            let sum = r;
-            if (prev) {
-              sum = prev.add(r);
-              prev.dispose();
-              r.dispose();
-            }
-            const left = leafDeps.get(edge.leaf)! - 1;
-            leafDeps.set(edge.leaf, left);
-            if (left === 0) {
-              leafGrads.delete(edge.leaf);
-              accumulateLeaf(edge.leaf, sum);
-            } else leafGrads.set(edge.leaf, sum);
+            const total = gather(leafGrads, leafDeps, edge.leaf, r);
+            if (total) accumulateLeaf(edge.leaf, total);
           } else {
-            const prev = grads.get(edge.node);
-            if (prev) {
-              grads.set(edge.node, prev.add(r));
-              prev.dispose();
-              r.dispose();
-            } else grads.set(edge.node, r);
-            const left = deps.get(edge.node)! - 1;
-            deps.set(edge.node, left);
-            if (left === 0) ready.push(edge.node);
+            const total = gather(grads, deps, edge.node, r);
+            if (total) {
+              grads.set(edge.node, total);
+              ready.push(edge.node);
+            }
           }
         }
         g.dispose();

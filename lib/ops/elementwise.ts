@@ -529,22 +529,21 @@ function inPlace(op: string, kind: 'add' | 'mul' | 'div', x: Tensor, other: Tens
     const s = Number(other);
     const [code, s0] = kind === 'add' ? [U.add_scalar, k * s] : kind === 'mul' ? [U.mul_scalar, s] : [U.div_scalar, s];
     N.unary(code, x._h, x._h, s0, 0);
-    x._bumpVersion();
-    return;
+  } else {
+    if (!sameShape(broadcastShapes(op, x.shape, other.shape), x.shape)) {
+      throw new ShapeError(op, `other of shape ${shapeStr(other.shape)} cannot be broadcast to the tensor's shape ${shapeStr(x.shape)}`);
+    }
+    // An operand sharing x's storage is copied first so that no element is read after it was written.
+    const cast = other.dtype === x.dtype ? other : to(other, x.dtype, other.device);
+    const src = native.sameStorage(cast._h, x._h) ? clone(cast) : cast;
+    const view = broadcastView(src, x.shape);
+    try {
+      N.binary(kind === 'add' ? B.add : kind === 'mul' ? B.mul : B.div, x._h, view._h, x._h, kind === 'add' ? k : 0, 0);
+    } finally {
+      for (const tmp of new Set([view, src, cast])) if (tmp !== other) tmp.dispose();
+    }
   }
-  if (!sameShape(broadcastShapes(op, x.shape, other.shape), x.shape)) {
-    throw new ShapeError(op, `other of shape ${shapeStr(other.shape)} cannot be broadcast to the tensor's shape ${shapeStr(x.shape)}`);
-  }
-  // An operand sharing x's storage is copied first so that no element is read after it was written.
-  const cast = other.dtype === x.dtype ? other : to(other, x.dtype, other.device);
-  const src = native.sameStorage(cast._h, x._h) ? clone(cast) : cast;
-  const view = broadcastView(src, x.shape);
-  try {
-    N.binary(kind === 'add' ? B.add : kind === 'mul' ? B.mul : B.div, x._h, view._h, x._h, kind === 'add' ? k : 0, 0);
-    x._bumpVersion();
-  } finally {
-    for (const tmp of new Set([view, src, cast])) if (tmp !== other) tmp.dispose();
-  }
+  x._bumpVersion();
 }
 export function add_(x: Tensor, other: TensorOrScalar, alpha = 1): void { inPlace('add_', 'add', x, other, alpha); }
 export function sub_(x: Tensor, other: TensorOrScalar, alpha = 1): void { inPlace('sub_', 'add', x, other, alpha); }
