@@ -5,14 +5,14 @@ import { nativeError } from './errors';
 native.setErrorFactory(nativeError);
 
 export { Tensor } from './tensor';
-export type { TensorOrScalar, NestedArray } from './tensor';
+export type { TensorOrScalar, NestedArray, BackwardOptions } from './tensor';
 export type { DType } from './dtype';
 export type { Device } from './device';
 export * from './errors';
 export { noGrad, enableGrad, isGradEnabled, setGradEnabled } from './autograd/grad_mode';
 export { Node as GradNode } from './autograd/engine';
 export type { BackwardFn } from './autograd/engine';
-export { tidy, keep, dispose, memory, emptyCache } from './memory';
+export { tidy, keep, dispose, memory, emptyCache, resetPeakMemory } from './memory';
 export type { MemoryInfo } from './memory';
 export * from './ops/creation';
 export * from './ops/shape';

@@ -1,18 +1,24 @@
 // Deterministic freeing of native memory: tidy() scopes dispose the tensors created inside them
 // except what they return; keep() takes a tensor out of every open scope; memory() reports.
 import type { Tensor } from './tensor';
+import { ValueError } from './errors';
 import { native } from './native';
 
 const scopes: Set<Tensor>[] = [];
 
-/** @internal Records a new tensor in the innermost open tidy scope. */
+/**
+ * @internal Records a new tensor in the innermost open tidy scope; outside every scope, the garbage
+ * collector's safety net frees it if it is never disposed.
+ */
 export function track(t: Tensor): void {
   if (scopes.length) scopes[scopes.length - 1].add(t);
+  else t._makeCollectable();
 }
 
-/** Takes t out of every open tidy scope, so no scope disposes it. Returns t. */
+/** Takes t out of every open tidy scope, so no scope disposes it (dispose it yourself). Returns t. */
 export function keep<T extends Tensor>(t: T): T {
   for (const s of scopes) s.delete(t);
+  t._makeCollectable();
   return t;
 }
 
@@ -48,7 +54,9 @@ export function tidy<T>(fn: () => T): T {
   }
   scopes.pop();
   if (result instanceof Promise) {
-    throw new Error('tidy: fn returned a Promise; tidy scopes are synchronous (await outside tidy)');
+    // What ran before the first await is freed; what runs after it would escape every scope.
+    for (const t of scope) t.dispose();
+    throw new ValueError('tidy', 'fn returned a Promise; tidy scopes are synchronous (await outside tidy, and tidy each synchronous part)');
   }
   // Loaded lazily: tensor.ts imports this module.
   const { Tensor } = require('./tensor') as typeof import('./tensor');
@@ -56,7 +64,11 @@ export function tidy<T>(fn: () => T): T {
   collect(result, kept, new Set(), Tensor);
   for (const t of scope) if (!kept.has(t)) t.dispose();
   const parent = scopes[scopes.length - 1];
-  if (parent) for (const t of kept) if (scope.has(t)) parent.add(t);
+  for (const t of kept) {
+    if (!scope.has(t)) continue;
+    if (parent) parent.add(t);
+    else t._makeCollectable();
+  }
   return result;
 }
 
@@ -68,14 +80,22 @@ export function dispose(value: unknown): void {
   for (const t of found) t.dispose();
 }
 
+/**
+ * Native memory kiln holds in this process (all threads together; GPU memory is in
+ * kiln.cuda.memoryStats()).
+ */
 export interface MemoryInfo {
-  /** Live native tensor handles (user tensors plus what autograd saved for backward). */
+  /**
+   * Tensor handles not yet disposed: live tensors, what autograd saved for backward, and tensors the
+   * garbage collector has collected but whose handles wait for the event loop to release them (a
+   * count that keeps growing in a synchronous loop is a tensor that is never disposed: use tidy).
+   */
   tensors: number;
-  /** Live native allocations. */
+  /** Native CPU allocations those handles keep alive (views share one). */
   storages: number;
-  /** Bytes held by live CPU allocations. */
+  /** Bytes of those allocations. */
   bytes: number;
-  /** Most bytes held at once since the process started. */
+  /** Most bytes held at once since the process started or since resetPeakMemory(), by all threads. */
   peakBytes: number;
   /**
    * Freed CPU blocks (1 MiB and up) kept for reuse by later tensors of the same size class. The
@@ -88,6 +108,11 @@ export interface MemoryInfo {
 /** What native memory kiln holds now. */
 export function memory(): MemoryInfo {
   return native.memoryStats();
+}
+
+/** Starts memory().peakBytes afresh from what is held now (to measure the peak of one phase). */
+export function resetPeakMemory(): void {
+  native.resetPeakMemory();
 }
 
 /** Returns the cached CPU blocks (memory().cachedBytes) to the system (kiln.cuda.emptyCache for GPUs). */

@@ -3,8 +3,11 @@
 import * as path from 'path';
 import * as fs from 'fs';
 
-/** An opaque handle to a native tensor view; only kiln's own modules create and read them. */
-export type NativeHandle = { readonly __kilnHandle: unique symbol };
+/**
+ * A handle to a native tensor view: a number into the addon's handle table (see
+ * native/binding/common.cc); only kiln's own modules create and read them.
+ */
+export type NativeHandle = number & { readonly __kilnHandle: unique symbol };
 
 /** The core functions every build exports (op families declare their own slices). */
 export interface NativeCore {
@@ -23,6 +26,7 @@ export interface NativeCore {
   bumpVersion(h: NativeHandle): void;
   memoryStats(): { tensors: number; storages: number; bytes: number; peakBytes: number; cachedBytes: number };
   emptyCache(): void;
+  resetPeakMemory(): void;
   buildInfo(): { openmp: boolean; blas: string; cuda: boolean; threads: number; simd: 'avx2' | 'baseline' };
   setNumThreads(n: number): void;
   setErrorFactory(f: (code: number, op: string, message: string) => Error): void;

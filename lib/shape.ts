@@ -42,6 +42,7 @@ export function broadcastShapes(op: string, ...shapes: Shape[]): number[] {
       else throw new ShapeError(op, `shapes ${shapes.map(shapeStr).join(' and ')} cannot be broadcast together`);
     }
   }
+  checkNumel(op, out);
   return out;
 }
 
@@ -64,8 +65,23 @@ export function normalizeDims(op: string, dim: number | readonly number[] | unde
 }
 
 export function checkShape(op: string, shape: readonly number[]): number[] {
+  if (!Array.isArray(shape)) throw new ShapeError(op, `a shape must be an array of integers, got ${typeof shape}`);
   for (const d of shape) {
     if (!Number.isInteger(d) || d < 0) throw new ShapeError(op, `invalid shape ${shapeStr(shape)}`);
   }
+  checkNumel(op, shape);
   return [...shape];
+}
+
+/**
+ * The largest element count of a tensor (as in native/core/tensor.h): JavaScript numbers count
+ * exactly up to here, and no byte count of such a tensor overflows 64 bits.
+ */
+export const MAX_NUMEL = Number.MAX_SAFE_INTEGER;
+
+/** Throws ShapeError when shape has more than MAX_NUMEL elements. */
+export function checkNumel(op: string, shape: readonly number[]): void {
+  if (numel(shape) <= MAX_NUMEL) return;
+  const exact = shape.reduce((a, d) => a * BigInt(d), 1n);   // the double product is rounded
+  throw new ShapeError(op, `shape ${shapeStr(shape)} has ${exact} elements, more than 2^53 - 1`);
 }

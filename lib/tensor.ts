@@ -4,7 +4,7 @@ import { Node, runBackward } from './autograd/engine';
 import { isGradEnabled } from './autograd/grad_mode';
 import { DType, DTYPE_CODE, DTYPES, ITEMSIZE, isFloating } from './dtype';
 import { Device, deviceName } from './device';
-import { AutogradError, DisposedError } from './errors';
+import { AutogradError, DisposedError, ShapeError, ValueError } from './errors';
 import { formatTensor } from './format';
 import { track } from './memory';
 import { NativeHandle, native } from './native';
@@ -20,6 +20,28 @@ import * as sh from './ops/shape';
 import * as sm from './ops/softmax';
 
 export type TensorOrScalar = Tensor | number;
+
+/** Options of Tensor.backward. */
+export interface BackwardOptions {
+  /** Keep the graph's saved tensors so that backward can run through it again (default false). */
+  retainGraph?: boolean;
+}
+
+// What one JavaScript TypedArray or Array can hold (V8's limits in Node 20 to 24).
+const MAX_TYPED_ARRAY_LENGTH = 2 ** 32 - 1;
+
+function describe(v: unknown): string {
+  if (Array.isArray(v)) return 'an array';
+  return v === null ? 'null' : typeof v === 'object' ? `an instance of ${v.constructor?.name ?? 'Object'}` : `${typeof v} ${String(v)}`;
+}
+
+// The safety net for tensors nobody disposes: once the garbage collector has collected one, its
+// handle (and its reference to the graph node that made it) is released the next time the event
+// loop turns. Only tensors outside every tidy scope are registered (a scope disposes its own, and
+// registering costs about 0.5 us per tensor); dispose() unregisters, so a disposed tensor leaves
+// nothing for a finalizer and a synchronous loop that disposes what it makes holds steady memory.
+const handleRegistry = new FinalizationRegistry<NativeHandle>((h) => native.dispose(h));
+const graphRegistry = new FinalizationRegistry<Node>((n) => n.unref());
 export type NestedArray = number | boolean | NestedArray[];
 
 /** A multi-dimensional array on a device, with autograd. Create tensors with kiln.tensor(), kiln.zeros(), ... */
@@ -38,17 +60,22 @@ export class Tensor {
   readonly numel: number;
   /** The accumulated gradient (leaves that require grad, and tensors that called retainGrad()). */
   grad: Tensor | null = null;
-  /** The op that produced this tensor, when it is part of a recorded graph. */
-  gradFn: Node | null = null;
+  private _gradFn: Node | null = null;
   /** @internal true when this tensor shares storage with another (views, aliases). */
   _isView = false;
   /** @internal */ _gradHooks: Array<(grad: Tensor) => Tensor | void> = [];
   /** @internal */ _postAccumulateHooks: Array<(t: Tensor) => void> = [];
   private _requiresGrad = false;
   private _disposed = false;
+  /** Registered with the safety net (outside every tidy scope). */
+  private _collectable = false;
 
-  /** @internal Use kiln.tensor() and the other creation functions. */
-  constructor(h: NativeHandle, shape: readonly number[], strides: readonly number[], offset: number, dtype: DType, dev: number, tracked = true) {
+  /**
+   * @internal Use kiln.tensor() and the other creation functions. `owner` says who frees the
+   * handle if nobody disposes it: the innermost tidy scope ('scope'; outside every scope the
+   * collector), the collector ('gc'), or a graph node that disposes it itself ('graph').
+   */
+  constructor(h: NativeHandle, shape: readonly number[], strides: readonly number[], offset: number, dtype: DType, dev: number, owner: 'scope' | 'gc' | 'graph' = 'scope') {
     this._h = h;
     this.shape = shape;
     this.strides = strides;
@@ -56,7 +83,13 @@ export class Tensor {
     this.dtype = dtype;
     this._dev = dev;
     this.numel = numel(shape);
-    if (tracked) track(this);
+    if (owner === 'scope') track(this);
+    else if (owner === 'gc') this._makeCollectable();
+  }
+
+  /** The op that produced this tensor, when it is part of a recorded graph. */
+  get gradFn(): Node | null {
+    return this._gradFn;
   }
 
   /** 'cpu' or 'cuda:N'. */
@@ -109,10 +142,28 @@ export class Tensor {
   /**
    * Computes gradients of this tensor with respect to the graph's leaves and accumulates them into
    * their .grad. A non-scalar tensor needs `gradient` (same shape). The graph's saved tensors are
-   * freed afterwards unless retainGraph is true.
+   * freed afterwards unless retainGraph is true. Options may come first: `backward({ retainGraph: true })`.
    */
-  backward(gradient?: Tensor, opts: { retainGraph?: boolean } = {}): void {
+  backward(opts?: BackwardOptions): void;
+  backward(gradient?: Tensor | null, opts?: BackwardOptions): void;
+  backward(gradientOrOpts?: Tensor | null | BackwardOptions, opts: BackwardOptions = {}): void {
     this._check('backward');
+    let gradient: Tensor | undefined;
+    if (gradientOrOpts instanceof Tensor) gradient = gradientOrOpts;
+    else if (gradientOrOpts !== undefined && gradientOrOpts !== null) {
+      if (typeof gradientOrOpts !== 'object' || Array.isArray(gradientOrOpts)) {
+        throw new ValueError('backward', `expected a gradient tensor or an options object { retainGraph }, got ${describe(gradientOrOpts)}`);
+      }
+      opts = gradientOrOpts;
+    }
+    if (typeof opts !== 'object' || opts === null) {
+      throw new ValueError('backward', `expected an options object { retainGraph }, got ${describe(opts)}`);
+    }
+    const unknown = Object.keys(opts).filter((k) => k !== 'retainGraph');
+    if (unknown.length) throw new ValueError('backward', `unknown option ${unknown.join(', ')} (known: retainGraph)`);
+    if (opts.retainGraph !== undefined && typeof opts.retainGraph !== 'boolean') {
+      throw new ValueError('backward', `retainGraph must be a boolean, got ${describe(opts.retainGraph)}`);
+    }
     runBackward(this, gradient, opts.retainGraph ?? false);
   }
 
@@ -125,7 +176,7 @@ export class Tensor {
 
   /** Keeps .grad for this non-leaf tensor during backward. */
   retainGrad(): void {
-    if (this.gradFn && !this.gradFn.retainers.includes(this)) this.gradFn.retainers.push(this);
+    if (this.gradFn && !this.gradFn.retainers.some((r) => r.deref() === this)) this.gradFn.retainers.push(new WeakRef(this));
   }
 
   /** Calls hook with this tensor's gradient during backward; a returned tensor replaces the gradient. */
@@ -143,18 +194,43 @@ export class Tensor {
     return { remove: () => void list.splice(list.indexOf(hook) >>> 0, 1) };
   }
 
-  /** @internal */
+  /** @internal Makes this tensor the output of graph node n (which it keeps alive until disposed). */
   _setGradFn(n: Node): void {
-    this.gradFn = n;
+    n.ref();
+    this._gradFn = n;
+    if (this._collectable) graphRegistry.register(this, n, this);
+  }
+
+  /**
+   * @internal Puts this tensor in the garbage collector's care (the safety net above): for tensors
+   * outside every tidy scope, and those a scope hands out (its result at top level, keep()).
+   */
+  _makeCollectable(): void {
+    if (this._collectable || this._disposed) return;
+    this._collectable = true;
+    handleRegistry.register(this, this._h, this);
+    if (this._gradFn) graphRegistry.register(this, this._gradFn, this);
   }
 
   // ---- memory ----
 
-  /** Frees this handle's reference to the native storage now (views and the graph keep their own). */
+  /**
+   * Frees this handle's reference to the native storage now (views and the graph keep their own).
+   * A tensor produced by a recorded op also lets go of its graph: once no live tensor leads to a
+   * graph node, the tensors that node saved for backward are freed (as PyTorch frees a graph whose
+   * output is dropped).
+   */
   dispose(): void {
     if (this._disposed) return;
     this._disposed = true;
+    if (this._collectable) handleRegistry.unregister(this);
     native.dispose(this._h);
+    const n = this._gradFn;
+    if (n) {
+      this._gradFn = null;
+      if (this._collectable) graphRegistry.unregister(this);
+      n.unref();
+    }
   }
   [Symbol.dispose](): void {
     this.dispose();
@@ -185,15 +261,27 @@ export class Tensor {
     return native.version(this._h);
   }
 
+  /** @internal Points this tensor at handle h (of the same metadata's storage), releasing the old one. */
+  _replaceHandle(h: NativeHandle): void {
+    if (this._collectable) handleRegistry.unregister(this);
+    native.dispose(this._h);
+    this._h = h;
+    if (this._collectable) handleRegistry.register(this, h, this);
+  }
+
   /** @internal Records an in-place write into this tensor's storage. */
   _bumpVersion(): void {
     native.bumpVersion(this._h);
   }
 
-  /** @internal A second handle on this view, outside every tidy scope (saved tensors, graph grads). */
-  _aliasForGraph(): Tensor {
+  /**
+   * @internal A second handle on this view, outside every tidy scope, for autograd: 'graph' for the
+   * tensors a node saves (the node always disposes them: its output's dispose or collection unrefs
+   * it), 'gc' for gradients in flight.
+   */
+  _aliasForGraph(owner: 'gc' | 'graph' = 'gc'): Tensor {
     this._check('autograd');
-    const t = new Tensor(native.alias(this._h), this.shape, this.strides, this.offset, this.dtype, this._dev, false);
+    const t = new Tensor(native.alias(this._h), this.shape, this.strides, this.offset, this.dtype, this._dev, owner);
     t._isView = this._isView;
     return t;
   }
@@ -207,7 +295,16 @@ export class Tensor {
 
   /** The elements, row-major, as a flat TypedArray (bfloat16/float16 come back as Float32Array). */
   dataSync(): Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array {
-    this._check('dataSync');
+    return this._readFlat('dataSync');
+  }
+
+  /** The elements as a flat TypedArray; op names the caller in errors. */
+  private _readFlat(op: string): Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array {
+    this._check(op);
+    if (this.numel > MAX_TYPED_ARRAY_LENGTH) {
+      throw new ValueError(op, `a tensor of shape [${this.shape.join(', ')}] has ${this.numel} elements; a JavaScript ` +
+        `array holds at most 2^32 - 1: read it in parts (narrow, slice, select)`);
+    }
     if (this.dtype === 'bfloat16' || this.dtype === 'float16') {
       const f = this.to('float32');
       try {
@@ -228,7 +325,7 @@ export class Tensor {
 
   /** The elements as nested JavaScript arrays (numbers; booleans for bool tensors). */
   toArray(): NestedArray {
-    const flat = this.dataSync();
+    const flat = this._readFlat('toArray');
     const get: (i: number) => number | boolean =
       this.dtype === 'bool' ? (i) => flat[i] !== 0 : this.dtype === 'int64' ? (i) => Number(flat[i]) : (i) => flat[i] as number;
     if (this.ndim === 0) return get(0);
@@ -243,8 +340,9 @@ export class Tensor {
 
   /** The value of a one-element tensor. */
   item(): number {
+    this._check('item');
     if (this.numel !== 1) {
-      throw new AutogradError('item', `a tensor with ${this.numel} elements cannot be converted to a number`);
+      throw new ShapeError('item', `a tensor of shape [${this.shape.join(', ')}] has ${this.numel} elements; only one element can be converted to a number`);
     }
     const v = this.dataSync()[0];
     return typeof v === 'bigint' ? Number(v) : v;

@@ -18,9 +18,14 @@ type Edge = { node: Node; leaf?: undefined } | { leaf: Tensor; node?: undefined 
 /** One recorded op in the graph. */
 export class Node {
   hooks: Array<(grad: Tensor) => Tensor | void> = [];
-  /** Tensors whose .grad is kept although they are not leaves (retainGrad). */
-  retainers: Tensor[] = [];
+  /**
+   * Tensors whose .grad is kept although they are not leaves (retainGrad), held weakly: the node
+   * must not keep its own output alive, or an undisposed output could never be collected.
+   */
+  retainers: WeakRef<Tensor>[] = [];
   released = false;
+  /** Live tensors this node produced plus edges from consumer nodes: what keeps `saved` alive. */
+  private refs = 0;
   /** Each saved tensor's _version when it was saved. */
   readonly savedVersions: number[];
   constructor(
@@ -54,6 +59,28 @@ export class Node {
     this.fn = null;
     this.released = true;
   }
+
+  /** @internal Counts one more tensor or consumer node that may still run backward through this node. */
+  ref(): void {
+    this.refs++;
+  }
+
+  /**
+   * @internal Drops one reference. When none is left, nothing can reach this node any more: its saved
+   * tensors and hooks are freed and it drops its own references to its inputs' nodes (iteratively, so
+   * a graph of any depth unwinds without deep recursion).
+   */
+  unref(): void {
+    const stack: Node[] = [this];
+    while (stack.length) {
+      const n = stack.pop()!;
+      if (--n.refs > 0) continue;
+      n.release();
+      n.hooks = [];
+      n.retainers = [];
+      for (const e of n.next) if (e?.node) stack.push(e.node);
+    }
+  }
 }
 
 /**
@@ -76,13 +103,15 @@ export function recordOp(
     if (!t || !t.requiresGrad) return null;
     return t.gradFn ? { node: t.gradFn } : { leaf: t };
   });
+  for (const t of saved) t._check(name);   // before any alias exists, so a throw leaves none behind
   const node = new Node(
     name,
     next,
     inputs.map((t) => (t ? t.shape : [])),
-    saved.map((t) => t._aliasForGraph()),
+    saved.map((t) => t._aliasForGraph('graph')),
     fn,
   );
+  for (const e of next) e?.node?.ref();
   output._setGradFn(node);
   return output;
 }
@@ -210,7 +239,9 @@ export function runBackward(root: Tensor, gradient: Tensor | undefined, retainGr
             g = r;
           }
         }
-        for (const t of node.retainers) {
+        for (const ref of node.retainers) {
+          const t = ref.deref();
+          if (!t || t.isDisposed) continue;
           const prev = t.grad;
           t.grad = keep(prev ? prev.add(g) : g.clone());
           prev?.dispose();

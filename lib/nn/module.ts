@@ -42,10 +42,8 @@ type MutableTensor = { -readonly [K in keyof Tensor]: Tensor[K] };
 function rebind(target: Tensor, src: Tensor, owned: boolean): void {
   target._check('setData');
   src._check('setData');
-  const h = native.alias(src._h);
-  native.dispose(target._h);
+  target._replaceHandle(native.alias(src._h));
   const m = target as unknown as MutableTensor;
-  m._h = h;
   m.shape = src.shape;
   m.strides = src.strides;
   m.offset = src.offset;
@@ -66,7 +64,7 @@ export class Parameter extends Tensor {
     if (requiresGrad && !isFloating(data.dtype)) {
       throw new AutogradError('Parameter', `only floating point tensors can require gradients, got ${data.dtype}`);
     }
-    super(native.alias(data._h), data.shape, data.strides, data.offset, data.dtype, data._dev, false);
+    super(native.alias(data._h), data.shape, data.strides, data.offset, data.dtype, data._dev, 'gc');
     this._isView = true;
     this.requiresGrad = requiresGrad;
   }

@@ -4,7 +4,7 @@ import { recordOp } from '../autograd/engine';
 import { isGradEnabled } from '../autograd/grad_mode';
 import { DType, DTYPE_CODE, checkDType, isFloating } from '../dtype';
 import { deviceCode } from '../device';
-import { AutogradError, DTypeError, ShapeError, ValueError } from '../errors';
+import { AutogradError, DTypeError, OutOfMemoryError, ShapeError, ValueError } from '../errors';
 import { native } from '../native';
 import { checkShape, numel, sameShape, shapeStr } from '../shape';
 import { NestedArray, Tensor, emptyTensor, fromHandle } from '../tensor';
@@ -55,6 +55,23 @@ function encode(op: string, values: ArrayLike<number | bigint | boolean>, dtype:
     case 'bool': return Uint8Array.from(values as ArrayLike<number>, (v) => (v ? 1 : 0));
     case 'bfloat16':
     case 'float16': return Float32Array.from(values as ArrayLike<number>, Number);
+  }
+}
+
+// The most values one JavaScript TypedArray holds (V8, Node 20 to 24).
+const MAX_HOST_VALUES = 2 ** 32 - 1;
+
+/** A zeroed Float64Array for op's n values; OutOfMemoryError when JavaScript cannot hold it. */
+function hostValues(op: string, n: number): Float64Array {
+  const fail = () =>
+    new OutOfMemoryError(op, `cannot build ${n} values (${n * 8} bytes of float64) in JavaScript memory` +
+      (n > MAX_HOST_VALUES ? `; at most ${MAX_HOST_VALUES} fit in one array` : ''));
+  if (n > MAX_HOST_VALUES) throw fail();
+  try {
+    return new Float64Array(n);
+  } catch (e) {
+    if (e instanceof RangeError) throw fail();
+    throw e;
   }
 }
 
@@ -134,19 +151,24 @@ export function empty(shape: readonly number[], opts: TensorOptions = {}): Tenso
   return finish(emptyTensor(checkShape('empty', shape), dtype, deviceCode('empty', opts.device ?? 'cpu')), opts);
 }
 
-export function full(shape: readonly number[], value: number, opts: TensorOptions = {}): Tensor {
-  const dtype = checkDType('full', opts.dtype ?? (typeof value === 'boolean' ? 'bool' : 'float32'));
-  const t = emptyTensor(checkShape('full', shape), dtype, deviceCode('full', opts.device ?? 'cpu'));
+/** A tensor of shape filled with value; op names the caller in errors. */
+function filled(op: string, shape: readonly number[], value: number, opts: TensorOptions): Tensor {
+  const dtype = checkDType(op, opts.dtype ?? (typeof value === 'boolean' ? 'bool' : 'float32'));
+  const t = emptyTensor(checkShape(op, shape), dtype, deviceCode(op, opts.device ?? 'cpu'));
   native.fill(t._h, Number(value));
   return finish(t, opts);
 }
 
+export function full(shape: readonly number[], value: number, opts: TensorOptions = {}): Tensor {
+  return filled('full', shape, value, opts);
+}
+
 export function zeros(shape: readonly number[], opts: TensorOptions = {}): Tensor {
-  return full(shape, 0, opts);
+  return filled('zeros', shape, 0, opts);
 }
 
 export function ones(shape: readonly number[], opts: TensorOptions = {}): Tensor {
-  return full(shape, 1, opts);
+  return filled('ones', shape, 1, opts);
 }
 
 function likeOpts(t: Tensor, opts: TensorOptions): TensorOptions {
@@ -164,10 +186,11 @@ export function fullLike(t: Tensor, value: number, opts: TensorOptions = {}): Te
 export function arange(start: number, end?: number, step = 1, opts: TensorOptions = {}): Tensor {
   if (end === undefined) [start, end] = [0, start];
   if (step === 0 || !Number.isFinite(step)) throw new ValueError('arange', `step must be a finite non-zero number, got ${step}`);
+  if (!Number.isFinite(start) || !Number.isFinite(end)) throw new ValueError('arange', `start and end must be finite numbers, got ${start} and ${end}`);
   const n = Math.max(0, Math.ceil((end - start) / step));
   const whole = [start, end, step].every(Number.isInteger);
   const dtype = opts.dtype ?? (whole ? 'int64' : 'float32');
-  const vals = new Float64Array(n);
+  const vals = hostValues('arange', n);
   for (let i = 0; i < n; i++) vals[i] = start + i * step;
   return finish(fromFlat('arange', vals, [n], dtype, opts.device ?? 'cpu'), opts);
 }
@@ -175,7 +198,7 @@ export function arange(start: number, end?: number, step = 1, opts: TensorOption
 /** steps evenly spaced values from start to end inclusive. */
 export function linspace(start: number, end: number, steps: number, opts: TensorOptions = {}): Tensor {
   if (!Number.isInteger(steps) || steps < 0) throw new ValueError('linspace', `steps must be a non-negative integer, got ${steps}`);
-  const vals = new Float64Array(steps);
+  const vals = hostValues('linspace', steps);
   const h = steps > 1 ? (end - start) / (steps - 1) : 0;
   for (let i = 0; i < steps; i++) vals[i] = i === steps - 1 && steps > 1 ? end : start + i * h;
   return finish(fromFlat('linspace', vals, [steps], opts.dtype ?? 'float32', opts.device ?? 'cpu'), opts);
@@ -184,7 +207,7 @@ export function linspace(start: number, end: number, steps: number, opts: Tensor
 /** An n x m matrix with ones on the diagonal. */
 export function eye(n: number, m = n, opts: TensorOptions = {}): Tensor {
   checkShape('eye', [n, m]);
-  const vals = new Float64Array(n * m);
+  const vals = hostValues('eye', n * m);
   for (let i = 0; i < Math.min(n, m); i++) vals[i * m + i] = 1;
   return finish(fromFlat('eye', vals, [n, m], opts.dtype ?? 'float32', opts.device ?? 'cpu'), opts);
 }

@@ -4,7 +4,7 @@
 import { recordOp } from '../autograd/engine';
 import { IndexError, ShapeError, ValueError } from '../errors';
 import { native } from '../native';
-import { checkShape, contiguousStrides, normalizeDim, numel, sameShape, shapeStr } from '../shape';
+import { checkNumel, checkShape, contiguousStrides, normalizeDim, numel, sameShape, shapeStr } from '../shape';
 import { Tensor, emptyTensor } from '../tensor';
 import { contiguousCopy, zeros } from './creation';
 import { sumToShape } from './reduce';
@@ -155,6 +155,7 @@ export function expand(x: Tensor, shape: readonly number[]): Tensor {
     }
   }
   if (sameShape(outShape, x.shape)) return x;
+  checkNumel('expand', outShape);
   const out = x._viewAs(outShape, strides, x.offset);
   const inShape = x.shape;
   return recordOp('expand', [x], out, [], (g) => [sumToShape(g, inShape)]);
@@ -356,6 +357,7 @@ export function repeat(x: Tensor, reps: readonly number[]): Tensor {
     inter.push(1, s);
     expanded.push(reps[i], s);
   });
+  checkNumel('repeat', expanded);
   const a = reshape(x, inter);
   const b = expand(a, expanded);
   const c = contiguous(b);

@@ -1,48 +1,110 @@
 // Handle wrapping, argument conversion and error translation for the binding.
 #include "common.h"
 #include <atomic>
+#include <deque>
 #include <cmath>
 #include <new>
 
 namespace kiln::binding {
 
 namespace {
-const napi_type_tag kHandleTag = {0x6b696c6e2d74656eULL, 0x736f722d68616e64ULL};  // "kiln-tensor-hand"
+// Handles are plain numbers, slot index + generation * 2^32, into a per-environment table, so that
+// no JavaScript object needs a native finalizer: N-API runs finalizers only when the event loop
+// turns, and a synchronous training loop that made thousands of handles per step kept every one of
+// them until then (RSS grew by ~370 bytes per handle). dispose() empties the slot at once for
+// reuse under the next generation; a disposed number then reads as disposed, and a forged one as
+// no handle at all, never as a dangling pointer. A slot whose generation runs out is retired
+// rather than reused, so a number never comes back to life. The JavaScript side frees handles of
+// tensors the garbage collector finds undisposed (a FinalizationRegistry, the safety net).
+constexpr double kIndexSpan = 4294967296.0;        // 2^32
+constexpr uint32_t kGenerationEnd = 1u << 21;      // handles stay below 2^53, exact as doubles
+
+struct Slot {
+  Tensor t;
+  uint32_t generation = 1;
+  bool live = false;
+};
+
+struct HandleTable {
+  std::deque<Slot> slots;  // a deque: references to slots stay valid while a call adds handles
+  std::vector<uint32_t> free_slots;
+};
+
 std::atomic<int64_t> g_live_handles{0};
+
+enum class Lookup { Live, Disposed, Invalid };
+
+HandleTable& handle_table(Napi::Env env);
+
+// The slot behind v and whether v is its live handle.
+Lookup lookup(const Napi::Value& v, Slot** out) {
+  if (!v.IsNumber()) return Lookup::Invalid;
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0 && d < double(kGenerationEnd) * kIndexSpan) || d != std::floor(d)) return Lookup::Invalid;
+  const uint64_t bits = uint64_t(d);
+  const uint64_t index = bits & 0xffffffffu;
+  const uint32_t gen = uint32_t(bits >> 32);
+  HandleTable& tab = handle_table(v.Env());
+  if (index >= tab.slots.size() || gen == 0) return Lookup::Invalid;
+  Slot& s = tab.slots[index];
+  *out = &s;
+  if (gen == s.generation && s.live) return Lookup::Live;
+  return gen <= s.generation ? Lookup::Disposed : Lookup::Invalid;
+}
 }  // namespace
 
 int64_t live_handles() { return g_live_handles.load(); }
 
 Napi::Value wrap(Napi::Env env, Tensor t) {
-  auto* h = new Handle{std::move(t), false};
+  HandleTable& tab = handle_table(env);
+  uint32_t index;
+  if (!tab.free_slots.empty()) {
+    index = tab.free_slots.back();
+    tab.free_slots.pop_back();
+  } else {
+    KILN_CHECK(tab.slots.size() < size_t(UINT32_MAX), OutOfMemory, "wrap", "more than 2^32 tensor handles");
+    index = uint32_t(tab.slots.size());
+    tab.slots.emplace_back();
+  }
+  Slot& s = tab.slots[index];
+  s.t = std::move(t);
+  s.live = true;
   g_live_handles++;
-  auto ext = Napi::External<Handle>::New(env, h, [](Napi::Env, Handle* p) {
-    if (!p->disposed) g_live_handles--;
-    delete p;
-  });
-  ext.TypeTag(&kHandleTag);
-  return ext;
+  return Napi::Number::New(env, double(index) + double(s.generation) * kIndexSpan);
 }
 
-Handle* handle_of(const Napi::Value& v) {
-  if (!v.IsExternal()) return nullptr;
-  auto ext = v.As<Napi::External<Handle>>();
-  if (!ext.CheckTypeTag(&kHandleTag)) return nullptr;
-  return ext.Data();
-}
-
-void dispose_handle(Handle* h) {
-  if (h->disposed) return;
-  h->disposed = true;
-  h->t.storage.reset();
+bool dispose_handle(const Napi::Value& v) {
+  Slot* s = nullptr;
+  Lookup r = lookup(v, &s);
+  if (r != Lookup::Live) return r == Lookup::Disposed;
+  s->t = Tensor();
+  s->live = false;
   g_live_handles--;
+  if (++s->generation < kGenerationEnd) {
+    HandleTable& tab = handle_table(v.Env());
+    tab.free_slots.push_back(uint32_t(uint64_t(v.As<Napi::Number>().DoubleValue()) & 0xffffffffu));
+  }
+  return true;
+}
+
+bool is_disposed_handle(const Napi::Value& v, const char* op) {
+  Slot* s = nullptr;
+  Lookup r = lookup(v, &s);
+  KILN_CHECK(r != Lookup::Invalid, Value, op, "argument is not a tensor handle");
+  return r == Lookup::Disposed;
+}
+
+Tensor& tensor_of(const Napi::Value& v, const char* op, const std::string& what) {
+  Slot* s = nullptr;
+  Lookup r = lookup(v, &s);
+  KILN_CHECK(r != Lookup::Invalid, Value, op, what, " is not a tensor handle");
+  KILN_CHECK(r != Lookup::Disposed, Disposed, op, what, " was disposed");
+  return s->t;
 }
 
 Tensor& tensor_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
-  Handle* h = i < info.Length() ? handle_of(info[i]) : nullptr;
-  KILN_CHECK(h != nullptr, Value, op, "argument '", name, "' is not a tensor handle");
-  KILN_CHECK(!h->disposed, Disposed, op, "tensor argument '", name, "' was disposed");
-  return h->t;
+  KILN_CHECK(i < info.Length(), Value, op, "argument '", name, "' is not a tensor handle");
+  return tensor_of(info[i], op, str_cat("tensor argument '", name, "'"));
 }
 
 Tensor* optional_tensor_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
@@ -115,6 +177,7 @@ void check_same_dtype(const char* op, std::initializer_list<const Tensor*> ts) {
 struct InstanceData {
   Napi::FunctionReference error_factory;
   int64_t reported_bytes = 0;
+  HandleTable handles;
 };
 
 InstanceData& instance(Napi::Env env) {
@@ -125,6 +188,10 @@ InstanceData& instance(Napi::Env env) {
   }
   return *d;
 }
+
+namespace {
+HandleTable& handle_table(Napi::Env env) { return instance(env).handles; }
+}  // namespace
 
 void set_error_factory(Napi::Env env, Napi::Function f) { instance(env).error_factory = Napi::Persistent(f); }
 

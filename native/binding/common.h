@@ -11,20 +11,18 @@
 
 namespace kiln::binding {
 
-// What a JavaScript tensor handle points at. dispose() drops the storage reference at once;
-// the external's finalizer deletes the handle itself when V8 collects it.
-struct Handle {
-  Tensor t;
-  bool disposed = false;
-};
-
-// Creates a handle for t (counted in memoryStats().tensors).
+// Tensor handles are numbers into a per-environment table (see common.cc). Creates a handle for t
+// (counted in memoryStats().tensors).
 Napi::Value wrap(Napi::Env env, Tensor t);
-// The handle behind a value, or nullptr when it is not a kiln tensor handle.
-Handle* handle_of(const Napi::Value& v);
-// Drops the handle's storage reference (idempotent).
-void dispose_handle(Handle* h);
-// Handles neither disposed nor collected.
+// The tensor behind handle v; throws ValueError when v is no handle, DisposedError when it was
+// disposed, naming op and `what`.
+Tensor& tensor_of(const Napi::Value& v, const char* op, const std::string& what);
+// Frees handle v's slot and its storage reference; false when v is no handle (a disposed handle is
+// a no-op).
+bool dispose_handle(const Napi::Value& v);
+// Whether v is a disposed handle; ValueError when it is no handle.
+bool is_disposed_handle(const Napi::Value& v, const char* op);
+// Handles not yet disposed (counting those of tensors the garbage collector has yet to report).
 int64_t live_handles();
 void set_error_factory(Napi::Env env, Napi::Function f);
 // The tensor behind argument i of op; throws DisposedError / ValueError naming op and argument.

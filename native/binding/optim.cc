@@ -75,12 +75,7 @@ static Napi::Value clip_grad_norm(const Napi::CallbackInfo& info) {
   KILN_CHECK(info.Length() > 0 && info[0].IsArray(), Value, op, "argument 'grads' must be an array of tensors");
   auto arr = info[0].As<Napi::Array>();
   std::vector<const Tensor*> grads(arr.Length());
-  for (uint32_t i = 0; i < arr.Length(); i++) {
-    Handle* h = handle_of(arr.Get(i));
-    KILN_CHECK(h != nullptr, Value, op, "grads[", i, "] is not a tensor handle");
-    KILN_CHECK(!h->disposed, Disposed, op, "grads[", i, "] was disposed");
-    grads[i] = &h->t;
-  }
+  for (uint32_t i = 0; i < arr.Length(); i++) grads[i] = &tensor_of(arr.Get(i), op, str_cat("grads[", i, "]"));
   const double max_norm = number_arg(info, 1, op, "maxNorm");
   const double norm_type = number_arg(info, 2, op, "normType");
   Tensor& total = tensor_arg(info, 3, op, "total");

@@ -12,8 +12,8 @@
 namespace kiln::binding {
 
 static void check_shape(const char* op, const Shape& shape) {
-  for (int64_t d : shape) KILN_CHECK(d >= 0, Shape, op, "negative dimension in shape ", shape_str(shape));
   KILN_CHECK(shape.size() <= 64, Shape, op, "at most 64 dimensions, got ", shape.size());
+  checked_numel(shape, op);
 }
 
 static Device device_arg(const Napi::CallbackInfo& info, size_t i, const char* op) {
@@ -75,7 +75,14 @@ static Tensor contiguous_as(const Tensor& t, DType dt) {
 static Napi::Value to_bytes(const Napi::CallbackInfo& info) {
   Tensor& t = tensor_arg(info, 0, "toBytes", "tensor");
   size_t n = size_t(t.numel()) * t.itemsize();
-  auto buf = Napi::ArrayBuffer::New(info.Env(), n);
+  Napi::ArrayBuffer buf;
+  try {
+    buf = Napi::ArrayBuffer::New(info.Env(), n);
+  } catch (const Napi::Error&) {  // V8's RangeError, replaced by kiln's class naming the tensor
+    throw Error(ErrorCode::OutOfMemory, "toBytes",
+                str_cat("could not allocate a JavaScript buffer of ", n, " bytes for a tensor of shape ",
+                        shape_str(t.shape), " (", dtype_name(t.dtype), ")"));
+  }
   if (n == 0) return buf;
   Tensor c = contiguous_as(t, t.dtype);
   KILN_ON_DEVICE("toBytes", c.device(), std::memcpy(buf.Data(), c.data_ptr(), n),
@@ -120,12 +127,14 @@ static Napi::Value view(const Napi::CallbackInfo& info) {
   KILN_CHECK(v.offset >= 0, Index, op, "negative offset ", v.offset);
   int64_t capacity = int64_t(base.storage->nbytes / base.itemsize());
   if (v.numel() > 0) {
-    int64_t last = v.offset;
+    // Overflow-checked: a wrapped product would pass the bound and let kernels read anywhere.
+    int64_t last = v.offset, reach = 0;
+    bool overflow = false;
     for (size_t d = 0; d < v.shape.size(); d++) {
       KILN_CHECK(v.strides[d] >= 0, Shape, op, "negative stride in ", shape_str(v.strides));
-      last += (v.shape[d] - 1) * v.strides[d];
+      overflow |= __builtin_mul_overflow(v.shape[d] - 1, v.strides[d], &reach) || __builtin_add_overflow(last, reach, &last);
     }
-    KILN_CHECK(last < capacity, Index, op, "view of shape ", shape_str(v.shape), " strides ", shape_str(v.strides),
+    KILN_CHECK(!overflow && last < capacity, Index, op, "view of shape ", shape_str(v.shape), " strides ", shape_str(v.strides),
                " offset ", v.offset, " reaches element ", last, " of a storage of ", capacity);
   }
   return wrap(info.Env(), std::move(v));
@@ -137,17 +146,14 @@ static Napi::Value alias(const Napi::CallbackInfo& info) {
 }
 
 static Napi::Value dispose(const Napi::CallbackInfo& info) {
-  Handle* h = info.Length() > 0 ? handle_of(info[0]) : nullptr;
-  KILN_CHECK(h != nullptr, Value, "dispose", "argument is not a tensor handle");
-  dispose_handle(h);
+  KILN_CHECK(info.Length() > 0 && dispose_handle(info[0]), Value, "dispose", "argument is not a tensor handle");
   report_external_memory(info.Env());
   return info.Env().Undefined();
 }
 
 static Napi::Value is_disposed(const Napi::CallbackInfo& info) {
-  Handle* h = info.Length() > 0 ? handle_of(info[0]) : nullptr;
-  KILN_CHECK(h != nullptr, Value, "isDisposed", "argument is not a tensor handle");
-  return Napi::Boolean::New(info.Env(), h->disposed);
+  KILN_CHECK(info.Length() > 0, Value, "isDisposed", "argument is not a tensor handle");
+  return Napi::Boolean::New(info.Env(), is_disposed_handle(info[0], "isDisposed"));
 }
 
 // copy(src, dst): dst[...] = src[...] converted to dst's dtype; shapes must match.
@@ -196,6 +202,11 @@ static Napi::Value memory_stats(const Napi::CallbackInfo& info) {
   o.Set("peakBytes", Napi::Number::New(env, double(c.peak_bytes)));
   o.Set("cachedBytes", Napi::Number::New(env, double(c.cached_bytes)));
   return o;
+}
+
+static Napi::Value reset_peak_memory(const Napi::CallbackInfo& info) {
+  cpu_reset_peak();
+  return info.Env().Undefined();
 }
 
 static Napi::Value empty_cache(const Napi::CallbackInfo& info) {
@@ -250,6 +261,7 @@ void register_tensor(Napi::Env env, Napi::Object exports) {
   KILN_EXPORT(env, exports, "bumpVersion", bump_version);
   KILN_EXPORT(env, exports, "memoryStats", memory_stats);
   KILN_EXPORT(env, exports, "emptyCache", empty_cache);
+  KILN_EXPORT(env, exports, "resetPeakMemory", reset_peak_memory);
   KILN_EXPORT(env, exports, "buildInfo", build_info);
   KILN_EXPORT(env, exports, "setNumThreads", set_threads);
   KILN_EXPORT(env, exports, "setErrorFactory", set_error_factory_fn);

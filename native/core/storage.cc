@@ -158,6 +158,8 @@ void cpu_empty_cache() {
   for (void* p : blocks) std::free(p);
 }
 
+void cpu_reset_peak() { g_peak = g_bytes.load(); }
+
 MemoryCounters cpu_memory_counters() { return {g_storages.load(), g_bytes.load(), g_peak.load(), g_cached.load()}; }
 
 void register_device_allocator(DeviceAllocator a) { g_device_allocator = a; }

@@ -46,6 +46,8 @@ inline size_t allocation_size_class(size_t n) {
   return (n + step - 1) / step * step;
 }
 MemoryCounters cpu_memory_counters();
+// Starts the peak of CPU bytes afresh from what is held now.
+void cpu_reset_peak();
 // Frees every cached CPU block; the cache then grows again only as far as live tensors need.
 void cpu_empty_cache();
 

@@ -18,6 +18,27 @@ inline int64_t shape_numel(const Shape& s) {
   return n;
 }
 
+// The largest element count of a tensor: JavaScript numbers hold integers exactly up to here, and
+// no byte count of such a tensor overflows 64 bits.
+constexpr int64_t kMaxNumel = (int64_t(1) << 53) - 1;
+
+// Elements of shape; ShapeError naming op when a dimension is negative or the count passes
+// kMaxNumel (checked before any product can overflow).
+inline int64_t checked_numel(const Shape& s, const char* op) {
+  int64_t n = 1;
+  bool zero = false;
+  for (int64_t d : s) {
+    KILN_CHECK(d >= 0, Shape, op, "negative dimension in shape ", shape_str(s));
+    if (d == 0) zero = true;
+  }
+  if (zero) return 0;
+  for (int64_t d : s) {
+    KILN_CHECK(!__builtin_mul_overflow(n, d, &n) && n <= kMaxNumel, Shape, op, "shape ", shape_str(s),
+               " has more than 2^53 - 1 elements");
+  }
+  return n;
+}
+
 inline Shape contiguous_strides(const Shape& s) {
   Shape st(s.size());
   int64_t acc = 1;
@@ -55,13 +76,14 @@ struct Tensor {
   template <typename T>
   T* data() const { return reinterpret_cast<T*>(data_ptr()); }
 
-  // A fresh contiguous tensor on `device`.
+  // A fresh contiguous tensor on `device`; ShapeError when the shape has too many elements.
   static Tensor empty(const Shape& shape, DType dtype, Device device) {
     Tensor t;
+    const int64_t n = checked_numel(shape, "alloc");  // at most 2^53 elements of at most 8 bytes
     t.shape = shape;
     t.strides = contiguous_strides(shape);
     t.dtype = dtype;
-    t.storage = std::make_shared<Storage>(size_t(shape_numel(shape)) * dtype_size(dtype), device);
+    t.storage = std::make_shared<Storage>(size_t(n) * dtype_size(dtype), device);
     return t;
   }
 };
