@@ -28,10 +28,10 @@ export function writeAtomic(dest: string, write: (fd: number) => void): void {
   syncDir(dir);
 }
 
-/** Writes all of data at the file's current position. */
-export function writeAll(fd: number, data: Uint8Array): void {
+/** Writes all of data at `position`, or at the file's current position when none is given. */
+export function writeAll(fd: number, data: Uint8Array, position?: number): void {
   let done = 0;
-  while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done);
+  while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done, position === undefined ? null : position + done);
 }
 
 /** writeAtomic for a string or bytes. */

@@ -4,6 +4,7 @@
 // (leaving no tensor allocated).
 import t from 'tap';
 import * as fs from 'fs';
+import * as zlib from 'zlib';
 import * as os from 'os';
 import * as path from 'path';
 import * as kiln from '../../lib/index';
@@ -12,6 +13,7 @@ import { nn, optim } from '../../lib/index';
 import {
   disposeCheckpoint, loadCheckpoint, loadSafetensors, readCheckpoint, readSafetensorsHeader, saveCheckpoint, saveSafetensors, writeAtomic,
 } from '../../lib/io/index';
+import { headerCrc } from '../../lib/io/checksum';
 import { values } from '../helpers/gradcheck';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-ckpt-'));
@@ -53,12 +55,17 @@ t.test('the byte layout: 8-byte little-endian length, padded JSON header, raw da
   const n = Number(buf.readBigUInt64LE(0));
   t.equal(n % 8, 0, 'the header is padded to a multiple of 8 bytes');
   const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8'));
-  t.same(header, {
+  const w = Buffer.from(new Float32Array([1.5, -2]).buffer), b = Buffer.from(new BigInt64Array([7n]).buffer);
+  const { 'kiln.crc32': sums, ...userMeta } = header.__metadata__;
+  t.same({ ...header, __metadata__: userMeta }, {
     __metadata__: { format: 'pt' },
     w: { dtype: 'F32', shape: [1, 2], data_offsets: [0, 8] },
     b: { dtype: 'I64', shape: [1], data_offsets: [8, 16] },
   });
-  t.same(buf.subarray(8 + n), Buffer.concat([Buffer.from(new Float32Array([1.5, -2]).buffer), Buffer.from(new BigInt64Array([7n]).buffer)]));
+  t.same(buf.subarray(8 + n), Buffer.concat([w, b]));
+  // The checksums are a metadata string like any other; each tensor's is zlib's CRC-32 of its bytes.
+  const crc = (x: Buffer) => zlib.crc32(x).toString(16).padStart(8, '0');
+  t.same(JSON.parse(sums).tensors, { w: crc(w), b: crc(b) }, 'CRC-32 of each tensor\'s bytes');
 
   // As another writer may lay it out: unpadded header, keys in another order, no metadata.
   const json = Buffer.from(JSON.stringify({ b: { dtype: 'BF16', shape: [2], data_offsets: [4, 8] }, a: { dtype: 'I32', shape: [1], data_offsets: [0, 4] } }));
@@ -136,11 +143,22 @@ t.test('checkpoints: weights (tied ones stored once), optimizer state and JSON s
   t.throws(() => loadCheckpoint(ckpt, { model: wider }), kiln.ShapeError, 'another architecture: other shapes');
 });
 
-/** The file with its header JSON replaced by edit(header) (data unchanged). */
+/**
+ * The file with its header JSON replaced by edit(header) (data unchanged), and its header checksum
+ * recomputed so that the checks behind it are what rejects the edit.
+ */
 function withHeader(src: Buffer, edit: (h: any) => unknown): Buffer {
   const n = Number(src.readBigUInt64LE(0));
   const h = JSON.parse(src.subarray(8, 8 + n).toString('utf8'));
-  const json = Buffer.from(JSON.stringify(edit(h) ?? h));
+  const out = edit(h) ?? h;
+  const meta = (out as any).__metadata__;
+  if (meta?.['kiln.crc32']) {
+    const tensors = Object.entries(out as Record<string, any>).filter(([k]) => k !== '__metadata__')
+      .map(([k, e]): [string, any] => [k, { dtype: e.dtype, shape: e.shape, dataOffsets: e.data_offsets }]);
+    const sums = JSON.parse(meta['kiln.crc32']);
+    meta['kiln.crc32'] = JSON.stringify({ ...sums, header: headerCrc(tensors, meta) });
+  }
+  const json = Buffer.from(JSON.stringify(out));
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(json.length));
   return Buffer.concat([len, json, src.subarray(8 + n)]);
