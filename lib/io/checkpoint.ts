@@ -8,12 +8,16 @@
 //     scheduler, data position, random generator, model config, ...), and the checksums that
 //     saveSafetensors adds (format 2; format 1 checkpoints, without them, are still read).
 // Reading validates the file (safetensors.ts, checksums included) and then every piece of the
-// metadata: a malformed checkpoint is a FormatError and leaves nothing allocated.
+// metadata: a malformed checkpoint is a FormatError and leaves nothing allocated. Reading also
+// removes the temporary files that killed writers left in the checkpoint's folder (atomic.ts), as
+// resuming after a kill is when they are found.
+import { dirname, resolve } from 'path';
 import { FormatError, ValueError } from '../errors';
 import { native } from '../native';
 import type { Module } from '../nn/module';
 import type { Optimizer, OptimizerStateDict, ParamState } from '../optim/optimizer';
 import { Tensor } from '../tensor';
+import { removeOrphanedTemps } from './atomic';
 import { CHECKSUM_KEY } from './checksum';
 import { loadSafetensors, saveSafetensors } from './safetensors';
 
@@ -146,6 +150,7 @@ function optimizerState(path: string, meta: unknown, tensors: Map<string, Tensor
  * disposeCheckpoint().
  */
 export function readCheckpoint(path: string, opts: { device?: string } = {}): Checkpoint {
+  removeOrphanedTemps(dirname(resolve(path)));
   const { tensors, metadata, checksummed } = loadSafetensors(path, { device: opts.device });
   try {
     const fmt = metadata['kiln.format'];
