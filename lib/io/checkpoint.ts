@@ -177,7 +177,8 @@ export function readCheckpoint(path: string, opts: { device?: string } = {}): Ch
     if (!optimizer && [...tensors.keys()].some((n) => n.startsWith(OPT_PREFIX))) {
       throw new FormatError('readCheckpoint', `${path}: optimizer tensors without the optimizer's metadata`);
     }
-    const state = parseJSON(path, 'kiln.state', metadata['kiln.state']) ?? {};
+    const saved = parseJSON(path, 'kiln.state', metadata['kiln.state']);
+    const state = saved === undefined ? {} : saved;
     if (!isObject(state)) throw new FormatError('readCheckpoint', `${path}: kiln.state must be a JSON object`);
     return { weights, optimizer, state, metadata };
   } catch (e) {

@@ -228,6 +228,39 @@ t.test('truncated and corrupt files are rejected with FormatError', async (t) =>
   t.equal(kiln.memory().tensors, live);
 });
 
+t.test('optimizer state from a checkpoint is checked as the optimizer loads it', async (t) => {
+  const m = tinyGPT(4);
+  const opt = new optim.AdamW(m.parameters(), { lr: 0.01 });
+  trainStep(m, opt);
+  const good = file('opt.safetensors');
+  saveCheckpoint(good, { model: m, optimizer: opt, state: { step: 1 } });
+  const bytes = fs.readFileSync(good);
+  const m2 = tinyGPT(5);
+  const opt2 = new optim.AdamW(m2.parameters(), { lr: 0.5 });
+  trainStep(m2, opt2);
+  const before = opt2.state.get(m2.wte.weight);
+  // Valid files (their checksums recomputed) whose optimizer state is not.
+  const refuse = (what: string, edit: (o: any) => void, message: RegExp) => {
+    const p = file(`opt-${what.replace(/\W+/g, '-')}.safetensors`);
+    fs.writeFileSync(p, withHeader(bytes, (h) => {
+      const o = JSON.parse(h.__metadata__['kiln.optimizer']);
+      edit(o);
+      h.__metadata__['kiln.optimizer'] = JSON.stringify(o);
+    }));
+    t.throws(() => loadCheckpoint(p, { model: m2, optimizer: opt2 }), { message }, what);
+    t.equal(opt2.state.get(m2.wte.weight), before, `${what}: the optimizer keeps its state`);
+    t.equal(opt2.paramGroups[0].lr, 0.5, `${what}: and its options`);
+  };
+  refuse('negative lr', (o) => (o.paramGroups[0].lr = -0.01), /AdamW.loadStateDict: group 0 of the state: .*lr must be a finite number >= 0, got -0.01/);
+  refuse('eps as a string', (o) => (o.paramGroups[0].eps = '1e-8'), /eps must be a finite number/);
+  refuse('amsgrad as a number', (o) => (o.paramGroups[0].amsgrad = 0), /amsgrad must be a boolean/);
+  refuse('a state without step', (o) => delete o.state[0].numbers.step, /state of parameter 0 has no 'step'/);
+  refuse('a negative step', (o) => (o.state[2].numbers.step = -1), /state 'step' of parameter 2 must be a step count/);
+  refuse('a missing moment', (o) => (o.state[1].tensors = ['expAvg']), /belongs to no parameter/);
+  opt.dispose();
+  opt2.dispose();
+});
+
 t.test('writes are atomic: a failed write leaves the old file and no temporary file', async (t) => {
   const p = file('atomic.safetensors');
   saveSafetensors(p, { a: kiln.tensor([1, 2]) });
