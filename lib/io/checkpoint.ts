@@ -154,8 +154,9 @@ export function readCheckpoint(path: string, opts: { device?: string } = {}): Ch
   const { tensors, metadata, checksummed } = loadSafetensors(path, { device: opts.device });
   try {
     const fmt = metadata['kiln.format'];
-    if (fmt === undefined && Object.keys(metadata).some((k) => k.startsWith('kiln.'))) {
-      throw new FormatError('readCheckpoint', `${path}: kiln metadata without 'kiln.format' (was the entry damaged?)`);
+    const kilnKey = Object.keys(metadata).find((k) => k.startsWith('kiln.'));
+    if (fmt === undefined && kilnKey !== undefined) {
+      throw new FormatError('readCheckpoint', `${path}: metadata '${kilnKey}' without 'kiln.format' (was that entry damaged?)`);
     }
     if (fmt !== undefined && fmt !== FORMAT && fmt !== FORMAT_V1) {
       throw new FormatError('readCheckpoint', `${path}: unsupported checkpoint format '${fmt}' (this kiln reads '${FORMAT_V1}' and '${FORMAT}')`);

@@ -54,10 +54,17 @@ export function crc32Slow(data: Uint8Array): number {
 }
 
 // zlib.crc32 arrived in Node 20.15; kiln supports every Node 20.
-const zlibCrc32 = (zlib as { crc32?: (data: Uint8Array) => number }).crc32;
+const zlibCrc32 = (zlib as { crc32?: (data: Uint8Array, value?: number) => number }).crc32;
+// zlib takes a 32-bit length: a larger tensor goes in pieces.
+const PIECE = 1 << 30;
 
 /** CRC-32 of data (the same value as zlib's crc32 and Python's zlib.crc32). */
-export const crc32: (data: Uint8Array) => number = zlibCrc32 ? (d) => zlibCrc32(d) : crc32Slow;
+export function crc32(data: Uint8Array): number {
+  if (!zlibCrc32) return crc32Slow(data);
+  let c = 0;
+  for (let i = 0; i < data.length; i += PIECE) c = zlibCrc32(data.subarray(i, i + PIECE), c);
+  return c;
+}
 
 /** A crc as the file stores it: eight lowercase hex digits. */
 export function crcHex(data: Uint8Array): string {
