@@ -4,4 +4,5 @@ export { loadSafetensors, saveSafetensors, readSafetensorsHeader, parseHeader, M
 export type { SafetensorsEntry, SafetensorsHeader, LoadSafetensorsOptions, LoadedSafetensors } from './safetensors';
 export { saveCheckpoint, readCheckpoint, loadCheckpoint, disposeCheckpoint } from './checkpoint';
 export type { Checkpoint, CheckpointContents } from './checkpoint';
+export type { Checksums } from './checksum';
 export { writeAtomic, writeFileAtomic } from './atomic';

@@ -170,6 +170,7 @@ export function readSafetensorsHeader(path: string): SafetensorsHeader {
 
 /** What loadSafetensors returns. */
 export interface LoadedSafetensors {
+  /** The tensors read, by name, in the header's order. */
   tensors: Map<string, Tensor>;
   /** The __metadata__ strings, less kiln's checksum entry. */
   metadata: Record<string, string>;
