@@ -20,7 +20,9 @@ export interface LayoutEntry {
 
 /** Checksums read from a header: the header's own and each tensor's, as 8-digit hex strings. */
 export interface Checksums {
+  /** The crc of the header's canonical form. */
   header: string;
+  /** The crc of each tensor's bytes, by tensor name. */
   tensors: Map<string, string>;
 }
 
