@@ -5,17 +5,25 @@
 //   - the optimizer's per-parameter tensors as `optimizer.state.<index>.<key>`;
 //   - in __metadata__: "format": "pt" (what transformers checks), "kiln.format", and JSON strings for
 //     the aliases, the optimizer's groups and scalar state, and the caller's own state (step,
-//     scheduler, data position, random generator, model config, ...).
-// Reading validates the file (safetensors.ts) and then every piece of the metadata: a malformed
-// checkpoint is a FormatError and leaves nothing allocated.
+//     scheduler, data position, random generator, model config, ...), and the checksums that
+//     saveSafetensors adds (format 2; format 1 checkpoints, without them, are still read).
+// Reading validates the file (safetensors.ts, checksums included) and then every piece of the
+// metadata: a malformed checkpoint is a FormatError and leaves nothing allocated. Reading also
+// removes the temporary files that killed writers left in the checkpoint's folder (atomic.ts), as
+// resuming after a kill is when they are found.
+import { dirname, resolve } from 'path';
 import { FormatError, ValueError } from '../errors';
 import { native } from '../native';
 import type { Module } from '../nn/module';
 import type { Optimizer, OptimizerStateDict, ParamState } from '../optim/optimizer';
 import { Tensor } from '../tensor';
+import { removeOrphanedTemps } from './atomic';
+import { CHECKSUM_KEY } from './checksum';
 import { loadSafetensors, saveSafetensors } from './safetensors';
 
-const FORMAT = 'kiln.checkpoint/1';
+/** Format 2 adds the checksums, which a format 2 file must carry so that losing them is noticed. */
+const FORMAT = 'kiln.checkpoint/2';
+const FORMAT_V1 = 'kiln.checkpoint/1';
 const OPT_PREFIX = 'optimizer.state.';
 
 /** What a checkpoint saves. */
@@ -36,7 +44,7 @@ export interface Checkpoint {
   optimizer: OptimizerStateDict | null;
   /** The caller's state ({} when none was saved, or for a plain safetensors weights file). */
   state: Record<string, unknown>;
-  /** The raw __metadata__ strings. */
+  /** The raw __metadata__ strings, less the checksums (verified already). */
   metadata: Record<string, string>;
 }
 
@@ -142,10 +150,18 @@ function optimizerState(path: string, meta: unknown, tensors: Map<string, Tensor
  * disposeCheckpoint().
  */
 export function readCheckpoint(path: string, opts: { device?: string } = {}): Checkpoint {
-  const { tensors, metadata } = loadSafetensors(path, { device: opts.device });
+  removeOrphanedTemps(dirname(resolve(path)));
+  const { tensors, metadata, checksummed } = loadSafetensors(path, { device: opts.device });
   try {
     const fmt = metadata['kiln.format'];
-    if (fmt !== undefined && fmt !== FORMAT) throw new FormatError('readCheckpoint', `${path}: unsupported checkpoint format '${fmt}' (this kiln reads '${FORMAT}')`);
+    const kilnKey = Object.keys(metadata).find((k) => k.startsWith('kiln.'));
+    if (fmt === undefined && kilnKey !== undefined) {
+      throw new FormatError('readCheckpoint', `${path}: metadata '${kilnKey}' without 'kiln.format' (was that entry damaged?)`);
+    }
+    if (fmt !== undefined && fmt !== FORMAT && fmt !== FORMAT_V1) {
+      throw new FormatError('readCheckpoint', `${path}: unsupported checkpoint format '${fmt}' (this kiln reads '${FORMAT_V1}' and '${FORMAT}')`);
+    }
+    if (fmt === FORMAT && !checksummed) throw new FormatError('readCheckpoint', `${path}: a '${FORMAT}' checkpoint without its '${CHECKSUM_KEY}' checksums (was the entry damaged?)`);
     const weights = new Map<string, Tensor>();
     for (const [name, t] of tensors) if (!name.startsWith(OPT_PREFIX)) weights.set(name, t);
     const aliases = parseJSON(path, 'kiln.aliases', metadata['kiln.aliases']);
@@ -162,7 +178,8 @@ export function readCheckpoint(path: string, opts: { device?: string } = {}): Ch
     if (!optimizer && [...tensors.keys()].some((n) => n.startsWith(OPT_PREFIX))) {
       throw new FormatError('readCheckpoint', `${path}: optimizer tensors without the optimizer's metadata`);
     }
-    const state = parseJSON(path, 'kiln.state', metadata['kiln.state']) ?? {};
+    const saved = parseJSON(path, 'kiln.state', metadata['kiln.state']);
+    const state = saved === undefined ? {} : saved;
     if (!isObject(state)) throw new FormatError('readCheckpoint', `${path}: kiln.state must be a JSON object`);
     return { weights, optimizer, state, metadata };
   } catch (e) {

@@ -3,7 +3,10 @@
 // header length N, N bytes of JSON ({name: {dtype, shape, data_offsets}, __metadata__: {string:
 // string}}, padded with spaces to a multiple of 8), then the tensors' raw little-endian bytes.
 // Files are untrusted: every length, offset, shape and dtype is checked before a byte of tensor data
-// is read, and a malformed file is a FormatError. Writes are atomic (see atomic.ts).
+// is read, and a malformed file is a FormatError. kiln's files carry CRC-32 checksums of the header and
+// of each tensor in __metadata__ (see checksum.ts), checked on every read, so that damaged bytes are a
+// FormatError naming the tensor instead of wrong weights; files without them (other tools', older
+// kiln's) are read unchecked. Writes are atomic (see atomic.ts).
 import * as fs from 'fs';
 import { DType, DTYPE_CODE, ITEMSIZE } from '../dtype';
 import { deviceCode } from '../device';
@@ -11,6 +14,7 @@ import { FormatError, ValueError } from '../errors';
 import { native } from '../native';
 import { Tensor, fromHandle } from '../tensor';
 import { writeAll, writeAtomic } from './atomic';
+import { CHECKSUM_KEY, Checksums, LayoutEntry, crcHex, encodeChecksums, headerCrc, parseChecksums } from './checksum';
 
 /** safetensors dtype names of kiln's dtypes. */
 const TO_ST: Record<DType, string> = {
@@ -32,7 +36,10 @@ export interface SafetensorsEntry {
 /** A parsed, validated header. */
 export interface SafetensorsHeader {
   tensors: Map<string, SafetensorsEntry>;
+  /** The __metadata__ strings, less kiln's checksum entry. */
   metadata: Record<string, string>;
+  /** The checksums the file carries (the header's already verified), or null for a file without them. */
+  checksums: Checksums | null;
   /** Offset of the data section in the file (8 + header length). */
   dataStart: number;
 }
@@ -45,10 +52,16 @@ function checkLittleEndian(op: string): void {
   if (!littleEndian()) throw new FormatError(op, 'safetensors files are little-endian; this machine is not');
 }
 
+/** An entry as the file states it, the input of the header checksum. */
+function layoutEntry(e: SafetensorsEntry): LayoutEntry {
+  return { dtype: TO_ST[e.dtype], shape: e.shape, dataOffsets: e.dataOffsets };
+}
+
 /**
  * Parses and validates a header against the size of the file it came from: known dtypes, shapes of
  * non-negative integers, offsets whose length matches shape x dtype, and tensors that tile the data
  * section exactly (no gaps, overlaps or trailing bytes), as the reference implementation demands.
+ * When the header carries kiln's checksums, their form and the header's own checksum are checked too.
  */
 export function parseHeader(json: Uint8Array, fileBytes: number, where: string): SafetensorsHeader {
   const op = 'safetensors';
@@ -61,14 +74,14 @@ export function parseHeader(json: Uint8Array, fileBytes: number, where: string):
     throw new FormatError(op, `${where}: the header is not valid UTF-8 JSON (${(e as Error).message})`);
   }
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new FormatError(op, `${where}: the header must be a JSON object`);
-  const metadata: Record<string, string> = {};
+  const meta: Array<[string, string]> = [];
   const tensors = new Map<string, SafetensorsEntry>();
   for (const [name, raw] of Object.entries(parsed as Record<string, unknown>)) {
     if (name === '__metadata__') {
       if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new FormatError(op, `${where}: __metadata__ must be an object of strings`);
       for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
         if (typeof v !== 'string') throw new FormatError(op, `${where}: __metadata__.${k} must be a string, got ${typeof v}`);
-        metadata[k] = v;
+        meta.push([k, v]);
       }
       continue;
     }
@@ -107,7 +120,17 @@ export function parseHeader(json: Uint8Array, fileBytes: number, where: string):
       ? `${where}: truncated: the tensors need ${end} bytes of data, the file has ${dataBytes}`
       : `${where}: ${dataBytes - end} bytes after the last tensor`);
   }
-  return { tensors, metadata, dataStart };
+  // fromEntries, not assignment, so that a key such as __proto__ stays an ordinary entry.
+  const metadata: Record<string, string> = Object.fromEntries(meta);
+  let checksums: Checksums | null = null;
+  if (Object.hasOwn(metadata, CHECKSUM_KEY)) {
+    checksums = parseChecksums(metadata[CHECKSUM_KEY], tensors.keys(), where);
+    if (headerCrc([...tensors].map(([n, e]) => [n, layoutEntry(e)]), metadata) !== checksums.header) {
+      throw new FormatError(op, `${where}: the header does not match its checksum: the file is damaged (or was edited by a tool that kept kiln's '${CHECKSUM_KEY}' entry)`);
+    }
+    delete metadata[CHECKSUM_KEY];
+  }
+  return { tensors, metadata, checksums, dataStart };
 }
 
 function readFully(fd: number, buf: Uint8Array, position: number, where: string): void {
@@ -145,6 +168,16 @@ export function readSafetensorsHeader(path: string): SafetensorsHeader {
   }
 }
 
+/** What loadSafetensors returns. */
+export interface LoadedSafetensors {
+  /** The tensors read, by name, in the header's order. */
+  tensors: Map<string, Tensor>;
+  /** The __metadata__ strings, less kiln's checksum entry. */
+  metadata: Record<string, string>;
+  /** True when the file carried checksums (then the header and every tensor read matched them). */
+  checksummed: boolean;
+}
+
 export interface LoadSafetensorsOptions {
   /** Where to create the tensors (default 'cpu'). */
   device?: string;
@@ -154,10 +187,10 @@ export interface LoadSafetensorsOptions {
 
 /**
  * Reads the tensors and metadata of a safetensors file. The tensors are new (they join the open tidy
- * scope like any created tensor); the caller disposes them. A malformed file is a FormatError, and
- * then no tensor is left allocated.
+ * scope like any created tensor); the caller disposes them. A malformed file, or one whose data does
+ * not match its checksums, is a FormatError, and then no tensor is left allocated.
  */
-export function loadSafetensors(path: string, opts: LoadSafetensorsOptions = {}): { tensors: Map<string, Tensor>; metadata: Record<string, string> } {
+export function loadSafetensors(path: string, opts: LoadSafetensorsOptions = {}): LoadedSafetensors {
   checkLittleEndian('safetensors');
   const dev = deviceCode('loadSafetensors', opts.device ?? 'cpu');
   const fd = fs.openSync(path, 'r');
@@ -168,10 +201,17 @@ export function loadSafetensors(path: string, opts: LoadSafetensorsOptions = {})
       if (opts.filter && !opts.filter(name)) continue;
       const bytes = new Uint8Array(e.dataOffsets[1] - e.dataOffsets[0]);
       readFully(fd, bytes, header.dataStart + e.dataOffsets[0], path);
+      const crc = header.checksums?.tensors.get(name);
+      if (crc !== undefined && crcHex(bytes) !== crc) {
+        throw new FormatError('safetensors', `${path}: tensor '${name}': its bytes do not match their checksum: the file is damaged`);
+      }
+      // kiln's bool kernels count and compare bytes, so a stored 2 would count as 2 and differ from
+      // true; other writers may store any nonzero byte, which NumPy and PyTorch read as true.
+      if (e.dtype === 'bool') for (let i = 0; i < bytes.length; i++) if (bytes[i] > 1) bytes[i] = 1;
       const h = native.fromBytes(bytes, e.shape, DTYPE_CODE[e.dtype], dev);
       tensors.set(name, fromHandle(h, e.shape, e.dtype, dev));
     }
-    return { tensors, metadata: header.metadata };
+    return { tensors, metadata: header.metadata, checksummed: header.checksums !== null };
   } catch (e) {
     for (const t of tensors.values()) t.dispose();
     throw e;
@@ -180,16 +220,12 @@ export function loadSafetensors(path: string, opts: LoadSafetensorsOptions = {})
   }
 }
 
-/** The header bytes (JSON padded with spaces to a multiple of 8) for tensors laid out in order. */
-function encodeHeader(entries: Array<[string, Tensor]>, metadata: Record<string, string>): Buffer {
-  const header: Record<string, unknown> = {};
-  if (Object.keys(metadata).length) header.__metadata__ = metadata;
-  let offset = 0;
-  for (const [name, t] of entries) {
-    const bytes = t.numel * ITEMSIZE[t.dtype];
-    header[name] = { dtype: TO_ST[t.dtype], shape: [...t.shape], data_offsets: [offset, offset + bytes] };
-    offset += bytes;
-  }
+/** The header bytes (JSON padded with spaces to a multiple of 8). */
+function encodeHeader(layout: Array<[string, LayoutEntry]>, metadata: Record<string, string>): Buffer {
+  const header = Object.fromEntries([
+    ['__metadata__', metadata],
+    ...layout.map(([name, e]) => [name, { dtype: e.dtype, shape: e.shape, data_offsets: e.dataOffsets }]),
+  ]);
   const json = Buffer.from(JSON.stringify(header), 'utf8');
   const padded = Buffer.alloc(Math.ceil(json.length / 8) * 8, 0x20);
   json.copy(padded);
@@ -198,7 +234,8 @@ function encodeHeader(entries: Array<[string, Tensor]>, metadata: Record<string,
 
 /**
  * Writes tensors (any dtype, device and layout) and string metadata as a safetensors file,
- * atomically. Names must be unique non-empty strings other than __metadata__.
+ * atomically, with checksums of the header and of each tensor in the metadata (kiln.crc32). Names
+ * must be unique non-empty strings other than __metadata__.
  */
 export function saveSafetensors(path: string, tensors: Map<string, Tensor> | Record<string, Tensor>, metadata: Record<string, string> = {}): void {
   const op = 'saveSafetensors';
@@ -212,12 +249,31 @@ export function saveSafetensors(path: string, tensors: Map<string, Tensor> | Rec
   for (const [k, v] of Object.entries(metadata)) {
     if (typeof v !== 'string') throw new ValueError(op, `metadata '${k}' must be a string, got ${typeof v}`);
   }
-  const header = encodeHeader(entries, metadata);
+  if (Object.hasOwn(metadata, CHECKSUM_KEY)) throw new ValueError(op, `metadata '${CHECKSUM_KEY}' is kiln's own: it holds the checksums this function writes`);
+  let offset = 0;
+  const layout = entries.map(([name, t]): [string, LayoutEntry] => {
+    const begin = offset;
+    offset += t.numel * ITEMSIZE[t.dtype];
+    return [name, { dtype: TO_ST[t.dtype], shape: [...t.shape], dataOffsets: [begin, offset] }];
+  });
+  const headerSum = headerCrc(layout, metadata);
+  const crcs = new Map(entries.map(([name]) => [name, '00000000']));
+  const header = () => encodeHeader(layout, { ...metadata, [CHECKSUM_KEY]: encodeChecksums(headerSum, crcs) });
   writeAtomic(path, (fd) => {
+    // The tensors' crcs are known only once their bytes were fetched, one tensor at a time to bound
+    // memory: the header goes out with placeholders and is rewritten at the end, the same length as
+    // every crc is 8 hex digits.
+    const first = header();
     const len = Buffer.alloc(8);
-    len.writeBigUInt64LE(BigInt(header.length));
+    len.writeBigUInt64LE(BigInt(first.length));
     writeAll(fd, len);
-    writeAll(fd, header);
-    for (const [, t] of entries) if (t.numel) writeAll(fd, new Uint8Array(native.toBytes(t._h)));
+    writeAll(fd, first);
+    for (const [name, t] of entries) {
+      if (!t.numel) continue;
+      const bytes = new Uint8Array(native.toBytes(t._h));
+      crcs.set(name, crcHex(bytes));
+      writeAll(fd, bytes);
+    }
+    writeAll(fd, header(), 8);
   });
 }

@@ -2,7 +2,7 @@
 // with PyTorch's update rule; one fused native pass per parameter.
 import { ValueError } from '../errors';
 import type { Tensor } from '../tensor';
-import { BaseOptions, Optimizer, ParamGroup, ParamState, Params, checkBool, checkNumber, optimNative } from './optimizer';
+import { BaseOptions, Optimizer, ParamGroup, ParamState, Params, StateSpec, checkBool, checkNumber, optimNative } from './optimizer';
 
 export interface AdamOptions extends BaseOptions {
   betas: [number, number];
@@ -37,6 +37,10 @@ export class Adam extends Optimizer<AdamOptions> {
     if (!Array.isArray(o.betas) || o.betas.length !== 2 || !o.betas.every((b) => typeof b === 'number' && b >= 0 && b < 1)) {
       throw new ValueError(op, `betas must be two numbers in [0, 1), got ${JSON.stringify(o.betas)}`);
     }
+  }
+
+  protected override stateSpec(g: ParamGroup<AdamOptions>): StateSpec {
+    return { step: 'step', expAvg: 'tensor', expAvgSq: 'tensor', ...(g.amsgrad ? { maxExpAvgSq: 'tensor' as const } : {}) };
   }
 
   protected update(p: Tensor, grad: Tensor, g: ParamGroup<AdamOptions>, s: ParamState): void {

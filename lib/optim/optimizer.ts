@@ -1,10 +1,12 @@
 // The Optimizer base class: parameter groups with per-group options over defaults, zeroGrad, step
 // (one fused native update per parameter, under noGrad), per-parameter state, and stateDict /
 // loadStateDict in PyTorch's layout (state by parameter index, groups with their options) so that a
-// run resumes exactly. Also the native slice the optimizers and clipGradNorm call.
+// run resumes exactly. A loaded state is checked as strictly as options given in code: a state read
+// from a damaged or foreign file is an error naming the entry, never moments silently reset or an lr
+// of NaN. Also the native slice the optimizers and clipGradNorm call.
 import { enableGrad, noGrad } from '../autograd/grad_mode';
 import { isFloating } from '../dtype';
-import { DTypeError, ShapeError, ValueError } from '../errors';
+import { DTypeError, KilnError, ShapeError, ValueError } from '../errors';
 import { keep } from '../memory';
 import type { NativeHandle } from '../native';
 import { native } from '../native';
@@ -47,6 +49,12 @@ export type Params<O> = Iterable<Tensor> | Iterable<ParamGroupInput<O>>;
 /** One parameter's optimizer state: tensors (moment estimates, momentum) and numbers (step). */
 export type ParamState = Record<string, Tensor | number>;
 
+/**
+ * The entries of a parameter's state once it has taken a step: 'step' is a count of steps (an integer
+ * >= 0), 'tensor' a floating point tensor shaped like the parameter.
+ */
+export type StateSpec = Record<string, 'step' | 'tensor'>;
+
 /** The serializable state of an optimizer (PyTorch's layout, camelCase keys). */
 export interface OptimizerStateDict {
   /** Per-parameter state keyed by the parameter's index, counting through the groups in order. */
@@ -86,6 +94,21 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
   protected abstract checkOptions(o: O): void;
 
   /**
+   * What a parameter's state holds under group's options once it has stepped; loadStateDict accepts a
+   * state that is empty (the parameter never stepped) or holds exactly these entries. null, the
+   * default for optimizers that do not say, checks only that numbers are finite and tensors fit.
+   */
+  protected stateSpec(_group: ParamGroup<O>): StateSpec | null {
+    return null;
+  }
+
+  /** checkOptions and the option the base class adds. */
+  private checkGroup(o: O): void {
+    this.checkOptions(o);
+    if (o.initialLr !== undefined) checkNumber(this.constructor.name, 'initialLr', o.initialLr);
+  }
+
+  /**
    * Updates param in place from grad (both contiguous), filling in or advancing its state (an empty
    * object on the parameter's first step, already stored, so nothing leaks when the update throws).
    */
@@ -111,7 +134,7 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
     const filled: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(this.defaults)) filled[k] = cloneOption(v);
     for (const [k, v] of Object.entries(group)) if (k !== 'params' && v !== undefined) filled[k] = cloneOption(v);
-    this.checkOptions(filled as unknown as O);
+    this.checkGroup(filled as unknown as O);
     this.paramGroups.push({ ...(filled as unknown as O), params });
   }
 
@@ -210,7 +233,10 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
   /**
    * Restores state saved by stateDict() from an optimizer over the same parameters (same groups and
    * sizes, in order). Tensors are copied, converted to each parameter's dtype and device, so the
-   * caller may dispose the source.
+   * caller may dispose the source. Everything is checked before the optimizer changes: the groups'
+   * options as the constructor checks them (ValueError naming the group), each parameter's state
+   * against what this optimizer keeps (ValueError naming the parameter and entry), its tensors'
+   * shapes (ShapeError) and dtypes (DTypeError).
    */
   loadStateDict(sd: OptimizerStateDict): void {
     const op = `${this.constructor.name}.loadStateDict`;
@@ -220,33 +246,38 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
     if (sd.paramGroups.length !== this.paramGroups.length) {
       throw new ValueError(op, `the state has ${sd.paramGroups.length} parameter groups, the optimizer ${this.paramGroups.length}`);
     }
-    sd.paramGroups.forEach((g, i) => {
-      if (!Array.isArray(g.params) || g.params.length !== this.paramGroups[i].params.length) {
-        throw new ValueError(op, `group ${i} has ${Array.isArray(g.params) ? g.params.length : 'no'} parameters in the state, ${this.paramGroups[i].params.length} in the optimizer`);
-      }
-    });
     // Saved indices map to parameters through the saved groups' own lists, position by position.
-    const byIndex = new Map<number, Tensor>();
-    sd.paramGroups.forEach((g, gi) => g.params.forEach((idx, k) => byIndex.set(idx, this.paramGroups[gi].params[k])));
+    const byIndex = new Map<number, { p: Tensor; group: number }>();
+    const groups = sd.paramGroups.map((g, i) => {
+      const own = this.paramGroups[i];
+      if (g === null || typeof g !== 'object' || !Array.isArray(g.params) || g.params.length !== own.params.length) {
+        const n = g !== null && typeof g === 'object' && Array.isArray(g.params) ? g.params.length : 'no';
+        throw new ValueError(op, `group ${i} has ${n} parameters in the state, ${own.params.length} in the optimizer`);
+      }
+      g.params.forEach((idx, k) => {
+        if (!Number.isSafeInteger(idx) || idx < 0) throw new ValueError(op, `group ${i} lists parameter ${JSON.stringify(idx)}, not an index`);
+        if (byIndex.has(idx)) throw new ValueError(op, `parameter ${idx} is listed twice in the state's groups`);
+        byIndex.set(idx, { p: own.params[k], group: i });
+      });
+      const merged: Record<string, unknown> = { ...(own as unknown as Record<string, unknown>) };
+      for (const [k, v] of Object.entries(g)) if (k !== 'params') merged[k] = cloneOption(v);
+      try {
+        this.checkGroup(merged as unknown as ParamGroup<O>);
+      } catch (e) {
+        if (e instanceof KilnError) throw new ValueError(op, `group ${i} of the state: ${e.message}`);
+        throw e;
+      }
+      return merged as unknown as ParamGroup<O>;
+    });
     const restored = new Map<Tensor, ParamState>();
     try {
       for (const [key, entry] of Object.entries(sd.state)) {
-        const p = byIndex.get(Number(key));
-        if (!p) throw new ValueError(op, `state for parameter ${key}, which no group lists`);
+        const owner = /^(0|[1-9][0-9]*)$/.test(key) ? byIndex.get(Number(key)) : undefined;
+        if (!owner) throw new ValueError(op, `state for parameter ${JSON.stringify(key)}, which no group lists`);
+        if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) throw new ValueError(op, `the state of parameter ${key} is not an object`);
         const s: ParamState = {};
-        restored.set(p, s);
-        for (const [name, v] of Object.entries(entry)) {
-          if (typeof v === 'number') {
-            s[name] = v;
-          } else if (v instanceof Tensor) {
-            if (!sameShape(v.shape, p.shape)) {
-              throw new ShapeError(op, `state '${name}' of parameter ${key} has shape ${shapeStr(v.shape)}, the parameter ${shapeStr(p.shape)}`);
-            }
-            s[name] = this.copyLike(v, p);
-          } else {
-            throw new ValueError(op, `state '${name}' of parameter ${key} is neither a tensor nor a number`);
-          }
-        }
+        restored.set(owner.p, s);
+        this.restoreState(op, `parameter ${key}`, entry, owner.p, this.stateSpec(groups[owner.group]), s);
       }
     } catch (e) {
       for (const s of restored.values()) disposeState(s);
@@ -255,10 +286,36 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
     for (const s of this.state.values()) disposeState(s);
     this.state.clear();
     for (const [p, s] of restored) this.state.set(p, s);
-    sd.paramGroups.forEach((g, i) => {
-      const group = this.paramGroups[i] as unknown as Record<string, unknown>;
-      for (const [k, v] of Object.entries(g)) if (k !== 'params') group[k] = cloneOption(v);
-    });
+    groups.forEach((g, i) => Object.assign(this.paramGroups[i], g));
+  }
+
+  /** Checks one parameter's saved state against spec and fills s with copies of it. */
+  private restoreState(op: string, where: string, entry: ParamState, p: Tensor, spec: StateSpec | null, s: ParamState): void {
+    const keys = Object.keys(entry);
+    if (spec && keys.length) {
+      const keeps = `${this.constructor.name} keeps ${Object.keys(spec).join(', ') || 'nothing'} with these options`;
+      const missing = Object.keys(spec).find((k) => !Object.hasOwn(entry, k));
+      if (missing) throw new ValueError(op, `the state of ${where} has no '${missing}' (${keeps})`);
+      const extra = keys.find((k) => !Object.hasOwn(spec, k));
+      if (extra) throw new ValueError(op, `the state of ${where} has '${extra}', which ${this.constructor.name} does not keep (${keeps})`);
+    }
+    for (const [name, v] of Object.entries(entry)) {
+      const kind = spec?.[name] ?? 'any';
+      const fits = v instanceof Tensor ? kind !== 'step'
+        : kind === 'step' ? Number.isSafeInteger(v) && (v as number) >= 0
+        : kind === 'any' && Number.isFinite(v);
+      if (!fits) throw new ValueError(op, `state '${name}' of ${where} must be ${NEEDS[kind]}, got ${v instanceof Tensor ? 'a tensor' : String(v)}`);
+      if (!(v instanceof Tensor)) {
+        s[name] = v;
+        continue;
+      }
+      v._check(op);
+      if (!isFloating(v.dtype)) throw new DTypeError(op, `state '${name}' of ${where} is ${v.dtype}; optimizer state is floating point`);
+      if (!sameShape(v.shape, p.shape)) {
+        throw new ShapeError(op, `state '${name}' of ${where} has shape ${shapeStr(v.shape)}, the parameter ${shapeStr(p.shape)}`);
+      }
+      s[name] = this.copyLike(v, p);
+    }
   }
 
   private copyLike(v: Tensor, p: Tensor): Tensor {
@@ -277,6 +334,8 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
     this.state.clear();
   }
 }
+
+const NEEDS = { step: 'a step count (an integer >= 0)', tensor: 'a tensor', any: 'a tensor or a finite number' };
 
 function disposeState(s: ParamState): void {
   for (const v of Object.values(s)) if (v instanceof Tensor) v.dispose();

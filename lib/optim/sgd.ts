@@ -2,7 +2,7 @@
 // one fused native pass per parameter.
 import { ValueError } from '../errors';
 import { Tensor } from '../tensor';
-import { BaseOptions, Optimizer, ParamGroup, ParamState, Params, checkBool, checkNumber, optimNative } from './optimizer';
+import { BaseOptions, Optimizer, ParamGroup, ParamState, Params, StateSpec, checkBool, checkNumber, optimNative } from './optimizer';
 
 export interface SGDOptions extends BaseOptions {
   momentum: number;
@@ -34,6 +34,11 @@ export class SGD extends Optimizer<SGDOptions> {
     if (o.nesterov && (o.momentum <= 0 || o.dampening !== 0)) {
       throw new ValueError(op, `Nesterov momentum needs momentum > 0 and dampening 0, got momentum ${o.momentum} and dampening ${o.dampening}`);
     }
+  }
+
+  // The buffer appears on the first step with momentum; a parameter stepped without any has no state.
+  protected override stateSpec(): StateSpec {
+    return { momentumBuffer: 'tensor' };
   }
 
   protected update(p: Tensor, grad: Tensor, g: ParamGroup<SGDOptions>, s: ParamState): void {

@@ -264,6 +264,99 @@ t.test('loadStateDict copies and converts, and rejects a state that does not fit
   t.throws(() => shaped.loadStateDict({ state: { 0: { expAvg: 'x' as unknown as Tensor } }, paramGroups: [{ params: [0] }] }), kiln.ValueError);
 });
 
+t.test('loadStateDict checks options and every state entry, names the entry, and changes nothing on error', async (t) => {
+  const p = param([1, 2, 3]);
+  const adam = new optim.Adam([p], { lr: 0.01, amsgrad: true });
+  setGrad(p, [1, -1, 2]);
+  adam.step();
+  const good = adam.stateDict();
+  // Each case edits a shallow copy: the tensors stay the optimizer's own.
+  const edited = (edit: (sd: any) => void): optim.OptimizerStateDict => {
+    const sd = { state: { 0: { ...good.state[0] } } as any, paramGroups: good.paramGroups.map((g) => ({ ...g, params: [...g.params] })) as any };
+    edit(sd);
+    return sd;
+  };
+  const q = param([0, 0, 0]);
+  const target = new optim.Adam([q], { lr: 0.5, amsgrad: true });
+  setGrad(q, [1, 1, 1]);
+  target.step();
+  const before = target.state.get(q)!;
+  const intMoment = kiln.tensor([1, 2, 3], { dtype: 'int32' }), column = kiln.zeros([3, 1], { dtype: 'float64' });
+  const dead = kiln.zeros([3], { dtype: 'float64' });
+  dead.dispose();
+  const live = kiln.memory().tensors;
+  const rejects = (what: string, edit: (sd: any) => void, name: string, message: RegExp) => {
+    t.throws(() => target.loadStateDict(edited(edit)), { name, message }, what);
+    t.equal(target.state.get(q), before, `${what}: the state is the old one`);
+    t.equal(target.paramGroups[0].lr, 0.5, `${what}: the options are the old ones`);
+    t.equal(kiln.memory().tensors, live, `${what}: no copy left behind`);
+  };
+  rejects('negative lr', (sd) => (sd.paramGroups[0].lr = -1), 'ValueError', /group 0 of the state: .*lr must be a finite number >= 0, got -1/);
+  rejects('lr as a string', (sd) => (sd.paramGroups[0].lr = '0.1'), 'ValueError', /lr must be a finite number/);
+  rejects('NaN eps', (sd) => (sd.paramGroups[0].eps = NaN), 'ValueError', /eps must be a finite number/);
+  rejects('infinite weightDecay', (sd) => (sd.paramGroups[0].weightDecay = Infinity), 'ValueError', /weightDecay must be a finite number/);
+  rejects('beta of 1.5', (sd) => (sd.paramGroups[0].betas = [0.9, 1.5]), 'ValueError', /betas must be two numbers/);
+  rejects('betas not a pair', (sd) => (sd.paramGroups[0].betas = 0.9), 'ValueError', /betas must be two numbers/);
+  rejects('amsgrad not a boolean', (sd) => (sd.paramGroups[0].amsgrad = 'true'), 'ValueError', /amsgrad must be a boolean/);
+  rejects('maximize not a boolean', (sd) => (sd.paramGroups[0].maximize = 1), 'ValueError', /maximize must be a boolean/);
+  rejects('negative initialLr', (sd) => (sd.paramGroups[0].initialLr = -0.1), 'ValueError', /initialLr must be a finite number/);
+  rejects('a parameter index that is not one', (sd) => (sd.paramGroups[0].params = [-1]), 'ValueError', /lists parameter -1, not an index/);
+  rejects('no step', (sd) => delete sd.state[0].step, 'ValueError', /state of parameter 0 has no 'step' \(Adam keeps step, expAvg, expAvgSq, maxExpAvgSq/);
+  rejects('no first moment', (sd) => delete sd.state[0].expAvg, 'ValueError', /parameter 0 has no 'expAvg'/);
+  rejects('no running maximum under amsgrad', (sd) => delete sd.state[0].maxExpAvgSq, 'ValueError', /parameter 0 has no 'maxExpAvgSq'/);
+  rejects('a running maximum without amsgrad', (sd) => (sd.paramGroups[0].amsgrad = false), 'ValueError', /has 'maxExpAvgSq', which Adam does not keep/);
+  rejects('another optimizer\'s entry', (sd) => (sd.state[0].momentumBuffer = sd.state[0].expAvg), 'ValueError', /has 'momentumBuffer', which Adam does not keep/);
+  rejects('negative step', (sd) => (sd.state[0].step = -1), 'ValueError', /state 'step' of parameter 0 must be a step count \(an integer >= 0\), got -1/);
+  rejects('fractional step', (sd) => (sd.state[0].step = 1.5), 'ValueError', /must be a step count/);
+  rejects('NaN step', (sd) => (sd.state[0].step = NaN), 'ValueError', /must be a step count/);
+  rejects('step as a tensor', (sd) => (sd.state[0].step = sd.state[0].expAvg), 'ValueError', /must be a step count .*got a tensor/);
+  rejects('moment as a number', (sd) => (sd.state[0].expAvg = 0), 'ValueError', /state 'expAvg' of parameter 0 must be a tensor, got 0/);
+  rejects('integer moment', (sd) => (sd.state[0].expAvgSq = intMoment), 'DTypeError', /'expAvgSq' of parameter 0 is int32/);
+  rejects('moment of another shape', (sd) => (sd.state[0].expAvg = column), 'ShapeError', /'expAvg' of parameter 0 has shape \[3, ?1\]/);
+  rejects('disposed moment', (sd) => (sd.state[0].expAvg = dead), 'DisposedError', /./);
+  rejects('state not an object', (sd) => (sd.state[0] = 5), 'ValueError', /state of parameter 0 is not an object/);
+  rejects('state of a parameter no group lists', (sd) => (sd.state[1] = {}), 'ValueError', /parameter "1", which no group lists/);
+  rejects('an index written "00"', (sd) => (sd.state = { '00': sd.state[0] }), 'ValueError', /parameter "00", which no group lists/);
+
+  target.loadStateDict(good);
+  t.equal(target.paramGroups[0].lr, 0.01, 'the good state loads');
+  t.same(vals(target.state.get(q)!.maxExpAvgSq as Tensor), vals(good.state[0].maxExpAvgSq as Tensor));
+  target.loadStateDict({ state: { 0: {} }, paramGroups: good.paramGroups });
+  t.same(target.state.get(q), {}, 'an empty state (a parameter that never stepped) loads');
+
+  const two = new optim.Adam([{ params: [param([1])] }, { params: [param([2])] }]);
+  t.throws(() => two.loadStateDict({ state: {}, paramGroups: [{ params: [0] }, { params: [0] }] }), /parameter 0 is listed twice/);
+
+  const r = param([1, 2]);
+  const sgd = new optim.SGD([r], { lr: 0.1, momentum: 0.9 });
+  setGrad(r, [1, 1]);
+  sgd.step();
+  const sgdSd = sgd.stateDict();
+  const other = new optim.SGD([param([0, 0])], { lr: 0.1, momentum: 0.9 });
+  t.throws(() => other.loadStateDict({ ...sgdSd, state: { 0: { ...sgdSd.state[0], step: 3 } } }), /has 'step', which SGD does not keep \(SGD keeps momentumBuffer/);
+  t.throws(() => other.loadStateDict({ ...sgdSd, paramGroups: [{ ...sgdSd.paramGroups[0], momentum: -0.9 }] }), /group 0 of the state: SGD: momentum must be/);
+  t.throws(() => other.loadStateDict({ ...sgdSd, paramGroups: [{ ...sgdSd.paramGroups[0], nesterov: true, dampening: 0.5 }] }), /Nesterov momentum needs/);
+  t.throws(() => other.loadStateDict({ ...sgdSd, paramGroups: [{ ...sgdSd.paramGroups[0], nesterov: 'yes' }] }), /nesterov must be a boolean/);
+  other.loadStateDict(sgdSd);
+  t.same(vals(other.state.get(other.paramGroups[0].params[0])!.momentumBuffer as Tensor), [1, 1], 'the momentum buffer loads');
+
+  // An optimizer that does not describe its state gets the generic checks: finite numbers, fitting tensors.
+  class Plain extends optim.Optimizer<{ lr: number }> {
+    protected checkOptions(): void {}
+    protected update(_p: Tensor, _g: Tensor, _group: unknown, s: Record<string, unknown>): void {
+      s.count = 1;
+    }
+  }
+  const plain = new Plain([param([1])], { lr: 1 });
+  plain.loadStateDict({ state: { 0: { count: 7 } }, paramGroups: [{ params: [0], lr: 1 }] });
+  t.same(plain.state.get(plain.paramGroups[0].params[0]), { count: 7 });
+  t.throws(() => plain.loadStateDict({ state: { 0: { count: Infinity } }, paramGroups: [{ params: [0], lr: 1 }] }), /'count' of parameter 0 must be a tensor or a finite number, got Infinity/);
+  adam.dispose();
+  target.dispose();
+  sgd.dispose();
+  other.dispose();
+});
+
 t.test('optimizer state survives tidy scopes and memory stays flat', async (t) => {
   const p = param(randVals(1000, 40), 'float32');
   const opt = new optim.AdamW([p], { lr: 1e-3 });

@@ -4,6 +4,7 @@
 // (leaving no tensor allocated).
 import t from 'tap';
 import * as fs from 'fs';
+import * as zlib from 'zlib';
 import * as os from 'os';
 import * as path from 'path';
 import * as kiln from '../../lib/index';
@@ -12,6 +13,7 @@ import { nn, optim } from '../../lib/index';
 import {
   disposeCheckpoint, loadCheckpoint, loadSafetensors, readCheckpoint, readSafetensorsHeader, saveCheckpoint, saveSafetensors, writeAtomic,
 } from '../../lib/io/index';
+import { headerCrc } from '../../lib/io/checksum';
 import { values } from '../helpers/gradcheck';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-ckpt-'));
@@ -53,12 +55,17 @@ t.test('the byte layout: 8-byte little-endian length, padded JSON header, raw da
   const n = Number(buf.readBigUInt64LE(0));
   t.equal(n % 8, 0, 'the header is padded to a multiple of 8 bytes');
   const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8'));
-  t.same(header, {
+  const w = Buffer.from(new Float32Array([1.5, -2]).buffer), b = Buffer.from(new BigInt64Array([7n]).buffer);
+  const { 'kiln.crc32': sums, ...userMeta } = header.__metadata__;
+  t.same({ ...header, __metadata__: userMeta }, {
     __metadata__: { format: 'pt' },
     w: { dtype: 'F32', shape: [1, 2], data_offsets: [0, 8] },
     b: { dtype: 'I64', shape: [1], data_offsets: [8, 16] },
   });
-  t.same(buf.subarray(8 + n), Buffer.concat([Buffer.from(new Float32Array([1.5, -2]).buffer), Buffer.from(new BigInt64Array([7n]).buffer)]));
+  t.same(buf.subarray(8 + n), Buffer.concat([w, b]));
+  // The checksums are a metadata string like any other; each tensor's is zlib's CRC-32 of its bytes.
+  const crc = (x: Buffer) => zlib.crc32(x).toString(16).padStart(8, '0');
+  t.same(JSON.parse(sums).tensors, { w: crc(w), b: crc(b) }, 'CRC-32 of each tensor\'s bytes');
 
   // As another writer may lay it out: unpadded header, keys in another order, no metadata.
   const json = Buffer.from(JSON.stringify({ b: { dtype: 'BF16', shape: [2], data_offsets: [4, 8] }, a: { dtype: 'I32', shape: [1], data_offsets: [0, 4] } }));
@@ -136,11 +143,22 @@ t.test('checkpoints: weights (tied ones stored once), optimizer state and JSON s
   t.throws(() => loadCheckpoint(ckpt, { model: wider }), kiln.ShapeError, 'another architecture: other shapes');
 });
 
-/** The file with its header JSON replaced by edit(header) (data unchanged). */
+/**
+ * The file with its header JSON replaced by edit(header) (data unchanged), and its header checksum
+ * recomputed so that the checks behind it are what rejects the edit.
+ */
 function withHeader(src: Buffer, edit: (h: any) => unknown): Buffer {
   const n = Number(src.readBigUInt64LE(0));
   const h = JSON.parse(src.subarray(8, 8 + n).toString('utf8'));
-  const json = Buffer.from(JSON.stringify(edit(h) ?? h));
+  const out = edit(h) ?? h;
+  const meta = (out as any).__metadata__;
+  if (meta?.['kiln.crc32']) {
+    const tensors = Object.entries(out as Record<string, any>).filter(([k]) => k !== '__metadata__')
+      .map(([k, e]): [string, any] => [k, { dtype: e.dtype, shape: e.shape, dataOffsets: e.data_offsets }]);
+    const sums = JSON.parse(meta['kiln.crc32']);
+    meta['kiln.crc32'] = JSON.stringify({ ...sums, header: headerCrc(tensors, meta) });
+  }
+  const json = Buffer.from(JSON.stringify(out));
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(json.length));
   return Buffer.concat([len, json, src.subarray(8 + n)]);
@@ -208,6 +226,39 @@ t.test('truncated and corrupt files are rejected with FormatError', async (t) =>
   reject('alias to nothing', withHeader(bytes, (h) => void (h.__metadata__['kiln.aliases'] = '{"lmHead.weight": "nope"}')), /names no stored weight/);
   t.throws(() => loadSafetensors(file('missing.safetensors')), /ENOENT/, 'a missing file is the OS error');
   t.equal(kiln.memory().tensors, live);
+});
+
+t.test('optimizer state from a checkpoint is checked as the optimizer loads it', async (t) => {
+  const m = tinyGPT(4);
+  const opt = new optim.AdamW(m.parameters(), { lr: 0.01 });
+  trainStep(m, opt);
+  const good = file('opt.safetensors');
+  saveCheckpoint(good, { model: m, optimizer: opt, state: { step: 1 } });
+  const bytes = fs.readFileSync(good);
+  const m2 = tinyGPT(5);
+  const opt2 = new optim.AdamW(m2.parameters(), { lr: 0.5 });
+  trainStep(m2, opt2);
+  const before = opt2.state.get(m2.wte.weight);
+  // Valid files (their checksums recomputed) whose optimizer state is not.
+  const refuse = (what: string, edit: (o: any) => void, message: RegExp) => {
+    const p = file(`opt-${what.replace(/\W+/g, '-')}.safetensors`);
+    fs.writeFileSync(p, withHeader(bytes, (h) => {
+      const o = JSON.parse(h.__metadata__['kiln.optimizer']);
+      edit(o);
+      h.__metadata__['kiln.optimizer'] = JSON.stringify(o);
+    }));
+    t.throws(() => loadCheckpoint(p, { model: m2, optimizer: opt2 }), { message }, what);
+    t.equal(opt2.state.get(m2.wte.weight), before, `${what}: the optimizer keeps its state`);
+    t.equal(opt2.paramGroups[0].lr, 0.5, `${what}: and its options`);
+  };
+  refuse('negative lr', (o) => (o.paramGroups[0].lr = -0.01), /AdamW.loadStateDict: group 0 of the state: .*lr must be a finite number >= 0, got -0.01/);
+  refuse('eps as a string', (o) => (o.paramGroups[0].eps = '1e-8'), /eps must be a finite number/);
+  refuse('amsgrad as a number', (o) => (o.paramGroups[0].amsgrad = 0), /amsgrad must be a boolean/);
+  refuse('a state without step', (o) => delete o.state[0].numbers.step, /state of parameter 0 has no 'step'/);
+  refuse('a negative step', (o) => (o.state[2].numbers.step = -1), /state 'step' of parameter 2 must be a step count/);
+  refuse('a missing moment', (o) => (o.state[1].tensors = ['expAvg']), /belongs to no parameter/);
+  opt.dispose();
+  opt2.dispose();
 });
 
 t.test('writes are atomic: a failed write leaves the old file and no temporary file', async (t) => {
