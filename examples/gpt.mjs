@@ -1,7 +1,7 @@
 // A GPT language model, end to end: generate the toy language that `kiln train` uses (sentences with
 // agreement rules, digit sums), tokenize it by characters into token files, train with the Trainer
 // (AdamW, warmup + cosine schedule, clipping, validation, checkpoint, loss curve) and sample.
-// Run (after `npm run build`): node examples/gpt.mjs [--steps 600] [--out gpt-run]
+// Run (after `npm install`): node examples/gpt.mjs [--steps 600] [--out gpt-run]
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';

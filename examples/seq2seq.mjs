@@ -2,7 +2,7 @@
 // strings (or to reverse them: --task reverse). The encoder reads the digits, the decoder writes the
 // answer one digit at a time (teacher forcing in training, greedy decoding to test it on strings it
 // has never seen).
-// Run (after `npm run build`): node examples/seq2seq.mjs [--task sort|reverse] [--steps 400]
+// Run (after `npm install`): node examples/seq2seq.mjs [--task sort|reverse] [--steps 400]
 import { parseArgs } from 'node:util';
 import * as kiln from 'kiln';
 

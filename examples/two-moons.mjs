@@ -1,7 +1,7 @@
 // Binary classification: an MLP learns to separate two interleaved half-moons with binary
 // cross-entropy (on logits), trained by kiln's Trainer with a validation set, then draws its
 // decision regions in the terminal.
-// Run (after `npm run build`): node examples/two-moons.mjs
+// Run (after `npm install`): node examples/two-moons.mjs
 import * as kiln from 'kiln';
 
 const { nn, optim, data, train } = kiln;
