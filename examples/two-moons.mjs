@@ -31,7 +31,7 @@ const trainer = new train.Trainer({
   model,
   optimizer: new optim.AdamW(model.parameters(), { lr: 1e-2 }),
   loss: bce,
-  scheduler: (o, total) => new optim.CosineAnnealingLR(o, total, 1e-4),
+  scheduler: (o, total) => new optim.CosineAnnealingLR(o, { tMax: total, etaMin: 1e-4 }),
   evalInterval: 50,
   progress: 'log',
   logInterval: 50,
