@@ -43,6 +43,7 @@ const trainer = new train.Trainer({
   evalBatches: 20,
   outDir: args.out,
   logInterval: 50,
+  unit: 'char', // one token per character: losses in nats/char, throughput in chars/s
   title: 'GPT on the toy language',
 });
 // model.forward(input, target) returns {logits, loss}: the Trainer's default loss takes it.
@@ -57,7 +58,7 @@ for (const p of prompts) {
   const line = sample(p);
   console.log(`  ${train.checkToyLine(line).valid ? 'ok ' : 'bad'} ${line}`);
 }
-console.log(`validation loss ${result.initialValLoss.toFixed(3)} -> ${result.valLoss.toFixed(3)} nats/char at ${Math.round(result.tokensPerSec)} tokens/s`);
+console.log(`validation loss ${result.initialValLoss.toFixed(3)} -> ${result.valLoss.toFixed(3)} nats/char at ${Math.round(result.throughput)} chars/s`);
 console.log(`loss curve: ${path.join(args.out, 'loss.svg')}; checkpoint: ${result.checkpoint}`);
 trainWindows.close();
 valWindows.close();

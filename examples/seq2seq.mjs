@@ -52,7 +52,6 @@ const rng = new data.Rng(1);
 const trainer = new train.Trainer({
   model,
   optimizer: new optim.AdamW(model.parameters(), { lr: 2e-3, weightDecay: 0 }),
-  loss: (m, [digits, sofar, target]) => nn.crossEntropy(m.forward(digits, sofar).reshape(-1, 10), target.reshape(-1)),
   scheduler: (o, total) => new optim.WarmupCosineLR(o, { warmupSteps: 30, totalSteps: total, minLrRatio: 0.05 }),
   clipGradNorm: 1,
   logInterval: 100,
@@ -60,7 +59,11 @@ const trainer = new train.Trainer({
 });
 const steps = Number(args.steps);
 console.log(`learning to ${args.task} ${LEN} digits: ${model.numParameters()} parameters, ${steps} steps of 64 examples`);
-const r = await trainer.fit({ train: { sample: () => problems(rng, 64) }, steps });
+const r = await trainer.fit({
+  train: { sample: () => problems(rng, 64) },
+  loss: (m, [digits, sofar, target]) => nn.crossEntropy(m.forward(digits, sofar).reshape(-1, 10), target.reshape(-1)),
+  steps,
+});
 
 const [test, , want] = problems(new data.Rng(999), 1000);
 const got = model.solve(test).toArray(), expected = want.toArray(), inputs = test.toArray();

@@ -30,7 +30,6 @@ const accuracy = (x, y) => kiln.noGrad(() => kiln.tidy(() => model.forward(x).gt
 const trainer = new train.Trainer({
   model,
   optimizer: new optim.AdamW(model.parameters(), { lr: 1e-2 }),
-  loss: bce,
   scheduler: (o, total) => new optim.CosineAnnealingLR(o, { tMax: total, etaMin: 1e-4 }),
   evalInterval: 50,
   progress: 'log',
@@ -39,6 +38,7 @@ const trainer = new train.Trainer({
 const result = await trainer.fit({
   train: new data.DataLoader(new data.TensorDataset(xTrain, yTrain), { batchSize: 50, shuffle: true, seed: 0 }),
   val: new data.DataLoader(new data.TensorDataset(xVal, yVal), { batchSize: 200 }),
+  loss: bce,
   epochs: 15,
 });
 console.log(`validation loss ${result.initialValLoss.toFixed(3)} -> ${result.valLoss.toFixed(3)}; accuracy ${(100 * accuracy(xVal, yVal)).toFixed(1)}% on ${xVal.shape[0]} new points`);

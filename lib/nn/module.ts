@@ -106,8 +106,11 @@ export class Module {
   training = true;
   readonly #buffers = new Map<string, BufferEntry>();
 
-  /** The computation of the module. Subclasses define it with their own signature. */
-  forward(...args: any[]): any {
+  /**
+   * The computation of the module. Subclasses define it with their own signature (a module's type
+   * then says what its forward takes and returns; a plain Module's forward returns unknown).
+   */
+  forward(...args: unknown[]): unknown {
     throw new KilnError(this.constructor.name, 'has no forward()');
   }
 
@@ -451,9 +454,14 @@ export class ModuleList<M extends Module = Module> extends Module {
   }
 }
 
+/** A module whose forward maps one tensor to one tensor: what Sequential chains. */
+export interface TensorModule extends Module {
+  forward(x: Tensor): Tensor;
+}
+
 /** Modules applied one after another: forward(x) = m_n(...m_1(x)). */
-export class Sequential extends ModuleList {
-  constructor(...modules: Module[]) {
+export class Sequential extends ModuleList<TensorModule> {
+  constructor(...modules: TensorModule[]) {
     super(modules);
   }
   override forward(x: Tensor): Tensor {
