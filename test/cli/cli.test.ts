@@ -43,6 +43,17 @@ t.test('the package bin is executable (npx kiln runs it directly)', async (t) =>
   t.match(fs.readFileSync(main, 'utf8').split('\n')[0], /^#!\/usr\/bin\/env node/);
 });
 
+t.test("the README's second command, npm run train, runs the built CLI in the checkout", async (t) => {
+  const out = path.join(dir, 'npm-run');
+  const r = spawnSync('npm', ['run', '-s', 'train', '--', '--steps', '2', '--out', out, '--progress', 'none', '--sample-tokens', '0', '--n-layer', '1', '--n-embd', '16'], { cwd: root, encoding: 'utf8', timeout: 240_000 });
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /^data: kiln's toy language/);
+  t.match(r.stdout, /validation loss: .* after 2 steps/);
+  t.ok(fs.existsSync(path.join(out, 'checkpoint.safetensors')));
+  const g = spawnSync('npm', ['run', '-s', 'generate', '--', '--checkpoint', out, '--max-tokens', '5', '--seed', '1'], { cwd: root, encoding: 'utf8' });
+  t.equal(g.status, 0, g.stderr);
+});
+
 t.test('--help on every command', async (t) => {
   const top = kiln(['--help']);
   t.equal(top.code, 0);
