@@ -187,6 +187,7 @@ export function resumeNotice(step: number, totalSteps: number, plannedSteps: num
 function isSampler<B>(s: BatchSource<B>): s is BatchSampler<B> {
   return typeof (s as BatchSampler<B>).sample === 'function';
 }
+
 /** A training source read batch after batch, starting new epochs of iterables as needed. */
 class Stream<B> {
   private it: Iterator<B> | null = null;
