@@ -1,7 +1,7 @@
 // A GPT language model, end to end: generate the toy language that `kiln train` uses (sentences with
 // agreement rules, digit sums), tokenize it by characters into token files, train with the Trainer
 // (AdamW, warmup + cosine schedule, clipping, validation, checkpoint, loss curve) and sample.
-// Run (after `npm run build`): node examples/gpt.mjs [--steps 600] [--out gpt-run]
+// Run (after `npm install`): node examples/gpt.mjs [--steps 600] [--out gpt-run]
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -43,6 +43,7 @@ const trainer = new train.Trainer({
   evalBatches: 20,
   outDir: args.out,
   logInterval: 50,
+  unit: 'char', // one token per character: losses in nats/char, throughput in chars/s
   title: 'GPT on the toy language',
 });
 // model.forward(input, target) returns {logits, loss}: the Trainer's default loss takes it.
@@ -57,7 +58,7 @@ for (const p of prompts) {
   const line = sample(p);
   console.log(`  ${train.checkToyLine(line).valid ? 'ok ' : 'bad'} ${line}`);
 }
-console.log(`validation loss ${result.initialValLoss.toFixed(3)} -> ${result.valLoss.toFixed(3)} nats/char at ${Math.round(result.tokensPerSec)} tokens/s`);
+console.log(`validation loss ${result.initialValLoss.toFixed(3)} -> ${result.valLoss.toFixed(3)} nats/char at ${Math.round(result.throughput)} chars/s`);
 console.log(`loss curve: ${path.join(args.out, 'loss.svg')}; checkpoint: ${result.checkpoint}`);
 trainWindows.close();
 valWindows.close();

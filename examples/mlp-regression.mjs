@@ -1,7 +1,7 @@
 // Regression with kiln.nn: an MLP of nn.Linear layers learns f(x, y) = sin(2x) * cos(y) from noisy
 // samples, with mini-batches from a DataLoader, mean squared error and Adam, in the training loop
 // a PyTorch user writes (zeroGrad, forward, loss, backward, step). Prints the test error as it falls.
-// Run (after `npm run build`): node examples/mlp-regression.mjs
+// Run (after `npm install`): node examples/mlp-regression.mjs
 import * as kiln from 'kiln';
 
 const { nn, optim, data } = kiln;

@@ -1,6 +1,6 @@
 // Fits a two-layer MLP to y = sin(3x) * x on [-2, 2] with kiln's tensors and autograd only
 // (no nn module): the forward pass, backward(), and a plain SGD-with-momentum update in place.
-// Run: node examples/regression.mjs
+// Run (after `npm install`): node examples/regression.mjs
 import * as kiln from 'kiln';
 
 kiln.manualSeed(0);

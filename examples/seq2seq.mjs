@@ -2,7 +2,7 @@
 // strings (or to reverse them: --task reverse). The encoder reads the digits, the decoder writes the
 // answer one digit at a time (teacher forcing in training, greedy decoding to test it on strings it
 // has never seen).
-// Run (after `npm run build`): node examples/seq2seq.mjs [--task sort|reverse] [--steps 400]
+// Run (after `npm install`): node examples/seq2seq.mjs [--task sort|reverse] [--steps 400]
 import { parseArgs } from 'node:util';
 import * as kiln from 'kiln';
 
@@ -52,7 +52,6 @@ const rng = new data.Rng(1);
 const trainer = new train.Trainer({
   model,
   optimizer: new optim.AdamW(model.parameters(), { lr: 2e-3, weightDecay: 0 }),
-  loss: (m, [digits, sofar, target]) => nn.crossEntropy(m.forward(digits, sofar).reshape(-1, 10), target.reshape(-1)),
   scheduler: (o, total) => new optim.WarmupCosineLR(o, { warmupSteps: 30, totalSteps: total, minLrRatio: 0.05 }),
   clipGradNorm: 1,
   logInterval: 100,
@@ -60,7 +59,11 @@ const trainer = new train.Trainer({
 });
 const steps = Number(args.steps);
 console.log(`learning to ${args.task} ${LEN} digits: ${model.numParameters()} parameters, ${steps} steps of 64 examples`);
-const r = await trainer.fit({ train: { sample: () => problems(rng, 64) }, steps });
+const r = await trainer.fit({
+  train: { sample: () => problems(rng, 64) },
+  loss: (m, [digits, sofar, target]) => nn.crossEntropy(m.forward(digits, sofar).reshape(-1, 10), target.reshape(-1)),
+  steps,
+});
 
 const [test, , want] = problems(new data.Rng(999), 1000);
 const got = model.solve(test).toArray(), expected = want.toArray(), inputs = test.toArray();

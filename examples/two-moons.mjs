@@ -1,7 +1,7 @@
 // Binary classification: an MLP learns to separate two interleaved half-moons with binary
 // cross-entropy (on logits), trained by kiln's Trainer with a validation set, then draws its
 // decision regions in the terminal.
-// Run (after `npm run build`): node examples/two-moons.mjs
+// Run (after `npm install`): node examples/two-moons.mjs
 import * as kiln from 'kiln';
 
 const { nn, optim, data, train } = kiln;
@@ -30,8 +30,7 @@ const accuracy = (x, y) => kiln.noGrad(() => kiln.tidy(() => model.forward(x).gt
 const trainer = new train.Trainer({
   model,
   optimizer: new optim.AdamW(model.parameters(), { lr: 1e-2 }),
-  loss: bce,
-  scheduler: (o, total) => new optim.CosineAnnealingLR(o, total, 1e-4),
+  scheduler: (o, total) => new optim.CosineAnnealingLR(o, { tMax: total, etaMin: 1e-4 }),
   evalInterval: 50,
   progress: 'log',
   logInterval: 50,
@@ -39,6 +38,7 @@ const trainer = new train.Trainer({
 const result = await trainer.fit({
   train: new data.DataLoader(new data.TensorDataset(xTrain, yTrain), { batchSize: 50, shuffle: true, seed: 0 }),
   val: new data.DataLoader(new data.TensorDataset(xVal, yVal), { batchSize: 200 }),
+  loss: bce,
   epochs: 15,
 });
 console.log(`validation loss ${result.initialValLoss.toFixed(3)} -> ${result.valLoss.toFixed(3)}; accuracy ${(100 * accuracy(xVal, yVal)).toFixed(1)}% on ${xVal.shape[0]} new points`);

@@ -8,7 +8,7 @@ import { GENERATE, generate } from './generate';
 import { TRAIN, train } from './train';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; summary: string }> = {
-  train: { run: train, summary: 'train a GPT on the CPU (on a generated toy language, or your text with --data)' },
+  train: { run: train, summary: 'train a GPT on the CPU or a GPU (on a generated toy language, or your text with --data)' },
   generate: { run: generate, summary: 'sample text from a checkpoint written by kiln train' },
 };
 

@@ -2,7 +2,7 @@
 // model configuration and the tokenizer, so nothing else is needed).
 import * as kiln from '../index';
 import { CommandSpec, UsageError, helpText, parse } from './args';
-import { checkpointFile, loadTrained, sampleText } from './model';
+import { DEVICE_OPTION, checkpointFile, loadTrained, resolveDevice, sampleText } from './model';
 
 export const GENERATE: CommandSpec = {
   name: 'generate',
@@ -17,6 +17,7 @@ export const GENERATE: CommandSpec = {
     { name: 'top-p', kind: 'number', value: '<p>', min: 0, minExclusive: true, max: 1, help: 'sample among the most likely tokens covering probability p' },
     { name: 'seed', kind: 'int', value: '<n>', min: 0, help: 'seed of the sampling (repeatable output)', defaultText: 'random' },
     { name: 'num-samples', kind: 'int', value: '<n>', min: 1, help: 'independent samples', defaultText: '1' },
+    DEVICE_OPTION,
     { name: 'threads', kind: 'int', value: '<n>', min: 1, help: 'CPU threads', defaultText: 'all cores' },
   ],
   epilog: 'Example:\n  kiln generate --checkpoint kiln-run --prompt "two dogs" --max-tokens 60 --num-samples 3',
@@ -29,10 +30,11 @@ export async function generate(argv: string[], out: NodeJS.WritableStream = proc
     return 0;
   }
   if (v.checkpoint === undefined) throw new UsageError('--checkpoint is required (a folder written by kiln train, or its checkpoint.safetensors)');
+  const device = resolveDevice((v.device as string | undefined) ?? 'cpu');
   const file = checkpointFile(v.checkpoint as string);
   if (v.threads) kiln.setNumThreads(v.threads as number);
   kiln.manualSeed((v.seed as number | undefined) ?? Math.floor(Math.random() * 2 ** 32));
-  const { model, tokenizer, tokenizerState, config, step } = loadTrained(file);
+  const { model, tokenizer, tokenizerState, config, step } = loadTrained(file, device);
   try {
     let prompt: number[];
     if (v.prompt !== undefined) {

@@ -1,4 +1,4 @@
-// `kiln train`: trains a GPT on the CPU. Without --data the text is kiln's generated toy language
+// `kiln train`: trains a GPT on the CPU or a GPU. Without --data the text is kiln's generated toy language
 // (lib/train/corpus.ts), and the command shows what was learned: samples before and after training,
 // the share of grammatical sentences and correct sums among generated lines, and the validation loss
 // against what guessing would give. With --data the text is tokenized (characters or GPT-2 BPE) into
@@ -10,6 +10,7 @@ import * as kiln from '../index';
 import { DataLoader } from '../data/dataloader';
 import { TokenFile, TokenFileDataset, TokenFileWriter, tokenizeFile } from '../data/token_file';
 import { CharTokenizer, Tokenizer } from '../data/tokenizer';
+import { FormatError } from '../errors';
 import { readSafetensorsHeader } from '../io/safetensors';
 import { GPT, GPTConfig } from '../nn/gpt';
 import { AdamW } from '../optim/adam';
@@ -17,16 +18,18 @@ import { WarmupCosineLR } from '../optim/lr_scheduler';
 import { checkToyLine, scoreToyText, toyCorpus, unigramEntropy } from '../train/corpus';
 import { windowSampler } from '../train/lm';
 import { formatCount, formatDuration } from '../train/progress';
-import { CHECKPOINT_FILE, Trainer } from '../train/trainer';
+import { unitLabels } from '../train/progress';
+import { CHECKPOINT_FILE, Trainer, resumeNotice } from '../train/trainer';
 import { CommandSpec, OptionValues, UsageError, helpText, parse, readConfig } from './args';
-import { TokenizerState, sampleText, tokenizerFromState } from './model';
+import { DEVICE_OPTION, TokenizerState, resolveDevice, sampleText, tokenizerFromState } from './model';
 
 export const TRAIN: CommandSpec = {
   name: 'train',
   usage: 'kiln train [--data file.txt] [options]',
   summary:
-    'Trains a small GPT on the CPU. Without --data it trains on a toy language that kiln generates\n' +
-    '(sentences with agreement rules, and digit arithmetic), then shows what the model learned.',
+    'Trains a small GPT, on the CPU or a GPU (--device). Without --data it trains on a toy language\n' +
+    'that kiln generates (sentences with agreement rules, and digit arithmetic), then shows what the\n' +
+    'model learned.',
   options: [
     { name: 'data', kind: 'string', value: '<file>', help: 'UTF-8 text file to train on', defaultText: "kiln's toy language" },
     { name: 'tokenizer', kind: 'string', value: '<name>', choices: ['char', 'gpt2'], help: 'one token per character, or GPT-2 BPE', defaultText: 'char' },
@@ -48,14 +51,16 @@ export const TRAIN: CommandSpec = {
     { name: 'eval-interval', kind: 'int', value: '<n>', min: 1, help: 'steps between validation runs (and checkpoints)', defaultText: '100' },
     { name: 'eval-batches', kind: 'int', value: '<n>', min: 1, help: 'validation batches per run', defaultText: '20' },
     { name: 'seed', kind: 'int', value: '<n>', min: 0, help: 'seed of initialization, data order and sampling', defaultText: '0' },
+    DEVICE_OPTION,
     { name: 'threads', kind: 'int', value: '<n>', min: 1, help: 'CPU threads', defaultText: 'all cores' },
-    { name: 'resume', kind: 'boolean', help: `continue the run saved in --out (${CHECKPOINT_FILE})` },
+    { name: 'resume', kind: 'boolean', help: `continue the run saved in --out (${CHECKPOINT_FILE}); its LR schedule keeps the steps it was planned for` },
     { name: 'progress', kind: 'string', value: '<mode>', choices: ['bar', 'log', 'none'], help: 'progress display', defaultText: 'bar on a terminal, else log' },
     { name: 'sample-tokens', kind: 'int', value: '<n>', min: 0, help: 'tokens per sample shown before and after training (0: none)', defaultText: '40' },
   ],
   epilog:
     'Examples:\n' +
     '  kiln train                                  # the toy language, about a minute on 2 cores\n' +
+    '  kiln train --device cuda --n-layer 6 --n-embd 384 --block-size 256 --data input.txt\n' +
     '  kiln train --data input.txt --steps 2000 --n-layer 4 --n-embd 128 --out shakespeare\n' +
     '  kiln train --data input.txt --tokenizer gpt2 --config run.json\n' +
     '  kiln generate --checkpoint kiln-run --prompt "the cat"',
@@ -82,6 +87,7 @@ interface Settings {
   evalInterval: number;
   evalBatches: number;
   seed: number;
+  device: string;
   threads: number | null;
   resume: boolean;
   progress: 'bar' | 'log' | 'none' | 'auto';
@@ -110,6 +116,7 @@ function settings(v: OptionValues): Settings {
     evalInterval: (v.evalInterval as number) ?? 100,
     evalBatches: (v.evalBatches as number) ?? 20,
     seed: (v.seed as number) ?? 0,
+    device: (v.device as string) ?? 'cpu',
     threads: (v.threads as number) ?? null,
     resume: (v.resume as boolean) ?? false,
     progress: (v.progress as Settings['progress']) ?? 'auto',
@@ -125,6 +132,9 @@ interface Prepared {
   tokenizerState: TokenizerState;
   train: TokenFileDataset;
   val: TokenFileDataset;
+  /** Tokens in the text, and how many distinct ids they use. */
+  count: number;
+  distinct: number;
   /** The toy language's text (null with --data). */
   toyText: string | null;
   description: string;
@@ -137,12 +147,16 @@ async function charsOf(file: string): Promise<string[]> {
   return [...set].sort((a, b) => a.codePointAt(0)! - b.codePointAt(0)!);
 }
 
-/** Copies tokens [start, end) of an open token file into a new one. */
-function copyTokens(src: TokenFile, start: number, end: number, dest: string): void {
+/** Copies tokens [start, end) of an open token file into a new one, marking the ids it meets in seen. */
+function copyTokens(src: TokenFile, start: number, end: number, dest: string, seen: Uint8Array): void {
   const w = new TokenFileWriter(dest, { vocabSize: src.vocabSize, dtype: src.dtype });
   try {
     const chunk = 1 << 20;
-    for (let s = start; s < end; s += chunk) w.write(src.read(s, Math.min(chunk, end - s)));
+    for (let s = start; s < end; s += chunk) {
+      const ids = src.read(s, Math.min(chunk, end - s));
+      for (const id of ids) seen[id] = 1;
+      w.write(ids);
+    }
     w.close();
   } catch (e) {
     w.abort();
@@ -151,7 +165,7 @@ function copyTokens(src: TokenFile, start: number, end: number, dest: string): v
 }
 
 /** Tokenizes the text file into <out>/tokens.tok and splits it into train.tok (90%) and val.tok (10%). */
-async function tokenize(textFile: string, tokenizer: Tokenizer, s: Settings): Promise<{ train: TokenFileDataset; val: TokenFileDataset; count: number }> {
+async function tokenize(textFile: string, tokenizer: Tokenizer, s: Settings): Promise<Pick<Prepared, 'train' | 'val' | 'count' | 'distinct'>> {
   const all = path.join(s.out, 'tokens.tok');
   const count = await tokenizeFile(textFile, all, tokenizer);
   const need = s.blockSize + 1;
@@ -160,9 +174,10 @@ async function tokenize(textFile: string, tokenizer: Tokenizer, s: Settings): Pr
     throw new UsageError(`${textFile} has ${count} tokens; training and validation need at least ${need} each with --block-size ${s.blockSize}`);
   }
   const f = TokenFile.open(all);
+  const seen = new Uint8Array(tokenizer.vocabSize);
   try {
-    copyTokens(f, 0, count - nVal, path.join(s.out, 'train.tok'));
-    copyTokens(f, count - nVal, count, path.join(s.out, 'val.tok'));
+    copyTokens(f, 0, count - nVal, path.join(s.out, 'train.tok'), seen);
+    copyTokens(f, count - nVal, count, path.join(s.out, 'val.tok'), seen);
   } finally {
     f.close();
   }
@@ -171,6 +186,7 @@ async function tokenize(textFile: string, tokenizer: Tokenizer, s: Settings): Pr
     train: new TokenFileDataset(path.join(s.out, 'train.tok'), { blockSize: s.blockSize, seed: s.seed }),
     val: new TokenFileDataset(path.join(s.out, 'val.tok'), { blockSize: s.blockSize }),
     count,
+    distinct: seen.reduce((n, x) => n + x, 0),
   };
 }
 
@@ -180,16 +196,32 @@ async function prepare(s: Settings): Promise<Prepared> {
     const file = path.join(s.out, 'corpus.txt');
     fs.writeFileSync(file, text);
     const tokenizer = CharTokenizer.fromText(text);
-    const { train, val } = await tokenize(file, tokenizer, s);
     return {
-      tokenizer, tokenizerState: { type: 'char', chars: [...tokenizer.chars] }, train, val, toyText: text,
+      tokenizer, tokenizerState: { type: 'char', chars: [...tokenizer.chars] }, ...(await tokenize(file, tokenizer, s)), toyText: text,
       description: `kiln's toy language: 20000 generated lines, ${formatCount(text.length)} characters (${file})`,
     };
   }
   const tokenizerState: TokenizerState = s.tokenizer === 'gpt2' ? { type: 'gpt2' } : { type: 'char', chars: await charsOf(s.data) };
   const tokenizer = tokenizerFromState(tokenizerState);
-  const { train, val, count } = await tokenize(s.data, tokenizer, s);
-  return { tokenizer, tokenizerState, train, val, toyText: null, description: `${s.data}: ${formatCount(count)} tokens (${s.tokenizer} tokenizer, vocabulary ${tokenizer.vocabSize})` };
+  const tokens = await tokenize(s.data, tokenizer, s);
+  return {
+    tokenizer, tokenizerState, ...tokens, toyText: null,
+    description: `${s.data}: ${formatCount(tokens.count)} tokens (${s.tokenizer} tokenizer, vocabulary ${tokenizer.vocabSize})`,
+  };
+}
+
+/**
+ * A warning when most of the GPT-2 vocabulary never occurs in the text: the embedding and output rows
+ * of those ids (most of a small model's parameters) never learn anything, and the loss starts at
+ * log(50257) however little text there is. Character tokens suit such a corpus better.
+ */
+function vocabularyWarning(data: Prepared, file: string): string | null {
+  const V = data.tokenizer.vocabSize;
+  if (data.tokenizerState.type !== 'gpt2' || data.distinct >= V / 2) return null;
+  return (
+    `warning: ${file} uses ${data.distinct} of the GPT-2 tokenizer's ${V} token ids (${pct(data.distinct, V)}) in ${formatCount(data.count)} tokens, ` +
+    `so most of the model's embedding and output rows will never be trained. For a corpus this small, --tokenizer char is the better choice.`
+  );
 }
 
 /** Prompts that show the toy language's rules: agreement, a/an, irregular plurals, sums. */
@@ -219,6 +251,19 @@ function toyScore(model: GPT, tok: Tokenizer): { sentences: number; valid: numbe
   return total;
 }
 
+/** What --resume needs from a checkpoint before loading it: the step, the planned steps and the model config. */
+function savedRun(file: string): { step: number; plannedSteps: number | null; model: unknown } {
+  let state: { trainer?: { step?: unknown; plannedSteps?: unknown }; extra?: { model?: unknown } } = {};
+  try {
+    state = JSON.parse(readSafetensorsHeader(file).metadata['kiln.state'] ?? '{}');
+  } catch (e) {
+    if (!(e instanceof SyntaxError)) throw e;
+  }
+  const step = state.trainer?.step, planned = state.trainer?.plannedSteps;
+  if (!Number.isSafeInteger(step)) throw new FormatError('kiln train', `${file} is not a checkpoint of kiln train (its state has no step)`);
+  return { step: step as number, plannedSteps: Number.isSafeInteger(planned) ? (planned as number) : null, model: state.extra?.model };
+}
+
 /** A number without float noise (0.0006000000000000001 -> 0.0006). */
 const num = (x: number) => String(Number(x.toPrecision(6)));
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
@@ -235,9 +280,11 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
   const merged: OptionValues = { ...fromConfig };
   for (const [k, v] of Object.entries(values)) if (v !== undefined) merged[k] = v;
   const s = settings(merged);
+  const device = resolveDevice(s.device);
   const say = (line = '') => out.write(`${line}\n`);
   const ckptPath = path.join(s.out, CHECKPOINT_FILE);
   if (s.resume && !fs.existsSync(ckptPath)) throw new UsageError(`--resume: no checkpoint to resume (${ckptPath} not found)`);
+  const saved = s.resume ? savedRun(ckptPath) : null;
   if (s.data) {
     if (!fs.existsSync(s.data)) throw new UsageError(`no such file: ${s.data}`);
     if (!fs.statSync(s.data).isFile()) throw new UsageError(`not a file: ${s.data}`);
@@ -246,23 +293,16 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
   fs.mkdirSync(s.out, { recursive: true });
   if (s.threads) kiln.setNumThreads(s.threads);
   kiln.manualSeed(s.seed);
+  if (saved) say(resumeNotice(saved.step, s.steps, saved.plannedSteps, ckptPath));
 
   const data = await prepare(s);
+  const warning = s.data && vocabularyWarning(data, s.data);
+  if (warning) process.stderr.write(`kiln train: ${warning}\n`);
   const config: GPTConfig = { vocabSize: data.tokenizer.vocabSize, blockSize: s.blockSize, nLayer: s.nLayer, nHead: s.nHead, nEmbd: s.nEmbd, dropout: s.dropout };
-  if (s.resume) {
-    const saved = readSafetensorsHeader(ckptPath).metadata['kiln.state'] ?? '';
-    const savedModel = (() => {
-      try {
-        return JSON.parse(saved).extra?.model;
-      } catch {
-        return undefined;
-      }
-    })();
-    if (JSON.stringify(savedModel) !== JSON.stringify(config)) {
-      throw new UsageError(`--resume: ${ckptPath} holds a model ${JSON.stringify(savedModel)}, these options make ${JSON.stringify(config)}`);
-    }
+  if (saved && JSON.stringify(saved.model) !== JSON.stringify(config)) {
+    throw new UsageError(`--resume: ${ckptPath} holds a model ${JSON.stringify(saved.model)}, these options make ${JSON.stringify(config)}`);
   }
-  const model = new GPT(config);
+  const model = new GPT(config).to(device);
   const params = model.parameters();
   // Weight decay on matrices only (not on biases and norm gains), as in GPT-2 training setups.
   const optimizer = new AdamW(
@@ -272,7 +312,9 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
     ],
     { lr: s.lr, betas: [0.9, 0.99] },
   );
-  const threads = kiln.buildInfo().threads;
+  const where = device === 'cpu' ? plural(kiln.buildInfo().threads, 'thread') : `on ${device} (${kiln.cuda.getDeviceName(device)})`;
+  // A resumed run's schedule keeps the steps the run was first planned for (see Trainer.fit).
+  const scheduleSteps = saved?.plannedSteps ?? s.steps;
   say(`data: ${data.description}`);
   if (data.toyText) {
     say('  e.g. ' + data.toyText.split('\n').slice(0, 4).join('  '));
@@ -281,7 +323,7 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
   const tokensPerStep = s.batchSize * s.blockSize * s.gradAccum;
   say(
     `training: ${s.steps} steps of ${s.gradAccum > 1 ? `${s.gradAccum} x ` : ''}${s.batchSize} x ${s.blockSize} tokens (${formatCount(s.steps * tokensPerStep)} in all), ` +
-      `AdamW lr ${num(s.lr)} (warmup ${s.warmup}, cosine to ${num(s.lr * s.minLrRatio)}), clip ${num(s.clip)}, ${plural(threads, 'thread')}`,
+      `AdamW lr ${num(s.lr)} (warmup ${Math.min(s.warmup, scheduleSteps)}, cosine to ${num(s.lr * s.minLrRatio)} at step ${scheduleSteps}), clip ${num(s.clip)}, ${where}`,
   );
 
   const showSamples = (when: string) => {
@@ -300,9 +342,11 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
   if (!s.resume) showSamples('before training');
   say('');
 
-  const trainer = new Trainer<[kiln.Tensor, kiln.Tensor]>({
+  const trainer = new Trainer({
     model,
     optimizer,
+    device,
+    unit: data.tokenizerState.type === 'char' ? 'char' : 'token',
     scheduler: (o, total) => new WarmupCosineLR(o, { warmupSteps: Math.min(s.warmup, total), totalSteps: total, minLrRatio: s.minLrRatio }),
     gradAccumulation: s.gradAccum,
     clipGradNorm: s.clip,
@@ -344,16 +388,16 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
   }
   data.val.close();
   const V = data.tokenizer.vocabSize;
-  const unit = data.tokenizerState.type === 'char' ? 'nats/char' : 'nats/token';
+  const labels = unitLabels(result.unit);
   const from = result.initialValLoss !== null ? `${result.initialValLoss.toFixed(3)} -> ` : '';
-  say(`\nvalidation loss: ${from}${result.valLoss?.toFixed(3) ?? '-'} ${unit} after ${result.step} steps`);
+  say(`\nvalidation loss: ${from}${result.valLoss?.toFixed(3) ?? '-'} ${labels.loss} after ${result.step} steps`);
   const refs = [`guessing uniformly: ${Math.log(V).toFixed(3)}`];
   if (data.toyText) refs.push(`knowing only character frequencies: ${unigramEntropy(data.toyText).toFixed(3)}`);
   say(`  (for comparison, ${refs.join('; ')})`);
-  say(`  training throughput ${formatCount(result.tokensPerSec)} tokens/s`);
+  say(`  training throughput ${formatCount(result.throughput)} ${labels.rate}`);
   say(`\nsaved ${path.join(s.out, CHECKPOINT_FILE)}, ${path.join(s.out, 'metrics.jsonl')}, loss curve ${path.join(s.out, 'loss.svg')}`);
   say(`sample more: kiln generate --checkpoint ${s.out} --prompt ${data.toyText ? '"the cat"' : '"..."'}`);
-  say(`done in ${formatDuration((Date.now() - started) / 1000)} (${os.cpus().length} cores)`);
+  say(`done in ${formatDuration((Date.now() - started) / 1000)} (${device === 'cpu' ? `${os.cpus().length} cores` : device})`);
   model.dispose();
   optimizer.dispose();
   // Interrupted runs end like an interrupted program (128 + SIGINT), after saving.

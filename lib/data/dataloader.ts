@@ -30,6 +30,20 @@ export interface DataLoaderStateDict {
 }
 
 /**
+ * The batch type that defaultCollate makes of items of type T, so that a DataLoader without a collate
+ * function has a typed batch: a Dataset<[Tensor, Tensor]> gives [Tensor, Tensor] batches.
+ */
+export type Collated<T> = T extends Tensor | number | boolean
+  ? Tensor
+  : T extends string
+    ? string[]
+    : T extends readonly unknown[]
+      ? { -readonly [K in keyof T]: Collated<T[K]> }
+      : T extends object
+        ? { [K in keyof T]: Collated<T[K]> }
+        : unknown;
+
+/**
  * Combines items into a batch like PyTorch's default_collate: tensors are stacked along a new first
  * dimension, numbers and booleans become a tensor (int64 for whole numbers, float32 otherwise, bool),
  * strings stay an array, and arrays and plain objects are collated element by element.
@@ -70,7 +84,7 @@ export function defaultCollate(items: unknown[]): unknown {
  * tensors that the caller disposes (or creates inside a tidy scope); the dataset's own per-item
  * tensors are freed once collated.
  */
-export class DataLoader<T, B = unknown> implements Iterable<B> {
+export class DataLoader<T, B = Collated<T>> implements Iterable<B> {
   readonly dataset: Dataset<T>;
   readonly batchSize: number;
   readonly shuffle: boolean;

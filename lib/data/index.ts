@@ -3,7 +3,7 @@
 export { TensorDataset } from './dataset';
 export type { Dataset } from './dataset';
 export { DataLoader, defaultCollate } from './dataloader';
-export type { DataLoaderOptions, DataLoaderStateDict } from './dataloader';
+export type { DataLoaderOptions, DataLoaderStateDict, Collated } from './dataloader';
 export { Rng } from './rng';
 export { CharTokenizer, GPT2Tokenizer } from './tokenizer';
 export type { Tokenizer, CharTokenizerJSON } from './tokenizer';

@@ -1,7 +1,7 @@
 // kiln.nn: modules, layers, attention, Transformer blocks, GPT, losses, initialization and sampling
 // (what torch.nn offers for Transformer work).
 export { Module, Parameter, Sequential, ModuleList, ModuleDict } from './module';
-export type { StateDictLoadResult } from './module';
+export type { StateDictLoadResult, TensorModule } from './module';
 export { Linear, Embedding, LayerNorm, RMSNorm, rmsNorm, Dropout, Identity, ReLU, GELU, Sigmoid, Tanh, SiLU } from './layers';
 export type { FactoryOptions, EmbeddingOptions, NormOptions } from './layers';
 export { MultiheadAttention, KVCache, scaledDotProductAttention, attention, causalMask } from './attention';

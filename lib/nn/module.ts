@@ -104,8 +104,11 @@ export class Module {
   training = true;
   readonly #buffers = new Map<string, BufferEntry>();
 
-  /** The computation of the module. Subclasses define it with their own signature. */
-  forward(...args: any[]): any {
+  /**
+   * The computation of the module. Subclasses define it with their own signature (a module's type
+   * then says what its forward takes and returns; a plain Module's forward returns unknown).
+   */
+  forward(...args: unknown[]): unknown {
     throw new KilnError(this.constructor.name, 'has no forward()');
   }
 
@@ -123,10 +126,8 @@ export class Module {
 
   /** This module and every submodule, depth first, with dotted names ('' for this module); each once. */
   namedModules(prefix = '', memo: Set<Module> = new Set()): Array<[string, Module]> {
-    if (memo.has(this)) return [];
-    memo.add(this);
-    const out: Array<[string, Module]> = [[prefix, this]];
-    for (const [name, child] of this.namedChildren()) out.push(...child.namedModules(join(prefix, name), memo));
+    const out: Array<[string, Module]> = [];
+    walk(this, prefix, memo, (name, m) => void out.push([name, m]));
     return out;
   }
   modules(): Module[] {
@@ -252,8 +253,7 @@ export class Module {
 
   /** Calls fn on every submodule (children first) and on this module. */
   apply(fn: (m: Module) => void): this {
-    for (const c of this.children()) c.apply(fn);
-    fn(this);
+    walk(this, '', null, null, fn);
     return this;
   }
 
@@ -391,6 +391,39 @@ function join(prefix: string, name: string): string {
   return prefix ? `${prefix}.${name}` : name;
 }
 
+/**
+ * Depth-first traversal of root and its submodules: enter(name, m) before a module's children,
+ * exit(m) after them. With a memo, a module reachable twice is visited once (under its first name).
+ * An explicit stack rather than recursion, so that models nested hundreds of thousands deep do not
+ * overflow the call stack.
+ */
+function walk(
+  root: Module,
+  prefix: string,
+  memo: Set<Module> | null,
+  enter: ((name: string, m: Module) => void) | null,
+  exit?: (m: Module) => void,
+): void {
+  if (memo?.has(root)) return;
+  memo?.add(root);
+  enter?.(prefix, root);
+  const stack = [{ m: root, name: prefix, kids: root.namedChildren(), i: 0 }];
+  while (stack.length) {
+    const top = stack[stack.length - 1];
+    if (top.i === top.kids.length) {
+      stack.pop();
+      exit?.(top.m);
+      continue;
+    }
+    const [n, child] = top.kids[top.i++];
+    if (memo?.has(child)) continue;
+    memo?.add(child);
+    const name = join(top.name, n);
+    enter?.(name, child);
+    stack.push({ m: child, name, kids: child.namedChildren(), i: 0 });
+  }
+}
+
 /** A list of submodules, registered under their indices ('0', '1', ...). */
 export class ModuleList<M extends Module = Module> extends Module {
   readonly #items: M[];
@@ -419,9 +452,14 @@ export class ModuleList<M extends Module = Module> extends Module {
   }
 }
 
+/** A module whose forward maps one tensor to one tensor: what Sequential chains. */
+export interface TensorModule extends Module {
+  forward(x: Tensor): Tensor;
+}
+
 /** Modules applied one after another: forward(x) = m_n(...m_1(x)). */
-export class Sequential extends ModuleList {
-  constructor(...modules: Module[]) {
+export class Sequential extends ModuleList<TensorModule> {
+  constructor(...modules: TensorModule[]) {
     super(modules);
   }
   override forward(x: Tensor): Tensor {

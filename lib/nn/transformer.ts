@@ -8,7 +8,7 @@ import type { Tensor } from '../tensor';
 import { AttentionForwardOptions, MultiheadAttention } from './attention';
 import { normal_, xavierUniform_ } from './init';
 import { Dropout, FactoryOptions, LayerNorm, Linear, newParameter } from './layers';
-import { Module, ModuleList, Parameter } from './module';
+import { Module, ModuleList, Parameter, TensorModule } from './module';
 
 export type Activation = 'relu' | 'gelu';
 
@@ -147,8 +147,8 @@ function makeLayers<L extends TransformerLayer>(src: LayerSource<L>, numLayers: 
  */
 export class TransformerEncoder extends Module {
   layers: ModuleList<TransformerEncoderLayer>;
-  norm: Module | null;
-  constructor(encoderLayer: LayerSource<TransformerEncoderLayer>, numLayers: number, opts: { norm?: Module | null } = {}) {
+  norm: TensorModule | null;
+  constructor(encoderLayer: LayerSource<TransformerEncoderLayer>, numLayers: number, opts: { norm?: TensorModule | null } = {}) {
     super();
     this.layers = makeLayers(encoderLayer, numLayers, (l) => new TransformerEncoderLayer(l.dModel, l.nHead, l.options));
     this.norm = opts.norm ?? null;
@@ -165,8 +165,8 @@ export class TransformerEncoder extends Module {
 /** A stack of decoder layers and an optional final norm (see TransformerEncoder for the layer argument). */
 export class TransformerDecoder extends Module {
   layers: ModuleList<TransformerDecoderLayer>;
-  norm: Module | null;
-  constructor(decoderLayer: LayerSource<TransformerDecoderLayer>, numLayers: number, opts: { norm?: Module | null } = {}) {
+  norm: TensorModule | null;
+  constructor(decoderLayer: LayerSource<TransformerDecoderLayer>, numLayers: number, opts: { norm?: TensorModule | null } = {}) {
     super();
     this.layers = makeLayers(decoderLayer, numLayers, (l) => new TransformerDecoderLayer(l.dModel, l.nHead, l.options));
     this.norm = opts.norm ?? null;

@@ -8,6 +8,9 @@ export type { AdamOptions } from './adam';
 export {
   LRScheduler, LambdaLR, StepLR, MultiStepLR, ExponentialLR, LinearLR, LinearWarmupLR, CosineAnnealingLR, WarmupCosineLR, SequentialLR,
 } from './lr_scheduler';
-export type { Schedule, LRSchedulerStateDict, LinearLROptions, WarmupCosineOptions } from './lr_scheduler';
+export type {
+  Schedule, LRSchedulerStateDict, SchedulerOptions, LambdaLROptions, StepLROptions, MultiStepLROptions, ExponentialLROptions,
+  LinearLROptions, LinearWarmupOptions, CosineAnnealingOptions, WarmupCosineOptions, SequentialLROptions,
+} from './lr_scheduler';
 export { clipGradNorm } from './clip_grad';
 export type { ClipGradNormOptions } from './clip_grad';

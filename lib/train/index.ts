@@ -2,7 +2,7 @@
 // progress, metrics, loss curve, checkpoint/resume), random language-model windows, the generated toy
 // language of `kiln train`, and SVG line charts.
 export { Trainer, CHECKPOINT_FILE } from './trainer';
-export type { TrainerOptions, FitOptions, FitResult, StepInfo, EvalInfo, Callback, BatchSampler, BatchSource, MetricsRecord } from './trainer';
+export type { TrainerOptions, FitOptions, EvalOptions, BatchOptions, FitResult, StepInfo, EvalInfo, Callback, BatchSampler, BatchSource, MetricsRecord } from './trainer';
 export { windowSampler } from './lm';
 export type { WindowSource } from './lm';
 export { toyCorpus, checkToyLine, scoreToyText, unigramEntropy } from './corpus';
@@ -10,4 +10,4 @@ export type { ToyCorpusOptions, ToyLineCheck, ToyScore } from './corpus';
 export { lineChartSVG, niceTicks, logTicks } from './plot';
 export type { Series, ChartOptions } from './plot';
 export { ProgressReporter, formatDuration, formatCount } from './progress';
-export type { ProgressMode, ProgressInfo } from './progress';
+export type { ProgressMode, ProgressInfo, BatchUnit } from './progress';

@@ -1,9 +1,25 @@
 // Progress of a training run on the terminal: a live bar (cli-progress) with loss, validation loss,
-// learning rate, tokens/s and ETA when the output is a terminal, else one plain line every few steps
-// (logs, CI, pipes), or nothing.
+// learning rate, throughput and ETA when the output is a terminal, else one plain line every few steps
+// (logs, CI, pipes), or nothing. Language models show nats per token (or char) and tokens/s, other
+// models a plain loss and samples/s.
 import { MultiBar, SingleBar } from 'cli-progress';
 
 export type ProgressMode = 'bar' | 'log' | 'none';
+
+/**
+ * What a batch is counted in, which also names what the Trainer reports: 'token' and 'char' are for
+ * language models (throughput in tokens/s or chars/s, losses in nats per token or per char), 'sample'
+ * for everything else (samples/s, a plain loss).
+ */
+export type BatchUnit = 'token' | 'char' | 'sample';
+
+/** The metrics.jsonl field of the throughput. */
+export type ThroughputField = 'tokens_per_s' | 'chars_per_s' | 'samples_per_s';
+
+/** How a unit reads in progress lines, metrics.jsonl and the loss chart. */
+export function unitLabels(unit: BatchUnit): { rate: string; loss: string | null; metricsField: ThroughputField } {
+  return { rate: `${unit}s/s`, loss: unit === 'sample' ? null : `nats/${unit}`, metricsField: `${unit}s_per_s` };
+}
 
 export interface ProgressInfo {
   step: number;
@@ -11,7 +27,10 @@ export interface ProgressInfo {
   loss: number;
   valLoss: number | null;
   lr: number;
-  tokensPerSec: number;
+  /** What throughput counts, and what losses are per for language models. */
+  unit: BatchUnit;
+  /** Units per second. */
+  throughput: number;
   /** Seconds since the run started (including earlier runs of a resumed one). */
   elapsed: number;
   /** Seconds left, estimated from the recent pace. */
@@ -53,7 +72,7 @@ export class ProgressReporter {
   ) {
     if (mode !== 'bar') return;
     this.multi = new MultiBar({
-      format: '{bar} {value}/{total} | loss {loss} | val {val} | lr {lr} | {tps} tok/s | {elapsed} < {remaining}',
+      format: '{bar} {value}/{total} | loss {loss} | val {val} | lr {lr} | {rate} | {elapsed} < {remaining}',
       barsize: 24,
       hideCursor: true,
       stream,
@@ -61,16 +80,16 @@ export class ProgressReporter {
       linewrap: false,
       gracefulExit: true,
     });
-    this.bar = this.multi.create(total, start, { loss: '-', val: '-', lr: '-', tps: '-', elapsed: '0:00', remaining: '?' });
+    this.bar = this.multi.create(total, start, { loss: '-', val: '-', lr: '-', rate: '-', elapsed: '0:00', remaining: '?' });
   }
 
   update(p: ProgressInfo): void {
     if (this.mode === 'none') return;
+    const labels = unitLabels(p.unit);
+    const loss = `${fmtLoss(p.loss)}${labels.loss ? ` ${labels.loss}` : ''}`;
+    const rate = `${formatCount(p.throughput)} ${labels.rate}`;
     if (this.bar) {
-      this.bar.update(p.step, {
-        loss: fmtLoss(p.loss), val: fmtLoss(p.valLoss), lr: fmtLr(p.lr), tps: formatCount(p.tokensPerSec),
-        elapsed: formatDuration(p.elapsed), remaining: formatDuration(p.eta),
-      });
+      this.bar.update(p.step, { loss, val: fmtLoss(p.valLoss), lr: fmtLr(p.lr), rate, elapsed: formatDuration(p.elapsed), remaining: formatDuration(p.eta) });
       return;
     }
     if (p.step % this.logInterval !== 0 && p.step !== p.total) return;
@@ -78,8 +97,8 @@ export class ProgressReporter {
     this.lastLogged = p.step;
     const width = String(p.total).length;
     this.stream.write(
-      `step ${String(p.step).padStart(width)}/${p.total} | loss ${fmtLoss(p.loss)} | val ${fmtLoss(p.valLoss)} | lr ${fmtLr(p.lr)} | ` +
-        `${formatCount(p.tokensPerSec)} tok/s | ${formatDuration(p.elapsed)} elapsed, ETA ${formatDuration(p.eta)}\n`,
+      `step ${String(p.step).padStart(width)}/${p.total} | loss ${loss} | val ${fmtLoss(p.valLoss)} | lr ${fmtLr(p.lr)} | ` +
+        `${rate} | ${formatDuration(p.elapsed)} elapsed, ETA ${formatDuration(p.eta)}\n`,
     );
   }
 

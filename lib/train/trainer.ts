@@ -6,12 +6,17 @@
 //
 // Memory: each micro-batch runs inside a tidy scope and the batches the Trainer draws from a
 // DataLoader or BatchSampler are disposed after use, so native memory stays flat from step to step.
+//
+// Types: the Trainer is generic over its model, and fit() over the batch type, which it infers from
+// the training data (a DataLoader of a Dataset<[Tensor, Tensor]> yields [Tensor, Tensor]); that is
+// why the loss function is given to fit() with the data rather than to the constructor.
 import * as fs from 'fs';
 import * as path from 'path';
 import { noGrad } from '../autograd/grad_mode';
 import { DataLoader } from '../data/dataloader';
 import { isFloating, isIntegral } from '../dtype';
-import { FormatError, KilnError, ValueError } from '../errors';
+import { deviceCode, deviceName } from '../device';
+import { DeviceError, FormatError, KilnError, ValueError } from '../errors';
 import { writeFileAtomic } from '../io/atomic';
 import { disposeCheckpoint, readCheckpoint, saveCheckpoint } from '../io/checkpoint';
 import { dispose, tidy } from '../memory';
@@ -22,7 +27,7 @@ import type { LRScheduler } from '../optim/lr_scheduler';
 import type { Optimizer } from '../optim/optimizer';
 import { Tensor } from '../tensor';
 import { lineChartSVG } from './plot';
-import { ProgressMode, ProgressReporter, formatDuration } from './progress';
+import { BatchUnit, ProgressMode, ProgressReporter, formatDuration, unitLabels } from './progress';
 
 /** A source of training batches drawn one at a time (e.g. random windows of a token file). */
 export interface BatchSampler<B> {
@@ -49,10 +54,10 @@ export interface StepInfo {
   lr: number;
   /** Global gradient norm before clipping (null without clipping). */
   gradNorm: number | null;
-  /** Tokens (or samples) in this step's micro-batches. */
-  tokens: number;
-  /** Training throughput of this step (excludes evaluation and checkpoints). */
-  tokensPerSec: number;
+  /** Tokens, characters or samples (the trainer's unit) in this step's micro-batches. */
+  count: number;
+  /** count per second of this step (excludes evaluation and checkpoints). */
+  throughput: number;
   /** Wall-clock seconds since the run started (resumed runs continue the count). */
   elapsed: number;
 }
@@ -73,8 +78,10 @@ export interface FitResult {
   /** Validation loss before the first step (null when resumed or without validation data). */
   initialValLoss: number | null;
   elapsed: number;
-  /** Mean training throughput of this fit() call. */
-  tokensPerSec: number;
+  /** Mean training throughput of this fit() call, in units per second. */
+  throughput: number;
+  /** What throughput counts (and what the losses are per, for language models). */
+  unit: BatchUnit;
   /** True when stop() ended the run early. */
   stopped: boolean;
   /** Path of the last checkpoint written (null when none). */
@@ -82,23 +89,22 @@ export interface FitResult {
 }
 
 /** Hooks into a run; each may be async (the Trainer awaits it). */
-export interface Callback {
-  onFitStart?(trainer: Trainer<any>, info: { step: number; totalSteps: number }): void | Promise<void>;
-  onStepEnd?(trainer: Trainer<any>, info: StepInfo): void | Promise<void>;
-  onEval?(trainer: Trainer<any>, info: EvalInfo): void | Promise<void>;
-  onCheckpoint?(trainer: Trainer<any>, info: { step: number; path: string }): void | Promise<void>;
-  onFitEnd?(trainer: Trainer<any>, result: FitResult): void | Promise<void>;
+export interface Callback<M extends Module = Module> {
+  onFitStart?(trainer: Trainer<M>, info: { step: number; totalSteps: number }): void | Promise<void>;
+  onStepEnd?(trainer: Trainer<M>, info: StepInfo): void | Promise<void>;
+  onEval?(trainer: Trainer<M>, info: EvalInfo): void | Promise<void>;
+  onCheckpoint?(trainer: Trainer<M>, info: { step: number; path: string }): void | Promise<void>;
+  onFitEnd?(trainer: Trainer<M>, result: FitResult): void | Promise<void>;
 }
 
-export interface TrainerOptions<B> {
-  model: Module;
+export interface TrainerOptions<M extends Module = Module> {
+  model: M;
   optimizer: Optimizer<any>;
   /**
-   * The loss of one micro-batch, a scalar tensor. Default: model.forward(...batch) (batch spread
-   * when it is an array), taking its `loss` when it returns an object (as GPT does with targets).
+   * An LR schedule, or a function making one once the number of steps is known. Stepped after each
+   * optimizer step. A resumed run calls the function with the steps the run was first planned for,
+   * so that training longer keeps the schedule the run started with.
    */
-  loss?: (model: Module, batch: B) => Tensor;
-  /** An LR schedule, or a function making one once the number of steps is known. Stepped after each optimizer step. */
   scheduler?: LRScheduler | ((optimizer: Optimizer<any>, totalSteps: number) => LRScheduler) | null;
   /** Micro-batches per optimizer step; each backward uses loss / gradAccumulation (default 1). */
   gradAccumulation?: number;
@@ -120,28 +126,63 @@ export interface TrainerOptions<B> {
   progress?: ProgressMode | 'auto';
   /** Where progress goes (default process.stderr). */
   progressStream?: NodeJS.WritableStream;
-  callbacks?: Callback[];
-  /** Tokens in a batch, for tokens/s. Default: numel of the first integer tensor (token ids), else its first dimension (samples). */
-  tokensPerBatch?: (batch: B) => number;
+  callbacks?: Callback<M>[];
+  /** What batches are counted in (default: 'token' when a batch's first tensor holds integers, token ids; else 'sample'). */
+  unit?: BatchUnit;
+  /**
+   * Moves each batch's tensors to this device before the loss, as a training loop's `x.to(device)`
+   * would (default: batches stay where they are). The model must be there already.
+   */
+  device?: string | null;
   /** More JSON to keep in checkpoints (model config, tokenizer, ...), under state.extra. */
   extraState?: () => Record<string, unknown>;
   /** Title of the loss-curve chart. */
   title?: string;
 }
 
-export interface FitOptions<B> {
+/** How the Trainer reads batches of type B: their loss and their size. */
+export interface BatchOptions<M extends Module, B> {
+  /**
+   * The loss of one micro-batch, a scalar tensor. Default: model.forward(...batch) (batch spread
+   * when it is an array), taking its `loss` when it returns an object (as GPT does with targets).
+   */
+  loss?: (model: M, batch: B) => Tensor;
+  /** Tokens, characters or samples in a batch. Default: numel of its first tensor for tokens and chars, its first dimension for samples. */
+  countBatch?: (batch: B) => number;
+}
+
+export interface FitOptions<M extends Module, B> extends BatchOptions<M, B> {
   train: BatchSource<B>;
   val?: BatchSource<B> | null;
   /** Train until this many optimizer steps have been done in all (resumed steps count). */
   steps?: number;
   /** Or train for this many passes over train (a DataLoader or array). */
   epochs?: number;
-  /** A checkpoint file, or a folder holding checkpoint.safetensors, to continue from. */
+  /**
+   * A checkpoint file, or a folder holding checkpoint.safetensors, to continue from. The LR
+   * schedule keeps the number of steps the run was first planned for, even when steps is larger now.
+   */
   resume?: string | null;
+}
+
+export interface EvalOptions<M extends Module, B> extends BatchOptions<M, B> {
+  /** Batches to evaluate (default: options.evalBatches, else all; a BatchSampler needs a count). */
+  maxBatches?: number | null;
 }
 
 /** The checkpoint file of a run folder. */
 export const CHECKPOINT_FILE = 'checkpoint.safetensors';
+
+/**
+ * The line a resumed run starts with. plannedSteps: what the LR schedule was planned for (null
+ * without a schedule factory, or when unknown); file: the checkpoint, when worth naming.
+ */
+export function resumeNotice(step: number, totalSteps: number, plannedSteps: number | null, file?: string): string {
+  let line = `resumed from step ${step}${file ? ` of ${file}` : ''}; `;
+  line += step < totalSteps ? `training to step ${totalSteps}` : `nothing to train (${totalSteps} steps asked for)`;
+  if (plannedSteps !== null && plannedSteps !== totalSteps) line += `; the LR schedule keeps its plan of ${plannedSteps} steps (not re-planned for ${totalSteps})`;
+  return line;
+}
 
 function isSampler<B>(s: BatchSource<B>): s is BatchSampler<B> {
   return typeof (s as BatchSampler<B>).sample === 'function';
@@ -202,17 +243,38 @@ function firstTensor(b: unknown): Tensor | null {
   return null;
 }
 
-function defaultTokens(batch: unknown): number {
+/** The unit of a batch whose unit was not given: token ids make it a language model's. */
+function inferUnit(batch: unknown): BatchUnit {
+  const t = firstTensor(batch);
+  return t && isIntegral(t.dtype) ? 'token' : 'sample';
+}
+
+function defaultCount(batch: unknown, unit: BatchUnit): number {
   const t = firstTensor(batch);
   if (!t) return 0;
-  return isIntegral(t.dtype) ? t.numel : t.ndim ? t.shape[0] : 1;
+  if (unit !== 'sample') return t.numel;
+  return t.ndim ? t.shape[0] : 1;
+}
+
+/** batch with each of its tensors (in arrays and plain objects) on device; tensors already there stay. */
+function toDevice<B>(batch: B, device: string): B {
+  const move = (x: unknown): unknown => {
+    if (x instanceof Tensor) return x.to({ device });
+    if (Array.isArray(x)) return x.map(move);
+    if (x !== null && typeof x === 'object' && Object.getPrototypeOf(x) === Object.prototype) {
+      return Object.fromEntries(Object.entries(x).map(([k, v]) => [k, move(v)]));
+    }
+    return x;
+  };
+  return move(batch) as B;
 }
 
 function defaultLoss(model: Module, batch: unknown): Tensor {
   const out = model.forward(...(Array.isArray(batch) ? batch : [batch]));
   if (out instanceof Tensor) return out;
-  if (out && out.loss instanceof Tensor) return out.loss;
-  throw new ValueError('Trainer', 'model.forward(...batch) returned neither a loss tensor nor an object with one; pass options.loss');
+  const loss = out !== null && typeof out === 'object' ? (out as { loss?: unknown }).loss : undefined;
+  if (loss instanceof Tensor) return loss;
+  throw new ValueError('Trainer', 'model.forward(...batch) returned neither a loss tensor nor an object with one; pass a loss function to fit()');
 }
 
 function checkCount(name: string, v: unknown, min = 1): number | null {
@@ -224,48 +286,67 @@ function checkCount(name: string, v: unknown, min = 1): number | null {
 interface TrainerState {
   step: number;
   elapsed: number;
+  /** Units trained on (the key predates units, and checkpoints keep it). */
   tokens: number;
   bestValLoss: number | null;
   lastValLoss: number | null;
+  /** The steps the run was first planned for, which a schedule factory is given on resume (null: unknown, older checkpoints). */
+  plannedSteps: number | null;
 }
 
-/** A metrics record (one line of metrics.jsonl). */
+/**
+ * A metrics record (one line of metrics.jsonl). Losses are nats per token or per char for language
+ * models; the throughput field is named after the unit: tokens_per_s, chars_per_s or samples_per_s.
+ */
 export interface MetricsRecord {
   step: number;
+  /** Mean training loss of the step. */
   loss: number;
   val_loss?: number;
   lr: number;
-  tokens_per_s: number;
+  tokens_per_s?: number;
+  chars_per_s?: number;
+  samples_per_s?: number;
   elapsed_s: number;
   grad_norm?: number;
 }
 
 /** Trains a model; see the header of this file. */
-export class Trainer<B = unknown> {
-  readonly model: Module;
+export class Trainer<M extends Module = Module> {
+  readonly model: M;
   readonly optimizer: Optimizer<any>;
   scheduler: LRScheduler | null = null;
-  private readonly opts: TrainerOptions<B>;
-  private readonly lossFn: (model: Module, batch: B) => Tensor;
+  private readonly opts: TrainerOptions<M>;
   private readonly accum: number;
-  private readonly callbacks: Callback[];
-  private state: TrainerState = { step: 0, elapsed: 0, tokens: 0, bestValLoss: null, lastValLoss: null };
+  private readonly device: string | null;
+  private readonly callbacks: Callback<M>[];
+  private state: TrainerState = { step: 0, elapsed: 0, tokens: 0, bestValLoss: null, lastValLoss: null, plannedSteps: null };
+  private currentUnit: BatchUnit | null;
   private stopRequested = false;
   private trainHistory: Array<[number, number]> = [];
   private valHistory: Array<[number, number]> = [];
 
-  constructor(opts: TrainerOptions<B>) {
+  constructor(opts: TrainerOptions<M>) {
     if (!opts || !opts.model || !opts.optimizer) throw new ValueError('Trainer', 'needs a model and an optimizer');
+    for (const moved of ['loss', 'tokensPerBatch']) {
+      if (moved in opts) throw new ValueError('Trainer', `${moved} is an option of fit() now (fit({ train, loss, countBatch }) knows the batch type)`);
+    }
     this.opts = opts;
     this.model = opts.model;
     this.optimizer = opts.optimizer;
-    this.lossFn = opts.loss ?? (defaultLoss as (m: Module, b: B) => Tensor);
     this.accum = checkCount('gradAccumulation', opts.gradAccumulation) ?? 1;
     checkCount('evalInterval', opts.evalInterval);
     checkCount('evalBatches', opts.evalBatches);
     checkCount('checkpointInterval', opts.checkpointInterval);
     checkCount('logInterval', opts.logInterval);
     if (opts.clipGradNorm != null && !(opts.clipGradNorm > 0)) throw new ValueError('Trainer', `clipGradNorm must be > 0, got ${opts.clipGradNorm}`);
+    if (opts.unit !== undefined && !['token', 'char', 'sample'].includes(opts.unit)) throw new ValueError('Trainer', `unit must be 'token', 'char' or 'sample', got ${String(opts.unit)}`);
+    this.currentUnit = opts.unit ?? null;
+    this.device = opts.device ? deviceName(deviceCode('Trainer', opts.device)) : null;
+    const at = opts.model.parameters()[0]?.device;
+    if (this.device && at && at !== this.device) {
+      throw new DeviceError('Trainer', `device is ${this.device} but the model's parameters are on ${at}; call model.to('${this.device}') first`);
+    }
     if (opts.scheduler && typeof opts.scheduler !== 'function') this.scheduler = opts.scheduler;
     this.callbacks = opts.callbacks ?? [];
   }
@@ -273,6 +354,11 @@ export class Trainer<B = unknown> {
   /** Optimizer steps done so far. */
   get step(): number {
     return this.state.step;
+  }
+
+  /** What batches are counted in: the unit option, else what the first batch showed (null before any). */
+  get unit(): BatchUnit | null {
+    return this.currentUnit;
   }
 
   /** Ends fit() after the current step (a checkpoint is still written when there is an outDir). */
@@ -285,20 +371,28 @@ export class Trainer<B = unknown> {
     return { train: [...this.trainHistory], val: [...this.valHistory] };
   }
 
-  private tokensOf(batch: B): number {
-    return (this.opts.tokensPerBatch ?? defaultTokens)(batch);
+  /** The size of batch in the trainer's unit (settling the unit on the first batch). */
+  private countOf<B>(batch: B, bo: BatchOptions<M, B>): number {
+    this.currentUnit ??= inferUnit(batch);
+    return bo.countBatch ? bo.countBatch(batch) : defaultCount(batch, this.currentUnit);
+  }
+
+  /** The loss of one batch, moved to the trainer's device first (inside the caller's tidy scope, which frees the copies). */
+  private lossOf<B>(batch: B, bo: BatchOptions<M, B>): Tensor {
+    const b = this.device ? toDevice(batch, this.device) : batch;
+    return bo.loss ? bo.loss(this.model, b) : defaultLoss(this.model, b);
   }
 
   /** One optimizer step over gradAccumulation micro-batches from stream. */
-  private trainStep(stream: Stream<B>): Omit<StepInfo, 'step' | 'tokensPerSec' | 'elapsed'> {
+  private trainStep<B>(stream: Stream<B>, bo: BatchOptions<M, B>): Omit<StepInfo, 'step' | 'throughput' | 'elapsed'> {
     const k = this.accum;
-    let lossSum = 0, tokens = 0;
+    let lossSum = 0, count = 0;
     for (let i = 0; i < k; i++) {
       const batch = stream.next();
       try {
-        tokens += this.tokensOf(batch);
+        count += this.countOf(batch, bo);
         lossSum += tidy(() => {
-          const loss = this.lossFn(this.model, batch);
+          const loss = this.lossOf(batch, bo);
           if (!(loss instanceof Tensor) || loss.numel !== 1 || !isFloating(loss.dtype)) {
             throw new ValueError('Trainer', 'the loss must be a floating point tensor with one element');
           }
@@ -319,14 +413,12 @@ export class Trainer<B = unknown> {
     this.optimizer.step();
     this.optimizer.zeroGrad();
     this.scheduler?.step();
-    return { loss: lossSum / k, lr, gradNorm, tokens };
+    return { loss: lossSum / k, lr, gradNorm, count };
   }
 
-  /**
-   * The mean loss over validation batches (weighted by tokens), in eval mode without gradients.
-   * maxBatches defaults to options.evalBatches, else all batches (a BatchSampler needs a count).
-   */
-  evaluate(val: BatchSource<B>, maxBatches: number | null = this.opts.evalBatches ?? null): number {
+  /** The mean loss over validation batches (weighted by their size), in eval mode without gradients. */
+  evaluate<B>(val: BatchSource<B>, eo: EvalOptions<M, B> = {}): number {
+    const maxBatches = eo.maxBatches === undefined ? (this.opts.evalBatches ?? null) : eo.maxBatches;
     if (isSampler(val) && !maxBatches) throw new ValueError('Trainer.evaluate', 'a BatchSampler as validation data needs evalBatches');
     const owned = isSampler(val) || val instanceof DataLoader;
     const wasTraining = this.model.training;
@@ -336,8 +428,8 @@ export class Trainer<B = unknown> {
       noGrad(() => {
         const take = (batch: B): void => {
           try {
-            const w = this.tokensOf(batch) || 1;
-            sum += tidy(() => this.lossFn(this.model, batch).item()) * w;
+            const w = this.countOf(batch, eo) || 1;
+            sum += tidy(() => this.lossOf(batch, eo).item()) * w;
             weight += w;
           } finally {
             if (owned) dispose(batch);
@@ -364,7 +456,7 @@ export class Trainer<B = unknown> {
   }
 
   /** Trains for options.steps steps in all or options.epochs epochs; see the header of this file. */
-  async fit(fo: FitOptions<B>): Promise<FitResult> {
+  async fit<B>(fo: FitOptions<M, B>): Promise<FitResult> {
     const opts = this.opts;
     const stream = new Stream(fo.train);
     const val = fo.val ?? null;
@@ -380,13 +472,17 @@ export class Trainer<B = unknown> {
     } else {
       throw new ValueError('Trainer', 'fit needs steps or epochs');
     }
-    if (typeof opts.scheduler === 'function') this.scheduler = opts.scheduler(this.optimizer, total);
     const outDir = opts.outDir ?? null;
     if (outDir) fs.mkdirSync(outDir, { recursive: true });
 
     const resumed = !!fo.resume;
-    if (fo.resume) this.resume(fo.resume, stream, val);
-    else this.resetHistory();
+    if (fo.resume) {
+      this.resume(fo.resume, stream, val, total);
+    } else {
+      this.resetHistory();
+      this.state.plannedSteps = total;
+      this.planSchedule(total);
+    }
     const metrics = outDir ? this.openMetrics(outDir, resumed) : null;
     const logInterval = opts.logInterval ?? 1;
     const mode: ProgressMode = !opts.progress || opts.progress === 'auto' ? ((opts.progressStream ?? process.stderr) as NodeJS.WriteStream).isTTY ? 'bar' : 'log' : opts.progress;
@@ -401,8 +497,13 @@ export class Trainer<B = unknown> {
 
     for (const cb of this.callbacks) await cb.onFitStart?.(this, { step: this.state.step, totalSteps: total });
     const progress = new ProgressReporter(mode, total, this.state.step, logInterval, opts.progressStream);
+    if (resumed) progress.log(resumeNotice(this.state.step, total, typeof opts.scheduler === 'function' ? this.state.plannedSteps : null));
+    const valLine = (v: number) => {
+      const unit = unitLabels(this.currentUnit!).loss;
+      return `step ${this.state.step}: val loss ${v.toFixed(4)}${unit ? ` ${unit}` : ''}`;
+    };
     const doEval = async (): Promise<number> => {
-      const v = this.evaluate(val!);
+      const v = this.evaluate(val!, fo);
       this.state.lastValLoss = v;
       if (this.state.bestValLoss === null || v < this.state.bestValLoss) this.state.bestValLoss = v;
       this.valHistory.push([this.state.step, v]);
@@ -418,48 +519,49 @@ export class Trainer<B = unknown> {
       for (const cb of this.callbacks) await cb.onCheckpoint?.(this, { step: this.state.step, path: checkpoint });
     };
 
-    let lastLoss = NaN, runTokens = 0, runTime = 0, emaStep = 0;
-    let logTokens = 0, logTime = 0;
+    let lastLoss = NaN, runCount = 0, runTime = 0, emaStep = 0;
+    let logCount = 0, logTime = 0;
     try {
       if (val && (opts.evalAtStart ?? !resumed) && this.state.step < total) {
         initialValLoss = await doEval();
-        progress.log(`step ${this.state.step}: val loss ${initialValLoss.toFixed(4)}`);
+        progress.log(valLine(initialValLoss));
         metrics?.write({ step: this.state.step, val_loss: initialValLoss, elapsed_s: elapsed() });
       }
       while (this.state.step < total && !this.stopRequested) {
         const t0 = process.hrtime.bigint();
-        const s = tidy(() => this.trainStep(stream));
+        const s = tidy(() => this.trainStep(stream, fo));
         const dt = Number(process.hrtime.bigint() - t0) / 1e9;
         this.state.step++;
-        this.state.tokens += s.tokens;
-        runTokens += s.tokens;
+        this.state.tokens += s.count;
+        runCount += s.count;
         runTime += dt;
-        logTokens += s.tokens;
+        logCount += s.count;
         logTime += dt;
         emaStep = emaStep === 0 ? dt : 0.9 * emaStep + 0.1 * dt;
         lastLoss = s.loss;
         if (!Number.isFinite(s.loss)) throw new ValueError('Trainer', `the loss became ${s.loss} at step ${this.state.step}; lower the learning rate or clip gradients`);
         this.trainHistory.push([this.state.step, s.loss]);
         const step = this.state.step;
-        const info: StepInfo = { step, ...s, tokensPerSec: s.tokens / dt, elapsed: elapsed() };
+        const info: StepInfo = { step, ...s, throughput: s.count / dt, elapsed: elapsed() };
         for (const cb of this.callbacks) await cb.onStepEnd?.(this, info);
 
         const last = step === total || this.stopRequested;
         let v: number | null = null;
         if (val && ((opts.evalInterval && step % opts.evalInterval === 0) || (last && !this.stopRequested))) {
           v = await doEval();
-          if (mode === 'bar') progress.log(`step ${step}: val loss ${v.toFixed(4)}`);
+          if (mode === 'bar') progress.log(valLine(v));
         }
         if (metrics && (step % logInterval === 0 || v !== null || last)) {
-          const rec: MetricsRecord = { step, loss: s.loss, lr: s.lr, tokens_per_s: logTokens / logTime, elapsed_s: info.elapsed };
+          const rec: MetricsRecord = { step, loss: s.loss, lr: s.lr, elapsed_s: info.elapsed };
+          rec[unitLabels(this.currentUnit!).metricsField] = logCount / logTime;
           if (v !== null) rec.val_loss = v;
           if (s.gradNorm !== null) rec.grad_norm = s.gradNorm;
           metrics.write(rec);
-          logTokens = logTime = 0;
+          logCount = logTime = 0;
         }
         progress.update({
-          step, total, loss: s.loss, valLoss: this.state.lastValLoss, lr: s.lr,
-          tokensPerSec: s.tokens / emaStep, elapsed: info.elapsed, eta: (total - step) * emaStep,
+          step, total, loss: s.loss, valLoss: this.state.lastValLoss, lr: s.lr, unit: this.currentUnit!,
+          throughput: s.count / emaStep, elapsed: info.elapsed, eta: (total - step) * emaStep,
         });
         if (outDir && v !== null) this.writeChart(outDir);
         if ((opts.checkpointInterval && step % opts.checkpointInterval === 0) || last) await save();
@@ -481,7 +583,8 @@ export class Trainer<B = unknown> {
       bestValLoss: this.state.bestValLoss,
       initialValLoss,
       elapsed: this.state.elapsed,
-      tokensPerSec: runTime > 0 ? runTokens / runTime : 0,
+      throughput: runTime > 0 ? runCount / runTime : 0,
+      unit: this.currentUnit ?? 'sample',
       stopped: this.stopRequested,
       checkpoint,
     };
@@ -489,14 +592,19 @@ export class Trainer<B = unknown> {
     return result;
   }
 
+  /** Makes the schedule from options.scheduler when that is a function of the number of steps. */
+  private planSchedule(steps: number): void {
+    if (typeof this.opts.scheduler === 'function') this.scheduler = this.opts.scheduler(this.optimizer, steps);
+  }
+
   private resetHistory(): void {
-    this.state = { step: 0, elapsed: 0, tokens: 0, bestValLoss: null, lastValLoss: null };
+    this.state = { step: 0, elapsed: 0, tokens: 0, bestValLoss: null, lastValLoss: null, plannedSteps: null };
     this.trainHistory = [];
     this.valHistory = [];
   }
 
   /** Saves model, optimizer, schedule, data position, generator and trainer state to file. */
-  saveTo(file: string, stream?: { stateDict(): unknown }, val?: BatchSource<B> | null): void {
+  saveTo(file: string, stream?: { stateDict(): unknown }, val?: BatchSource<unknown> | null): void {
     const valState = val instanceof DataLoader ? val.stateDict() : val && isSampler(val) ? (val.stateDict?.() ?? null) : null;
     saveCheckpoint(file, {
       model: this.model,
@@ -511,8 +619,11 @@ export class Trainer<B = unknown> {
     });
   }
 
-  /** Restores everything saveTo wrote. The trainer state is checked before the model is touched. */
-  private resume(where: string, stream: Stream<B>, val: BatchSource<B> | null): void {
+  /**
+   * Restores everything saveTo wrote. The trainer state is checked before the model is touched. A
+   * schedule factory gets the steps the run was first planned for (totalSteps for older checkpoints).
+   */
+  private resume<B>(where: string, stream: Stream<B>, val: BatchSource<B> | null, totalSteps: number): void {
     const file = fs.existsSync(where) && fs.statSync(where).isDirectory() ? path.join(where, CHECKPOINT_FILE) : where;
     const device = this.model.parameters()[0]?.device;
     const c = readCheckpoint(file, { device });
@@ -523,7 +634,10 @@ export class Trainer<B = unknown> {
       const num = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
       if (!t || !Number.isSafeInteger(t.step) || t.step! < 0 || !num(t.elapsed) || !num(t.tokens)) throw bad('no valid trainer state (step, elapsed, tokens)');
       if (!(t.bestValLoss === null || num(t.bestValLoss)) || !(t.lastValLoss === null || num(t.lastValLoss))) throw bad('invalid validation losses');
+      if (t.plannedSteps != null && (!Number.isSafeInteger(t.plannedSteps) || t.plannedSteps < 0)) throw bad(`invalid planned steps ${JSON.stringify(t.plannedSteps)}`);
       if (!c.optimizer) throw bad('no optimizer state');
+      const plannedSteps = t.plannedSteps ?? totalSteps;
+      this.planSchedule(plannedSteps);
       if (!st.rng || typeof st.rng !== 'object') throw bad('no random generator state');
       if (this.scheduler && !st.scheduler) throw bad('no LR schedule state, but the trainer has a schedule');
       this.model.loadStateDict(c.weights);
@@ -539,7 +653,7 @@ export class Trainer<B = unknown> {
         throw e;
       }
       this.state = {
-        step: t.step!, elapsed: t.elapsed!, tokens: t.tokens!, bestValLoss: t.bestValLoss ?? null, lastValLoss: t.lastValLoss ?? null,
+        step: t.step!, elapsed: t.elapsed!, tokens: t.tokens!, bestValLoss: t.bestValLoss ?? null, lastValLoss: t.lastValLoss ?? null, plannedSteps,
       };
     } finally {
       disposeCheckpoint(c);
@@ -603,6 +717,7 @@ export class Trainer<B = unknown> {
       return [s, (prefix[hi] - prefix[lo]) / (hi - lo)];
     });
     const last = this.valHistory[this.valHistory.length - 1];
+    const lossUnit = this.currentUnit && unitLabels(this.currentUnit).loss;
     const parts = [`${this.state.step} steps`, `${formatDuration(this.state.elapsed)}`];
     if (train.length) parts.push(`final train loss ${smooth[smooth.length - 1][1].toFixed(4)}`);
     if (last) parts.push(`val loss ${last[1].toFixed(4)}`);
@@ -612,7 +727,7 @@ export class Trainer<B = unknown> {
         { name: window > 1 ? `train loss (mean of ${window})` : 'train loss', points: smooth, color: '#1f77b4' },
         { name: 'validation loss', points: this.valHistory, color: '#d62728', markers: true },
       ],
-      { title: this.opts.title ?? 'Loss', subtitle: parts.join(' · '), xLabel: 'step', yLabel: 'loss (nats per token, log scale)', logY: true },
+      { title: this.opts.title ?? 'Loss', subtitle: parts.join(' · '), xLabel: 'step', yLabel: `loss (${lossUnit ? `${lossUnit}, ` : ''}log scale)`, logY: true },
     );
     writeFileAtomic(path.join(outDir, 'loss.svg'), svg);
   }

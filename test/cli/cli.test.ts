@@ -1,13 +1,16 @@
 // The kiln command line, run as a user runs it (node dist/cli/main.js, built by tsc first when
 // stale): help for every command, bad flags, values and config files, and missing files give one
 // clear line and exit code 2 without a stack trace, a corrupt checkpoint exits 1 with FormatError,
-// and short end-to-end runs: `kiln train` on the toy language (then --resume), on a text file with
-// a JSON config, and `kiln generate` from their checkpoints.
+// --device cuda where CUDA is not available says why, and short end-to-end runs: `kiln train` on
+// the toy language (then --resume with more steps, which keeps the LR schedule), on a text file
+// with a JSON config and with GPT-2 tokens (a warning about the vocabulary), and `kiln generate`
+// from their checkpoints.
 import t, { Test } from 'tap';
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { buildInfo, cuda } from '../../lib/index';
 
 const root = path.join(__dirname, '..', '..');
 const main = path.join(root, 'dist', 'cli', 'main.js');
@@ -40,12 +43,23 @@ t.test('the package bin is executable (npx kiln runs it directly)', async (t) =>
   t.match(fs.readFileSync(main, 'utf8').split('\n')[0], /^#!\/usr\/bin\/env node/);
 });
 
+t.test("the README's second command, npm run train, runs the built CLI in the checkout", async (t) => {
+  const out = path.join(dir, 'npm-run');
+  const r = spawnSync('npm', ['run', '-s', 'train', '--', '--steps', '2', '--out', out, '--progress', 'none', '--sample-tokens', '0', '--n-layer', '1', '--n-embd', '16'], { cwd: root, encoding: 'utf8', timeout: 240_000 });
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /^data: kiln's toy language/);
+  t.match(r.stdout, /validation loss: .* after 2 steps/);
+  t.ok(fs.existsSync(path.join(out, 'checkpoint.safetensors')));
+  const g = spawnSync('npm', ['run', '-s', 'generate', '--', '--checkpoint', out, '--max-tokens', '5', '--seed', '1'], { cwd: root, encoding: 'utf8' });
+  t.equal(g.status, 0, g.stderr);
+});
+
 t.test('--help on every command', async (t) => {
   const top = kiln(['--help']);
   t.equal(top.code, 0);
   t.match(top.stdout, /Usage: kiln <command>/);
   t.match(top.stdout, /train .*\n.*generate/);
-  for (const [cmd, flags] of [['train', ['--data', '--tokenizer', '--config', '--steps', '--grad-accum', '--eval-interval', '--out', '--resume']], ['generate', ['--checkpoint', '--prompt', '--max-tokens', '--temperature', '--top-k', '--top-p', '--seed']]] as const) {
+  for (const [cmd, flags] of [['train', ['--data', '--tokenizer', '--config', '--steps', '--grad-accum', '--eval-interval', '--out', '--resume', '--device']], ['generate', ['--checkpoint', '--prompt', '--max-tokens', '--temperature', '--top-k', '--top-p', '--seed', '--device']]] as const) {
     const r = kiln([cmd, '--help']);
     t.equal(r.code, 0, `${cmd} --help exits 0`);
     t.match(r.stdout, new RegExp(`^Usage: kiln ${cmd}`));
@@ -83,6 +97,9 @@ t.test('bad flags and values', async (t) => {
   misuse(t, ['generate', '--temperature', '-1', '--checkpoint', '.'], /--temperature must be >= 0/);
   misuse(t, ['generate', '--top-p', '0', '--checkpoint', '.'], /--top-p must be > 0/);
   misuse(t, ['frobnicate'], /^kiln: unknown command 'frobnicate'/);
+  misuse(t, ['train', '--device', 'gpu'], /^kiln train: --device must be cpu, cuda or cuda:N, got "gpu"$/);
+  misuse(t, ['train', '--device', 'cpu:0'], /--device must be cpu, cuda or cuda:N, got "cpu:0"/);
+  misuse(t, ['generate', '--device', 'cuda:x', '--checkpoint', '.'], /--device must be cpu, cuda or cuda:N, got "cuda:x"/);
   fs.writeFileSync(path.join(dir, 'broken.json'), '{"steps": 10,');
   misuse(t, ['train', '--config', 'broken.json'], /config file broken.json is not valid JSON/);
   fs.writeFileSync(path.join(dir, 'unknown.json'), '{"stepz": 10}');
@@ -114,23 +131,40 @@ t.test('a corrupt checkpoint: exit 1 and a FormatError line', async (t) => {
   t.equal(r.stderr.trimEnd().split('\n').length, 1);
 });
 
+t.test('--device cuda where CUDA cannot run: one line saying why, before anything is written', async (t) => {
+  // On a GPU host a device index past the last GPU takes the place of the missing CUDA.
+  const n = cuda.deviceCount();
+  const dev = n > 0 ? `cuda:${n}` : 'cuda';
+  const why = !buildInfo().cuda ? /this kiln was built without its CUDA backend .*or use --device cpu$/ : n === 0 ? /no CUDA GPU is visible/ : /there (is|are) \d+ CUDA GPUs?/;
+  misuse(t, ['train', '--device', dev, '--out', 'no-gpu'], new RegExp(`^kiln train: --device ${dev}: ${why.source}`));
+  t.notOk(fs.existsSync(path.join(dir, 'no-gpu')), 'no output folder made');
+  misuse(t, ['generate', '--device', dev, '--checkpoint', '.'], new RegExp(`^kiln generate: --device ${dev}: ${why.source}`));
+});
+
 const small = ['--n-layer', '1', '--n-embd', '32', '--batch-size', '8', '--eval-interval', '15', '--eval-batches', '2', '--progress', 'log', '--sample-tokens', '8'];
 
 t.test('kiln train on the toy language, --resume, and kiln generate', async (t) => {
-  const r = kiln(['train', '--steps', '30', '--out', 'toy', ...small]);
+  const r = kiln(['train', '--steps', '30', '--out', 'toy', '--device', 'cpu', ...small]);
   t.equal(r.code, 0, r.stderr);
-  t.match(r.stdout, /data: kiln's toy language/);
+  t.match(r.stdout, /^data: kiln's toy language/);
+  t.match(r.stdout, /^training: 30 steps .*cosine to 0\.0006 at step 30\), clip 1, \d+ threads?$/m, 'on the CPU threads');
+  t.match(r.stdout, /training throughput [\d.]+k? chars\/s/, 'a character model counts chars');
+  t.match(r.stdout, /^done in \d+:\d\d \(\d+ cores\)$/m);
   t.match(r.stdout, /samples before training/);
   t.match(r.stdout, /samples after training/);
   t.match(r.stdout, /grammatical sentences: \d+% before training, \d+% after/);
   t.match(r.stdout, /validation loss: 3\.\d+ -> \d\.\d+ nats\/char after 30 steps/);
-  t.match(r.stderr, /step 30\/30 \| loss \d/, 'progress lines on stderr');
+  t.match(r.stderr, /step 30\/30 \| loss \d\.\d{4} nats\/char \| .* chars\/s/, 'progress lines on stderr, in nats/char and chars/s');
   for (const f of ['checkpoint.safetensors', 'metrics.jsonl', 'loss.svg', 'corpus.txt', 'train.tok', 'val.tok']) t.ok(fs.existsSync(path.join(dir, 'toy', f)), f);
   const steps = () => fs.readFileSync(path.join(dir, 'toy', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).step);
   t.equal(Math.max(...steps()), 30);
 
   const again = kiln(['train', '--steps', '45', '--out', 'toy', '--resume', ...small]);
   t.equal(again.code, 0, again.stderr);
+  t.equal(again.stdout.split('\n')[0], `resumed from step 30 of ${path.join('toy', 'checkpoint.safetensors')}; training to step 45; the LR schedule keeps its plan of 30 steps (not re-planned for 45)`);
+  t.match(again.stdout, /^training: 45 steps .*cosine to 0\.0006 at step 30\)/m);
+  const lrs = fs.readFileSync(path.join(dir, 'toy', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((x) => x.step > 30 && 'lr' in x).map((x) => x.lr);
+  t.ok(lrs.length > 5 && lrs.every((lr) => Math.abs(lr - 0.0006) < 1e-12), `steps 31..45 at the schedule's final lr 0.0006: ${lrs.join(' ')}`);
   t.notMatch(again.stdout, /samples before training/, 'no "before" samples when resuming');
   t.match(again.stdout, /after 45 steps/);
   // Records every 2 steps (steps / 20, rounded) and at each validation (every 15 steps).
@@ -159,8 +193,21 @@ t.test('kiln train --data with a JSON config, then generate', async (t) => {
   t.match(r.stdout, /model: GPT, 1 layer, 16 wide, 2 heads, context 16/, 'config file values');
   t.match(r.stdout, /training: 10 steps of 4 x 16 tokens/, 'flags override the config file');
   t.match(r.stdout, /validation loss: .* after 10 steps/);
-  t.equal(r.stderr, '', 'no progress with progress: none');
+  t.equal(r.stderr, '', 'no progress with progress: none, and no vocabulary warning for characters');
   const g = kiln(['generate', '--checkpoint', 'text', '--max-tokens', '20', '--seed', '1']);
   t.equal(g.code, 0, g.stderr);
   t.ok(g.stdout.length > 1 && g.stdout.length <= 20 + 1, '20 tokens at most');
+});
+
+t.test('kiln train --tokenizer gpt2 on a small text: tokens, nats/token, and a warning about the vocabulary', async (t) => {
+  const r = kiln([
+    'train', '--data', 'input.txt', '--tokenizer', 'gpt2', '--steps', '2', '--n-layer', '1', '--n-head', '2', '--n-embd', '16', '--block-size', '16',
+    '--batch-size', '4', '--eval-batches', '1', '--sample-tokens', '4', '--progress', 'none', '--out', 'gpt2',
+  ]);
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /validation loss: [\d.]+ -> [\d.]+ nats\/token after 2 steps/);
+  t.match(r.stdout, /training throughput [\d.]+k? tokens\/s/);
+  t.match(r.stderr, /^kiln train: warning: input\.txt uses (\d+) of the GPT-2 tokenizer's 50257 token ids \(0%\) in [\d.]+k tokens, so most of the model's embedding and output rows will never be trained\. For a corpus this small, --tokenizer char is the better choice\.\n$/);
+  const used = Number(/uses (\d+) of/.exec(r.stderr)?.[1]);
+  t.ok(used > 20 && used < 100, `the text's distinct GPT-2 tokens counted: ${used}`);
 });

@@ -102,7 +102,7 @@ t.test('Dropout: identity in eval mode, zeroes ~p and rescales in training', asy
 t.test('activation modules', async (t) => {
   const xs = [-3, -1, -0.25, 0, 0.5, 2];
   const x = kiln.tensor(xs, { dtype: 'float64' });
-  const close = (m: nn.Module, f: (v: number) => number) => maxDiff(values(m.forward(x)), xs.map(f)) < 1e-7;
+  const close = (m: nn.TensorModule, f: (v: number) => number) => maxDiff(values(m.forward(x)), xs.map(f)) < 1e-7;
   t.ok(close(new nn.ReLU(), (v) => Math.max(v, 0)));
   t.ok(close(new nn.GELU(), geluErf));
   t.ok(close(new nn.GELU({ approximate: 'tanh' }), geluTanh));

@@ -218,3 +218,34 @@ t.test('registerBuffer replaces and frees; dispose frees every parameter and buf
   const end = kiln.memory();
   t.equal(end.bytes, start.bytes, 'all bytes freed');
 });
+
+t.test('200,000 nested or listed modules: traversals do not overflow the call stack', async (t) => {
+  const N = 200_000;
+  class Link extends nn.Module {
+    next: Link | nn.Linear | null = null;
+  }
+  const root = new Link();
+  let tail = root;
+  for (let i = 1; i < N; i++) tail = tail.next = new Link();
+  const leaf = (tail.next = new nn.Linear(1, 1));
+  const mods = root.namedModules();
+  t.equal(mods.length, N + 1, 'every link and the Linear');
+  t.same(mods.slice(0, 3).map(([n]) => n), ['', 'next', 'next.next'], 'depth-first names');
+  t.same(root.namedParameters().map(([n]) => n), ['weight', 'bias'].map((p) => `${'next.'.repeat(N)}${p}`));
+  t.same([...root.stateDict().keys()], root.namedParameters().map(([n]) => n));
+  const visited: nn.Module[] = [];
+  root.apply((m) => void visited.push(m));
+  t.equal(visited.length, N + 1);
+  t.ok(visited[0] === leaf && visited[N] === root, 'apply goes from the deepest module up to root');
+  root.eval();
+  t.notOk(tail.training, 'eval() reaches the deepest link');
+
+  const list = new nn.ModuleList(Array.from({ length: N }, () => new nn.ReLU()));
+  const listed = list.namedModules();
+  t.equal(listed.length, N + 1);
+  t.equal(listed[N][0], String(N - 1));
+  let count = 0;
+  list.apply(() => void count++);
+  t.equal(count, N + 1);
+  leaf.dispose();
+});

@@ -6,7 +6,6 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as kiln from '../../lib/index';
-import type { Tensor } from '../../lib/index';
 import { nn, optim } from '../../lib/index';
 import { CharTokenizer, DataLoader, TokenFileDataset, writeTokenFile } from '../../lib/data/index';
 import { Trainer, scoreToyText, toyCorpus, unigramEntropy, windowSampler } from '../../lib/train/index';
@@ -30,7 +29,7 @@ t.test(`a GPT's validation loss on the toy language falls below ${BOUND} nats/ch
   kiln.manualSeed(0);
   const model = new nn.GPT({ vocabSize: tok.vocabSize, blockSize: 32, nLayer: 2, nHead: 4, nEmbd: 48 });
   const optimizer = new optim.AdamW(model.parameters(), { lr: 1e-2, weightDecay: 0.01, betas: [0.9, 0.99] });
-  const trainer = new Trainer<Tensor[]>({
+  const trainer = new Trainer({
     model,
     optimizer,
     scheduler: (o, total) => new optim.WarmupCosineLR(o, { warmupSteps: 15, totalSteps: total, minLrRatio: 0.1 }),

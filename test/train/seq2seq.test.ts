@@ -71,15 +71,18 @@ t.test('an encoder-decoder Transformer learns to reverse digit strings (>= 95% e
   const [testSrc, , testOut] = batch(new Rng(12345), 500);
   const before = accuracy(model, testSrc, testOut);
   const rng = new Rng(1);
-  const trainer = new Trainer<Tensor[]>({
+  const trainer = new Trainer({
     model,
     optimizer: new optim.AdamW(model.parameters(), { lr: 2e-3, weightDecay: 0 }),
-    loss: (m, [src, tgtIn, tgtOut]) => nn.crossEntropy(m.forward(src, tgtIn).reshape(-1, 10), tgtOut.reshape(-1)),
     scheduler: (o, total) => new optim.WarmupCosineLR(o, { warmupSteps: 30, totalSteps: total, minLrRatio: 0.05 }),
     clipGradNorm: 1,
     progress: 'none',
   });
-  const r = await trainer.fit({ train: { sample: () => batch(rng, 64) }, steps: 300 });
+  const r = await trainer.fit({
+    train: { sample: () => batch(rng, 64) },
+    loss: (m, [src, tgtIn, tgtOut]) => nn.crossEntropy(m.forward(src, tgtIn).reshape(-1, 10), tgtOut.reshape(-1)),
+    steps: 300,
+  });
   const after = accuracy(model, testSrc, testOut);
   t.ok(before < 0.01, `untrained: ${(100 * before).toFixed(1)}% exact`);
   t.ok(after >= 0.95, `trained: ${(100 * after).toFixed(1)}% of 500 new strings reversed exactly (loss ${r.trainLoss.toFixed(4)}, ${r.elapsed.toFixed(1)} s)`);
