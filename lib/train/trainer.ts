@@ -641,8 +641,8 @@ export class Trainer<M extends Module = Module> {
       if (!st.rng || typeof st.rng !== 'object') throw bad('no random generator state');
       if (this.scheduler && !st.scheduler) throw bad('no LR schedule state, but the trainer has a schedule');
       this.model.loadStateDict(c.weights);
-      this.optimizer.loadStateDict(c.optimizer);
       try {
+        this.optimizer.loadStateDict(c.optimizer);
         if (this.scheduler) this.scheduler.loadStateDict(st.scheduler as never);
         stream.loadStateDict(st.data?.train ?? null);
         if (val instanceof DataLoader && st.data?.val) val.loadStateDict(st.data.val as never);

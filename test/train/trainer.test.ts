@@ -314,6 +314,22 @@ t.test('errors', async (t) => {
   const corrupt = path.join(dir, 'corrupt.safetensors');
   fs.writeFileSync(corrupt, Buffer.from([8, 0, 0, 0, 0, 0, 0, 0, 0x7b, 0x7d]));
   await t.rejects(tr.fit({ train: [[x, y]], loss: mse, steps: 1, resume: corrupt }), kiln.FormatError, 'a corrupt checkpoint');
+  // A well-formed file whose optimizer state lost a parameter's step: an error naming the file and the entry.
+  const runDir = path.join(dir, 'adam-run');
+  const fresh = new MLP();   // mlp's weights are NaN after the test above
+  const adam = () => new optim.Adam(fresh.parameters(), { lr: 1e-3 });
+  await new Trainer({ model: fresh, optimizer: adam(), progress: 'none', outDir: runDir }).fit({ train: [[x, y]], loss: mse, steps: 1 });
+  const c = kiln.io.readCheckpoint(path.join(runDir, 'checkpoint.safetensors'));
+  const osd = c.optimizer!;
+  delete (osd.state[0] as Record<string, unknown>).step;
+  const noStep = path.join(dir, 'no-step.safetensors');
+  kiln.io.saveCheckpoint(noStep, { model: c.weights, optimizer: { stateDict: () => osd } as never, state: c.state });
+  kiln.io.disposeCheckpoint(c);
+  await t.rejects(
+    new Trainer({ model: fresh, optimizer: adam(), progress: 'none' }).fit({ train: [[x, y]], loss: mse, steps: 2, resume: noStep }),
+    { name: 'FormatError', message: /no-step\.safetensors: invalid saved state: .*step/ },
+    'a checkpoint with broken optimizer state',
+  );
 });
 
 t.test('loss-curve chart pieces', async (t) => {
