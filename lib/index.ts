@@ -4,25 +4,45 @@ import { nativeError } from './errors';
 
 native.setErrorFactory(nativeError);
 
+// The entry exports an explicit list (test/exports.test.ts keeps a snapshot of it): helpers that
+// the op files share with each other (checks, native tables, fill helpers) stay in their modules.
 export { Tensor } from './tensor';
 export type { TensorOrScalar, NestedArray, BackwardOptions } from './tensor';
 export type { DType } from './dtype';
 export type { Device } from './device';
-export * from './errors';
+export {
+  KilnError, ShapeError, DTypeError, DeviceError, IndexError, ValueError, CudaError, OutOfMemoryError, DistError, FormatError,
+  DisposedError, AutogradError,
+} from './errors';
 export { noGrad, enableGrad, isGradEnabled, setGradEnabled } from './autograd/grad_mode';
 export { Node as GradNode } from './autograd/engine';
 export type { BackwardFn } from './autograd/engine';
 export { tidy, keep, dispose, memory, emptyCache, resetPeakMemory } from './memory';
 export type { MemoryInfo } from './memory';
-export * from './ops/creation';
-export * from './ops/shape';
-export * from './ops/elementwise';
-export * from './ops/reduce';
-export * from './ops/matmul';
-export * from './ops/softmax';
-export * from './ops/norm';
-export * from './ops/index';
-export * from './ops/random';
+export {
+  tensor, scalar, empty, full, zeros, ones, emptyLike, zerosLike, onesLike, fullLike, arange, linspace, eye, to, clone, copy_, fill_,
+} from './ops/creation';
+export type { TensorOptions } from './ops/creation';
+export {
+  reshape, view, permute, transpose, t, expand, squeeze, unsqueeze, flatten, unflatten, slice, narrow, select, contiguous, split, chunk,
+  cat, stack, repeat,
+} from './ops/shape';
+export {
+  resultType, add, sub, mul, div, neg, exp, log, log1p, sqrt, rsqrt, square, reciprocal, abs, sin, cos, tanh, sigmoid, relu, silu, gelu,
+  sign, floor, ceil, round, pow, maximum, minimum, clamp, eq, ne, lt, le, gt, ge, logicalNot, logicalAnd, logicalOr, where, maskedFill,
+  add_, sub_, mul_, div_, isclose, allclose,
+} from './ops/elementwise';
+export { sum, mean, max, min, argmax, argmin, variance, std, logsumexp, all, any } from './ops/reduce';
+export type { DimArg, VarianceOptions } from './ops/reduce';
+export { matmul, linear } from './ops/matmul';
+export { softmax, logSoftmax, crossEntropy } from './ops/softmax';
+export type { CrossEntropyOptions } from './ops/softmax';
+export { layerNorm } from './ops/norm';
+export { embedding, indexSelect, gather, scatterAdd } from './ops/index';
+export {
+  manualSeed, initialSeed, getRngState, setRngState, uniform, normal, rand, randn, randint, randLike, randnLike, randintLike, dropout,
+} from './ops/random';
+export type { RngState } from './ops/random';
 export * as cuda from './cuda';
 export * as nn from './nn';
 export * as optim from './optim';

@@ -8,6 +8,6 @@ export { Rng } from './rng';
 export { CharTokenizer, GPT2Tokenizer } from './tokenizer';
 export type { Tokenizer, CharTokenizerJSON } from './tokenizer';
 export {
-  TOKEN_FILE_HEADER_BYTES, TokenFile, TokenFileWriter, TokenFileDataset, writeTokenFile, tokenizeFile, decodeHeader, safeCut,
+  TOKEN_FILE_HEADER_BYTES, TokenFile, TokenFileWriter, TokenFileDataset, writeTokenFile, tokenizeFile,
 } from './token_file';
 export type { TokenDType, TokenFileHeader, TokenFileWriterOptions, TokenizeFileOptions, TokenFileDatasetOptions } from './token_file';

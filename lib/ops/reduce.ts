@@ -125,10 +125,16 @@ export function argmin(x: Tensor, dim?: number, keepdim = false): Tensor {
   return argExtremum('argmin', x, dim, keepdim);
 }
 
-type VarOpts = { correction?: number; keepdim?: boolean };
+/** Options of variance() and std(). */
+export interface VarianceOptions {
+  /** Subtracted from the element count in the divisor: 1 (default) is Bessel's correction, 0 the population variance. */
+  correction?: number;
+  /** Keep the reduced dims with size 1 (default false). */
+  keepdim?: boolean;
+}
 
 /** var or std in one pass; the gradient of var is 2 (x - mean) / (n - correction). */
-function spreadOp(op: 'var' | 'std', x: Tensor, dim: DimArg | undefined, opts: VarOpts): Tensor {
+function spreadOp(op: 'var' | 'std', x: Tensor, dim: DimArg | undefined, opts: VarianceOptions): Tensor {
   const dims = reducedDims(op, x, dim);
   requireFloat(op, x);
   const c = opts.correction ?? 1;
@@ -143,10 +149,10 @@ function spreadOp(op: 'var' | 'std', x: Tensor, dim: DimArg | undefined, opts: V
   });
 }
 /** Variance with Bessel's correction by default (correction = 1, like torch.var). */
-export function variance(x: Tensor, dim?: DimArg, opts: VarOpts = {}): Tensor {
+export function variance(x: Tensor, dim?: DimArg, opts: VarianceOptions = {}): Tensor {
   return spreadOp('var', x, dim, opts);
 }
-export function std(x: Tensor, dim?: DimArg, opts: VarOpts = {}): Tensor {
+export function std(x: Tensor, dim?: DimArg, opts: VarianceOptions = {}): Tensor {
   return spreadOp('std', x, dim, opts);
 }
 

@@ -9,8 +9,9 @@ import * as kiln from '../../lib/index';
 import type { Tensor } from '../../lib/index';
 import {
   CharTokenizer, DataLoader, GPT2Tokenizer, TOKEN_FILE_HEADER_BYTES, TokenFile, TokenFileDataset, TokenFileWriter,
-  safeCut, tokenizeFile, writeTokenFile,
+  tokenizeFile, writeTokenFile,
 } from '../../lib/data/index';
+import { safeCut } from '../../lib/data/token_file';
 import { rng } from '../helpers/gradcheck';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-tokfile-'));

@@ -11,7 +11,8 @@ import * as kiln from '../../lib/index';
 import type { Tensor } from '../../lib/index';
 import { nn, optim } from '../../lib/index';
 import { DataLoader, TensorDataset } from '../../lib/data/index';
-import { FitResult, StepInfo, Trainer, lineChartSVG, niceTicks } from '../../lib/train/index';
+import { FitResult, StepInfo, Trainer, lineChartSVG } from '../../lib/train/index';
+import { niceTicks } from '../../lib/train/plot';
 import { randomTensor, values } from '../helpers/gradcheck';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-trainer-'));

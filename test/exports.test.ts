@@ -1,0 +1,109 @@
+// The package entry exports an explicit list: this snapshot of it (values and types, namespaces
+// walked) fails on an accidental new export or a lost one. Change it together with lib/index.ts (or
+// a namespace index) when the public API changes on purpose. The built CommonJS and ES module
+// entries must hold the same values.
+import t from 'tap';
+import { execFileSync } from 'child_process';
+import * as path from 'path';
+
+const root = path.join(__dirname, '..');
+const { publicExports } = require('../scripts/public-api') as { publicExports(opts?: { topValuesOnly?: boolean }): string[] };
+
+const PUBLIC_API = [
+  // kiln
+  'AutogradError', 'BackwardFn (type)', 'BackwardOptions (type)', 'CrossEntropyOptions (type)', 'CudaError', 'DType (type)',
+  'DTypeError', 'Device (type)', 'DeviceError', 'DimArg (type)', 'DisposedError', 'DistError', 'FormatError', 'GradNode',
+  'IndexError', 'KilnError', 'MemoryInfo (type)', 'NestedArray (type)', 'OutOfMemoryError', 'RngState (type)', 'ShapeError',
+  'Tensor', 'TensorOptions (type)', 'TensorOrScalar (type)', 'ValueError', 'VarianceOptions (type)', 'abs', 'add', 'add_', 'all',
+  'allclose', 'any', 'arange', 'argmax', 'argmin', 'buildInfo', 'cat', 'ceil', 'chunk', 'clamp', 'clone', 'contiguous', 'copy_',
+  'cos', 'crossEntropy', 'cuda', 'data', 'dispose', 'div', 'div_', 'dropout', 'embedding', 'empty', 'emptyCache', 'emptyLike',
+  'enableGrad', 'eq', 'exp', 'expand', 'eye', 'fill_', 'flatten', 'floor', 'full', 'fullLike', 'gather', 'ge', 'gelu',
+  'getRngState', 'gt', 'indexSelect', 'initialSeed', 'io', 'isGradEnabled', 'isclose', 'keep', 'layerNorm', 'le', 'linear',
+  'linspace', 'log', 'log1p', 'logSoftmax', 'logicalAnd', 'logicalNot', 'logicalOr', 'logsumexp', 'lt', 'manualSeed',
+  'maskedFill', 'matmul', 'max', 'maximum', 'mean', 'memory', 'min', 'minimum', 'mul', 'mul_', 'narrow', 'ne', 'neg', 'nn',
+  'noGrad', 'normal', 'ones', 'onesLike', 'optim', 'permute', 'pow', 'rand', 'randLike', 'randint', 'randintLike', 'randn',
+  'randnLike', 'reciprocal', 'relu', 'repeat', 'resetPeakMemory', 'reshape', 'resultType', 'round', 'rsqrt', 'scalar',
+  'scatterAdd', 'select', 'setGradEnabled', 'setNumThreads', 'setRngState', 'sigmoid', 'sign', 'silu', 'sin', 'slice', 'softmax',
+  'split', 'sqrt', 'square', 'squeeze', 'stack', 'std', 'sub', 'sub_', 'sum', 't', 'tanh', 'tensor', 'tidy', 'to', 'train',
+  'transpose', 'unflatten', 'uniform', 'unsqueeze', 'variance', 'view', 'where', 'zeros', 'zerosLike',
+  // kiln.cuda
+  'cuda.CudaMemoryStats (type)', 'cuda.allowTF32', 'cuda.deviceCount', 'cuda.emptyCache', 'cuda.getDeviceName',
+  'cuda.isAvailable', 'cuda.memoryStats', 'cuda.resetPeakMemoryStats', 'cuda.setAllowTF32', 'cuda.syncCount', 'cuda.synchronize',
+  // kiln.data
+  'data.CharTokenizer', 'data.CharTokenizerJSON (type)', 'data.Collated (type)', 'data.DataLoader',
+  'data.DataLoaderOptions (type)', 'data.DataLoaderStateDict (type)', 'data.Dataset (type)', 'data.GPT2Tokenizer', 'data.Rng',
+  'data.TOKEN_FILE_HEADER_BYTES', 'data.TensorDataset', 'data.TokenDType (type)', 'data.TokenFile', 'data.TokenFileDataset',
+  'data.TokenFileDatasetOptions (type)', 'data.TokenFileHeader (type)', 'data.TokenFileWriter',
+  'data.TokenFileWriterOptions (type)', 'data.TokenizeFileOptions (type)', 'data.Tokenizer (type)', 'data.defaultCollate',
+  'data.tokenizeFile', 'data.writeTokenFile',
+  // kiln.io
+  'io.Checkpoint (type)', 'io.CheckpointContents (type)', 'io.Checksums (type)', 'io.LoadSafetensorsOptions (type)',
+  'io.LoadedSafetensors (type)', 'io.MAX_HEADER_BYTES', 'io.SafetensorsEntry (type)', 'io.SafetensorsHeader (type)',
+  'io.disposeCheckpoint', 'io.loadCheckpoint', 'io.loadSafetensors', 'io.readCheckpoint', 'io.readSafetensorsHeader',
+  'io.saveCheckpoint', 'io.saveSafetensors', 'io.writeAtomic', 'io.writeFileAtomic',
+  // kiln.nn
+  'nn.Activation (type)', 'nn.AttentionForwardOptions (type)', 'nn.BCELoss', 'nn.BCEWithLogitsLoss', 'nn.CrossEntropyLoss',
+  'nn.CrossEntropyOptions (type)', 'nn.DecoderLayerForwardOptions (type)', 'nn.Dropout', 'nn.Embedding',
+  'nn.EmbeddingOptions (type)', 'nn.EncoderLayerForwardOptions (type)', 'nn.FactoryOptions (type)', 'nn.GELU', 'nn.GPT',
+  'nn.GPTBlock', 'nn.GPTConfig (type)', 'nn.GPTForwardOptions (type)', 'nn.GPTMLP', 'nn.GenerateOptions (type)', 'nn.Identity',
+  'nn.KVCache', 'nn.LayerNorm', 'nn.LearnedPositionalEmbedding', 'nn.Linear', 'nn.MSELoss', 'nn.Module', 'nn.ModuleDict',
+  'nn.ModuleList', 'nn.MultiheadAttention', 'nn.MultiheadAttentionOptions (type)', 'nn.NLLLoss', 'nn.NLLLossOptions (type)',
+  'nn.NormOptions (type)', 'nn.Parameter', 'nn.PositionalOptions (type)', 'nn.RMSNorm', 'nn.ReLU', 'nn.Reduction (type)',
+  'nn.SamplingOptions (type)', 'nn.Sequential', 'nn.SiLU', 'nn.Sigmoid', 'nn.SinusoidalPositionalEncoding',
+  'nn.StateDictLoadResult (type)', 'nn.Tanh', 'nn.TensorModule (type)', 'nn.Transformer', 'nn.TransformerDecoder',
+  'nn.TransformerDecoderLayer', 'nn.TransformerEncoder', 'nn.TransformerEncoderLayer', 'nn.TransformerForwardOptions (type)',
+  'nn.TransformerLayerOptions (type)', 'nn.TransformerOptions (type)', 'nn.attention', 'nn.bceLoss', 'nn.bceWithLogits',
+  'nn.causalMask', 'nn.crossEntropy', 'nn.init', 'nn.mseLoss', 'nn.nllLoss', 'nn.rmsNorm', 'nn.sampleLogits',
+  'nn.scaledDotProductAttention',
+  // kiln.nn.init
+  'nn.init.KaimingOptions (type)', 'nn.init.Nonlinearity (type)', 'nn.init.calculateGain', 'nn.init.computeFans',
+  'nn.init.constant_', 'nn.init.kaimingNormal_', 'nn.init.kaimingUniform_', 'nn.init.normal_', 'nn.init.ones_',
+  'nn.init.uniform_', 'nn.init.xavierNormal_', 'nn.init.xavierUniform_', 'nn.init.zeros_',
+  // kiln.optim
+  'optim.Adam', 'optim.AdamOptions (type)', 'optim.AdamW', 'optim.BaseOptions (type)', 'optim.ClipGradNormOptions (type)',
+  'optim.CosineAnnealingLR', 'optim.CosineAnnealingOptions (type)', 'optim.ExponentialLR', 'optim.ExponentialLROptions (type)',
+  'optim.LRScheduler', 'optim.LRSchedulerStateDict (type)', 'optim.LambdaLR', 'optim.LambdaLROptions (type)', 'optim.LinearLR',
+  'optim.LinearLROptions (type)', 'optim.LinearWarmupLR', 'optim.LinearWarmupOptions (type)', 'optim.MultiStepLR',
+  'optim.MultiStepLROptions (type)', 'optim.Optimizer', 'optim.OptimizerStateDict (type)', 'optim.ParamGroup (type)',
+  'optim.ParamGroupInput (type)', 'optim.ParamState (type)', 'optim.Params (type)', 'optim.SGD', 'optim.SGDOptions (type)',
+  'optim.Schedule (type)', 'optim.SchedulerOptions (type)', 'optim.SequentialLR', 'optim.SequentialLROptions (type)',
+  'optim.StateSpec (type)', 'optim.StepLR', 'optim.StepLROptions (type)', 'optim.WarmupCosineLR',
+  'optim.WarmupCosineOptions (type)', 'optim.clipGradNorm',
+  // kiln.train
+  'train.BatchOptions (type)', 'train.BatchSampler (type)', 'train.BatchSource (type)', 'train.BatchUnit (type)',
+  'train.CHECKPOINT_FILE', 'train.Callback (type)', 'train.ChartOptions (type)', 'train.EvalInfo (type)',
+  'train.EvalOptions (type)', 'train.FitOptions (type)', 'train.FitResult (type)', 'train.MetricsRecord (type)',
+  'train.ProgressInfo (type)', 'train.ProgressMode (type)', 'train.ProgressReporter', 'train.Series (type)',
+  'train.StepInfo (type)', 'train.ToyCorpusOptions (type)', 'train.ToyLineCheck (type)', 'train.ToyScore (type)',
+  'train.Trainer', 'train.TrainerOptions (type)', 'train.WindowSource (type)', 'train.checkToyLine', 'train.lineChartSVG',
+  'train.scoreToyText', 'train.toyCorpus', 'train.unigramEntropy', 'train.windowSampler',
+];
+
+const values = PUBLIC_API.filter((n) => !n.endsWith(' (type)'));
+
+t.test('lib/index.ts exports exactly the public API', async (t) => {
+  t.same(publicExports(), [...PUBLIC_API].sort());
+});
+
+/** Value names a built entry has (namespaces, plain objects, walked), loaded by a child process. */
+function builtValues(nodeArgs: string[], load: string): string[] {
+  const walk = `const walk = (o, prefix, out) => {
+    for (const k of Object.keys(o)) {
+      if (k === 'default') continue;
+      out.push(prefix + k);
+      const v = o[k];
+      if (v !== null && typeof v === 'object' && !Array.isArray(v)) walk(v, prefix + k + '.', out);
+    }
+    return out;
+  };`;
+  const script = `${walk} ${load}; console.log(JSON.stringify(walk(m, '', []).sort()));`;
+  return JSON.parse(execFileSync(process.execPath, [...nodeArgs, '-e', script], { cwd: root, encoding: 'utf8' }));
+}
+
+t.test('the built CommonJS entry (dist/index.js) has exactly those values', async (t) => {
+  t.same(builtValues([], "const m = require('./dist')"), [...values].sort());
+});
+
+t.test('the ES module entry (dist/index.mjs) has the same values', async (t) => {
+  t.same(builtValues(['--input-type=module'], "const m = await import('kiln')"), [...values].sort());
+});
