@@ -13,7 +13,9 @@ export class KilnError extends Error {
   }
 }
 
-function errorClass(code: string) {
+// Typed as a plain KilnError constructor so that the declarations name no Node.js types (the inferred
+// class type would carry ErrorConstructor's statics, NodeJS.CallSite among them).
+function errorClass(code: string): new (op: string, message: string) => KilnError {
   return class extends KilnError {
     constructor(op: string, message: string) {
       super(op, message, code);

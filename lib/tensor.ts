@@ -19,6 +19,16 @@ import * as red from './ops/reduce';
 import * as sh from './ops/shape';
 import * as sm from './ops/softmax';
 
+// Symbol.dispose (for `using` declarations) exists in every Node.js kiln supports (20 and up), but
+// TypeScript declares it only in lib "esnext.disposable" (and @types/node): declaring it here lets a
+// consumer compile kiln's declarations with neither. The declaration is the same as theirs, so it
+// merges with them.
+declare global {
+  interface SymbolConstructor {
+    readonly dispose: unique symbol;
+  }
+}
+
 export type TensorOrScalar = Tensor | number;
 
 /** Options of Tensor.backward. */

@@ -52,7 +52,7 @@ function encodeHeader(h: TokenFileHeader): Buffer {
 }
 
 /** Parses and checks a header against the size of the file it came from (untrusted input). */
-export function decodeHeader(b: Buffer, fileBytes: number, path: string): TokenFileHeader {
+function decodeHeader(b: Buffer, fileBytes: number, path: string): TokenFileHeader {
   const op = 'TokenFile.open';
   if (fileBytes < TOKEN_FILE_HEADER_BYTES || b.length < TOKEN_FILE_HEADER_BYTES) {
     throw new FormatError(op, `${path}: ${fileBytes} bytes is shorter than the ${TOKEN_FILE_HEADER_BYTES}-byte header`);

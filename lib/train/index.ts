@@ -10,4 +10,4 @@ export type { ToyCorpusOptions, ToyLineCheck, ToyScore } from './corpus';
 export { lineChartSVG } from './plot';
 export type { Series, ChartOptions } from './plot';
 export { ProgressReporter } from './progress';
-export type { ProgressMode, ProgressInfo, BatchUnit } from './progress';
+export type { ProgressMode, ProgressInfo, ProgressStream, BatchUnit } from './progress';

@@ -7,6 +7,17 @@ import { MultiBar, SingleBar } from 'cli-progress';
 export type ProgressMode = 'bar' | 'log' | 'none';
 
 /**
+ * Where progress goes: process.stderr (the default), process.stdout, a file stream, or anything with a
+ * write(text) method (a structural type, so that kiln's declarations need no Node.js types). A live
+ * bar needs a terminal stream.
+ */
+export interface ProgressStream {
+  write(text: string): unknown;
+  /** True for a terminal: progress 'auto' then shows a live bar, else plain lines. */
+  isTTY?: boolean;
+}
+
+/**
  * What a batch is counted in, which also names what the Trainer reports: 'token' and 'char' are for
  * language models (throughput in tokens/s or chars/s, losses in nats per token or per char), 'sample'
  * for everything else (samples/s, a plain loss).
@@ -68,14 +79,14 @@ export class ProgressReporter {
     total: number,
     start: number,
     private readonly logInterval: number,
-    private readonly stream: NodeJS.WritableStream = process.stderr,
+    private readonly stream: ProgressStream = process.stderr,
   ) {
     if (mode !== 'bar') return;
     this.multi = new MultiBar({
       format: '{bar} {value}/{total} | loss {loss} | val {val} | lr {lr} | {rate} | {elapsed} < {remaining}',
       barsize: 24,
       hideCursor: true,
-      stream,
+      stream: stream as NodeJS.WritableStream,
       fps: 5,
       linewrap: false,
       gracefulExit: true,

@@ -27,7 +27,7 @@ import type { LRScheduler } from '../optim/lr_scheduler';
 import type { Optimizer } from '../optim/optimizer';
 import { Tensor } from '../tensor';
 import { lineChartSVG } from './plot';
-import { BatchUnit, ProgressMode, ProgressReporter, formatDuration, unitLabels } from './progress';
+import { BatchUnit, ProgressMode, ProgressReporter, ProgressStream, formatDuration, unitLabels } from './progress';
 
 /** A source of training batches drawn one at a time (e.g. random windows of a token file). */
 export interface BatchSampler<B> {
@@ -125,7 +125,7 @@ export interface TrainerOptions<M extends Module = Module> {
   /** 'auto' (default): a live bar on a terminal, else a line every logInterval steps; or 'bar', 'log', 'none'. */
   progress?: ProgressMode | 'auto';
   /** Where progress goes (default process.stderr). */
-  progressStream?: NodeJS.WritableStream;
+  progressStream?: ProgressStream;
   callbacks?: Callback<M>[];
   /** What batches are counted in (default: 'token' when a batch's first tensor holds integers, token ids; else 'sample'). */
   unit?: BatchUnit;
@@ -485,7 +485,7 @@ export class Trainer<M extends Module = Module> {
     }
     const metrics = outDir ? this.openMetrics(outDir, resumed) : null;
     const logInterval = opts.logInterval ?? 1;
-    const mode: ProgressMode = !opts.progress || opts.progress === 'auto' ? ((opts.progressStream ?? process.stderr) as NodeJS.WriteStream).isTTY ? 'bar' : 'log' : opts.progress;
+    const mode: ProgressMode = !opts.progress || opts.progress === 'auto' ? (opts.progressStream ?? process.stderr).isTTY ? 'bar' : 'log' : opts.progress;
     const runStart = Date.now() - this.state.elapsed * 1000;
     const elapsed = () => (Date.now() - runStart) / 1000;
     let checkpoint: string | null = null;
