@@ -81,7 +81,8 @@ export class Tensor {
   private _collectable = false;
 
   /**
-   * @internal Use kiln.tensor() and the other creation functions. `owner` says who frees the
+   * Not for users: create tensors with kiln.tensor(), kiln.zeros() and the other creation functions
+   * (h is a handle only the addon makes). `owner` says who frees the
    * handle if nobody disposes it: the innermost tidy scope ('scope'; outside every scope the
    * collector), the collector ('gc'), or a graph node that disposes it itself ('graph').
    */

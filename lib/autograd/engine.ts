@@ -15,30 +15,46 @@ export type BackwardFn = (grad: Tensor, saved: Tensor[], needs: boolean[]) => Ar
 
 type Edge = { node: Node; leaf?: undefined } | { leaf: Tensor; node?: undefined };
 
-/** One recorded op in the graph. */
+/**
+ * One recorded op in the graph (kiln.GradNode; like a PyTorch grad_fn): tensor.gradFn of a result
+ * that requires grad. Ops make them as they record; backward() walks them.
+ */
 export class Node {
+  /** @internal Hooks on the gradient of this node's output (registerHook on a non-leaf). */
   hooks: Array<(grad: Tensor) => Tensor | void> = [];
   /**
-   * Tensors whose .grad is kept although they are not leaves (retainGrad), held weakly: the node
+   * @internal Tensors whose .grad is kept although they are not leaves (retainGrad), held weakly: the node
    * must not keep its own output alive, or an undisposed output could never be collected.
    */
   retainers: WeakRef<Tensor>[] = [];
+  /** @internal True once the saved tensors were freed (after backward, or when nothing can reach the node). */
   released = false;
   /** Live tensors this node produced plus edges from consumer nodes: what keeps `saved` alive. */
   private refs = 0;
-  /** Each saved tensor's _version when it was saved. */
+  /** @internal Each saved tensor's _version when it was saved. */
   readonly savedVersions: number[];
+  /** @internal Tensors the backward rule needs (freed by release()). */
+  saved: Tensor[];
+  /** @internal The backward rule (null once released). */
+  fn: BackwardFn | null;
+
+  /** @internal Made by recordOp. */
   constructor(
+    /** The op that made the output ('matmul', 'add', ...). */
     readonly name: string,
+    /** Per input: the node that made it, the leaf it is, or null when it needs no gradient. */
     readonly next: ReadonlyArray<Edge | null>,
+    /** The shape of each input. */
     readonly inputShapes: ReadonlyArray<readonly number[]>,
-    public saved: Tensor[],
-    public fn: BackwardFn | null,
+    saved: Tensor[],
+    fn: BackwardFn | null,
   ) {
+    this.saved = saved;
+    this.fn = fn;
     this.savedVersions = saved.map((t) => t._version);
   }
 
-  /** Throws when a saved tensor was written in place after it was saved (its gradient would be wrong). */
+  /** @internal Throws when a saved tensor was written in place after it was saved (its gradient would be wrong). */
   checkSavedVersions(): void {
     for (let i = 0; i < this.saved.length; i++) {
       const t = this.saved[i], now = t._version;
@@ -53,6 +69,7 @@ export class Node {
     }
   }
 
+  /** @internal Frees the saved tensors and the backward rule. */
   release(): void {
     for (const t of this.saved) t.dispose();
     this.saved = [];

@@ -15,7 +15,7 @@ import { permute, reshape, transpose } from './shape';
 /** @internal GEMM implementations the native gemmRaw entry point offers. */
 export type GemmImpl = 'auto' | 'builtin' | 'builtin:baseline' | 'builtin:avx2' | 'builtin:avx512' | 'blas';
 
-/** The native functions of this family (native/binding/matmul.cc). */
+/** @internal The native functions of this family (native/binding/matmul.cc). */
 export interface MatmulNative {
   /** out = a @ b (+ bias on every row): a [batch, M, K], b [batch, K, N], bias [N] or null, out [batch, M, N] contiguous. */
   bmm(a: NativeHandle, b: NativeHandle, bias: NativeHandle | null, out: NativeHandle): void;

@@ -191,12 +191,12 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
     }
   }
 
-  /** @internal A zero tensor shaped like p, kept out of every tidy scope (state outlives steps). */
+  /** For update(): a zero tensor shaped like p, kept out of every tidy scope (state outlives steps). */
   protected zerosState(p: Tensor): Tensor {
     return keep(zerosLike(p));
   }
 
-  /** @internal The tensor state[key] of a parameter; a ValueError when it is missing (state loaded from another optimizer). */
+  /** For update(): the tensor state[key] of a parameter; a ValueError when it is missing (state loaded from another optimizer). */
   protected stateTensor(s: ParamState, key: string, p: Tensor): Tensor {
     const v = s[key];
     if (!(v instanceof Tensor)) {
