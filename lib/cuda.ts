@@ -16,14 +16,19 @@ interface CudaNative {
 }
 const N = native as unknown as CudaNative;
 
+/**
+ * One GPU's caching-allocator statistics (like torch.cuda.memory_stats), from kiln.cuda.memoryStats().
+ */
 export interface CudaMemoryStats {
   /** Bytes in blocks held by tensors. */
   allocated: number;
   /** Bytes obtained from the driver (held by tensors plus cached for reuse). */
   reserved: number;
+  /** Most bytes held by tensors at once since start or since resetPeakMemoryStats(). */
   peakAllocated: number;
   /** cudaMalloc calls so far (flat during steady training: the cache serves the hot path). */
   mallocs: number;
+  /** cudaFree calls so far (emptyCache(), and the retry after an allocation failed). */
   frees: number;
   /** Allocations that failed even after the cache was freed. */
   ooms: number;
@@ -51,6 +56,10 @@ export function isAvailable(): boolean {
 export function deviceCount(): number {
   return N.cudaDeviceCount();
 }
+/**
+ * The GPU's name as the driver reports it (like torch.cuda.get_device_name); device is a number or
+ * 'cuda:N' (default 0). A DeviceError without CUDA.
+ */
 export function getDeviceName(device?: number | string): string {
   return need('cudaDeviceName')(index(device));
 }
@@ -58,9 +67,17 @@ export function getDeviceName(device?: number | string): string {
 export function synchronize(device?: number | string): void {
   need('cudaSynchronize')(index(device));
 }
+/**
+ * The caching allocator's statistics for device (a number or 'cuda:N', default 0). A DeviceError
+ * without CUDA.
+ */
 export function memoryStats(device?: number | string): CudaMemoryStats {
   return need('cudaMemoryStats')(index(device));
 }
+/**
+ * Starts peakAllocated afresh from what is allocated now on device (default 0), to measure one phase's
+ * peak.
+ */
 export function resetPeakMemoryStats(device?: number | string): void {
   need('cudaResetPeakMemoryStats')(index(device));
 }
@@ -76,6 +93,7 @@ export function syncCount(): number {
 export function setAllowTF32(on: boolean): void {
   need('cudaSetAllowTF32')(on);
 }
+/** Whether float32 matmuls may use TF32 tensor cores (setAllowTF32; false without CUDA). */
 export function allowTF32(): boolean {
   return N.cudaAllowTF32 ? N.cudaAllowTF32() : false;
 }

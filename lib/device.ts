@@ -1,6 +1,7 @@
 // Devices: 'cpu' or 'cuda:N', and their native codes (-1 for the CPU, N for cuda:N).
 import { DeviceError } from './errors';
 
+/** Where a tensor lives: 'cpu', or 'cuda:N' for GPU N (options also accept 'cuda', meaning cuda:0). */
 export type Device = 'cpu' | `cuda:${number}`;
 
 export function deviceCode(op: string, d: string): number {

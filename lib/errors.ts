@@ -3,8 +3,11 @@
 
 /** Base class of every kiln error. `code` is the class name; `op` is the operation that failed. */
 export class KilnError extends Error {
+  /** The error's class name ('ShapeError', 'OutOfMemoryError', ...), also its `name`: stable for programs to test. */
   readonly code: string;
+  /** The operation that failed ('matmul', 'loadSafetensors', ...); the message starts with it. */
   readonly op: string;
+  /** op names the failed operation; the message becomes `${op}: ${message}`. */
   constructor(op: string, message: string, code = 'KilnError') {
     super(op ? `${op}: ${message}` : message);
     this.op = op;

@@ -7,7 +7,7 @@ native.setErrorFactory(nativeError);
 // The entry exports an explicit list (test/exports.test.ts keeps a snapshot of it): helpers that
 // the op files share with each other (checks, native tables, fill helpers) stay in their modules.
 export { Tensor } from './tensor';
-export type { TensorOrScalar, NestedArray, BackwardOptions } from './tensor';
+export type { TensorOrScalar, NestedArray, BackwardOptions, HookHandle } from './tensor';
 export type { DType } from './dtype';
 export type { Device } from './device';
 export {
@@ -50,8 +50,25 @@ export * as data from './data';
 export * as train from './train';
 export * as io from './io';
 
-/** What the native build enabled: OpenMP, the GEMM library, CUDA, the thread count, and the instruction set the vectorized CPU kernels (elementwise, softmax, cross-entropy) run: their AVX2+FMA clones when the CPU has them, unless KILN_SIMD=baseline. */
-export function buildInfo(): { openmp: boolean; blas: string; cuda: boolean; threads: number; simd: 'avx2' | 'baseline' } {
+/** What the native build enabled (kiln.buildInfo()). */
+export interface BuildInfo {
+  /** Whether the CPU kernels run on OpenMP threads. */
+  openmp: boolean;
+  /** The GEMM library float32 matmul calls: 'openblas' when the build found it, else 'builtin' (kiln's blocked kernels). */
+  blas: string;
+  /** Whether the CUDA backend was compiled in (kiln.cuda.isAvailable() also needs a visible GPU). */
+  cuda: boolean;
+  /** Threads the CPU kernels use (setNumThreads changes it). */
+  threads: number;
+  /**
+   * The instruction set the vectorized CPU kernels (elementwise, softmax, cross-entropy) run: their
+   * AVX2+FMA clones when the CPU has them, unless KILN_SIMD=baseline.
+   */
+  simd: 'avx2' | 'baseline';
+}
+
+/** What the native build enabled: OpenMP, the GEMM library, CUDA, the thread count and the SIMD level. */
+export function buildInfo(): BuildInfo {
   return native.buildInfo();
 }
 

@@ -9,6 +9,7 @@ import { Tensor } from '../tensor';
 import type { Dataset } from './dataset';
 import { Rng } from './rng';
 
+/** Options of a DataLoader (like the keyword arguments of torch.utils.data.DataLoader). */
 export interface DataLoaderOptions<T, B> {
   /** Items per batch (default 1). */
   batchSize?: number;
@@ -22,8 +23,11 @@ export interface DataLoaderOptions<T, B> {
   collate?: (items: T[]) => B;
 }
 
+/** Where a DataLoader's stream is, for checkpoints: loadStateDict() continues from here. */
 export interface DataLoaderStateDict {
+  /** The seed of the shuffled orders. */
   seed: number;
+  /** The epoch in progress (or the next one, between epochs). */
   epoch: number;
   /** Batches of `epoch` already yielded. */
   position: number;
@@ -85,10 +89,15 @@ export function defaultCollate(items: unknown[]): unknown {
  * tensors are freed once collated.
  */
 export class DataLoader<T, B = Collated<T>> implements Iterable<B> {
+  /** The dataset the batches come from. */
   readonly dataset: Dataset<T>;
+  /** Items per batch (the last batch of an epoch may be smaller unless dropLast). */
   readonly batchSize: number;
+  /** Whether each epoch visits the items in a new seeded random order. */
   readonly shuffle: boolean;
+  /** Whether a last batch smaller than batchSize is left out. */
   readonly dropLast: boolean;
+  /** Seed of the shuffled orders: epoch e visits the permutation of (seed, e). */
   seed: number;
   /** The epoch the next iteration runs (each iteration advances it; set it to jump, like PyTorch's set_epoch). */
   epoch = 0;
@@ -129,6 +138,9 @@ export class DataLoader<T, B = Collated<T>> implements Iterable<B> {
     return out;
   }
 
+  /**
+   * Runs one epoch: yields its batches (continuing a loaded stateDict mid-epoch) and advances epoch.
+   */
   *[Symbol.iterator](): Iterator<B> {
     const epoch = this.epoch;
     this.epoch = epoch + 1;

@@ -8,7 +8,9 @@ import type { Tensor } from '../tensor';
 
 /** A map-style dataset: `length` items, read by index. */
 export interface Dataset<T> {
+  /** Number of items. */
   readonly length: number;
+  /** The item at index, an integer in [0, length) (an IndexError otherwise, by convention). */
   get(index: number): T;
   /**
    * Optional: the collated batch of the items at `indices` in one go (what DataLoader's default
@@ -24,9 +26,15 @@ export function checkIndex(op: string, i: number, n: number): void {
 
 /** Items are the slices t[i] of each tensor along the first dimension (views sharing storage). */
 export class TensorDataset implements Dataset<Tensor[]> {
+  /** The tensors, in the order given; item i holds their slices at i. */
   readonly tensors: readonly Tensor[];
+  /** Number of items: the first dimension of the tensors. */
   readonly length: number;
 
+  /**
+   * Tensors sharing their first dimension (a ShapeError otherwise), like
+   * torch.utils.data.TensorDataset.
+   */
   constructor(...tensors: Tensor[]) {
     if (tensors.length === 0) throw new ValueError('TensorDataset', 'needs at least one tensor');
     const n = tensors[0].ndim > 0 ? tensors[0].shape[0] : -1;
@@ -37,6 +45,7 @@ export class TensorDataset implements Dataset<Tensor[]> {
     this.length = n;
   }
 
+  /** The slices at index of each tensor, as views (an IndexError outside [0, length)). */
   get(index: number): Tensor[] {
     checkIndex('TensorDataset.get', index, this.length);
     return this.tensors.map((t) => t.select(0, index));

@@ -82,6 +82,10 @@ export class Rng {
     return Array.from(this.s);
   }
 
+  /**
+   * Restores a state from getState() (four 32-bit unsigned integers, not all zero; a ValueError
+   * otherwise).
+   */
   setState(state: readonly number[]): void {
     if (!Array.isArray(state) || state.length !== 4 || !state.every((w) => Number.isInteger(w) && w >= 0 && w < 2 ** 32) || state.every((w) => w === 0)) {
       throw new ValueError('Rng.setState', 'expected four 32-bit unsigned integers, not all zero');

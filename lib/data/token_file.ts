@@ -18,11 +18,21 @@ const VERSION = 1;
 /** Token ids are read into int32 tensors, so no vocabulary may exceed 2^31 entries. */
 const MAX_VOCAB = 2 ** 31;
 
+/**
+ * How a token file stores each token: a little-endian uint16 (vocabularies up to 65,536, GPT-2's
+ * included) or uint32.
+ */
 export type TokenDType = 'uint16' | 'uint32';
 const WIDTH: Record<TokenDType, number> = { uint16: 2, uint32: 4 };
 
+/**
+ * The 32-byte header of a kiln token file: the magic "KILNTOK\0", then the version, token width, count
+ * and vocabulary size.
+ */
 export interface TokenFileHeader {
+  /** Format version (1). */
   version: number;
+  /** How each token is stored. */
   dtype: TokenDType;
   /** Number of tokens. */
   count: number;
@@ -77,8 +87,11 @@ function decodeHeader(b: Buffer, fileBytes: number, path: string): TokenFileHead
 
 /** A token file open for reading; windows are read on demand with positioned reads. */
 export class TokenFile implements TokenFileHeader {
+  /** The file read. */
   readonly path: string;
+  /** Format version from the header. */
   readonly version: number;
+  /** Token width from the header. */
   readonly dtype: TokenDType;
   readonly count: number;
   readonly vocabSize: number;
@@ -135,10 +148,12 @@ export class TokenFile implements TokenFileHeader {
     return dst;
   }
 
+  /** Closes the file; read() then throws. Closing twice is harmless. */
   close(): void {
     if (this.fd !== null) fs.closeSync(this.fd);
     this.fd = null;
   }
+  /** close(), for `using` declarations. */
   [Symbol.dispose](): void {
     this.close();
   }
@@ -153,7 +168,9 @@ function readFully(fd: number, buf: Uint8Array, offset: number, length: number, 
   }
 }
 
+/** Options of TokenFileWriter and writeTokenFile. */
 export interface TokenFileWriterOptions {
+  /** Vocabulary size: every token written must be an integer in [0, vocabSize). */
   vocabSize: number;
   /** Token width (default uint16 when vocabSize <= 65536, else uint32). */
   dtype?: TokenDType;
@@ -164,8 +181,11 @@ export interface TokenFileWriterOptions {
  * the token count into the header) and renames to path, so a reader never sees a half-written file.
  */
 export class TokenFileWriter {
+  /** Where the finished file goes (it is written as `<path>.partial` until close()). */
   readonly path: string;
+  /** Token width of the file. */
   readonly dtype: TokenDType;
+  /** Vocabulary size written into the header. */
   readonly vocabSize: number;
   private fd: number | null;
   private n = 0;
@@ -251,6 +271,10 @@ export function safeCut(text: string): number {
   return -1;
 }
 
+/**
+ * Options of tokenizeFile: the writer options (vocabSize defaults to the tokenizer's) and how the text
+ * is read.
+ */
 export interface TokenizeFileOptions extends Partial<TokenFileWriterOptions> {
   /** Characters read per piece (default 2^20); text is carried over to the next safe cut. */
   chunkChars?: number;
@@ -292,6 +316,7 @@ export async function tokenizeFile(textPath: string, outPath: string, tokenizer:
   return w.count;
 }
 
+/** Options of TokenFileDataset. */
 export interface TokenFileDatasetOptions {
   /** Tokens per input window; each item is blockSize + 1 consecutive tokens split into (input, target). */
   blockSize: number;
@@ -309,10 +334,15 @@ export interface TokenFileDatasetOptions {
  * start offsets uniformly from a seeded generator (whose state stateDict saves).
  */
 export class TokenFileDataset implements Dataset<[Tensor, Tensor]> {
+  /** The open token file (closed by close()). */
   readonly file: TokenFile;
+  /** Tokens per input window. */
   readonly blockSize: number;
+  /** Tokens between the starts of consecutive items. */
   readonly stride: number;
+  /** Number of items: the windows of blockSize + 1 tokens that start at multiples of stride. */
   readonly length: number;
+  /** dtype of the input and target tensors. */
   readonly dtype: 'int32' | 'int64';
   private readonly rng: Rng;
 
@@ -336,6 +366,10 @@ export class TokenFileDataset implements Dataset<[Tensor, Tensor]> {
     this.rng = new Rng(opts.seed ?? 0);
   }
 
+  /**
+   * Item index: input tokens[s, s + blockSize) and target tokens[s + 1, s + blockSize + 1) for s =
+   * index * stride, each of shape [blockSize].
+   */
   get(index: number): [Tensor, Tensor] {
     checkIndex('TokenFileDataset.get', index, this.length);
     return this.windows([index * this.stride], [this.blockSize]);
@@ -374,14 +408,19 @@ export class TokenFileDataset implements Dataset<[Tensor, Tensor]> {
   }
 
   /** The sampling generator's state (for resuming a run). */
-  stateDict(): { rng: number[] } {
+  stateDict(): {
+    /** The generator's state (Rng.getState()). */
+    rng: number[];
+  } {
     return { rng: this.rng.getState() };
   }
 
+  /** Restores the sampling generator from stateDict(), so sampleBatch continues the same sequence. */
   loadStateDict(sd: { rng: number[] }): void {
     this.rng.setState(sd?.rng);
   }
 
+  /** Closes the token file. */
   close(): void {
     this.file.close();
   }

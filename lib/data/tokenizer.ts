@@ -8,7 +8,9 @@ import { FormatError, IndexError, ValueError } from '../errors';
 export interface Tokenizer {
   /** Ids are integers in [0, vocabSize). */
   readonly vocabSize: number;
+  /** The token ids of text. */
   encode(text: string): number[];
+  /** The text of ids (an IndexError for an id outside [0, vocabSize)). */
   decode(ids: ArrayLike<number>): string;
 }
 
@@ -23,7 +25,9 @@ const CHAR_FORMAT = 'kiln.CharTokenizer';
 
 /** The saved form of a CharTokenizer. */
 export interface CharTokenizerJSON {
+  /** Always 'kiln.CharTokenizer': what fromJSON checks first. */
   type: typeof CHAR_FORMAT;
+  /** Format version (1). */
   version: 1;
   /** The vocabulary: chars[id] is the character of id. */
   chars: string[];
@@ -31,6 +35,7 @@ export interface CharTokenizerJSON {
 
 /** One token per Unicode character (code point); the vocabulary is the characters of a text. */
 export class CharTokenizer implements Tokenizer {
+  /** The vocabulary: chars[id] is the character of id. */
   readonly chars: readonly string[];
   private readonly ids: Map<string, number>;
 
@@ -52,10 +57,15 @@ export class CharTokenizer implements Tokenizer {
     return new CharTokenizer(chars);
   }
 
+  /** Number of characters in the vocabulary. */
   get vocabSize(): number {
     return this.chars.length;
   }
 
+  /**
+   * One id per character of text; a character outside the vocabulary is a ValueError naming it and its
+   * offset.
+   */
   encode(text: string): number[] {
     const out: number[] = [];
     let pos = 0;
@@ -68,6 +78,7 @@ export class CharTokenizer implements Tokenizer {
     return out;
   }
 
+  /** The characters of ids, joined (an IndexError for an id outside the vocabulary). */
   decode(ids: ArrayLike<number>): string {
     checkIds('CharTokenizer.decode', ids, this.chars.length);
     let s = '';
@@ -75,6 +86,7 @@ export class CharTokenizer implements Tokenizer {
     return s;
   }
 
+  /** The saved form, which fromJSON() reads back (JSON.stringify calls it). */
   toJSON(): CharTokenizerJSON {
     return { type: CHAR_FORMAT, version: 1, chars: [...this.chars] };
   }
@@ -98,6 +110,7 @@ export class CharTokenizer implements Tokenizer {
     fs.writeFileSync(path, JSON.stringify(this.toJSON()));
   }
 
+  /** Reads a tokenizer written by save(); a file that is not a saved CharTokenizer is a FormatError. */
   static load(path: string): CharTokenizer {
     let json: unknown;
     try {
@@ -134,16 +147,23 @@ const END_OF_TEXT = '<|endoftext|>';
  * "<|endoftext|>" is encoded as ordinary text unless allowSpecial is true.
  */
 export class GPT2Tokenizer implements Tokenizer {
+  /** GPT-2's vocabulary size (ids 0..50256). */
   readonly vocabSize = 50257;
   /** The id of <|endoftext|>, which separates documents. */
   readonly eotToken = 50256;
   private readonly allowSpecial: boolean;
 
+  /**
+   * allowSpecial: encode the text "<|endoftext|>" as the eotToken id instead of as ordinary text
+   * (default false). Loads the bundled vocabulary (a ValueError when the gpt-tokenizer package is
+   * missing).
+   */
   constructor(opts: { allowSpecial?: boolean } = {}) {
     this.allowSpecial = opts.allowSpecial ?? false;
     loadGpt2();
   }
 
+  /** GPT-2's byte-level BPE ids of text (computed by the gpt-tokenizer package). */
   encode(text: string): number[] {
     const bpe = loadGpt2();
     const plain = { disallowedSpecial: new Set<string>() };
@@ -157,6 +177,7 @@ export class GPT2Tokenizer implements Tokenizer {
     return out;
   }
 
+  /** The text of ids (an IndexError for an id outside [0, 50257)). */
   decode(ids: ArrayLike<number>): string {
     checkIds('GPT2Tokenizer.decode', ids, this.vocabSize);
     return loadGpt2().decode(Array.from(ids));

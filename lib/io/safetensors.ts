@@ -27,7 +27,9 @@ export const MAX_HEADER_BYTES = 100_000_000;
 
 /** One tensor's entry in the header. */
 export interface SafetensorsEntry {
+  /** The tensor's dtype (the file's F32, BF16, I64, ... names mapped to kiln's). */
   dtype: DType;
+  /** The tensor's shape. */
   shape: number[];
   /** Byte offsets [begin, end) into the data section (after the header). */
   dataOffsets: [number, number];
@@ -35,6 +37,7 @@ export interface SafetensorsEntry {
 
 /** A parsed, validated header. */
 export interface SafetensorsHeader {
+  /** The entries by tensor name, in file order. */
   tensors: Map<string, SafetensorsEntry>;
   /** The __metadata__ strings, less kiln's checksum entry. */
   metadata: Record<string, string>;
@@ -178,6 +181,7 @@ export interface LoadedSafetensors {
   checksummed: boolean;
 }
 
+/** Options of loadSafetensors. */
 export interface LoadSafetensorsOptions {
   /** Where to create the tensors (default 'cpu'). */
   device?: string;

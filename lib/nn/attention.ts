@@ -54,7 +54,12 @@ export function attention(
   k: Tensor,
   v: Tensor,
   opts: { masks?: Array<Tensor | null | undefined>; dropoutP?: number; scale?: number } = {},
-): { output: Tensor; probs: Tensor } {
+): {
+  /** softmax(...) v: [..., L, Dv]. */
+  output: Tensor;
+  /** The attention probabilities [..., L, S], before dropout. */
+  probs: Tensor;
+} {
   const D = q.shape[q.ndim - 1];
   if (k.shape[k.ndim - 1] !== D || k.shape[k.ndim - 2] !== v.shape[v.ndim - 2]) {
     throw new ShapeError('attention', `q ${shapeStr(q.shape)}, k ${shapeStr(k.shape)} and v ${shapeStr(v.shape)} do not fit`);
@@ -98,13 +103,23 @@ export class KVCache {
   #k: Tensor | null = null;
   #v: Tensor | null = null;
   #len = 0;
-  constructor(readonly capacity = 0) {}
+  /** Positions preallocated at the first append (0: what the first append needs); the storage doubles when full. */
+  readonly capacity: number;
+  /** An empty cache; capacity preallocates that many positions at the first append (default 0). */
+  constructor(capacity = 0) {
+    this.capacity = capacity;
+  }
 
   /** Number of cached positions. */
   get length(): number {
     return this.#len;
   }
 
+  /**
+   * Appends this step's keys and values [B, H, L, D] (same B, H, D, dtype and device as before) and
+   * returns views [B, H, length, D] of everything cached. A ShapeError when they do not fit; a
+   * ValueError for inputs that require grad while grad mode is on.
+   */
   append(k: Tensor, v: Tensor): [Tensor, Tensor] {
     if (isGradEnabled() && (k.requiresGrad || v.requiresGrad)) {
       throw new ValueError('KVCache.append', 'the cache keeps no autograd history; run incremental decoding under kiln.noGrad()');
@@ -154,31 +169,39 @@ export class KVCache {
     this.#len = 0;
   }
 
+  /** Frees the cached keys and values; the cache can be used again afterwards. */
   dispose(): void {
     this.#k?.dispose();
     this.#v?.dispose();
     this.#k = this.#v = null;
     this.#len = 0;
   }
+  /** dispose(), for `using` declarations. */
   [Symbol.dispose](): void {
     this.dispose();
   }
 }
 
+/** Options of MultiheadAttention (plus dtype and device of its parameters). */
 export interface MultiheadAttentionOptions extends FactoryOptions {
   /** Dropout on the attention probabilities in training mode (default 0). */
   dropout?: number;
   /** Biases on the input and output projections (default true). */
   bias?: boolean;
-  /** Feature sizes of key and value when they differ from embedDim (cross-attention). */
+  /** Feature size of key when it differs from embedDim (cross-attention). */
   kdim?: number;
+  /** Feature size of value when it differs from embedDim. */
   vdim?: number;
   /** Inputs [B, L, E] (default true); false means [L, B, E]. */
   batchFirst?: boolean;
 }
 
+/**
+ * Options of MultiheadAttention.forward (like the keyword arguments of
+ * torch.nn.MultiheadAttention.forward).
+ */
 export interface AttentionForwardOptions {
-  /** [B, S]: true (or -Infinity) where a key is padding and must be ignored. */
+  /** Shape [B, S], true (or -Infinity) where a key is padding and must be ignored. */
   keyPaddingMask?: Tensor | null;
   /** [L, S], [B * numHeads, L, S] or broadcastable to [B, numHeads, L, S]: bool true = blocked, float = added. */
   attnMask?: Tensor | null;
@@ -199,18 +222,31 @@ export interface AttentionForwardOptions {
  * input bias is inProjBias [3E]; outProj is a Linear.
  */
 export class MultiheadAttention extends Module {
+  /** Packed q, k and v projection weight [3E, E] when kdim and vdim equal embedDim, else null. */
   inProjWeight: Parameter | null;
+  /** Query projection [E, E] when the projections are not packed, else null. */
   qProjWeight: Parameter | null;
+  /** Key projection [E, kdim] when the projections are not packed, else null. */
   kProjWeight: Parameter | null;
+  /** Value projection [E, vdim] when the projections are not packed, else null. */
   vProjWeight: Parameter | null;
+  /** Packed q, k and v projection bias [3E] (null without bias). */
   inProjBias: Parameter | null;
+  /** The output projection E -> E. */
   outProj: Linear;
+  /** E, the model width: query features and output features. */
   readonly embedDim: number;
+  /** Number of attention heads. */
   readonly numHeads: number;
+  /** Features per head: embedDim / numHeads. */
   readonly headDim: number;
+  /** Features of key inputs. */
   readonly kdim: number;
+  /** Features of value inputs. */
   readonly vdim: number;
+  /** Dropout probability on the attention probabilities in training mode. */
   readonly dropout: number;
+  /** Whether inputs are [B, L, E] (true) or [L, B, E]. */
   readonly batchFirst: boolean;
 
   constructor(embedDim: number, numHeads: number, opts: MultiheadAttentionOptions = {}) {
@@ -255,7 +291,17 @@ export class MultiheadAttention extends Module {
     return causalView(square, L, S);
   }
 
-  override forward(query: Tensor, key: Tensor, value: Tensor, opts: AttentionForwardOptions = {}): { output: Tensor; weights?: Tensor } {
+  /**
+   * Attends from query [B, L, E] to key [B, S, kdim] and value [B, S, vdim] ([L, B, E] ... when not
+   * batchFirst; unbatched [L, E] ... also work). Self-attention passes the same tensor three times
+   * (one packed projection); cross-attention passes the memory as key and value.
+   */
+  override forward(query: Tensor, key: Tensor, value: Tensor, opts: AttentionForwardOptions = {}): {
+    /** The attended values after outProj, shaped like query. */
+    output: Tensor;
+    /** With needWeights: the attention probabilities, [B, L, S] averaged over heads or [B, numHeads, L, S]. */
+    weights?: Tensor;
+  } {
     return tidy(() => {
       const unbatched = query.ndim === 2;
       let q3 = query, k3 = key, v3 = value;

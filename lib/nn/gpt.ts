@@ -15,12 +15,20 @@ import { crossEntropy } from './losses';
 import { Module, ModuleList } from './module';
 import { SamplingOptions, sampleLogits } from './sampling';
 
+/**
+ * The shape of a GPT model (the fields of nanoGPT's GPTConfig); GPT-2 small is { vocabSize: 50257,
+ * blockSize: 1024, nLayer: 12, nHead: 12, nEmbd: 768 }.
+ */
 export interface GPTConfig {
+  /** Number of token ids (the rows of wte and the logits per position). */
   vocabSize: number;
   /** Longest context (number of learned positions). */
   blockSize: number;
+  /** Number of Transformer blocks. */
   nLayer: number;
+  /** Attention heads per block (must divide nEmbd). */
   nHead: number;
+  /** Model width: embedding and residual-stream features. */
   nEmbd: number;
   /** Dropout on embeddings, attention probabilities and residual branches (default 0). */
   dropout?: number;
@@ -30,15 +38,20 @@ export interface GPTConfig {
 
 /** fc (E -> 4E), tanh-GELU, proj (4E -> E), dropout. */
 export class MLP extends Module {
+  /** Expands E -> 4E. */
   fc: Linear;
+  /** Projects 4E -> E back into the residual stream. */
   proj: Linear;
+  /** Dropout on the MLP output (training only). */
   drop: Dropout;
+  /** The MLP of a block of width nEmbd. */
   constructor(nEmbd: number, bias: boolean, dropout: number) {
     super();
     this.fc = new Linear(nEmbd, 4 * nEmbd, { bias });
     this.proj = new Linear(4 * nEmbd, nEmbd, { bias });
     this.drop = new Dropout(dropout);
   }
+  /** x [..., E] -> [..., E]. */
   override forward(x: Tensor): Tensor {
     return tidy(() => this.drop.forward(this.proj.forward(this.fc.forward(x).gelu('tanh'))));
   }
@@ -46,11 +59,17 @@ export class MLP extends Module {
 
 /** x + drop(attn(ln1(x))), then x + mlp(ln2(x)). */
 export class Block extends Module {
+  /** LayerNorm before attention. */
   ln1: LayerNorm;
+  /** Causal self-attention. */
   attn: MultiheadAttention;
+  /** Dropout on the attention output (training only). */
   drop: Dropout;
+  /** LayerNorm before the MLP. */
   ln2: LayerNorm;
+  /** The feed-forward part. */
   mlp: MLP;
+  /** One block of a GPT with configuration cfg (all fields given). */
   constructor(cfg: Required<GPTConfig>) {
     super();
     this.ln1 = new LayerNorm(cfg.nEmbd, { bias: cfg.bias });
@@ -70,6 +89,7 @@ export class Block extends Module {
   }
 }
 
+/** Options of GPT.forward. */
 export interface GPTForwardOptions {
   /** One KVCache per layer (createCache()): the tokens in idx continue the cached ones. */
   kvCache?: KVCache[];
@@ -77,6 +97,7 @@ export interface GPTForwardOptions {
   lastOnly?: boolean;
 }
 
+/** Options of GPT.generate: the sampling options (temperature, topK, topP) and how to run. */
 export interface GenerateOptions extends SamplingOptions {
   /** Decode incrementally with a KV cache (default true); false reruns the whole context each step. */
   useCache?: boolean;
@@ -90,15 +111,27 @@ export interface GenerateOptions extends SamplingOptions {
  * back into the residual stream (attn.outProj, mlp.proj) N(0, 0.02 / sqrt(2 nLayer)).
  */
 export class GPT extends Module {
+  /** Token embedding [vocabSize, nEmbd] (shared with lmHead). */
   wte: Embedding;
+  /** Learned position embedding [blockSize, nEmbd]. */
   wpe: Embedding;
+  /** Dropout on the summed embeddings (training only). */
   drop: Dropout;
+  /** The nLayer Transformer blocks. */
   blocks: ModuleList<Block>;
+  /** The final LayerNorm. */
   lnF: LayerNorm;
+  /** Output head nEmbd -> vocabSize without bias; its weight is wte.weight. */
   lmHead: Linear;
+  /** The configuration, defaults filled in. */
   readonly config: Required<GPTConfig>;
+  /** The bool [blockSize, blockSize] causal mask (a non-persistent buffer: not in stateDict()). */
   readonly causalMask: Tensor;
 
+  /**
+   * A freshly initialized model on the CPU in float32 (move it with to()); a ValueError for a
+   * non-positive or non-integer size.
+   */
   constructor(config: GPTConfig) {
     super();
     const cfg: Required<GPTConfig> = { dropout: 0, bias: true, ...config };
@@ -144,7 +177,12 @@ export class GPT extends Module {
    * idx [B, T] token ids -> logits [B, T, V]; with targets [B, T] also the mean cross-entropy loss
    * (targets equal to -100 are ignored).
    */
-  override forward(idx: Tensor, targets?: Tensor | null, opts: GPTForwardOptions = {}): { logits: Tensor; loss?: Tensor } {
+  override forward(idx: Tensor, targets?: Tensor | null, opts: GPTForwardOptions = {}): {
+    /** Next-token logits [B, T, V] ([B, 1, V] with lastOnly), in the model's dtype. */
+    logits: Tensor;
+    /** With targets: the mean cross-entropy over the non-ignored positions, a scalar. */
+    loss?: Tensor;
+  } {
     if (idx.ndim !== 2 || !isIntegral(idx.dtype)) {
       throw new (idx.ndim !== 2 ? ShapeError : DTypeError)('GPT', `expects token ids [B, T] of an integer dtype, got ${shapeStr(idx.shape)} ${idx.dtype}`);
     }

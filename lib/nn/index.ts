@@ -38,7 +38,7 @@ export {
   BCELoss,
   BCEWithLogitsLoss,
 } from './losses';
-export type { Reduction, CrossEntropyOptions, NLLLossOptions } from './losses';
+export type { Reduction, CrossEntropyOptions, NLLLossOptions, BCELossOptions, BCEWithLogitsOptions } from './losses';
 export { sampleLogits } from './sampling';
 export type { SamplingOptions } from './sampling';
 export * as init from './init';

@@ -24,17 +24,21 @@ export function normal_(t: Tensor, mean = 0, std = 1): Tensor {
   return fillFrom(t, (o) => normal(t.shape, mean, std, o));
 }
 
+/** Fills t with value, in place and unrecorded by autograd (t may be a parameter); returns t. */
 export function constant_(t: Tensor, value: number): Tensor {
   noGrad(() => t.fill_(value));
   return t;
 }
+/** Fills t with zeros (see constant_); returns t. */
 export function zeros_(t: Tensor): Tensor {
   return constant_(t, 0);
 }
+/** Fills t with ones (see constant_); returns t. */
 export function ones_(t: Tensor): Tensor {
   return constant_(t, 1);
 }
 
+/** The activations calculateGain knows (the names torch.nn.init uses). */
 export type Nonlinearity = 'linear' | 'identity' | 'sigmoid' | 'tanh' | 'relu' | 'leaky_relu' | 'selu' | 'gelu' | 'silu';
 
 /** The recommended gain for a nonlinearity (torch.nn.init.calculate_gain); param is leaky_relu's slope. */
@@ -62,7 +66,12 @@ export function calculateGain(nonlinearity: Nonlinearity, param?: number): numbe
 }
 
 /** fanIn and fanOut of a weight laid out [out, in, ...receptive field] (Linear: [out, in]). */
-export function computeFans(t: Tensor): { fanIn: number; fanOut: number } {
+export function computeFans(t: Tensor): {
+  /** Inputs feeding each output: shape[1] times the receptive field. */
+  fanIn: number;
+  /** Outputs each input feeds: shape[0] times the receptive field. */
+  fanOut: number;
+} {
   if (t.ndim < 2) throw new ShapeError('computeFans', `fan in and fan out need at least 2 dims, got shape ${shapeStr(t.shape)}`);
   const receptive = t.shape.slice(2).reduce((a, b) => a * b, 1);
   return { fanIn: t.shape[1] * receptive, fanOut: t.shape[0] * receptive };
@@ -81,10 +90,18 @@ export function xavierNormal_(t: Tensor, gain = 1): Tensor {
   return normal_(t, 0, gain * Math.sqrt(2 / (fanIn + fanOut)));
 }
 
+/**
+ * Options of kaimingUniform_ and kaimingNormal_ (like the arguments of torch.nn.init.kaiming_uniform_).
+ */
 export interface KaimingOptions {
   /** Negative slope of leaky_relu (default 0). */
   a?: number;
+  /**
+   * Keep the variance of activations in the forward pass ('fanIn', default) or of gradients in the
+   * backward pass ('fanOut').
+   */
   mode?: 'fanIn' | 'fanOut';
+  /** The activation that follows, for calculateGain (default 'leaky_relu', with slope a). */
   nonlinearity?: Nonlinearity;
 }
 

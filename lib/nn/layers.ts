@@ -16,7 +16,9 @@ import { Module, Parameter } from './module';
 
 /** Where and in which dtype a layer creates its parameters (float32 on the CPU by default). */
 export interface FactoryOptions {
+  /** Parameter dtype (default float32). */
   dtype?: DType;
+  /** Parameter device: 'cpu' (default) or 'cuda:N'. */
   device?: string;
 }
 
@@ -40,9 +42,13 @@ function checkSize(op: string, name: string, v: number): void {
 
 /** y = x W^T + b with W of shape [outFeatures, inFeatures]; W and b start U(-1/sqrt(in), 1/sqrt(in)) like PyTorch. */
 export class Linear extends Module {
+  /** The weight [outFeatures, inFeatures]. */
   weight: Parameter;
+  /** The bias [outFeatures], or null with bias: false. */
   bias: Parameter | null;
+  /** Size of the last dim of the input. */
   readonly inFeatures: number;
+  /** Size of the last dim of the output. */
   readonly outFeatures: number;
   /** opts.weight: an existing [outFeatures, inFeatures] Parameter to use as the weight (weight tying). */
   constructor(inFeatures: number, outFeatures: number, opts: FactoryOptions & { bias?: boolean; weight?: Parameter } = {}) {
@@ -55,6 +61,7 @@ export class Linear extends Module {
     const bound = 1 / Math.sqrt(inFeatures);
     this.bias = opts.bias === false ? null : newParameter([outFeatures], opts, (b) => uniform_(b, -bound, bound));
   }
+  /** x [..., inFeatures] -> [..., outFeatures] (a ShapeError for another last dim). */
   override forward(x: Tensor): Tensor {
     if (x.shape[x.ndim - 1] !== this.inFeatures) {
       throw new ShapeError('Linear', `expects inputs with last dim ${this.inFeatures}, got shape ${shapeStr(x.shape)}`);
@@ -66,6 +73,7 @@ export class Linear extends Module {
   }
 }
 
+/** Options of Embedding. */
 export interface EmbeddingOptions extends FactoryOptions {
   /** Row whose vector starts at zero and receives no gradient (a padding token). */
   paddingIdx?: number;
@@ -73,9 +81,13 @@ export interface EmbeddingOptions extends FactoryOptions {
 
 /** A lookup table: forward(indices) gives weight[indices]. Weights start N(0, 1) like PyTorch. */
 export class Embedding extends Module {
+  /** The table [numEmbeddings, embeddingDim]. */
   weight: Parameter;
+  /** Number of rows (the vocabulary size). */
   readonly numEmbeddings: number;
+  /** Size of each row. */
   readonly embeddingDim: number;
+  /** The padding row (made non-negative), or null. */
   readonly paddingIdx: number | null;
   /** opts.weight: an existing [numEmbeddings, embeddingDim] Parameter to use (weight tying, fromPretrained). */
   constructor(numEmbeddings: number, embeddingDim: number, opts: EmbeddingOptions & { weight?: Parameter } = {}) {
@@ -120,6 +132,10 @@ export class Embedding extends Module {
     return new Embedding(weight.shape[0], weight.shape[1], { paddingIdx: opts.paddingIdx, weight: w });
   }
 
+  /**
+   * indices (int32/int64, any shape) -> rows [...indices.shape, embeddingDim]; an IndexError for an
+   * index outside [0, numEmbeddings).
+   */
   override forward(indices: Tensor): Tensor {
     return embedding(indices, this.weight);
   }
@@ -142,7 +158,12 @@ function checkNormInput(op: string, x: Tensor, shape: readonly number[]): void {
   }
 }
 
+/** Options of LayerNorm and RMSNorm. */
 export interface NormOptions extends FactoryOptions {
+  /**
+   * Added to the variance (or mean square) before the square root (LayerNorm default 1e-5; RMSNorm
+   * default: the machine epsilon of the input dtype).
+   */
   eps?: number;
   /** Learn a per-element scale (and shift, for LayerNorm) (default true). */
   elementwiseAffine?: boolean;
@@ -152,10 +173,18 @@ export interface NormOptions extends FactoryOptions {
 
 /** Layer normalization over the last dims (normalizedShape); weight starts at 1, bias at 0. */
 export class LayerNorm extends Module {
+  /** The scale [...normalizedShape] (null without elementwiseAffine). */
   weight: Parameter | null;
+  /** The shift [...normalizedShape] (null without elementwiseAffine or with bias: false). */
   bias: Parameter | null;
+  /** The trailing dims normalized over. */
   readonly normalizedShape: number[];
+  /** Added to the variance for stability. */
   readonly eps: number;
+  /**
+   * Normalizes over the trailing dims normalizedShape (a number for the last dim only; like
+   * torch.nn.LayerNorm).
+   */
   constructor(normalizedShape: number | readonly number[], opts: NormOptions = {}) {
     super();
     this.normalizedShape = normShape('LayerNorm', normalizedShape);
@@ -192,9 +221,16 @@ export function rmsNorm(x: Tensor, normalizedShape: number | readonly number[], 
 
 /** RMSNorm (as in LLaMA); weight starts at 1. */
 export class RMSNorm extends Module {
+  /** The scale [...normalizedShape] (null without elementwiseAffine). */
   weight: Parameter | null;
+  /** The trailing dims normalized over. */
   readonly normalizedShape: number[];
+  /** Added to the mean square; undefined means the input dtype's machine epsilon. */
   readonly eps: number | undefined;
+  /**
+   * Normalizes over the trailing dims normalizedShape (a number for the last dim only; like
+   * torch.nn.RMSNorm).
+   */
   constructor(normalizedShape: number | readonly number[], opts: Omit<NormOptions, 'bias'> = {}) {
     super();
     this.normalizedShape = normShape('RMSNorm', normalizedShape);
@@ -211,7 +247,9 @@ export class RMSNorm extends Module {
 
 /** Zeroes elements with probability p in training mode and scales the rest by 1/(1-p); identity in eval mode. */
 export class Dropout extends Module {
+  /** Probability of zeroing an element, in [0, 1]. */
   readonly p: number;
+  /** p: the probability of zeroing an element (default 0.5; a ValueError outside [0, 1]). */
   constructor(p = 0.5) {
     super();
     if (!(p >= 0 && p <= 1)) throw new ValueError('Dropout', `p must be in [0, 1], got ${p}`);
@@ -231,6 +269,7 @@ export class Identity extends Module {
     return x;
   }
 }
+/** max(x, 0) elementwise (like torch.nn.ReLU). */
 export class ReLU extends Module {
   override forward(x: Tensor): Tensor {
     return x.relu();
@@ -238,7 +277,9 @@ export class ReLU extends Module {
 }
 /** GELU; approximate 'tanh' is the GPT-2 form. */
 export class GELU extends Module {
+  /** 'none' uses the exact normal CDF; 'tanh' its tanh approximation. */
   readonly approximate: 'none' | 'tanh';
+  /** approximate: 'none' (default, exact) or 'tanh'. */
   constructor(opts: { approximate?: 'none' | 'tanh' } = {}) {
     super();
     this.approximate = opts.approximate ?? 'none';
@@ -253,11 +294,13 @@ export class GELU extends Module {
     return `approximate='${this.approximate}'`;
   }
 }
+/** 1 / (1 + e^-x) elementwise (like torch.nn.Sigmoid). */
 export class Sigmoid extends Module {
   override forward(x: Tensor): Tensor {
     return x.sigmoid();
   }
 }
+/** Hyperbolic tangent elementwise (like torch.nn.Tanh). */
 export class Tanh extends Module {
   override forward(x: Tensor): Tensor {
     return x.tanh();

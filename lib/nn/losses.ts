@@ -12,6 +12,10 @@ import { sameShape, shapeStr } from '../shape';
 import type { Tensor } from '../tensor';
 import { Module } from './module';
 
+/**
+ * How a loss combines its per-element values: 'mean' (default), 'sum', or 'none' (the unreduced
+ * losses).
+ */
 export type Reduction = 'mean' | 'sum' | 'none';
 
 function checkReduction(op: string, reduction: Reduction = 'mean'): Reduction {
@@ -48,11 +52,13 @@ function classDim(op: string, input: Tensor, target: Tensor): number {
   return cdim;
 }
 
+/** Options of nn.crossEntropy and CrossEntropyLoss. */
 export interface CrossEntropyOptions {
   /** Targets equal to this are skipped and excluded from the mean (default -100). */
   ignoreIndex?: number;
   /** Mixes the one-hot target with the uniform distribution: (1 - s) * onehot + s / C. */
   labelSmoothing?: number;
+  /** 'mean' (default; over the non-ignored targets), 'sum' or 'none' (a loss per target). */
   reduction?: Reduction;
 }
 
@@ -77,10 +83,13 @@ export function crossEntropy(input: Tensor, target: Tensor, opts: CrossEntropyOp
   });
 }
 
+/** Options of nllLoss and NLLLoss. */
 export interface NLLLossOptions {
   /** Per-class weights [C]; the mean divides by the summed weights of the counted targets. */
   weight?: Tensor | null;
+  /** Targets equal to this are skipped and excluded from the mean (default -100). */
   ignoreIndex?: number;
+  /** 'mean' (default; weighted mean over the counted targets), 'sum' or 'none'. */
   reduction?: Reduction;
 }
 
@@ -107,8 +116,22 @@ export function nllLoss(input: Tensor, target: Tensor, opts: NLLLossOptions = {}
   });
 }
 
+/** Options of bceLoss and BCELoss. */
+export interface BCELossOptions {
+  /** Per-element weights, broadcast to the input. */
+  weight?: Tensor | null;
+  /** 'mean' (default), 'sum' or 'none'. */
+  reduction?: Reduction;
+}
+
+/** Options of bceWithLogits and BCEWithLogitsLoss. */
+export interface BCEWithLogitsOptions extends BCELossOptions {
+  /** Weight of the positive term per class (e.g. negatives / positives), broadcast to the input. */
+  posWeight?: Tensor | null;
+}
+
 /** Binary cross-entropy of probabilities in [0, 1]; logs are clamped at -100 like PyTorch. */
-export function bceLoss(input: Tensor, target: Tensor, opts: { weight?: Tensor | null; reduction?: Reduction } = {}): Tensor {
+export function bceLoss(input: Tensor, target: Tensor, opts: BCELossOptions = {}): Tensor {
   checkSameShape('bceLoss', input, target);
   return tidy(() => {
     const logP = input.log().clamp(-100);
@@ -133,7 +156,7 @@ function softplus(z: Tensor): Tensor {
 export function bceWithLogits(
   input: Tensor,
   target: Tensor,
-  opts: { weight?: Tensor | null; posWeight?: Tensor | null; reduction?: Reduction } = {},
+  opts: BCEWithLogitsOptions = {},
 ): Tensor {
   checkSameShape('bceWithLogits', input, target);
   return tidy(() => {
@@ -147,7 +170,10 @@ export function bceWithLogits(
 
 /** Module form of mseLoss. */
 export class MSELoss extends Module {
-  constructor(readonly reduction: Reduction = 'mean') {
+  constructor(
+    /** How the per-element losses are combined (default 'mean'). */
+    readonly reduction: Reduction = 'mean',
+  ) {
     super();
   }
   override forward(input: Tensor, target: Tensor): Tensor {
@@ -157,7 +183,10 @@ export class MSELoss extends Module {
 
 /** Module form of crossEntropy. */
 export class CrossEntropyLoss extends Module {
-  constructor(readonly options: CrossEntropyOptions = {}) {
+  constructor(
+    /** ignoreIndex, labelSmoothing and reduction, as crossEntropy takes them. */
+    readonly options: CrossEntropyOptions = {},
+  ) {
     super();
   }
   override forward(input: Tensor, target: Tensor): Tensor {
@@ -167,8 +196,12 @@ export class CrossEntropyLoss extends Module {
 
 /** Module form of nllLoss; the class weights become a buffer (the module owns them). */
 export class NLLLoss extends Module {
+  /** Per-class weights [C] (a buffer), or null. */
   readonly weight: Tensor | null;
-  constructor(readonly options: NLLLossOptions = {}) {
+  constructor(
+    /** As nllLoss takes them; weight moves into the weight buffer. */
+    readonly options: NLLLossOptions = {},
+  ) {
     super();
     this.weight = this.registerBuffer('weight', options.weight ?? null);
   }
@@ -179,8 +212,12 @@ export class NLLLoss extends Module {
 
 /** Module form of bceLoss; the weights become a buffer (the module owns them). */
 export class BCELoss extends Module {
+  /** Per-element weights broadcast to the input (a buffer), or null. */
   readonly weight: Tensor | null;
-  constructor(readonly options: { weight?: Tensor | null; reduction?: Reduction } = {}) {
+  constructor(
+    /** As bceLoss takes them; weight moves into the weight buffer. */
+    readonly options: BCELossOptions = {},
+  ) {
     super();
     this.weight = this.registerBuffer('weight', options.weight ?? null);
   }
@@ -191,9 +228,14 @@ export class BCELoss extends Module {
 
 /** Module form of bceWithLogits; weight and posWeight become buffers (the module owns them). */
 export class BCEWithLogitsLoss extends Module {
+  /** Per-element weights broadcast to the input (a buffer), or null. */
   readonly weight: Tensor | null;
+  /** Weights of the positive term per class, broadcast to the input (a buffer), or null. */
   readonly posWeight: Tensor | null;
-  constructor(readonly options: { weight?: Tensor | null; posWeight?: Tensor | null; reduction?: Reduction } = {}) {
+  constructor(
+    /** As bceWithLogits takes them; weight and posWeight move into buffers. */
+    readonly options: BCEWithLogitsOptions = {},
+  ) {
     super();
     this.weight = this.registerBuffer('weight', options.weight ?? null);
     this.posWeight = this.registerBuffer('posWeight', options.posWeight ?? null);

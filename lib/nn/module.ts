@@ -59,6 +59,10 @@ function rebind(target: Tensor, src: Tensor, owned: boolean): void {
  * it is never part of a tidy scope (the module that holds it frees it).
  */
 export class Parameter extends Tensor {
+  /**
+   * A parameter sharing data's storage (data stays usable and must still be disposed; own() takes it
+   * over instead). requiresGrad needs a floating dtype (an AutogradError otherwise).
+   */
   constructor(data: Tensor, requiresGrad = true) {
     data._check('Parameter');
     if (requiresGrad && !isFloating(data.dtype)) {
@@ -86,8 +90,17 @@ export class Parameter extends Tensor {
   }
 }
 
+/**
+ * What loadStateDict found: with strict false, the keys that did not match (with strict, a mismatch
+ * throws).
+ */
 export interface StateDictLoadResult {
+  /**
+   * The module's parameter and persistent buffer names the state dict did not have (those kept their
+   * values).
+   */
   missingKeys: string[];
+  /** Names in the state dict that the module does not have (ignored). */
   unexpectedKeys: string[];
 }
 
@@ -98,7 +111,21 @@ interface BufferEntry {
   persistent: boolean;
 }
 
-/** Base class of layers and models; see the header of this file for how parameters are registered. */
+/**
+ * Base class of layers and models (like torch.nn.Module). Assigning a field registers it: a field
+ * holding a Module is a child, a field holding a Parameter is a parameter (in definition order);
+ * lists and maps of modules go in a ModuleList or ModuleDict (plain arrays are not scanned), other
+ * state is registered with registerBuffer(), and #private fields are never scanned (back references).
+ * A module owns its parameters and buffers: dispose() frees them.
+ *
+ * ```ts
+ * class MLP extends nn.Module {
+ *   fc1 = new nn.Linear(4, 8);                        // parameters 'fc1.weight', 'fc1.bias'
+ *   scale = nn.Parameter.own(kiln.ones([8]));         // parameter 'scale'
+ *   override forward(x: Tensor): Tensor { return this.fc1.forward(x).mul(this.scale); }
+ * }
+ * ```
+ */
 export class Module {
   /** True in training mode (dropout active), false after eval(). */
   training = true;
@@ -120,6 +147,7 @@ export class Module {
     for (const [k, v] of Object.entries(this)) if (v instanceof Module) out.push([k, v]);
     return out;
   }
+  /** Direct submodules (namedChildren without the names). */
   children(): Module[] {
     return this.namedChildren().map(([, m]) => m);
   }
@@ -130,6 +158,7 @@ export class Module {
     walk(this, prefix, memo, (name, m) => void out.push([name, m]));
     return out;
   }
+  /** This module and every submodule, depth first, each once (namedModules without the names). */
   modules(): Module[] {
     return this.namedModules().map(([, m]) => m);
   }
@@ -160,6 +189,10 @@ export class Module {
   namedParameters(opts: { prefix?: string; recurse?: boolean; removeDuplicate?: boolean } = {}): Array<[string, Parameter]> {
     return this.collect(opts, (m) => m.ownParameters());
   }
+  /**
+   * Every parameter (shared ones once), or only this module's own with recurse false: what an optimizer
+   * takes.
+   */
   parameters(recurse = true): Parameter[] {
     return this.namedParameters({ recurse }).map(([, p]) => p);
   }
@@ -168,6 +201,7 @@ export class Module {
   namedBuffers(opts: { prefix?: string; recurse?: boolean; removeDuplicate?: boolean } = {}): Array<[string, Tensor]> {
     return this.collect(opts, (m) => m.ownBuffers(false));
   }
+  /** Every buffer, or only this module's own with recurse false. */
   buffers(recurse = true): Tensor[] {
     return this.namedBuffers({ recurse }).map(([, b]) => b);
   }
@@ -295,11 +329,17 @@ export class Module {
     });
     return this;
   }
+  /** to({ device: 'cpu' }): moves parameters, gradients and buffers to the CPU in place. */
   cpu(): this { return this.to({ device: 'cpu' }); }
+  /** to({ device: `cuda:${index}` }): moves parameters, gradients and buffers to GPU index in place. */
   cuda(index = 0): this { return this.to({ device: `cuda:${index}` }); }
+  /** to('float32'): converts the floating point parameters and buffers in place. */
   float(): this { return this.to('float32'); }
+  /** to('float64'): converts the floating point parameters and buffers in place. */
   double(): this { return this.to('float64'); }
+  /** to('float16'): converts the floating point parameters and buffers in place. */
   half(): this { return this.to('float16'); }
+  /** to('bfloat16'): converts the floating point parameters and buffers in place. */
   bfloat16(): this { return this.to('bfloat16'); }
 
   // ---- state ----
@@ -368,6 +408,7 @@ export class Module {
       m.#buffers.clear();
     }
   }
+  /** dispose(), for `using` declarations. */
   [Symbol.dispose](): void {
     this.dispose();
   }
@@ -378,6 +419,7 @@ export class Module {
   extraRepr(): string {
     return '';
   }
+  /** The module tree as PyTorch prints it: class names, extraRepr() and the children indented. */
   toString(): string {
     const kids = this.namedChildren();
     const head = `${this.constructor.name}(${this.extraRepr()}`;
@@ -427,6 +469,7 @@ function walk(
 /** A list of submodules, registered under their indices ('0', '1', ...). */
 export class ModuleList<M extends Module = Module> extends Module {
   readonly #items: M[];
+  /** A list of modules, registered as children named by index. */
   constructor(modules: Iterable<M> = []) {
     super();
     this.#items = [...modules];
@@ -434,6 +477,7 @@ export class ModuleList<M extends Module = Module> extends Module {
   override namedChildren(): Array<[string, Module]> {
     return this.#items.map((m, i) => [String(i), m]);
   }
+  /** Number of modules. */
   get length(): number {
     return this.#items.length;
   }
@@ -443,10 +487,12 @@ export class ModuleList<M extends Module = Module> extends Module {
     if (!m) throw new ValueError('ModuleList.at', `index ${i} is out of range for ${this.#items.length} modules`);
     return m;
   }
+  /** Appends modules (registered under the next indices); returns this. */
   push(...modules: M[]): this {
     this.#items.push(...modules);
     return this;
   }
+  /** The modules in order. */
   [Symbol.iterator](): Iterator<M> {
     return this.#items[Symbol.iterator]();
   }
@@ -454,14 +500,17 @@ export class ModuleList<M extends Module = Module> extends Module {
 
 /** A module whose forward maps one tensor to one tensor: what Sequential chains. */
 export interface TensorModule extends Module {
+  /** Maps one tensor to one tensor. */
   forward(x: Tensor): Tensor;
 }
 
 /** Modules applied one after another: forward(x) = m_n(...m_1(x)). */
 export class Sequential extends ModuleList<TensorModule> {
+  /** Chains modules that each map a tensor to a tensor (like torch.nn.Sequential). */
   constructor(...modules: TensorModule[]) {
     super(modules);
   }
+  /** Runs x through every module in order. */
   override forward(x: Tensor): Tensor {
     let y = x;
     for (const m of this) y = m.forward(y);
@@ -472,6 +521,7 @@ export class Sequential extends ModuleList<TensorModule> {
 /** Submodules by name, in insertion order. */
 export class ModuleDict<M extends Module = Module> extends Module {
   readonly #items = new Map<string, M>();
+  /** Modules by name (an object, or [name, module] pairs), registered as children. */
   constructor(modules: Record<string, M> | Iterable<[string, M]> = {}) {
     super();
     const entries = Symbol.iterator in modules ? modules : Object.entries(modules);
@@ -480,31 +530,39 @@ export class ModuleDict<M extends Module = Module> extends Module {
   override namedChildren(): Array<[string, Module]> {
     return [...this.#items.entries()];
   }
+  /** The module named key (a ValueError naming the known keys when absent). */
   get(key: string): M {
     const m = this.#items.get(key);
     if (!m) throw new ValueError('ModuleDict.get', `no module named '${key}'; have ${[...this.#items.keys()].join(', ')}`);
     return m;
   }
+  /** Adds or replaces the module named key (no dots; a ValueError otherwise); returns this. */
   set(key: string, m: M): this {
     if (!key || key.includes('.')) throw new ValueError('ModuleDict.set', `invalid module name '${key}'`);
     this.#items.set(key, m);
     return this;
   }
+  /** Whether a module is named key. */
   has(key: string): boolean {
     return this.#items.has(key);
   }
+  /** Removes the module named key (it is not disposed); true when there was one. */
   delete(key: string): boolean {
     return this.#items.delete(key);
   }
+  /** The names, in insertion order. */
   keys(): string[] {
     return [...this.#items.keys()];
   }
+  /** The modules, in insertion order. */
   values(): M[] {
     return [...this.#items.values()];
   }
+  /** The [name, module] pairs, in insertion order. */
   entries(): Array<[string, M]> {
     return [...this.#items.entries()];
   }
+  /** Number of modules. */
   get size(): number {
     return this.#items.size;
   }

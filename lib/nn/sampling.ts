@@ -10,6 +10,7 @@ import { argmax } from '../ops/reduce';
 import { shapeStr } from '../shape';
 import type { Tensor } from '../tensor';
 
+/** How sampleLogits (and GPT.generate) picks the next token from logits. */
 export interface SamplingOptions {
   /** Divides the logits; lower is more deterministic, 0 means greedy (default 1). */
   temperature?: number;

@@ -10,14 +10,21 @@ import { normal_, xavierUniform_ } from './init';
 import { Dropout, FactoryOptions, LayerNorm, Linear, newParameter } from './layers';
 import { Module, ModuleList, Parameter, TensorModule } from './module';
 
+/** The feed-forward activation of Transformer layers: 'relu' (default) or 'gelu'. */
 export type Activation = 'relu' | 'gelu';
 
+/**
+ * Options of TransformerEncoderLayer, TransformerDecoderLayer and Transformer (like the keyword
+ * arguments of torch.nn.TransformerEncoderLayer).
+ */
 export interface TransformerLayerOptions extends FactoryOptions {
   /** Hidden size of the feed-forward block (default 2048). */
   dimFeedforward?: number;
   /** Dropout after attention, in the feed-forward block and on attention probabilities (default 0.1). */
   dropout?: number;
+  /** Activation of the feed-forward block (default 'relu'). */
   activation?: Activation;
+  /** The LayerNorms' eps (default 1e-5). */
   layerNormEps?: number;
   /** Inputs [B, L, E] (default true); false means [L, B, E]. */
   batchFirst?: boolean;
@@ -29,18 +36,35 @@ export interface TransformerLayerOptions extends FactoryOptions {
 
 /** What encoder and decoder layers share: self-attention, the feed-forward block, residual wiring. */
 abstract class TransformerLayer extends Module {
+  /** Self-attention. */
   selfAttn: MultiheadAttention;
+  /** Feed-forward expansion dModel -> dimFeedforward. */
   linear1: Linear;
+  /** Dropout inside the feed-forward block, after the activation. */
   dropout: Dropout;
+  /** Feed-forward projection dimFeedforward -> dModel. */
   linear2: Linear;
+  /** LayerNorm of the self-attention sublayer. */
   norm1: LayerNorm;
+  /** LayerNorm of the second sublayer (feed-forward in the encoder, cross-attention in the decoder). */
   norm2: LayerNorm;
+  /** Dropout on the self-attention output. */
   dropout1: Dropout;
+  /** Dropout on the second sublayer's output. */
   dropout2: Dropout;
+  /** Pre-norm (true) or post-norm (false) residual wiring. */
   readonly normFirst: boolean;
+  /** The feed-forward activation. */
   readonly activation: Activation;
 
-  constructor(readonly dModel: number, readonly nHead: number, readonly options: TransformerLayerOptions) {
+  constructor(
+    /** Model width E: input and output features. */
+    readonly dModel: number,
+    /** Attention heads (must divide dModel). */
+    readonly nHead: number,
+    /** The options the layer was made with (TransformerEncoder copies them for its other layers). */
+    readonly options: TransformerLayerOptions,
+  ) {
     super();
     const p = options.dropout ?? 0.1;
     const common = { dtype: options.dtype, device: options.device, bias: options.bias };
@@ -65,6 +89,7 @@ abstract class TransformerLayer extends Module {
     return this.normFirst ? x.add(f(norm.forward(x))) : norm.forward(x.add(f(x)));
   }
 
+  /** dropout1(selfAttn(x, x, x)): the self-attention sublayer without its residual. */
   protected selfAttention(x: Tensor, opts: AttentionForwardOptions): Tensor {
     return this.dropout1.forward(this.selfAttn.forward(x, x, x, opts).output);
   }
@@ -77,9 +102,16 @@ abstract class TransformerLayer extends Module {
   }
 }
 
+/**
+ * Masks of TransformerEncoderLayer.forward (MultiheadAttention conventions: bool true = blocked, float
+ * = added).
+ */
 export interface EncoderLayerForwardOptions {
+  /** Attention mask [S, S] (or per batch and head) for self-attention. */
   srcMask?: Tensor | null;
+  /** Shape [B, S], true where a source position is padding. */
   srcKeyPaddingMask?: Tensor | null;
+  /** Add the causal mask to self-attention. */
   isCausal?: boolean;
 }
 
@@ -88,6 +120,7 @@ export class TransformerEncoderLayer extends TransformerLayer {
   constructor(dModel: number, nHead: number, opts: TransformerLayerOptions = {}) {
     super(dModel, nHead, opts);
   }
+  /** src [B, S, E] ([S, B, E] without batchFirst) -> the same shape. */
   override forward(src: Tensor, opts: EncoderLayerForwardOptions = {}): Tensor {
     return tidy(() => {
       const attn = { attnMask: opts.srcMask, keyPaddingMask: opts.srcKeyPaddingMask, isCausal: opts.isCausal };
@@ -97,19 +130,32 @@ export class TransformerEncoderLayer extends TransformerLayer {
   }
 }
 
+/**
+ * Masks of TransformerDecoderLayer.forward and TransformerDecoder.forward (bool true = blocked, float =
+ * added).
+ */
 export interface DecoderLayerForwardOptions {
+  /** Attention mask [T, T] for self-attention over the target. */
   tgtMask?: Tensor | null;
+  /** Attention mask [T, S] for cross-attention over the memory. */
   memoryMask?: Tensor | null;
+  /** Shape [B, T], true where a target position is padding. */
   tgtKeyPaddingMask?: Tensor | null;
+  /** Shape [B, S], true where a memory position is padding. */
   memoryKeyPaddingMask?: Tensor | null;
+  /** Add the causal mask to self-attention (what autoregressive decoding needs). */
   tgtIsCausal?: boolean;
+  /** Add the causal mask to cross-attention. */
   memoryIsCausal?: boolean;
 }
 
 /** Self-attention, cross-attention over the encoder's memory, feed-forward (torch.nn.TransformerDecoderLayer). */
 export class TransformerDecoderLayer extends TransformerLayer {
+  /** Cross-attention from the target to the memory. */
   multiheadAttn: MultiheadAttention;
+  /** LayerNorm of the feed-forward sublayer. */
   norm3: LayerNorm;
+  /** Dropout on the feed-forward output. */
   dropout3: Dropout;
   constructor(dModel: number, nHead: number, opts: TransformerLayerOptions = {}) {
     super(dModel, nHead, opts);
@@ -118,6 +164,7 @@ export class TransformerDecoderLayer extends TransformerLayer {
     this.norm3 = new LayerNorm(dModel, { dtype: opts.dtype, device: opts.device, bias: opts.bias, eps: opts.layerNormEps ?? 1e-5 });
     this.dropout3 = new Dropout(p);
   }
+  /** tgt [B, T, E] attending to memory [B, S, E] (the encoder output) -> [B, T, E]. */
   override forward(tgt: Tensor, memory: Tensor, opts: DecoderLayerForwardOptions = {}): Tensor {
     return tidy(() => {
       const selfOpts = { attnMask: opts.tgtMask, keyPaddingMask: opts.tgtKeyPaddingMask, isCausal: opts.tgtIsCausal };
@@ -146,13 +193,16 @@ function makeLayers<L extends TransformerLayer>(src: LayerSource<L>, numLayers: 
  * initialization (torch deep-copies the layer instead, so all its layers start equal).
  */
 export class TransformerEncoder extends Module {
+  /** The encoder layers, applied in order. */
   layers: ModuleList<TransformerEncoderLayer>;
+  /** Final norm applied after the last layer, or null. */
   norm: TensorModule | null;
   constructor(encoderLayer: LayerSource<TransformerEncoderLayer>, numLayers: number, opts: { norm?: TensorModule | null } = {}) {
     super();
     this.layers = makeLayers(encoderLayer, numLayers, (l) => new TransformerEncoderLayer(l.dModel, l.nHead, l.options));
     this.norm = opts.norm ?? null;
   }
+  /** src through every layer (mask and srcKeyPaddingMask as the layers take them), then norm. */
   override forward(src: Tensor, opts: { mask?: Tensor | null; srcKeyPaddingMask?: Tensor | null; isCausal?: boolean } = {}): Tensor {
     return tidy(() => {
       let x = src;
@@ -164,13 +214,16 @@ export class TransformerEncoder extends Module {
 
 /** A stack of decoder layers and an optional final norm (see TransformerEncoder for the layer argument). */
 export class TransformerDecoder extends Module {
+  /** The decoder layers, applied in order. */
   layers: ModuleList<TransformerDecoderLayer>;
+  /** Final norm applied after the last layer, or null. */
   norm: TensorModule | null;
   constructor(decoderLayer: LayerSource<TransformerDecoderLayer>, numLayers: number, opts: { norm?: TensorModule | null } = {}) {
     super();
     this.layers = makeLayers(decoderLayer, numLayers, (l) => new TransformerDecoderLayer(l.dModel, l.nHead, l.options));
     this.norm = opts.norm ?? null;
   }
+  /** tgt through every layer, each attending to memory, then norm. */
   override forward(tgt: Tensor, memory: Tensor, opts: DecoderLayerForwardOptions = {}): Tensor {
     return tidy(() => {
       let x = tgt;
@@ -180,22 +233,37 @@ export class TransformerDecoder extends Module {
   }
 }
 
+/** Options of Transformer: the sizes and the layer options. */
 export interface TransformerOptions extends TransformerLayerOptions {
+  /** Model width (default 512). */
   dModel?: number;
+  /** Attention heads (default 8). */
   nHead?: number;
+  /** Encoder layers (default 6). */
   numEncoderLayers?: number;
+  /** Decoder layers (default 6). */
   numDecoderLayers?: number;
 }
 
+/** Masks of Transformer.forward, as the encoder and decoder layers take them. */
 export interface TransformerForwardOptions {
+  /** Encoder self-attention mask [S, S]. */
   srcMask?: Tensor | null;
+  /** Decoder self-attention mask [T, T] (or tgtIsCausal). */
   tgtMask?: Tensor | null;
+  /** Decoder cross-attention mask [T, S]. */
   memoryMask?: Tensor | null;
+  /** Shape [B, S], true where a source position is padding. */
   srcKeyPaddingMask?: Tensor | null;
+  /** Shape [B, T], true where a target position is padding. */
   tgtKeyPaddingMask?: Tensor | null;
+  /** Shape [B, S], true where a memory position is padding (usually srcKeyPaddingMask). */
   memoryKeyPaddingMask?: Tensor | null;
+  /** Causal encoder self-attention. */
   srcIsCausal?: boolean;
+  /** Causal decoder self-attention. */
   tgtIsCausal?: boolean;
+  /** Causal cross-attention. */
   memoryIsCausal?: boolean;
 }
 
@@ -204,9 +272,13 @@ export interface TransformerForwardOptions {
  * batchFirst true). Matrices are initialized Xavier-uniform, as PyTorch does.
  */
 export class Transformer extends Module {
+  /** The encoder stack with its final LayerNorm. */
   encoder: TransformerEncoder;
+  /** The decoder stack with its final LayerNorm. */
   decoder: TransformerDecoder;
+  /** Model width. */
   readonly dModel: number;
+  /** Attention heads per layer. */
   readonly nHead: number;
   constructor(opts: TransformerOptions = {}) {
     super();
@@ -268,8 +340,11 @@ function addPositions(op: string, m: Module & { dropout: Dropout; batchFirst: bo
 
 /** The fixed sin/cos positional encoding of "Attention Is All You Need", added to the input. */
 export class SinusoidalPositionalEncoding extends Module {
+  /** Dropout after adding the positions. */
   dropout: Dropout;
+  /** The encodings [maxLen, dModel] (a non-persistent buffer: not in stateDict()). */
   readonly pe: Tensor;
+  /** Whether inputs are [B, T, E] (true) or [T, B, E]. */
   readonly batchFirst: boolean;
   constructor(dModel: number, opts: PositionalOptions = {}) {
     super();
@@ -295,8 +370,11 @@ export class SinusoidalPositionalEncoding extends Module {
 
 /** A learned table of position vectors [maxLen, E] (N(0, 1) init, like Embedding), added to the input. */
 export class LearnedPositionalEmbedding extends Module {
+  /** The learned positions [maxLen, dModel]. */
   weight: Parameter;
+  /** Dropout after adding the positions. */
   dropout: Dropout;
+  /** Whether inputs are [B, T, E] (true) or [T, B, E]. */
   readonly batchFirst: boolean;
   constructor(maxLen: number, dModel: number, opts: Omit<PositionalOptions, 'maxLen'> = {}) {
     super();
@@ -304,6 +382,7 @@ export class LearnedPositionalEmbedding extends Module {
     this.dropout = new Dropout(opts.dropout ?? 0);
     this.batchFirst = opts.batchFirst ?? true;
   }
+  /** x plus the learned vectors of positions offset.. (offset > 0 when decoding step by step). */
   override forward(x: Tensor, opts: { offset?: number } = {}): Tensor {
     return addPositions('LearnedPositionalEmbedding', this, x, this.weight, opts.offset ?? 0);
   }

@@ -10,10 +10,21 @@ import { checkShape, numel, sameShape, shapeStr } from '../shape';
 import { NestedArray, Tensor, emptyTensor, fromHandle } from '../tensor';
 import { expand } from './shape';
 
+/**
+ * Options of the creation functions (like the dtype=, device=, requires_grad= keywords of torch.zeros).
+ */
 export interface TensorOptions {
+  /**
+   * Element type; each function says its default (float32 for most; the *Like functions take the source
+   * tensor's).
+   */
   dtype?: DType;
   /** 'cpu' (default) or 'cuda:N'. */
   device?: string;
+  /**
+   * Make the new tensor a leaf that requires grad, so backward() fills its .grad (floating dtypes only;
+   * default false).
+   */
   requiresGrad?: boolean;
 }
 
@@ -159,14 +170,21 @@ function filled(op: string, shape: readonly number[], value: number, opts: Tenso
   return finish(t, opts);
 }
 
+/** A tensor of shape filled with value (float32 unless opts.dtype says otherwise; like torch.full). */
 export function full(shape: readonly number[], value: number, opts: TensorOptions = {}): Tensor {
   return filled('full', shape, value, opts);
 }
 
+/**
+ * A tensor of shape filled with zeros (float32 unless opts.dtype says otherwise; like torch.zeros).
+ * Sizes must be non-negative integers: a bad size, or more than 2^53 - 1 elements, is a ShapeError;
+ * more bytes than can be allocated, an OutOfMemoryError.
+ */
 export function zeros(shape: readonly number[], opts: TensorOptions = {}): Tensor {
   return filled('zeros', shape, 0, opts);
 }
 
+/** A tensor of shape filled with ones (float32 unless opts.dtype says otherwise; like torch.ones). */
 export function ones(shape: readonly number[], opts: TensorOptions = {}): Tensor {
   return filled('ones', shape, 1, opts);
 }
@@ -174,9 +192,13 @@ export function ones(shape: readonly number[], opts: TensorOptions = {}): Tensor
 function likeOpts(t: Tensor, opts: TensorOptions): TensorOptions {
   return { dtype: opts.dtype ?? t.dtype, device: opts.device ?? t.device, requiresGrad: opts.requiresGrad };
 }
+/** An uninitialized tensor of t's shape, dtype and device (opts override the dtype and device). */
 export function emptyLike(t: Tensor, opts: TensorOptions = {}): Tensor { return empty(t.shape, likeOpts(t, opts)); }
+/** Zeros of t's shape, dtype and device (opts override the dtype and device; like torch.zeros_like). */
 export function zerosLike(t: Tensor, opts: TensorOptions = {}): Tensor { return zeros(t.shape, likeOpts(t, opts)); }
+/** Ones of t's shape, dtype and device (opts override the dtype and device; like torch.ones_like). */
 export function onesLike(t: Tensor, opts: TensorOptions = {}): Tensor { return ones(t.shape, likeOpts(t, opts)); }
+/** value in t's shape, dtype and device (opts override the dtype and device; like torch.full_like). */
 export function fullLike(t: Tensor, value: number, opts: TensorOptions = {}): Tensor { return full(t.shape, value, likeOpts(t, opts)); }
 
 /**

@@ -189,6 +189,10 @@ export function sub(a: TensorOrScalar, b: TensorOrScalar, alpha = 1): Tensor {
   return addSub('sub', a, b, alpha);
 }
 
+/**
+ * a * b elementwise, broadcasting; either side may be a number (like torch.mul). The result dtype
+ * follows PyTorch promotion (resultType).
+ */
 export function mul(a: TensorOrScalar, b: TensorOrScalar): Tensor {
   const dtype = arithDType('mul', a, b);
   if (isTensor(a) && isTensor(b)) {
@@ -247,37 +251,48 @@ function unaryOp(
   });
 }
 
+/** -x elementwise (bool tensors are a DTypeError). */
 export function neg(x: Tensor): Tensor {
   return unaryOp('neg', U.neg, x, false, null, (g) => neg(g));
 }
+/** e^x elementwise; integer and bool inputs give float32. */
 export function exp(x: Tensor): Tensor {
   return unaryOp('exp', U.exp, x, true, 'y', (g, y) => mul(g, y));
 }
+/** Natural logarithm elementwise (-Infinity at 0, NaN below); integer and bool inputs give float32. */
 export function log(x: Tensor): Tensor {
   return unaryOp('log', U.log, x, true, 'x', (g, x0) => div(g, x0));
 }
+/** log(1 + x), accurate for small x; integer and bool inputs give float32. */
 export function log1p(x: Tensor): Tensor {
   return unaryOp('log1p', U.log1p, x, true, 'x', (g, x0) => div(g, add(x0, 1)));
 }
+/** Square root elementwise (NaN for negative inputs); integer and bool inputs give float32. */
 export function sqrt(x: Tensor): Tensor {
   return unaryOp('sqrt', U.sqrt, x, true, 'y', (g, y) => div(g, mul(y, 2)));
 }
+/** 1 / sqrt(x) elementwise; integer and bool inputs give float32. */
 export function rsqrt(x: Tensor): Tensor {
   // d(x^-1/2)/dx = -y^3 / 2
   return unaryOp('rsqrt', U.rsqrt, x, true, 'y', (g, y) => mul(g, mul(pow(y, 3), -0.5)));
 }
+/** x * x elementwise, keeping the dtype (bool is a DTypeError). */
 export function square(x: Tensor): Tensor {
   return unaryOp('square', U.square, x, false, 'x', (g, x0) => mul(g, mul(x0, 2)));
 }
+/** 1 / x elementwise; integer and bool inputs give float32. */
 export function reciprocal(x: Tensor): Tensor {
   return unaryOp('reciprocal', U.reciprocal, x, true, 'y', (g, y) => neg(mul(g, square(y))));
 }
+/** |x| elementwise, keeping the dtype; the gradient at 0 is 0. */
 export function abs(x: Tensor): Tensor {
   return unaryOp('abs', U.abs, x, false, 'x', (g, x0) => mul(g, sign(x0)));
 }
+/** Sine (radians) elementwise; integer and bool inputs give float32. */
 export function sin(x: Tensor): Tensor {
   return unaryOp('sin', U.sin, x, true, 'x', (g, x0) => mul(g, cos(x0)));
 }
+/** Cosine (radians) elementwise; integer and bool inputs give float32. */
 export function cos(x: Tensor): Tensor {
   return unaryOp('cos', U.cos, x, true, 'x', (g, x0) => neg(mul(g, sin(x0))));
 }
@@ -287,15 +302,19 @@ function fusedBackward(op: string, code: number, saved: Tensor, g: Tensor): Tens
   return binaryKernel(op, code, saved, g, g.dtype);
 }
 
+/** Hyperbolic tangent elementwise; integer and bool inputs give float32. */
 export function tanh(x: Tensor): Tensor {
   return unaryOp('tanh', U.tanh, x, true, 'y', (g, y) => fusedBackward('tanh', B.tanh_backward, y, g));
 }
+/** 1 / (1 + e^-x) elementwise; integer and bool inputs give float32. */
 export function sigmoid(x: Tensor): Tensor {
   return unaryOp('sigmoid', U.sigmoid, x, true, 'y', (g, y) => fusedBackward('sigmoid', B.sigmoid_backward, y, g));
 }
+/** max(x, 0) elementwise, keeping the dtype (like torch.relu). */
 export function relu(x: Tensor): Tensor {
   return unaryOp('relu', U.relu, x, false, 'y', (g, y) => fusedBackward('relu', B.relu_backward, y, g));
 }
+/** x * sigmoid(x) elementwise (swish); integer and bool inputs give float32. */
 export function silu(x: Tensor): Tensor {
   return unaryOp('silu', U.silu, x, true, 'x', (g, x0) => fusedBackward('silu', B.silu_backward, x0, g));
 }
@@ -314,12 +333,15 @@ function stepOp(op: string, code: number, x: Tensor, rounding: boolean): Tensor 
   if (rounding && !isFloating(x.dtype)) return clone(x);
   return unaryOp(op, code, x, false, null, (g) => zerosLike(g));
 }
+/** -1, 0 or 1 by the sign of each element, in x's dtype; the gradient is zero. */
 export function sign(x: Tensor): Tensor {
   return stepOp('sign', U.sign, x, false);
 }
+/** Rounds down elementwise; integer tensors come back as an unchanged copy. The gradient is zero. */
 export function floor(x: Tensor): Tensor {
   return stepOp('floor', U.floor, x, true);
 }
+/** Rounds up elementwise; integer tensors come back as an unchanged copy. The gradient is zero. */
 export function ceil(x: Tensor): Tensor {
   return stepOp('ceil', U.ceil, x, true);
 }
@@ -374,9 +396,17 @@ function extremum(op: 'maximum' | 'minimum', a: TensorOrScalar, b: TensorOrScala
   const [t, s] = isTensor(a) ? [a, Number(b)] : [b as Tensor, Number(a)];
   return clampOp(op, t, isMax ? s : null, isMax ? null : s, dtype);
 }
+/**
+ * The larger of a and b elementwise, broadcasting; either side may be a number. NaN propagates; ties
+ * split the gradient evenly.
+ */
 export function maximum(a: TensorOrScalar, b: TensorOrScalar): Tensor {
   return extremum('maximum', a, b);
 }
+/**
+ * The smaller of a and b elementwise, broadcasting; either side may be a number. NaN propagates; ties
+ * split the gradient evenly.
+ */
 export function minimum(a: TensorOrScalar, b: TensorOrScalar): Tensor {
   return extremum('minimum', a, b);
 }
@@ -417,11 +447,20 @@ function compare(op: CompareOp, a: TensorOrScalar, b: TensorOrScalar): Tensor {
   const [t, s, code] = isTensor(a) ? [a, Number(b), op] : [b as Tensor, Number(a), FLIPPED[op]];
   return withDType(dtype, [t], ([T]) => unaryKernel(U[`${code}_scalar`], T, 'bool', s));
 }
+/**
+ * a == b elementwise as a bool tensor, broadcasting; either side may be a number. Mixed dtypes compare
+ * after promotion.
+ */
 export function eq(a: TensorOrScalar, b: TensorOrScalar): Tensor { return compare('eq', a, b); }
+/** a != b elementwise as a bool tensor (broadcasting, numbers allowed, as eq). */
 export function ne(a: TensorOrScalar, b: TensorOrScalar): Tensor { return compare('ne', a, b); }
+/** a < b elementwise as a bool tensor (broadcasting, numbers allowed, as eq). */
 export function lt(a: TensorOrScalar, b: TensorOrScalar): Tensor { return compare('lt', a, b); }
+/** a <= b elementwise as a bool tensor (broadcasting, numbers allowed, as eq). */
 export function le(a: TensorOrScalar, b: TensorOrScalar): Tensor { return compare('le', a, b); }
+/** a > b elementwise as a bool tensor (broadcasting, numbers allowed, as eq). */
 export function gt(a: TensorOrScalar, b: TensorOrScalar): Tensor { return compare('gt', a, b); }
+/** a >= b elementwise as a bool tensor (broadcasting, numbers allowed, as eq). */
 export function ge(a: TensorOrScalar, b: TensorOrScalar): Tensor { return compare('ge', a, b); }
 
 function tensorArg(op: string, v: unknown, name: string): Tensor {
@@ -441,7 +480,9 @@ function logical(op: 'logicalAnd' | 'logicalOr', a: Tensor, b: Tensor): Tensor {
   return withDType(promoteTypes(a.dtype, b.dtype), [a, b], ([A, B2]) =>
     binaryKernel(op, op === 'logicalAnd' ? B.logical_and : B.logical_or, A, B2, 'bool'));
 }
+/** True where both a and b are non-zero, broadcasting; any dtypes (like torch.logical_and). */
 export function logicalAnd(a: Tensor, b: Tensor): Tensor { return logical('logicalAnd', a, b); }
+/** True where a or b is non-zero, broadcasting; any dtypes (like torch.logical_or). */
 export function logicalOr(a: Tensor, b: Tensor): Tensor { return logical('logicalOr', a, b); }
 
 function checkCond(op: string, cond: Tensor, name: string): void {
@@ -545,9 +586,21 @@ function inPlace(op: string, kind: 'add' | 'mul' | 'div', x: Tensor, other: Tens
   }
   x._bumpVersion();
 }
+/**
+ * In place: x += alpha * other, other broadcast to x's shape (like torch.Tensor.add_). x keeps its
+ * dtype: a result type it cannot hold (float into int) is a DTypeError. In-place ops are not
+ * recorded by autograd: while grad mode is on, x or other requiring grad is an error (update
+ * parameters inside noGrad()).
+ */
 export function add_(x: Tensor, other: TensorOrScalar, alpha = 1): void { inPlace('add_', 'add', x, other, alpha); }
+/** In place: x -= alpha * other (broadcasting and dtype rules as add_). */
 export function sub_(x: Tensor, other: TensorOrScalar, alpha = 1): void { inPlace('sub_', 'add', x, other, alpha); }
+/** In place: x *= other (broadcasting and dtype rules as add_). */
 export function mul_(x: Tensor, other: TensorOrScalar): void { inPlace('mul_', 'mul', x, other, 1); }
+/**
+ * In place: x /= other, true division; integer x is a DTypeError since the quotient is floating point
+ * (rules as add_).
+ */
 export function div_(x: Tensor, other: TensorOrScalar): void { inPlace('div_', 'div', x, other, 1); }
 
 /** |a - b| <= atol + rtol * |b| elementwise (inf equals inf of the same sign; NaN is never close). */

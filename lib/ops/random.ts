@@ -29,7 +29,9 @@ let offset = 0n;
 
 /** The generator state: decimal strings of the 64-bit seed and block offset (JSON-safe). */
 export interface RngState {
+  /** The 64-bit seed, as a decimal string. */
   seed: string;
+  /** How many random blocks the stream has used since seeding, as a decimal string. */
   offset: string;
 }
 
@@ -155,12 +157,18 @@ function likeOpts(op: string, t: Tensor, opts: TensorOptions): TensorOptions {
   return { dtype: opts.dtype ?? t.dtype, device: opts.device ?? t.device, requiresGrad: opts.requiresGrad };
 }
 
+/** Uniform values in [0, 1) in t's shape, dtype and device (opts override; like torch.rand_like). */
 export function randLike(t: Tensor, opts: TensorOptions = {}): Tensor {
   return rand(t.shape, likeOpts('randLike', t, opts));
 }
+/** Standard normal values in t's shape, dtype and device (opts override; like torch.randn_like). */
 export function randnLike(t: Tensor, opts: TensorOptions = {}): Tensor {
   return randn(t.shape, likeOpts('randnLike', t, opts));
 }
+/**
+ * Integers uniform in [low, high) in t's shape, dtype and device (opts override; like
+ * torch.randint_like).
+ */
 export function randintLike(t: Tensor, low: number, high: number, opts: TensorOptions = {}): Tensor {
   return randint(low, high, t.shape, likeOpts('randintLike', t, opts));
 }

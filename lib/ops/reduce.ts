@@ -20,6 +20,10 @@ const N = native as unknown as ReduceNative;
 const OPS = ['sum', 'mean', 'max', 'min', 'argmax', 'argmin', 'all', 'any', 'var', 'std', 'logsumexp'] as const;
 const R = opCodes(N.reduceOps, OPS);
 
+/**
+ * The dims a reduction runs over: one dim or a list (negative dims count from the end); omitted or []
+ * means all dims.
+ */
 export type DimArg = number | readonly number[];
 
 /** The reduced dims, sorted (undefined or an empty list: all of them, like PyTorch). */
@@ -77,6 +81,10 @@ export function sum(x: Tensor, dim?: DimArg, keepdim = false): Tensor {
   return recordOp('sum', [x], out, [], (g) => [spread(g, kept, shape)]);
 }
 
+/**
+ * Mean over dims (all by default) of a floating point tensor (integer tensors are a DTypeError, as in
+ * PyTorch).
+ */
 export function mean(x: Tensor, dim?: DimArg, keepdim = false): Tensor {
   const dims = reducedDims('mean', x, dim);
   requireFloat('mean', x);
@@ -104,9 +112,17 @@ function extremum(op: 'max' | 'min', x: Tensor, dim: DimArg | undefined, keepdim
     return [mul(w, div(reshape(g, kept), sum(w, dims, true)))];
   });
 }
+/**
+ * Largest values over dims (all by default), like torch.amax: values only (argmax gives indices). Tied
+ * elements share the gradient evenly; reducing an empty dim is an IndexError.
+ */
 export function max(x: Tensor, dim?: DimArg, keepdim = false): Tensor {
   return extremum('max', x, dim, keepdim);
 }
+/**
+ * Smallest values over dims (all by default), like torch.amin: values only (argmin gives indices). Tied
+ * elements share the gradient evenly.
+ */
 export function min(x: Tensor, dim?: DimArg, keepdim = false): Tensor {
   return extremum('min', x, dim, keepdim);
 }
@@ -118,9 +134,17 @@ function argExtremum(op: 'argmax' | 'argmin', x: Tensor, dim: number | undefined
   checkNonEmpty(op, x, dims);
   return reduceInto(op, x, dims, resultShape(x, dims, keepdim), 'int64');
 }
+/**
+ * The int64 index of the first largest element along dim, or in the flattened tensor when dim is
+ * omitted.
+ */
 export function argmax(x: Tensor, dim?: number, keepdim = false): Tensor {
   return argExtremum('argmax', x, dim, keepdim);
 }
+/**
+ * The int64 index of the first smallest element along dim, or in the flattened tensor when dim is
+ * omitted.
+ */
 export function argmin(x: Tensor, dim?: number, keepdim = false): Tensor {
   return argExtremum('argmin', x, dim, keepdim);
 }
@@ -152,6 +176,10 @@ function spreadOp(op: 'var' | 'std', x: Tensor, dim: DimArg | undefined, opts: V
 export function variance(x: Tensor, dim?: DimArg, opts: VarianceOptions = {}): Tensor {
   return spreadOp('var', x, dim, opts);
 }
+/**
+ * Standard deviation over dims (all by default): the square root of variance(), with the same
+ * correction (1 by default, like torch.std).
+ */
 export function std(x: Tensor, dim?: DimArg, opts: VarianceOptions = {}): Tensor {
   return spreadOp('std', x, dim, opts);
 }
@@ -174,6 +202,7 @@ export function all(x: Tensor, dim?: DimArg, keepdim = false): Tensor {
   const dims = reducedDims('all', x, dim);
   return reduceInto('all', x, dims, resultShape(x, dims, keepdim), 'bool');
 }
+/** Whether some element over dims (all by default) is non-zero, as a bool tensor (like torch.any). */
 export function any(x: Tensor, dim?: DimArg, keepdim = false): Tensor {
   const dims = reducedDims('any', x, dim);
   return reduceInto('any', x, dims, resultShape(x, dims, keepdim), 'bool');

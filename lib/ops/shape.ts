@@ -103,6 +103,10 @@ export function view(x: Tensor, shape: readonly number[]): Tensor {
   return viewOp('view', x, s, st, x.offset);
 }
 
+/**
+ * A view with the dims reordered: result dim i is x's dim dims[i] (like torch.permute). dims must name
+ * each dim once.
+ */
 export function permute(x: Tensor, dims: readonly number[]): Tensor {
   x._check('permute');
   if (dims.length !== x.ndim) throw new ShapeError('permute', `got ${dims.length} dims for a tensor of shape ${shapeStr(x.shape)}`);
@@ -114,6 +118,7 @@ export function permute(x: Tensor, dims: readonly number[]): Tensor {
   return recordOp('permute', [x], out, [], (g) => [permute(g, inverse)]);
 }
 
+/** A view with dims d0 and d1 swapped (negative dims count from the end). */
 export function transpose(x: Tensor, d0: number, d1: number): Tensor {
   const p = Array.from({ length: x.ndim }, (_, i) => i);
   const a = normalizeDim('transpose', d0, x.ndim), b = normalizeDim('transpose', d1, x.ndim);
@@ -121,6 +126,10 @@ export function transpose(x: Tensor, d0: number, d1: number): Tensor {
   return permute(x, p);
 }
 
+/**
+ * The transpose of a matrix (a view); 0-d and 1-D tensors come back as they are. More than 2 dims is a
+ * ShapeError.
+ */
 export function t(x: Tensor): Tensor {
   if (x.ndim > 2) throw new ShapeError('t', `expects a tensor of at most 2 dimensions, got ${shapeStr(x.shape)}`);
   return x.ndim < 2 ? viewOp('t', x, [...x.shape], x.strides, x.offset) : transpose(x, 0, 1);

@@ -75,6 +75,7 @@ export function logSoftmax(x: Tensor, dim = -1): Tensor {
   return softmaxOp('logSoftmax', x, dim);
 }
 
+/** Options of crossEntropy (and nn.crossEntropy / nn.CrossEntropyLoss). */
 export interface CrossEntropyOptions {
   /** Targets equal to this contribute no loss and no gradient (default -100). */
   ignoreIndex?: number;

@@ -4,9 +4,16 @@ import { ValueError } from '../errors';
 import type { Tensor } from '../tensor';
 import { BaseOptions, Optimizer, ParamGroup, ParamState, Params, StateSpec, checkBool, checkNumber, optimNative } from './optimizer';
 
+/** Options of Adam and AdamW (torch.optim.Adam / AdamW); the constructors take any subset. */
 export interface AdamOptions extends BaseOptions {
+  /** Decay rates of the first and second moment estimates (default [0.9, 0.999]). */
   betas: [number, number];
+  /** Added to the denominator for stability (default 1e-8). */
   eps: number;
+  /**
+   * Adam: L2 penalty added to the gradient (default 0). AdamW: decoupled decay p *= 1 - lr *
+   * weightDecay (default 0.01).
+   */
   weightDecay: number;
   /** Use the running maximum of the second moment (Reddi et al., "On the Convergence of Adam and Beyond"). */
   amsgrad: boolean;
@@ -23,6 +30,10 @@ export class Adam extends Optimizer<AdamOptions> {
   /** AdamW: weight decay multiplies p by (1 - lr * weightDecay) instead of entering the gradient. */
   protected readonly decoupled: boolean = false;
 
+  /**
+   * params: parameters or parameter groups; opts: defaults for every group (lr 1e-3, betas [0.9,
+   * 0.999], eps 1e-8, weightDecay 0, amsgrad false, maximize false).
+   */
   constructor(params: Params<AdamOptions>, opts: Partial<AdamOptions> = {}) {
     super(params, { lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0, amsgrad: false, maximize: false, ...opts });
   }
@@ -63,6 +74,7 @@ export class Adam extends Optimizer<AdamOptions> {
 export class AdamW extends Adam {
   protected override readonly decoupled: boolean = true;
 
+  /** As Adam, with weightDecay 0.01 by default (like torch.optim.AdamW). */
   constructor(params: Params<AdamOptions>, opts: Partial<AdamOptions> = {}) {
     super(params, { weightDecay: 1e-2, ...opts });
   }

@@ -6,6 +6,7 @@ import { contiguousCopy, zeros } from '../ops/creation';
 import { Tensor, emptyTensor } from '../tensor';
 import { optimNative } from './optimizer';
 
+/** Options of clipGradNorm. */
 export interface ClipGradNormOptions {
   /** Throw a ValueError (before touching the gradients) when the total norm is NaN or infinite. */
   errorIfNonfinite?: boolean;

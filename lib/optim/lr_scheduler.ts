@@ -8,8 +8,11 @@ import type { BaseOptions, Optimizer } from './optimizer';
 /** The learning rate at step `step` for a group whose initial lr is baseLr. */
 export type Schedule = (step: number, baseLr: number, group: number) => number;
 
+/** What a scheduler saves for checkpoints (like torch's scheduler.state_dict()). */
 export interface LRSchedulerStateDict {
+  /** The step the current lrs belong to. */
   lastEpoch: number;
+  /** The initial lr of each group. */
   baseLrs: number[];
 }
 
@@ -26,6 +29,7 @@ export interface SchedulerOptions {
  * `initialLr`. To resume, prefer loadStateDict() over passing lastEpoch.
  */
 export class LRScheduler {
+  /** The optimizer whose groups' lr this scheduler sets. */
   readonly optimizer: Optimizer<BaseOptions>;
   /** The initial lr of each group, which the schedule scales. */
   baseLrs: number[];
@@ -74,6 +78,10 @@ export class LRScheduler {
     return [...this.lastLrs];
   }
 
+  /**
+   * The step and base lrs, for checkpoints; loadStateDict() restores them (the schedule itself comes
+   * from the constructor).
+   */
   stateDict(): LRSchedulerStateDict {
     return { lastEpoch: this.lastEpoch, baseLrs: [...this.baseLrs] };
   }

@@ -34,15 +34,22 @@ export const optimNative = native as unknown as OptimNative;
 
 /** Options every optimizer has; each optimizer adds its own. */
 export interface BaseOptions {
+  /** Learning rate (schedulers change it per group as they step). */
   lr: number;
   /** Set by the first LR scheduler attached to the optimizer: the lr its schedule scales. */
   initialLr?: number;
 }
 
 /** A parameter group as passed in: its parameters and any options that differ from the defaults. */
-export type ParamGroupInput<O> = Partial<O> & { params: Iterable<Tensor> };
+export type ParamGroupInput<O> = Partial<O> & {
+  /** The group's parameters. */
+  params: Iterable<Tensor>;
+};
 /** A parameter group as the optimizer holds it: every option filled in. */
-export type ParamGroup<O> = O & { params: Tensor[] };
+export type ParamGroup<O> = O & {
+  /** The group's parameters. */
+  params: Tensor[];
+};
 /** Parameters (e.g. model.parameters()) or a list of parameter groups. */
 export type Params<O> = Iterable<Tensor> | Iterable<ParamGroupInput<O>>;
 
@@ -60,7 +67,12 @@ export interface OptimizerStateDict {
   /** Per-parameter state keyed by the parameter's index, counting through the groups in order. */
   state: Record<number, ParamState>;
   /** Each group's options, with `params` replaced by the parameters' indices. */
-  paramGroups: Array<Record<string, unknown> & { params: number[] }>;
+  paramGroups: Array<
+    Record<string, unknown> & {
+      /** The indices of the group's parameters. */
+      params: number[];
+    }
+  >;
 }
 
 function cloneOption(v: unknown): unknown {
@@ -72,7 +84,9 @@ function cloneOption(v: unknown): unknown {
  * parameter in place from its gradient (`update`).
  */
 export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
+  /** The options a group takes when it does not set its own. */
   readonly defaults: Readonly<O>;
+  /** The parameter groups with their options; change a group's lr here (as schedulers do). */
   readonly paramGroups: ParamGroup<O>[] = [];
   /** Per-parameter state, created on the parameter's first step. */
   readonly state = new Map<Tensor, ParamState>();

@@ -4,10 +4,15 @@ import { ValueError } from '../errors';
 import { Tensor } from '../tensor';
 import { BaseOptions, Optimizer, ParamGroup, ParamState, Params, StateSpec, checkBool, checkNumber, optimNative } from './optimizer';
 
+/** Options of SGD (torch.optim.SGD); the constructor takes any subset. */
 export interface SGDOptions extends BaseOptions {
+  /** Momentum factor (default 0: plain SGD). */
   momentum: number;
+  /** Dampening of the momentum buffer's gradient term (default 0). */
   dampening: number;
+  /** L2 penalty added to the gradient: g += weightDecay * p (default 0). */
   weightDecay: number;
+  /** Nesterov momentum (default false; needs momentum > 0 and dampening 0). */
   nesterov: boolean;
   /** Ascend the objective instead of descending it. */
   maximize: boolean;
@@ -19,6 +24,10 @@ export interface SGDOptions extends BaseOptions {
  * p -= lr * (nesterov ? g + momentum * buf : buf); without momentum p -= lr * g.
  */
 export class SGD extends Optimizer<SGDOptions> {
+  /**
+   * params: parameters or parameter groups; opts: defaults for every group (lr 1e-3, momentum 0,
+   * dampening 0, weightDecay 0, nesterov false, maximize false).
+   */
   constructor(params: Params<SGDOptions>, opts: Partial<SGDOptions> = {}) {
     super(params, { lr: 1e-3, momentum: 0, dampening: 0, weightDecay: 0, nesterov: false, maximize: false, ...opts });
   }

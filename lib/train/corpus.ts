@@ -22,6 +22,7 @@ const TRANSITIVE: ReadonlyArray<readonly [string, string]> = [
 const INTRANSITIVE: ReadonlyArray<readonly [string, string]> = [['sleeps', 'sleep'], ['runs', 'run'], ['sings', 'sing'], ['jumps', 'jump']];
 const ADVERBS = ['quickly', 'slowly', 'again', 'today'];
 
+/** Options of toyCorpus. */
 export interface ToyCorpusOptions {
   /** Number of lines (default 20000, about 500k characters). */
   lines?: number;
@@ -75,7 +76,12 @@ export function toyCorpus(opts: ToyCorpusOptions = {}): string {
   return out.join('\n') + '\n';
 }
 
+/** The verdict of checkToyLine on one line. */
 export interface ToyLineCheck {
+  /**
+   * Whether the line is (or tries to be) a sentence or an arithmetic fact (it starts with a digit or
+   * operator).
+   */
   kind: 'sentence' | 'arithmetic';
   /** Grammatical sentence, or a well-formed and correct fact. */
   valid: boolean;
@@ -134,12 +140,17 @@ export function checkToyLine(text: string): ToyLineCheck {
   return { kind: 'sentence', valid: ok, wellFormed: ok };
 }
 
+/** Counts from scoreToyText: how much of a sample follows the toy language. */
 export interface ToyScore {
+  /** Sentence lines. */
   sentences: number;
+  /** Sentences that follow every agreement rule. */
   validSentences: number;
+  /** Arithmetic lines. */
   facts: number;
   /** Facts in the right form ("d + d = n."). */
   wellFormedFacts: number;
+  /** Well-formed facts whose result is right. */
   correctFacts: number;
 }
 

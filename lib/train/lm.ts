@@ -7,8 +7,14 @@ import type { BatchSampler } from './trainer';
 
 /** Anything that samples random windows and can save where its generator is (data.TokenFileDataset). */
 export interface WindowSource {
+  /** batchSize random (input, target) windows, each tensor of shape [batchSize, blockSize]. */
   sampleBatch(batchSize: number): [Tensor, Tensor];
-  stateDict(): { rng: number[] };
+  /** Where the generator is, to continue the same sequence after a resume. */
+  stateDict(): {
+    /** The generator's state. */
+    rng: number[];
+  };
+  /** Restores the generator from stateDict(). */
   loadStateDict(sd: { rng: number[] }): void;
 }
 

@@ -1,9 +1,12 @@
 // Line charts as self-contained SVG (no scripts, fonts or external files), for the loss curve a
 // training run leaves behind: axes with round-number ticks, one polyline per series, a legend.
+/** One line of a chart. */
 export interface Series {
+  /** Label in the legend. */
   name: string;
   /** [x, y] points; non-finite y values are skipped. */
   points: ReadonlyArray<readonly [number, number]>;
+  /** Stroke color (any SVG color: '#1f77b4', 'red'). */
   color: string;
   /** Stroke width in pixels (default 2). */
   width?: number;
@@ -15,11 +18,17 @@ export interface Series {
   hideInLegend?: boolean;
 }
 
+/** Options of lineChartSVG. */
 export interface ChartOptions {
+  /** Heading above the plot. */
   title?: string;
+  /** Label of the x axis. */
   xLabel?: string;
+  /** Label of the y axis. */
   yLabel?: string;
+  /** Width of the SVG in pixels (default 860). */
   width?: number;
+  /** Height of the SVG in pixels (default 500). */
   height?: number;
   /** A line of small print under the title (run settings, final values). */
   subtitle?: string;

@@ -4,6 +4,10 @@
 // models a plain loss and samples/s.
 import { MultiBar, SingleBar } from 'cli-progress';
 
+/**
+ * How a run shows progress: 'bar' (a live bar on a terminal), 'log' (a line every logInterval steps) or
+ * 'none'.
+ */
 export type ProgressMode = 'bar' | 'log' | 'none';
 
 /**
@@ -12,6 +16,7 @@ export type ProgressMode = 'bar' | 'log' | 'none';
  * bar needs a terminal stream.
  */
 export interface ProgressStream {
+  /** Writes text (lines end in "\n"); the return value is ignored. */
   write(text: string): unknown;
   /** True for a terminal: progress 'auto' then shows a live bar, else plain lines. */
   isTTY?: boolean;
@@ -32,11 +37,17 @@ export function unitLabels(unit: BatchUnit): { rate: string; loss: string | null
   return { rate: `${unit}s/s`, loss: unit === 'sample' ? null : `nats/${unit}`, metricsField: `${unit}s_per_s` };
 }
 
+/** What a progress update shows. */
 export interface ProgressInfo {
+  /** Optimizer steps done. */
   step: number;
+  /** Steps the run will do in all. */
   total: number;
+  /** Training loss of the last step. */
   loss: number;
+  /** Last validation loss (null before the first evaluation or without validation data). */
   valLoss: number | null;
+  /** Learning rate of the last step. */
   lr: number;
   /** What throughput counts, and what losses are per for language models. */
   unit: BatchUnit;
@@ -74,7 +85,12 @@ export class ProgressReporter {
   private readonly bar: SingleBar | null = null;
   private lastLogged = -1;
 
+  /**
+   * A display of a run of total steps starting at start (above 0 when resumed), writing a line every
+   * logInterval steps in 'log' mode, to stream (default process.stderr).
+   */
   constructor(
+    /** 'bar', 'log' or 'none'. */
     readonly mode: ProgressMode,
     total: number,
     start: number,
@@ -94,6 +110,10 @@ export class ProgressReporter {
     this.bar = this.multi.create(total, start, { loss: '-', val: '-', lr: '-', rate: '-', elapsed: '0:00', remaining: '?' });
   }
 
+  /**
+   * Shows step p: moves the bar, or writes a line when the step is a multiple of logInterval (or the
+   * last).
+   */
   update(p: ProgressInfo): void {
     if (this.mode === 'none') return;
     const labels = unitLabels(p.unit);
@@ -120,6 +140,7 @@ export class ProgressReporter {
     else this.stream.write(`${line}\n`);
   }
 
+  /** Stops the live bar (leaving its last state on the terminal); call once at the end of a run. */
   stop(): void {
     this.multi?.stop();
   }

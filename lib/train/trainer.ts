@@ -35,6 +35,7 @@ export interface BatchSampler<B> {
   sample(): B;
   /** Where the sampler is (its generator state), for checkpoints. */
   stateDict?(): unknown;
+  /** Restores the position stateDict() returned (on resume). */
   loadStateDict?(state: any): void;
 }
 
@@ -45,6 +46,7 @@ export interface BatchSampler<B> {
  */
 export type BatchSource<B> = DataLoader<any, B> | BatchSampler<B> | Iterable<B>;
 
+/** What onStepEnd callbacks receive after each optimizer step. */
 export interface StepInfo {
   /** Optimizer steps done (this one included). */
   step: number;
@@ -62,21 +64,29 @@ export interface StepInfo {
   elapsed: number;
 }
 
+/** What onEval callbacks receive after each evaluation. */
 export interface EvalInfo {
+  /** Optimizer steps done when the evaluation ran. */
   step: number;
+  /** The validation loss (weighted mean over the batches). */
   valLoss: number;
+  /** The lowest validation loss of the run so far. */
   bestValLoss: number;
 }
 
+/** What fit() resolves with. */
 export interface FitResult {
+  /** Optimizer steps done in all (resumed steps included). */
   step: number;
   /** Loss of the last step. */
   trainLoss: number;
   /** Last validation loss (null without validation data). */
   valLoss: number | null;
+  /** Lowest validation loss of the run (null without validation data). */
   bestValLoss: number | null;
   /** Validation loss before the first step (null when resumed or without validation data). */
   initialValLoss: number | null;
+  /** Seconds the run has taken (resumed runs include the earlier part). */
   elapsed: number;
   /** Mean training throughput of this fit() call, in units per second. */
   throughput: number;
@@ -90,15 +100,26 @@ export interface FitResult {
 
 /** Hooks into a run; each may be async (the Trainer awaits it). */
 export interface Callback<M extends Module = Module> {
+  /** Before the first step, with the step the run starts at (0, or the resumed step) and the total. */
   onFitStart?(trainer: Trainer<M>, info: { step: number; totalSteps: number }): void | Promise<void>;
+  /** After each optimizer step. */
   onStepEnd?(trainer: Trainer<M>, info: StepInfo): void | Promise<void>;
+  /** After each evaluation on the validation data. */
   onEval?(trainer: Trainer<M>, info: EvalInfo): void | Promise<void>;
+  /** After a checkpoint was written to path. */
   onCheckpoint?(trainer: Trainer<M>, info: { step: number; path: string }): void | Promise<void>;
+  /** When the run ends (also after stop()), with its result. */
   onFitEnd?(trainer: Trainer<M>, result: FitResult): void | Promise<void>;
 }
 
+/**
+ * Options of a Trainer: the model and optimizer, and how steps, evaluation, logging and checkpoints
+ * run.
+ */
 export interface TrainerOptions<M extends Module = Module> {
+  /** The model to train; its parameters must be on options.device when that is set. */
   model: M;
+  /** An optimizer over the model's parameters. */
   optimizer: Optimizer<any>;
   /**
    * An LR schedule, or a function making one once the number of steps is known. Stepped after each
@@ -126,6 +147,7 @@ export interface TrainerOptions<M extends Module = Module> {
   progress?: ProgressMode | 'auto';
   /** Where progress goes (default process.stderr). */
   progressStream?: ProgressStream;
+  /** Hooks called during fit(), in order. */
   callbacks?: Callback<M>[];
   /** What batches are counted in (default: 'token' when a batch's first tensor holds integers, token ids; else 'sample'). */
   unit?: BatchUnit;
@@ -152,7 +174,9 @@ export interface BatchOptions<M extends Module, B> {
 }
 
 export interface FitOptions<M extends Module, B> extends BatchOptions<M, B> {
+  /** The training batches; their type B is what loss and countBatch receive. */
   train: BatchSource<B>;
+  /** Validation batches, evaluated every evalInterval steps and at the end (default: none). */
   val?: BatchSource<B> | null;
   /** Train until this many optimizer steps have been done in all (resumed steps count). */
   steps?: number;
@@ -284,6 +308,7 @@ function checkCount(name: string, v: unknown, min = 1): number | null {
 }
 
 interface TrainerState {
+  /** Optimizer steps done. */
   step: number;
   elapsed: number;
   /** Units trained on (the key predates units, and checkpoints keep it). */
@@ -299,22 +324,50 @@ interface TrainerState {
  * models; the throughput field is named after the unit: tokens_per_s, chars_per_s or samples_per_s.
  */
 export interface MetricsRecord {
+  /** Optimizer steps done. */
   step: number;
   /** Mean training loss of the step. */
   loss: number;
+  /** Validation loss, on steps where an evaluation ran. */
   val_loss?: number;
+  /** Learning rate of the step. */
   lr: number;
+  /** Throughput when the unit is 'token'. */
   tokens_per_s?: number;
+  /** Throughput when the unit is 'char'. */
   chars_per_s?: number;
+  /** Throughput when the unit is 'sample'. */
   samples_per_s?: number;
+  /** Seconds since the run started (resumed runs continue the count). */
   elapsed_s: number;
+  /** Global gradient norm before clipping (with clipGradNorm). */
   grad_norm?: number;
 }
 
-/** Trains a model; see the header of this file. */
+/**
+ * Trains a model. fit() runs optimizer steps over training batches (each step accumulating gradients
+ * over gradAccumulation micro-batches, clipping their global norm, stepping the optimizer and the LR
+ * schedule), evaluates on validation data every evalInterval steps, calls callbacks, shows progress,
+ * writes metrics.jsonl and a loss-curve SVG, and saves checkpoints that resume exactly (weights,
+ * optimizer, schedule, data position, generator state). Each micro-batch runs in a tidy scope and
+ * batches drawn from a DataLoader or BatchSampler are disposed after use, so memory stays flat.
+ *
+ * The Trainer is generic over its model, and fit() over the batch type, inferred from the training
+ * data: a loss function written inline gets both types.
+ *
+ * ```ts
+ * const trainer = new train.Trainer({ model, optimizer: new optim.AdamW(model.parameters(), { lr: 3e-4 }) });
+ * await trainer.fit({ train: loader, val, steps: 1000, loss: (m, [x, y]) => nn.mseLoss(m.forward(x), y) });
+ * ```
+ */
 export class Trainer<M extends Module = Module> {
+  /** The model being trained. */
   readonly model: M;
+  /** The optimizer stepping it. */
   readonly optimizer: Optimizer<any>;
+  /**
+   * The LR schedule: the one given, or the one the factory made at the start of fit() (null without).
+   */
   scheduler: LRScheduler | null = null;
   private readonly opts: TrainerOptions<M>;
   private readonly accum: number;
@@ -326,6 +379,10 @@ export class Trainer<M extends Module = Module> {
   private trainHistory: Array<[number, number]> = [];
   private valHistory: Array<[number, number]> = [];
 
+  /**
+   * A trainer for opts.model; a ValueError for bad options, a DeviceError when the model's parameters
+   * are not on opts.device.
+   */
   constructor(opts: TrainerOptions<M>) {
     if (!opts || !opts.model || !opts.optimizer) throw new ValueError('Trainer', 'needs a model and an optimizer');
     for (const moved of ['loss', 'tokensPerBatch']) {
@@ -366,8 +423,13 @@ export class Trainer<M extends Module = Module> {
     this.stopRequested = true;
   }
 
-  /** The loss-curve points so far: train [step, loss] and validation [step, loss]. */
-  get history(): { train: Array<[number, number]>; val: Array<[number, number]> } {
+  /** The loss-curve points so far. */
+  get history(): {
+    /** [step, training loss] of every step. */
+    train: Array<[number, number]>;
+    /** [step, validation loss] of every evaluation. */
+    val: Array<[number, number]>;
+  } {
     return { train: [...this.trainHistory], val: [...this.valHistory] };
   }
 
@@ -455,7 +517,11 @@ export class Trainer<M extends Module = Module> {
     return sum / weight;
   }
 
-  /** Trains for options.steps steps in all or options.epochs epochs; see the header of this file. */
+  /**
+   * Trains until fo.steps optimizer steps have been done in all (resumed steps count), or for
+   * fo.epochs passes over fo.train; resumes from fo.resume first when given. Resolves with the run's
+   * result once it is done (or stop() was called).
+   */
   async fit<B>(fo: FitOptions<M, B>): Promise<FitResult> {
     const opts = this.opts;
     const stream = new Stream(fo.train);
