@@ -54,7 +54,9 @@ export function tidy<T>(fn: () => T): T {
   }
   scopes.pop();
   if (result instanceof Promise) {
-    // What ran before the first await is freed; what runs after it would escape every scope.
+    // What ran before the first await is freed; what runs after it would escape every scope. The
+    // rest of fn then fails on a disposed tensor: that rejection is expected, not unhandled.
+    result.catch(() => {});
     for (const t of scope) t.dispose();
     throw new ValueError('tidy', 'fn returned a Promise; tidy scopes are synchronous (await outside tidy, and tidy each synchronous part)');
   }

@@ -13,7 +13,8 @@ export type NativeHandle = number & { readonly __kilnHandle: unique symbol };
 export interface NativeCore {
   empty(shape: number[], dtype: number, device: number): NativeHandle;
   fromBytes(bytes: ArrayBufferView | ArrayBuffer, shape: number[], dtype: number, device: number): NativeHandle;
-  toBytes(h: NativeHandle): ArrayBuffer;
+  /** Copies the elements, row-major in the tensor's dtype, into out (exactly their size). */
+  readBytes(h: NativeHandle, out: ArrayBuffer): void;
   view(h: NativeHandle, shape: number[], strides: number[], offset: number): NativeHandle;
   alias(h: NativeHandle): NativeHandle;
   dispose(h: NativeHandle): void;

@@ -67,7 +67,7 @@ export function normalizeDims(op: string, dim: number | readonly number[] | unde
 export function checkShape(op: string, shape: readonly number[]): number[] {
   if (!Array.isArray(shape)) throw new ShapeError(op, `a shape must be an array of integers, got ${typeof shape}`);
   for (const d of shape) {
-    if (!Number.isInteger(d) || d < 0) throw new ShapeError(op, `invalid shape ${shapeStr(shape)}`);
+    if (!Number.isSafeInteger(d) || d < 0) throw new ShapeError(op, `invalid shape ${shapeStr(shape)}`);
   }
   checkNumel(op, shape);
   return [...shape];
@@ -79,9 +79,14 @@ export function checkShape(op: string, shape: readonly number[]): number[] {
  */
 export const MAX_NUMEL = Number.MAX_SAFE_INTEGER;
 
-/** Throws ShapeError when shape has more than MAX_NUMEL elements. */
+/**
+ * Throws ShapeError when shape has more than MAX_NUMEL elements, counting a size-0 dimension as 1: the
+ * contiguous strides of an empty tensor are such products too, and must stay exact.
+ */
 export function checkNumel(op: string, shape: readonly number[]): void {
-  if (numel(shape) <= MAX_NUMEL) return;
-  const exact = shape.reduce((a, d) => a * BigInt(d), 1n);   // the double product is rounded
-  throw new ShapeError(op, `shape ${shapeStr(shape)} has ${exact} elements, more than 2^53 - 1`);
+  let n = 1;
+  for (const d of shape) n *= Math.max(d, 1);
+  if (n <= MAX_NUMEL) return;
+  const exact = shape.reduce((a, d) => a * BigInt(Math.max(d, 1)), 1n);   // the double product is rounded
+  throw new ShapeError(op, `shape ${shapeStr(shape)} spans ${exact} elements (size-0 dimensions counted as 1), more than 2^53 - 1`);
 }

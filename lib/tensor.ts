@@ -4,7 +4,7 @@ import { Node, runBackward } from './autograd/engine';
 import { isGradEnabled } from './autograd/grad_mode';
 import { DType, DTYPE_CODE, DTYPES, ITEMSIZE, isFloating } from './dtype';
 import { Device, deviceName } from './device';
-import { AutogradError, DisposedError, ShapeError, ValueError } from './errors';
+import { AutogradError, DisposedError, OutOfMemoryError, ShapeError, ValueError } from './errors';
 import { formatTensor } from './format';
 import { track } from './memory';
 import { NativeHandle, native } from './native';
@@ -59,7 +59,7 @@ function describe(v: unknown): string {
 // registering costs about 0.5 us per tensor); dispose() unregisters, so a disposed tensor leaves
 // nothing for a finalizer and a synchronous loop that disposes what it makes holds steady memory.
 const handleRegistry = new FinalizationRegistry<NativeHandle>((h) => native.dispose(h));
-const graphRegistry = new FinalizationRegistry<Node>((n) => n.unref());
+const graphRegistry = new FinalizationRegistry<Node['life']>((life) => life.unref());
 /**
  * Nested JavaScript arrays of numbers or booleans, as kiln.tensor() takes them and toArray() returns
  * them (a bare number for a 0-d tensor).
@@ -226,9 +226,9 @@ export class Tensor {
 
   /** @internal Makes this tensor the output of graph node n (which it keeps alive until disposed). */
   _setGradFn(n: Node): void {
-    n.ref();
+    n.life.refs++;
     this._gradFn = n;
-    if (this._collectable) graphRegistry.register(this, n, this);
+    if (this._collectable) graphRegistry.register(this, n.life, this);
   }
 
   /**
@@ -239,27 +239,33 @@ export class Tensor {
     if (this._collectable || this._disposed) return;
     this._collectable = true;
     handleRegistry.register(this, this._h, this);
-    if (this._gradFn) graphRegistry.register(this, this._gradFn, this);
+    if (this._gradFn) graphRegistry.register(this, this._gradFn.life, this);
   }
 
   // ---- memory ----
 
   /**
-   * Frees this handle's reference to the native storage now (views and the graph keep their own).
-   * A tensor produced by a recorded op also lets go of its graph: once no live tensor leads to a
+   * Frees this handle's reference to the native storage now (views and the graph keep their own),
+   * and the gradient accumulated in .grad (take it first, `const g = t.grad; t.grad = null`, to keep
+   * it). A tensor produced by a recorded op also lets go of its graph: once no live tensor leads to a
    * graph node, the tensors that node saved for backward are freed (as PyTorch frees a graph whose
    * output is dropped).
    */
   dispose(): void {
     if (this._disposed) return;
     this._disposed = true;
+    const grad = this.grad;
+    if (grad) {
+      this.grad = null;
+      grad.dispose();
+    }
     if (this._collectable) handleRegistry.unregister(this);
     native.dispose(this._h);
     const n = this._gradFn;
     if (n) {
       this._gradFn = null;
       if (this._collectable) graphRegistry.unregister(this);
-      n.unref();
+      n.life.unref();
     }
   }
   /** dispose(), for `using t = kiln.zeros([2])` declarations. */
@@ -345,7 +351,7 @@ export class Tensor {
         f.dispose();
       }
     }
-    const buf = native.toBytes(this._h);
+    const buf = this._bytes(op);
     switch (this.dtype) {
       case 'float32': return new Float32Array(buf);
       case 'float64': return new Float64Array(buf);
@@ -353,6 +359,24 @@ export class Tensor {
       case 'int64': return new BigInt64Array(buf);
       default: return new Uint8Array(buf);
     }
+  }
+
+  /**
+   * @internal The elements, row-major in this tensor's dtype, in a new ArrayBuffer; OutOfMemoryError
+   * naming op when JavaScript cannot allocate it.
+   */
+  _bytes(op: string): ArrayBuffer {
+    this._check(op);
+    const n = this.numel * this.itemsize;
+    let buf: ArrayBuffer;
+    try {
+      buf = new ArrayBuffer(n);
+    } catch (e) {
+      if (!(e instanceof RangeError)) throw e;
+      throw new OutOfMemoryError(op, `could not allocate a JavaScript buffer of ${n} bytes for a tensor of shape [${this.shape.join(', ')}] (${this.dtype})`);
+    }
+    native.readBytes(this._h, buf);
+    return buf;
   }
 
   /** The elements as nested JavaScript arrays (numbers; booleans for bool tensors). */

@@ -16,25 +16,56 @@ export type BackwardFn = (grad: Tensor, saved: Tensor[], needs: boolean[]) => Ar
 type Edge = { node: Node; leaf?: undefined } | { leaf: Tensor; node?: undefined };
 
 /**
+ * What keeps a node's saved tensors alive: a count of the live tensors it produced and of the edges
+ * from consumer nodes, the saved tensors, and the same for the nodes its inputs came from. The
+ * garbage collector's safety net (lib/tensor.ts) holds this rather than the Node: a node's backward
+ * rule is a closure that may reach the node's own output, and a net that reached the output would
+ * keep it alive for ever.
+ */
+class NodeLife {
+  refs = 0;
+  released = false;
+  constructor(
+    public saved: Tensor[],
+    /** The lives of the nodes this node's inputs came from, one per edge. */
+    readonly upstream: readonly NodeLife[],
+  ) {}
+
+  release(): void {
+    for (const t of this.saved) t.dispose();
+    this.saved = [];
+    this.released = true;
+  }
+
+  /**
+   * Drops one reference. When none is left, nothing can run backward through the node any more: its
+   * saved tensors are freed and it drops its references to the nodes upstream (iteratively, so a
+   * graph of any depth unwinds without deep recursion).
+   */
+  unref(): void {
+    const stack: NodeLife[] = [this];
+    while (stack.length) {
+      const n = stack.pop()!;
+      if (--n.refs > 0) continue;
+      n.release();
+      for (const u of n.upstream) stack.push(u);
+    }
+  }
+}
+
+/**
  * One recorded op in the graph (kiln.GradNode; like a PyTorch grad_fn): tensor.gradFn of a result
  * that requires grad. Ops make them as they record; backward() walks them.
  */
 export class Node {
   /** @internal Hooks on the gradient of this node's output (registerHook on a non-leaf). */
   hooks: Array<(grad: Tensor) => Tensor | void> = [];
-  /**
-   * @internal Tensors whose .grad is kept although they are not leaves (retainGrad), held weakly: the node
-   * must not keep its own output alive, or an undisposed output could never be collected.
-   */
+  /** @internal Tensors whose .grad is kept although they are not leaves (retainGrad), held weakly. */
   retainers: WeakRef<Tensor>[] = [];
-  /** @internal True once the saved tensors were freed (after backward, or when nothing can reach the node). */
-  released = false;
-  /** Live tensors this node produced plus edges from consumer nodes: what keeps `saved` alive. */
-  private refs = 0;
+  /** @internal The reference count and saved tensors (see NodeLife). */
+  readonly life: NodeLife;
   /** @internal Each saved tensor's _version when it was saved. */
   readonly savedVersions: number[];
-  /** @internal Tensors the backward rule needs (freed by release()). */
-  saved: Tensor[];
   /** @internal The backward rule (null once released). */
   fn: BackwardFn | null;
 
@@ -49,15 +80,28 @@ export class Node {
     saved: Tensor[],
     fn: BackwardFn | null,
   ) {
-    this.saved = saved;
     this.fn = fn;
     this.savedVersions = saved.map((t) => t._version);
+    const upstream: NodeLife[] = [];
+    for (const e of next) if (e?.node) upstream.push(e.node.life);
+    this.life = new NodeLife(saved, upstream);
+  }
+
+  /** @internal Tensors the backward rule needs (freed once released). */
+  get saved(): Tensor[] {
+    return this.life.saved;
+  }
+
+  /** @internal True once the saved tensors were freed (after backward, or when nothing can reach the node). */
+  get released(): boolean {
+    return this.life.released;
   }
 
   /** @internal Throws when a saved tensor was written in place after it was saved (its gradient would be wrong). */
   checkSavedVersions(): void {
-    for (let i = 0; i < this.saved.length; i++) {
-      const t = this.saved[i], now = t._version;
+    const saved = this.saved;
+    for (let i = 0; i < saved.length; i++) {
+      const t = saved[i], now = t._version;
       if (now !== this.savedVersions[i]) {
         throw new AutogradError(
           'backward',
@@ -69,34 +113,11 @@ export class Node {
     }
   }
 
-  /** @internal Frees the saved tensors and the backward rule. */
+  /** @internal Frees the saved tensors, the backward rule and the hooks (after a backward that does not retain the graph). */
   release(): void {
-    for (const t of this.saved) t.dispose();
-    this.saved = [];
+    this.life.release();
     this.fn = null;
-    this.released = true;
-  }
-
-  /** @internal Counts one more tensor or consumer node that may still run backward through this node. */
-  ref(): void {
-    this.refs++;
-  }
-
-  /**
-   * @internal Drops one reference. When none is left, nothing can reach this node any more: its saved
-   * tensors and hooks are freed and it drops its own references to its inputs' nodes (iteratively, so
-   * a graph of any depth unwinds without deep recursion).
-   */
-  unref(): void {
-    const stack: Node[] = [this];
-    while (stack.length) {
-      const n = stack.pop()!;
-      if (--n.refs > 0) continue;
-      n.release();
-      n.hooks = [];
-      n.retainers = [];
-      for (const e of n.next) if (e?.node) stack.push(e.node);
-    }
+    this.hooks = [];
   }
 }
 
@@ -128,7 +149,7 @@ export function recordOp(
     saved.map((t) => t._aliasForGraph('graph')),
     fn,
   );
-  for (const e of next) e?.node?.ref();
+  for (const e of next) if (e?.node) e.node.life.refs++;
   output._setGradFn(node);
   return output;
 }
@@ -235,72 +256,69 @@ export function runBackward(root: Tensor, gradient: Tensor | undefined, retainGr
         const node = ready.pop()!;
         let g = grads.get(node)!;
         grads.delete(node);
-        if (node.released || !node.fn) {
-          g.dispose();
-          throw new AutogradError(
-            'backward',
-            `trying to backward through the graph a second time (at ${node.name}); its saved tensors were freed ` +
-              'by the first backward. Pass {retainGraph: true} to the first call if you need to backward twice',
-          );
-        }
+        let results: Array<Tensor | null | undefined> = [];
+        const owned = new Set<Tensor>();   // results passed on (pending sums and leaves dispose them)
         try {
-          node.checkSavedVersions();
-        } catch (e) {
-          g.dispose();
-          throw e;
-        }
-        for (const hook of node.hooks) {
-          const r = hook(g);
-          if (r && r !== g) {
-            g.dispose();
-            g = r;
-          }
-        }
-        for (const ref of node.retainers) {
-          const t = ref.deref();
-          if (!t || t.isDisposed) continue;
-          const prev = t.grad;
-          t.grad = keep(prev ? prev.add(g) : g.clone());
-          prev?.dispose();
-        }
-        const fn = node.fn;
-        const needs = node.next.map((e) => e !== null);
-        const results = tidy(() => fn(g, node.saved, needs));
-        const owned = new Set<Tensor>();
-        for (let i = 0; i < node.next.length; i++) {
-          const edge = node.next[i];
-          let r = results[i];
-          if (!edge) {
-            if (r && r !== g && !owned.has(r)) r.dispose();
-            continue;
-          }
-          if (!r) continue;
-          if (!sameShape(r.shape, node.inputShapes[i])) {
+          if (node.released || !node.fn) {
             throw new AutogradError(
               'backward',
-              `${node.name} returned a gradient of shape ${shapeStr(r.shape)} for input ${i} of shape ` +
-                `${shapeStr(node.inputShapes[i])}`,
+              `trying to backward through the graph a second time (at ${node.name}); its saved tensors were freed ` +
+                'by the first backward. Pass {retainGraph: true} to the first call if you need to backward twice',
             );
           }
-          // Every consumer owns its own handle: a rule may return g itself or one tensor twice.
-          if (r === g || owned.has(r)) {
-            const a = r._aliasForGraph();
-            a._isView = true;
-            r = a;
-          }
-          owned.add(r);
-          if (edge.leaf) {
-            const total = gather(leafGrads, leafDeps, edge.leaf, r);
-            if (total) accumulateLeaf(edge.leaf, total);
-          } else {
-            const total = gather(grads, deps, edge.node, r);
-            if (total) {
-              grads.set(edge.node, total);
-              ready.push(edge.node);
+          node.checkSavedVersions();
+          for (const hook of node.hooks) {
+            const r = hook(g);
+            if (r && r !== g) {
+              g.dispose();
+              g = r;
             }
           }
+          for (const ref of node.retainers) {
+            const t = ref.deref();
+            if (!t || t.isDisposed) continue;
+            const prev = t.grad;
+            t.grad = keep(prev ? prev.add(g) : g.clone());
+            prev?.dispose();
+          }
+          const fn = node.fn;
+          const needs = node.next.map((e) => e !== null);
+          results = tidy(() => fn(g, node.saved, needs));
+          for (let i = 0; i < node.next.length; i++) {
+            const edge = node.next[i];
+            let r = results[i];
+            if (!edge || !r) continue;
+            if (!sameShape(r.shape, node.inputShapes[i])) {
+              throw new AutogradError(
+                'backward',
+                `${node.name} returned a gradient of shape ${shapeStr(r.shape)} for input ${i} of shape ` +
+                  `${shapeStr(node.inputShapes[i])}`,
+              );
+            }
+            // Every consumer owns its own handle: a rule may return g itself or one tensor twice.
+            if (r === g || owned.has(r)) {
+              const a = r._aliasForGraph();
+              a._isView = true;
+              r = a;
+            }
+            owned.add(r);
+            if (edge.leaf) {
+              const total = gather(leafGrads, leafDeps, edge.leaf, r);
+              if (total) accumulateLeaf(edge.leaf, total);
+            } else {
+              const total = gather(grads, deps, edge.node, r);
+              if (total) {
+                grads.set(edge.node, total);
+                ready.push(edge.node);
+              }
+            }
+          }
+        } finally {
+          // What this node made and did not pass on: its gradient, results for inputs that need none,
+          // and on a throw the results not reached yet.
+          for (const r of results) if (r && r !== g && !owned.has(r)) r.dispose();
+          g.dispose();
         }
-        g.dispose();
         if (!retainGraph) node.release();
       }
     } finally {

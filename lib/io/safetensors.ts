@@ -274,7 +274,7 @@ export function saveSafetensors(path: string, tensors: Map<string, Tensor> | Rec
     writeAll(fd, first);
     for (const [name, t] of entries) {
       if (!t.numel) continue;
-      const bytes = new Uint8Array(native.toBytes(t._h));
+      const bytes = new Uint8Array(t._bytes('saveSafetensors'));
       crcs.set(name, crcHex(bytes));
       writeAll(fd, bytes);
     }

@@ -2,7 +2,7 @@
 // forms), conversion between dtypes and devices, clone, and the in-place copy_/fill_.
 import { recordOp } from '../autograd/engine';
 import { isGradEnabled } from '../autograd/grad_mode';
-import { DType, DTYPE_CODE, checkDType, isFloating } from '../dtype';
+import { DType, DTYPE_CODE, ITEMSIZE, checkDType, isFloating } from '../dtype';
 import { deviceCode } from '../device';
 import { AutogradError, DTypeError, OutOfMemoryError, ShapeError, ValueError } from '../errors';
 import { native } from '../native';
@@ -72,26 +72,31 @@ function encode(op: string, values: ArrayLike<number | bigint | boolean>, dtype:
 // The most values one JavaScript TypedArray holds (V8, Node 20 to 24).
 const MAX_HOST_VALUES = 2 ** 32 - 1;
 
-/** A zeroed Float64Array for op's n values; OutOfMemoryError when JavaScript cannot hold it. */
-function hostValues(op: string, n: number): Float64Array {
+/** Runs make, which builds n values of itemBytes each in JavaScript memory for op; V8's RangeError becomes OutOfMemoryError. */
+function hostAlloc<T>(op: string, n: number, itemBytes: number, make: () => T): T {
   const fail = () =>
-    new OutOfMemoryError(op, `cannot build ${n} values (${n * 8} bytes of float64) in JavaScript memory` +
+    new OutOfMemoryError(op, `cannot build ${n} values (${n * itemBytes} bytes) in JavaScript memory` +
       (n > MAX_HOST_VALUES ? `; at most ${MAX_HOST_VALUES} fit in one array` : ''));
   if (n > MAX_HOST_VALUES) throw fail();
   try {
-    return new Float64Array(n);
+    return make();
   } catch (e) {
     if (e instanceof RangeError) throw fail();
     throw e;
   }
 }
 
+/** A zeroed Float64Array for op's n values. */
+function hostValues(op: string, n: number): Float64Array {
+  return hostAlloc(op, n, 8, () => new Float64Array(n));
+}
+
 /** Creates a tensor from a contiguous flat buffer of values. */
 function fromFlat(op: string, values: ArrayLike<number | bigint | boolean>, shape: number[], dtype: DType, device: string): Tensor {
   const dev = deviceCode(op, device);
   const half = dtype === 'bfloat16' || dtype === 'float16';
-  const bytes = encode(op, values, dtype);
   const storeAs: DType = half ? 'float32' : dtype;
+  const bytes = hostAlloc(op, values.length, ITEMSIZE[storeAs], () => encode(op, values, dtype));
   const t = fromHandle(native.fromBytes(bytes, shape, DTYPE_CODE[storeAs], -1), shape, storeAs, -1);
   if (!half && dev === -1) return t;
   const out = to(t, dtype, device);

@@ -480,6 +480,9 @@ export class Trainer<M extends Module = Module> {
 
   /** The mean loss over validation batches (weighted by their size), in eval mode without gradients. */
   evaluate<B>(val: BatchSource<B>, eo: EvalOptions<M, B> = {}): number {
+    if (typeof eo !== 'object' || eo === null) {
+      throw new ValueError('Trainer.evaluate', `options must be an object, e.g. evaluate(val, { maxBatches: ${JSON.stringify(eo)} }); got ${JSON.stringify(eo)}`);
+    }
     const maxBatches = eo.maxBatches === undefined ? (this.opts.evalBatches ?? null) : eo.maxBatches;
     if (isSampler(val) && !maxBatches) throw new ValueError('Trainer.evaluate', 'a BatchSampler as validation data needs evalBatches');
     const owned = isSampler(val) || val instanceof DataLoader;

@@ -25,12 +25,16 @@ struct Slot {
   bool live = false;
 };
 
+std::atomic<int64_t> g_live_handles{0};
+
 struct HandleTable {
   std::deque<Slot> slots;  // a deque: references to slots stay valid while a call adds handles
   std::vector<uint32_t> free_slots;
+  // An environment that ends (a worker thread exiting) takes its live handles with it.
+  ~HandleTable() {
+    for (const Slot& s : slots) g_live_handles -= s.live ? 1 : 0;
+  }
 };
-
-std::atomic<int64_t> g_live_handles{0};
 
 enum class Lookup { Live, Disposed, Invalid };
 

@@ -70,24 +70,22 @@ static Tensor contiguous_as(const Tensor& t, DType dt) {
   return c;
 }
 
-// Copies t's elements, row-major, into a new ArrayBuffer in t's dtype (reading from a GPU
-// synchronizes with its stream).
-static Napi::Value to_bytes(const Napi::CallbackInfo& info) {
-  Tensor& t = tensor_arg(info, 0, "toBytes", "tensor");
+// readBytes(handle, out: ArrayBuffer): copies t's elements, row-major, into `out` (exactly their
+// size, in t's dtype; reading from a GPU synchronizes with its stream). JavaScript allocates `out`:
+// V8 aborts the process when a native ArrayBuffer allocation fails, where `new ArrayBuffer` throws.
+static Napi::Value read_bytes(const Napi::CallbackInfo& info) {
+  const char* op = "readBytes";
+  Tensor& t = tensor_arg(info, 0, op, "tensor");
+  KILN_CHECK(info.Length() > 1 && info[1].IsArrayBuffer(), Value, op, "argument 'out' must be an ArrayBuffer");
+  auto buf = info[1].As<Napi::ArrayBuffer>();
   size_t n = size_t(t.numel()) * t.itemsize();
-  Napi::ArrayBuffer buf;
-  try {
-    buf = Napi::ArrayBuffer::New(info.Env(), n);
-  } catch (const Napi::Error&) {  // V8's RangeError, replaced by kiln's class naming the tensor
-    throw Error(ErrorCode::OutOfMemory, "toBytes",
-                str_cat("could not allocate a JavaScript buffer of ", n, " bytes for a tensor of shape ",
-                        shape_str(t.shape), " (", dtype_name(t.dtype), ")"));
-  }
-  if (n == 0) return buf;
+  KILN_CHECK(buf.ByteLength() == n, Value, op, "got a buffer of ", buf.ByteLength(), " bytes for a tensor of shape ",
+             shape_str(t.shape), " (", dtype_name(t.dtype), ", ", n, " bytes)");
+  if (n == 0) return info.Env().Undefined();
   Tensor c = contiguous_as(t, t.dtype);
-  KILN_ON_DEVICE("toBytes", c.device(), std::memcpy(buf.Data(), c.data_ptr(), n),
+  KILN_ON_DEVICE(op, c.device(), std::memcpy(buf.Data(), c.data_ptr(), n),
                  cuda::copy_to_host(buf.Data(), c.data_ptr(), n, c.device()));
-  return buf;
+  return info.Env().Undefined();
 }
 
 // dst = src across devices: convert and compact on the source side, move the bytes, then scatter
@@ -249,7 +247,7 @@ static Napi::Value set_error_factory_fn(const Napi::CallbackInfo& info) {
 void register_tensor(Napi::Env env, Napi::Object exports) {
   KILN_EXPORT(env, exports, "empty", empty);
   KILN_EXPORT(env, exports, "fromBytes", from_bytes);
-  KILN_EXPORT(env, exports, "toBytes", to_bytes);
+  KILN_EXPORT(env, exports, "readBytes", read_bytes);
   KILN_EXPORT(env, exports, "view", view);
   KILN_EXPORT(env, exports, "alias", alias);
   KILN_EXPORT(env, exports, "dispose", dispose);

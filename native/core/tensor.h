@@ -23,20 +23,18 @@ inline int64_t shape_numel(const Shape& s) {
 constexpr int64_t kMaxNumel = (int64_t(1) << 53) - 1;
 
 // Elements of shape; ShapeError naming op when a dimension is negative or the count passes
-// kMaxNumel (checked before any product can overflow).
+// kMaxNumel (checked before any product can overflow). Size-0 dimensions count as 1 in the limit, as
+// in the contiguous strides of an empty tensor, which must stay exact too.
 inline int64_t checked_numel(const Shape& s, const char* op) {
-  int64_t n = 1;
+  int64_t span = 1;
   bool zero = false;
   for (int64_t d : s) {
     KILN_CHECK(d >= 0, Shape, op, "negative dimension in shape ", shape_str(s));
-    if (d == 0) zero = true;
+    zero |= d == 0;
+    KILN_CHECK(!__builtin_mul_overflow(span, d > 1 ? d : 1, &span) && span <= kMaxNumel, Shape, op, "shape ",
+               shape_str(s), " spans more than 2^53 - 1 elements");
   }
-  if (zero) return 0;
-  for (int64_t d : s) {
-    KILN_CHECK(!__builtin_mul_overflow(n, d, &n) && n <= kMaxNumel, Shape, op, "shape ", shape_str(s),
-               " has more than 2^53 - 1 elements");
-  }
-  return n;
+  return zero ? 0 : span;
 }
 
 inline Shape contiguous_strides(const Shape& s) {

@@ -303,6 +303,7 @@ t.test('errors', async (t) => {
   );
   const tr = new Trainer({ model: mlp, optimizer: opt, progress: 'none' });
   const x = randomTensor([4, 4], 1), y = randomTensor([4, 1], 2);
+  t.throws(() => tr.evaluate([[x, y]], 2 as never), { name: 'ValueError', message: /options must be an object, e\.g\. evaluate\(val, \{ maxBatches: 2 \}\)/ });
   await t.rejects(tr.fit({ train: [[x, y]], loss: mse }), kiln.ValueError, 'needs steps or epochs');
   await t.rejects(tr.fit({ train: { sample: () => [x, y] }, loss: mse, epochs: 1 }), /known length/);
   await t.rejects(tr.fit({ train: [[x, y]], val: { sample: () => [x, y] }, loss: mse, steps: 1 }), /evalBatches/);
