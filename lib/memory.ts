@@ -1,7 +1,7 @@
 // Deterministic freeing of native memory: tidy() scopes dispose the tensors created inside them
 // except what they return; keep() takes a tensor out of every open scope; memory() reports.
 import type { Tensor } from './tensor';
-import { ValueError } from './errors';
+import { OutOfMemoryError, ValueError } from './errors';
 import { native } from './native';
 
 const scopes: Set<Tensor>[] = [];
@@ -72,6 +72,23 @@ export function tidy<T>(fn: () => T): T {
     else t._makeCollectable();
   }
   return result;
+}
+
+/** @internal What one JavaScript TypedArray or Array holds at most (V8's limit in Node 20 to 24). */
+export const MAX_HOST_ARRAY_LENGTH = 2 ** 32 - 1;
+
+/**
+ * @internal Runs make, which allocates JavaScript memory for op; V8's RangeError (too long, or no
+ * memory) becomes an OutOfMemoryError saying failure(). Buffers the addon fills are allocated this
+ * way too: V8 aborts the process when a native ArrayBuffer allocation fails.
+ */
+export function hostAlloc<T>(op: string, failure: () => string, make: () => T): T {
+  try {
+    return make();
+  } catch (e) {
+    if (e instanceof RangeError) throw new OutOfMemoryError(op, failure());
+    throw e;
+  }
 }
 
 /** Disposes every tensor in the argument (a tensor, or arrays/objects holding tensors). */

@@ -4,9 +4,9 @@ import { Node, runBackward } from './autograd/engine';
 import { isGradEnabled } from './autograd/grad_mode';
 import { DType, DTYPE_CODE, DTYPES, ITEMSIZE, isFloating } from './dtype';
 import { Device, deviceName } from './device';
-import { AutogradError, DisposedError, OutOfMemoryError, ShapeError, ValueError } from './errors';
+import { AutogradError, DisposedError, ShapeError, ValueError } from './errors';
 import { formatTensor } from './format';
-import { track } from './memory';
+import { MAX_HOST_ARRAY_LENGTH, hostAlloc, track } from './memory';
 import { NativeHandle, native } from './native';
 import { numel } from './shape';
 import * as creation from './ops/creation';
@@ -44,9 +44,6 @@ export interface BackwardOptions {
   /** Keep the graph's saved tensors so that backward can run through it again (default false). */
   retainGraph?: boolean;
 }
-
-// What one JavaScript TypedArray or Array can hold (V8's limits in Node 20 to 24).
-const MAX_TYPED_ARRAY_LENGTH = 2 ** 32 - 1;
 
 function describe(v: unknown): string {
   if (Array.isArray(v)) return 'an array';
@@ -339,7 +336,7 @@ export class Tensor {
   /** The elements as a flat TypedArray; op names the caller in errors. */
   private _readFlat(op: string): Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array {
     this._check(op);
-    if (this.numel > MAX_TYPED_ARRAY_LENGTH) {
+    if (this.numel > MAX_HOST_ARRAY_LENGTH) {
       throw new ValueError(op, `a tensor of shape [${this.shape.join(', ')}] has ${this.numel} elements; a JavaScript ` +
         `array holds at most 2^32 - 1: read it in parts (narrow, slice, select)`);
     }
@@ -368,13 +365,11 @@ export class Tensor {
   _bytes(op: string): ArrayBuffer {
     this._check(op);
     const n = this.numel * this.itemsize;
-    let buf: ArrayBuffer;
-    try {
-      buf = new ArrayBuffer(n);
-    } catch (e) {
-      if (!(e instanceof RangeError)) throw e;
-      throw new OutOfMemoryError(op, `could not allocate a JavaScript buffer of ${n} bytes for a tensor of shape [${this.shape.join(', ')}] (${this.dtype})`);
-    }
+    const buf = hostAlloc(
+      op,
+      () => `could not allocate a JavaScript buffer of ${n} bytes for a tensor of shape [${this.shape.join(', ')}] (${this.dtype})`,
+      () => new ArrayBuffer(n),
+    );
     native.readBytes(this._h, buf);
     return buf;
   }

@@ -27,9 +27,11 @@ class NodeLife {
   released = false;
   constructor(
     public saved: Tensor[],
-    /** The lives of the nodes this node's inputs came from, one per edge. */
+    /** The lives of the nodes this node's inputs came from, one per edge; each is referenced until this one is freed. */
     readonly upstream: readonly NodeLife[],
-  ) {}
+  ) {
+    for (const u of upstream) u.refs++;
+  }
 
   release(): void {
     for (const t of this.saved) t.dispose();
@@ -149,7 +151,6 @@ export function recordOp(
     saved.map((t) => t._aliasForGraph('graph')),
     fn,
   );
-  for (const e of next) if (e?.node) e.node.life.refs++;
   output._setGradFn(node);
   return output;
 }

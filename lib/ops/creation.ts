@@ -8,6 +8,7 @@ import { AutogradError, DTypeError, OutOfMemoryError, ShapeError, ValueError } f
 import { native } from '../native';
 import { checkShape, numel, sameShape, shapeStr } from '../shape';
 import { NestedArray, Tensor, emptyTensor, fromHandle } from '../tensor';
+import { MAX_HOST_ARRAY_LENGTH, hostAlloc } from '../memory';
 import { expand } from './shape';
 
 /**
@@ -69,26 +70,11 @@ function encode(op: string, values: ArrayLike<number | bigint | boolean>, dtype:
   }
 }
 
-// The most values one JavaScript TypedArray holds (V8, Node 20 to 24).
-const MAX_HOST_VALUES = 2 ** 32 - 1;
-
-/** Runs make, which builds n values of itemBytes each in JavaScript memory for op; V8's RangeError becomes OutOfMemoryError. */
-function hostAlloc<T>(op: string, n: number, itemBytes: number, make: () => T): T {
-  const fail = () =>
-    new OutOfMemoryError(op, `cannot build ${n} values (${n * itemBytes} bytes) in JavaScript memory` +
-      (n > MAX_HOST_VALUES ? `; at most ${MAX_HOST_VALUES} fit in one array` : ''));
-  if (n > MAX_HOST_VALUES) throw fail();
-  try {
-    return make();
-  } catch (e) {
-    if (e instanceof RangeError) throw fail();
-    throw e;
-  }
-}
-
-/** A zeroed Float64Array for op's n values. */
+/** A zeroed Float64Array for op's n values; OutOfMemoryError when JavaScript cannot hold it. */
 function hostValues(op: string, n: number): Float64Array {
-  return hostAlloc(op, n, 8, () => new Float64Array(n));
+  const what = `cannot build ${n} values (${n * 8} bytes) in JavaScript memory`;
+  if (n > MAX_HOST_ARRAY_LENGTH) throw new OutOfMemoryError(op, `${what}; at most ${MAX_HOST_ARRAY_LENGTH} fit in one array`);
+  return hostAlloc(op, () => what, () => new Float64Array(n));
 }
 
 /** Creates a tensor from a contiguous flat buffer of values. */
@@ -96,7 +82,8 @@ function fromFlat(op: string, values: ArrayLike<number | bigint | boolean>, shap
   const dev = deviceCode(op, device);
   const half = dtype === 'bfloat16' || dtype === 'float16';
   const storeAs: DType = half ? 'float32' : dtype;
-  const bytes = hostAlloc(op, values.length, ITEMSIZE[storeAs], () => encode(op, values, dtype));
+  const n = values.length;
+  const bytes = hostAlloc(op, () => `cannot build ${n} values (${n * ITEMSIZE[storeAs]} bytes) in JavaScript memory`, () => encode(op, values, dtype));
   const t = fromHandle(native.fromBytes(bytes, shape, DTYPE_CODE[storeAs], -1), shape, storeAs, -1);
   if (!half && dev === -1) return t;
   const out = to(t, dtype, device);

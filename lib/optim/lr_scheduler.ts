@@ -222,8 +222,13 @@ export class LinearWarmupLR extends LRScheduler {
   constructor(optimizer: Optimizer<BaseOptions>, opts: LinearWarmupOptions) {
     const op = 'LinearWarmupLR';
     const warmupSteps = checkInt(op, 'warmupSteps', options(op, opts, '{ warmupSteps: 100 }').warmupSteps, 0);
-    super(optimizer, (step, base) => base * (step < warmupSteps ? (step + 1) / warmupSteps : 1), opts);
+    super(optimizer, (step, base) => base * warmupFactor(step, warmupSteps), opts);
   }
+}
+
+/** The factor of linear warmup at step: (step + 1) / warmupSteps during warmup, then 1. */
+function warmupFactor(step: number, warmupSteps: number): number {
+  return step < warmupSteps ? (step + 1) / warmupSteps : 1;
 }
 
 export interface CosineAnnealingOptions extends SchedulerOptions {
@@ -267,7 +272,7 @@ export class WarmupCosineLR extends LRScheduler {
     const minLr = checkNum(op, 'minLr', opts.minLr ?? 0, 0);
     const ratio = opts.minLrRatio === undefined ? undefined : checkNum(op, 'minLrRatio', opts.minLrRatio, 0, 1);
     super(optimizer, (step, base) => {
-      if (step < warmup) return (base * (step + 1)) / warmup;
+      if (step < warmup) return base * warmupFactor(step, warmup);
       const floor = ratio === undefined ? minLr : base * ratio;
       if (step >= total) return floor;
       return floor + ((base - floor) * (1 + Math.cos((Math.PI * (step - warmup)) / (total - warmup)))) / 2;

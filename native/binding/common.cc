@@ -40,8 +40,8 @@ enum class Lookup { Live, Disposed, Invalid };
 
 HandleTable& handle_table(Napi::Env env);
 
-// The slot behind v and whether v is its live handle.
-Lookup lookup(const Napi::Value& v, Slot** out) {
+// The slot behind v (and its index) and whether v is its live handle.
+Lookup lookup(const Napi::Value& v, Slot** out, uint32_t* out_index = nullptr) {
   if (!v.IsNumber()) return Lookup::Invalid;
   const double d = v.As<Napi::Number>().DoubleValue();
   if (!(d >= 0 && d < double(kGenerationEnd) * kIndexSpan) || d != std::floor(d)) return Lookup::Invalid;
@@ -52,6 +52,7 @@ Lookup lookup(const Napi::Value& v, Slot** out) {
   if (index >= tab.slots.size() || gen == 0) return Lookup::Invalid;
   Slot& s = tab.slots[index];
   *out = &s;
+  if (out_index) *out_index = uint32_t(index);
   if (gen == s.generation && s.live) return Lookup::Live;
   return gen <= s.generation ? Lookup::Disposed : Lookup::Invalid;
 }
@@ -79,15 +80,13 @@ Napi::Value wrap(Napi::Env env, Tensor t) {
 
 bool dispose_handle(const Napi::Value& v) {
   Slot* s = nullptr;
-  Lookup r = lookup(v, &s);
+  uint32_t index = 0;
+  Lookup r = lookup(v, &s, &index);
   if (r != Lookup::Live) return r == Lookup::Disposed;
   s->t = Tensor();
   s->live = false;
   g_live_handles--;
-  if (++s->generation < kGenerationEnd) {
-    HandleTable& tab = handle_table(v.Env());
-    tab.free_slots.push_back(uint32_t(uint64_t(v.As<Napi::Number>().DoubleValue()) & 0xffffffffu));
-  }
+  if (++s->generation < kGenerationEnd) handle_table(v.Env()).free_slots.push_back(index);
   return true;
 }
 
