@@ -2,6 +2,7 @@
 // tried when it does not load.
 import * as path from 'path';
 import * as fs from 'fs';
+import type { DType } from './dtype';
 
 /**
  * A handle to a native tensor view: a number into the addon's handle table (see
@@ -31,6 +32,8 @@ export interface NativeCore {
   buildInfo(): { openmp: boolean; blas: string; cuda: boolean; threads: number; simd: 'avx2' | 'baseline' };
   setNumThreads(n: number): void;
   setErrorFactory(f: (code: number, op: string, message: string) => Error): void;
+  /** Every op-family kernel: its signature (native/binding/op_table.h) and the dtypes each backend takes. */
+  kernels(): Record<string, { signature: string; cpu: DType[]; cuda: DType[] }>;
 }
 
 // OpenMP worker threads that spin after each parallel region starve OpenBLAS's own threads (and
@@ -39,7 +42,9 @@ export interface NativeCore {
 // addon loads; a user's own setting wins.
 process.env.OMP_WAIT_POLICY ??= 'passive';
 
-function load(): NativeCore {
+// require() gives the addon untyped; it is typed twice below, never cast.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function load(): any {
   const root = path.join(__dirname, '..');
   const candidates = [
     process.env.KILN_NATIVE_PATH,
@@ -53,7 +58,7 @@ function load(): NativeCore {
       continue;
     }
     try {
-      return require(file) as NativeCore;
+      return require(file);
     } catch (e) {
       failures.push(`  ${file}: ${(e as Error).message.split('\n')[0]}`);
     }
@@ -67,5 +72,13 @@ function load(): NativeCore {
   );
 }
 
-/** The loaded addon. Op families cast it to their own interface of native functions. */
-export const native: NativeCore = load();
+const addon = load();
+
+/** The loaded addon's core functions (tensor storage, memory, build facts). */
+export const native: NativeCore = addon;
+
+/**
+ * The addon's exports by name, for lib/ops/dispatch.ts's bindKernels, which checks each kernel's
+ * signature before typing it.
+ */
+export const nativeExports: Readonly<Record<string, unknown>> = addon;

@@ -1,5 +1,6 @@
 // The autograd tape: graph nodes recorded by ops (recordOp) and the backward engine that walks them
 // in dependency order, accumulates gradients into leaves, runs hooks and frees saved tensors.
+import { setAutocastState } from '../autocast';
 import { AutogradError } from '../errors';
 import { keep, tidy } from '../memory';
 import { sameShape, shapeStr } from '../shape';
@@ -226,105 +227,111 @@ export function runBackward(root: Tensor, gradient: Tensor | undefined, retainGr
     g0 = gradient._aliasForGraph();
     g0._isView = true;
   }
-  noGrad(() => {
-    if (!root.gradFn) {
-      accumulateLeaf(root, g0);
-      return;
-    }
-    // Count, for each node and leaf reachable from the root, how many edges lead into it. A leaf
-    // reached by several edges gets the sum of their gradients once (hooks run once, as in PyTorch).
-    const deps = new Map<Node, number>();
-    const leafDeps = new Map<Tensor, number>();
-    const stack: Node[] = [root.gradFn];
-    deps.set(root.gradFn, 0);
-    while (stack.length) {
-      const n = stack.pop()!;
-      for (const e of n.next) {
-        if (e?.leaf) leafDeps.set(e.leaf, (leafDeps.get(e.leaf) ?? 0) + 1);
-        if (!e || !e.node) continue;
-        const c = deps.get(e.node);
-        if (c === undefined) {
-          deps.set(e.node, 1);
-          stack.push(e.node);
-        } else deps.set(e.node, c + 1);
+  // Backward computes in the dtypes the forward chose: autocast is off while rules run.
+  const autocastBefore = setAutocastState(null);
+  try {
+    noGrad(() => {
+      if (!root.gradFn) {
+        accumulateLeaf(root, g0);
+        return;
       }
-    }
-    const grads = new Map<Node, Tensor>([[root.gradFn, g0]]);
-    const leafGrads = new Map<Tensor, Tensor>();
-    const ready: Node[] = [root.gradFn];
-    try {
-      while (ready.length) {
-        const node = ready.pop()!;
-        let g = grads.get(node)!;
-        grads.delete(node);
-        let results: Array<Tensor | null | undefined> = [];
-        const owned = new Set<Tensor>();   // results passed on (pending sums and leaves dispose them)
-        try {
-          if (node.released || !node.fn) {
-            throw new AutogradError(
-              'backward',
-              `trying to backward through the graph a second time (at ${node.name}); its saved tensors were freed ` +
-                'by the first backward. Pass {retainGraph: true} to the first call if you need to backward twice',
-            );
-          }
-          node.checkSavedVersions();
-          for (const hook of node.hooks) {
-            const r = hook(g);
-            if (r && r !== g) {
-              g.dispose();
-              g = r;
-            }
-          }
-          for (const ref of node.retainers) {
-            const t = ref.deref();
-            if (!t || t.isDisposed) continue;
-            const prev = t.grad;
-            t.grad = keep(prev ? prev.add(g) : g.clone());
-            prev?.dispose();
-          }
-          const fn = node.fn;
-          const needs = node.next.map((e) => e !== null);
-          results = tidy(() => fn(g, node.saved, needs));
-          for (let i = 0; i < node.next.length; i++) {
-            const edge = node.next[i];
-            let r = results[i];
-            if (!edge || !r) continue;
-            if (!sameShape(r.shape, node.inputShapes[i])) {
+      // Count, for each node and leaf reachable from the root, how many edges lead into it. A leaf
+      // reached by several edges gets the sum of their gradients once (hooks run once, as in PyTorch).
+      const deps = new Map<Node, number>();
+      const leafDeps = new Map<Tensor, number>();
+      const stack: Node[] = [root.gradFn];
+      deps.set(root.gradFn, 0);
+      while (stack.length) {
+        const n = stack.pop()!;
+        for (const e of n.next) {
+          if (e?.leaf) leafDeps.set(e.leaf, (leafDeps.get(e.leaf) ?? 0) + 1);
+          if (!e || !e.node) continue;
+          const c = deps.get(e.node);
+          if (c === undefined) {
+            deps.set(e.node, 1);
+            stack.push(e.node);
+          } else deps.set(e.node, c + 1);
+        }
+      }
+      const grads = new Map<Node, Tensor>([[root.gradFn, g0]]);
+      const leafGrads = new Map<Tensor, Tensor>();
+      const ready: Node[] = [root.gradFn];
+      try {
+        while (ready.length) {
+          const node = ready.pop()!;
+          let g = grads.get(node)!;
+          grads.delete(node);
+          let results: Array<Tensor | null | undefined> = [];
+          const owned = new Set<Tensor>();   // results passed on (pending sums and leaves dispose them)
+          try {
+            if (node.released || !node.fn) {
               throw new AutogradError(
                 'backward',
-                `${node.name} returned a gradient of shape ${shapeStr(r.shape)} for input ${i} of shape ` +
-                  `${shapeStr(node.inputShapes[i])}`,
+                `trying to backward through the graph a second time (at ${node.name}); its saved tensors were freed ` +
+                  'by the first backward. Pass {retainGraph: true} to the first call if you need to backward twice',
               );
             }
-            // Every consumer owns its own handle: a rule may return g itself or one tensor twice.
-            if (r === g || owned.has(r)) {
-              const a = r._aliasForGraph();
-              a._isView = true;
-              r = a;
-            }
-            owned.add(r);
-            if (edge.leaf) {
-              const total = gather(leafGrads, leafDeps, edge.leaf, r);
-              if (total) accumulateLeaf(edge.leaf, total);
-            } else {
-              const total = gather(grads, deps, edge.node, r);
-              if (total) {
-                grads.set(edge.node, total);
-                ready.push(edge.node);
+            node.checkSavedVersions();
+            for (const hook of node.hooks) {
+              const r = hook(g);
+              if (r && r !== g) {
+                g.dispose();
+                g = r;
               }
             }
+            for (const ref of node.retainers) {
+              const t = ref.deref();
+              if (!t || t.isDisposed) continue;
+              const prev = t.grad;
+              t.grad = keep(prev ? prev.add(g) : g.clone());
+              prev?.dispose();
+            }
+            const fn = node.fn;
+            const needs = node.next.map((e) => e !== null);
+            results = tidy(() => fn(g, node.saved, needs));
+            for (let i = 0; i < node.next.length; i++) {
+              const edge = node.next[i];
+              let r = results[i];
+              if (!edge || !r) continue;
+              if (!sameShape(r.shape, node.inputShapes[i])) {
+                throw new AutogradError(
+                  'backward',
+                  `${node.name} returned a gradient of shape ${shapeStr(r.shape)} for input ${i} of shape ` +
+                    `${shapeStr(node.inputShapes[i])}`,
+                );
+              }
+              // Every consumer owns its own handle: a rule may return g itself or one tensor twice.
+              if (r === g || owned.has(r)) {
+                const a = r._aliasForGraph();
+                a._isView = true;
+                r = a;
+              }
+              owned.add(r);
+              if (edge.leaf) {
+                const total = gather(leafGrads, leafDeps, edge.leaf, r);
+                if (total) accumulateLeaf(edge.leaf, total);
+              } else {
+                const total = gather(grads, deps, edge.node, r);
+                if (total) {
+                  grads.set(edge.node, total);
+                  ready.push(edge.node);
+                }
+              }
+            }
+          } finally {
+            // What this node made and did not pass on: its gradient, results for inputs that need none,
+            // and on a throw the results not reached yet.
+            for (const r of results) if (r && r !== g && !owned.has(r)) r.dispose();
+            g.dispose();
           }
-        } finally {
-          // What this node made and did not pass on: its gradient, results for inputs that need none,
-          // and on a throw the results not reached yet.
-          for (const r of results) if (r && r !== g && !owned.has(r)) r.dispose();
-          g.dispose();
+          if (!retainGraph) node.release();
         }
-        if (!retainGraph) node.release();
+      } finally {
+        for (const t of grads.values()) t.dispose();
+        for (const t of leafGrads.values()) t.dispose();
       }
-    } finally {
-      for (const t of grads.values()) t.dispose();
-      for (const t of leafGrads.values()) t.dispose();
-    }
-  });
+    });
+  } finally {
+    setAutocastState(autocastBefore);
+  }
 }

@@ -115,6 +115,14 @@ Tensor* optional_tensor_arg(const Napi::CallbackInfo& info, size_t i, const char
   return &tensor_arg(info, i, op, name);
 }
 
+uint64_t u64_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
+  KILN_CHECK(i < info.Length() && info[i].IsBigInt(), Value, op, "argument '", name, "' must be a BigInt");
+  bool lossless = false;
+  uint64_t v = info[i].As<Napi::BigInt>().Uint64Value(&lossless);
+  KILN_CHECK(lossless, Value, op, "argument '", name, "' must be in [0, 2^64)");
+  return v;
+}
+
 double number_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
   KILN_CHECK(i < info.Length() && info[i].IsNumber(), Value, op, "argument '", name, "' must be a number");
   return info[i].As<Napi::Number>().DoubleValue();

@@ -32,6 +32,8 @@ Tensor* optional_tensor_arg(const Napi::CallbackInfo& info, size_t i, const char
 Shape shape_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
 double number_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
 int64_t int_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
+// A BigInt in [0, 2^64) (seeds and offsets).
+uint64_t u64_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
 bool bool_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
 DType dtype_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
 

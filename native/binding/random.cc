@@ -11,14 +11,6 @@
 
 namespace kiln::binding {
 
-static uint64_t u64_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
-  KILN_CHECK(i < info.Length() && info[i].IsBigInt(), Value, op, "argument '", name, "' must be a BigInt");
-  bool lossless = false;
-  uint64_t v = info[i].As<Napi::BigInt>().Uint64Value(&lossless);
-  KILN_CHECK(lossless, Value, op, "argument '", name, "' must be in [0, 2^64)");
-  return v;
-}
-
 static Napi::Value blocks_value(Napi::Env env, uint64_t blocks) {
   return Napi::BigInt::New(env, blocks);
 }

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <cstddef>
+#include <initializer_list>
 #include <string>
 #include "half.h"
 
@@ -44,6 +45,21 @@ inline const char* dtype_name(DType t) {
   }
   return "unknown";
 }
+
+// A set of dtypes (bit i = DType i): what one backend's kernel takes.
+struct DTypeSet {
+  uint32_t bits = 0;
+  constexpr DTypeSet() = default;
+  constexpr DTypeSet(std::initializer_list<DType> ts) {
+    for (DType t : ts) bits |= 1u << int32_t(t);
+  }
+  constexpr bool has(DType t) const { return bits >> int32_t(t) & 1u; }
+};
+// Shorthands for the usual coverages.
+inline constexpr DTypeSet kFloat32And64{DType::Float32, DType::Float64};
+inline constexpr DTypeSet kFloatTypes{DType::Float32, DType::Float64, DType::BFloat16, DType::Float16};
+inline constexpr DTypeSet kAllDTypes{DType::Float32, DType::Float64, DType::BFloat16, DType::Float16,
+                                     DType::Int32,   DType::Int64,   DType::Bool};
 
 inline bool dtype_valid(int32_t t) { return t >= 0 && t < kNumDTypes; }
 inline bool is_floating(DType t) { return t == DType::Float32 || t == DType::Float64 || t == DType::BFloat16 || t == DType::Float16; }

@@ -3,7 +3,7 @@
 // a large mean stay accurate. The backward computes grad_x row by row and grad_weight/grad_bias as
 // per-chunk partial sums over rows (a fixed number of chunks, so results do not depend on thread
 // timing) combined at the end.
-#include "norm.h"
+#include "../ops/norm.h"
 #include <algorithm>
 #include <cmath>
 #include <utility>
@@ -13,6 +13,10 @@
 #include "simd.h"
 
 namespace kiln::cpu {
+
+using ops::Rows;
+using ops::check_layer_norm_backward;
+using ops::check_layer_norm_forward;
 
 namespace {
 
@@ -171,68 +175,6 @@ void layer_norm_backward(const Tensor& gy_in, const Tensor& x_in, const Tensor& 
     combine(pw, gweight);
     combine(pb, gbias);
   });
-}
-
-// Checks shared with the CUDA twins (declared in the header).
-
-// Checks the normalized dims against x and the optional affine parameters; returns rows x M.
-Rows check_layer_norm(const char* op, const Tensor& x, const Tensor* weight, const Tensor* bias, int64_t norm_dims) {
-  KILN_CHECK(norm_dims >= 0 && norm_dims <= x.dim(), Shape, op, "cannot normalize the last ", norm_dims,
-             " dims of a tensor of shape ", shape_str(x.shape));
-  const Shape norm(x.shape.end() - norm_dims, x.shape.end());
-  for (const Tensor* p : {weight, bias}) {
-    if (!p) continue;
-    KILN_CHECK(p->shape == norm, Shape, op, p == weight ? "weight" : "bias", " shape ", shape_str(p->shape),
-               " does not match the normalized shape ", shape_str(norm), " of input ", shape_str(x.shape));
-    KILN_CHECK(p->dtype == x.dtype, DType, op, p == weight ? "weight" : "bias", " dtype ", dtype_name(p->dtype),
-               " differs from input dtype ", dtype_name(x.dtype));
-  }
-  const int64_t M = shape_numel(norm);
-  return {M ? x.numel() / M : shape_numel(Shape(x.shape.begin(), x.shape.end() - norm_dims)), M};
-}
-
-// Outputs are written through raw row-major pointers: they must be fresh contiguous tensors.
-void check_out(const char* op, const Tensor& t, const char* name, int64_t numel, DType dtype) {
-  KILN_CHECK(t.numel() == numel && t.is_contiguous(), Value, op, name, " must be a contiguous tensor of ", numel,
-             " elements, got shape ", shape_str(t.shape));
-  KILN_CHECK(t.dtype == dtype, DType, op, name, " dtype ", dtype_name(t.dtype), " differs from input dtype ",
-             dtype_name(dtype));
-}
-
-// All of layer_norm_forward's checks; returns rows x M.
-Rows check_layer_norm_forward(const Tensor& x, const Tensor* weight, const Tensor* bias, int64_t norm_dims,
-                              const Tensor& y, const Tensor& mean, const Tensor& rstd) {
-  const char* op = "layerNorm";
-  const Rows rows = check_layer_norm(op, x, weight, bias, norm_dims);
-  KILN_CHECK(y.shape == x.shape, Shape, op, "output shape ", shape_str(y.shape), " does not match input shape ",
-             shape_str(x.shape));
-  check_out(op, y, "output", x.numel(), x.dtype);
-  check_out(op, mean, "mean", rows.R, x.dtype);
-  check_out(op, rstd, "rstd", rows.R, x.dtype);
-  return rows;
-}
-
-// All of layer_norm_backward's checks; returns rows x M.
-Rows check_layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
-                               const Tensor* weight, int64_t norm_dims, const Tensor* gx, const Tensor* gweight,
-                               const Tensor* gbias) {
-  const char* op = "layerNorm backward";
-  const Rows rows = check_layer_norm(op, x, weight, nullptr, norm_dims);
-  const int64_t R = rows.R, M = rows.M;
-  KILN_CHECK(gy.shape == x.shape, Shape, op, "gradient shape ", shape_str(gy.shape),
-             " does not match input shape ", shape_str(x.shape));
-  KILN_CHECK(gy.dtype == x.dtype, DType, op, "gradient dtype ", dtype_name(gy.dtype),
-             " differs from input dtype ", dtype_name(x.dtype));
-  for (const Tensor* t : {&mean, &rstd}) {
-    KILN_CHECK(t->numel() == R, Shape, op, "saved statistics of shape ", shape_str(t->shape), " do not have one value for each of ",
-               R, " rows");
-    KILN_CHECK(t->dtype == x.dtype, DType, op, "saved statistics dtype ", dtype_name(t->dtype),
-               " differs from input dtype ", dtype_name(x.dtype));
-  }
-  if (gx) check_out(op, *gx, "input gradient", x.numel(), x.dtype);
-  if (gweight) check_out(op, *gweight, "weight gradient", M, x.dtype);
-  if (gbias) check_out(op, *gbias, "bias gradient", M, x.dtype);
-  return rows;
 }
 
 }  // namespace kiln::cpu

@@ -14,15 +14,14 @@
 #include <algorithm>
 #include <initializer_list>
 #include "copy.h"
-#include "norm.h"
-#include "../cpu/norm.h"
+#include "../ops/norm.h"
 #include "softmax.h"
 
 namespace kiln::cuda {
 
-using cpu::Rows;
-using cpu::check_layer_norm_backward;
-using cpu::check_layer_norm_forward;
+using ops::Rows;
+using ops::check_layer_norm_backward;
+using ops::check_layer_norm_forward;
 
 namespace {
 
