@@ -15,6 +15,8 @@ export {
   DisposedError, AutogradError,
 } from './errors';
 export { noGrad, enableGrad, isGradEnabled, setGradEnabled } from './autograd/grad_mode';
+export { autocast, isAutocastEnabled } from './autocast';
+export type { AutocastOptions, AutocastDType } from './autocast';
 export { Node as GradNode } from './autograd/engine';
 export type { BackwardFn } from './autograd/engine';
 export { tidy, keep, dispose, memory, emptyCache, resetPeakMemory } from './memory';

@@ -11,14 +11,14 @@ const { publicExports } = require('../scripts/public-api') as { publicExports(op
 
 const PUBLIC_API = [
   // kiln
-  'AutogradError', 'BackwardFn (type)', 'BackwardOptions (type)', 'BuildInfo (type)', 'CrossEntropyOptions (type)', 'CudaError',
+  'AutocastDType (type)', 'AutocastOptions (type)', 'AutogradError', 'BackwardFn (type)', 'BackwardOptions (type)', 'BuildInfo (type)', 'CrossEntropyOptions (type)', 'CudaError',
   'DType (type)', 'DTypeError', 'Device (type)', 'DeviceError', 'DimArg (type)', 'DisposedError', 'DistError', 'FormatError',
   'GradNode', 'HookHandle (type)', 'IndexError', 'KilnError', 'MemoryInfo (type)', 'NestedArray (type)', 'OutOfMemoryError',
   'RngState (type)', 'ShapeError', 'Tensor', 'TensorOptions (type)', 'TensorOrScalar (type)', 'ValueError',
-  'VarianceOptions (type)', 'abs', 'add', 'add_', 'all', 'allclose', 'any', 'arange', 'argmax', 'argmin', 'buildInfo', 'cat',
+  'VarianceOptions (type)', 'abs', 'add', 'add_', 'all', 'allclose', 'any', 'arange', 'argmax', 'argmin', 'autocast', 'buildInfo', 'cat',
   'ceil', 'chunk', 'clamp', 'clone', 'contiguous', 'copy_', 'cos', 'crossEntropy', 'cuda', 'data', 'dispose', 'div', 'div_',
   'dropout', 'embedding', 'empty', 'emptyCache', 'emptyLike', 'enableGrad', 'eq', 'exp', 'expand', 'eye', 'fill_', 'flatten',
-  'floor', 'full', 'fullLike', 'gather', 'ge', 'gelu', 'getRngState', 'gt', 'indexSelect', 'initialSeed', 'io', 'isGradEnabled',
+  'floor', 'full', 'fullLike', 'gather', 'ge', 'gelu', 'getRngState', 'gt', 'indexSelect', 'initialSeed', 'io', 'isAutocastEnabled', 'isGradEnabled',
   'isclose', 'keep', 'layerNorm', 'le', 'linear', 'linspace', 'log', 'log1p', 'logSoftmax', 'logicalAnd', 'logicalNot',
   'logicalOr', 'logsumexp', 'lt', 'manualSeed', 'maskedFill', 'matmul', 'max', 'maximum', 'mean', 'memory', 'min', 'minimum',
   'mul', 'mul_', 'narrow', 'ne', 'neg', 'nn', 'noGrad', 'normal', 'ones', 'onesLike', 'optim', 'permute', 'pow', 'rand',
