@@ -1,7 +1,14 @@
 // kiln.cuda: whether CUDA is usable, devices, synchronization, allocator statistics and cache
-// control, and TF32 for float32 matmul.
-import { DeviceError } from './errors';
+// control, TF32 for float32 matmul, and streams and events (torch.cuda.Stream / Event / stream()).
+import { DeviceError, ValueError } from './errors';
 import { native } from './native';
+import { deviceName, type Device } from './device';
+import type { Tensor } from './tensor';
+
+/** A native stream (an N-API external; see native/binding/cuda.cc). */
+type StreamHandle = { readonly __kilnStream: unique symbol };
+/** A native event (an N-API external). */
+type EventHandle = { readonly __kilnEvent: unique symbol };
 
 interface CudaNative {
   cudaDeviceCount(): number;
@@ -13,6 +20,19 @@ interface CudaNative {
   cudaSyncCount?(): number;
   cudaSetAllowTF32?(on: boolean): void;
   cudaAllowTF32?(): boolean;
+  cudaStreamCreate?(d: number, priority: number): StreamHandle;
+  cudaDefaultStream?(d: number): StreamHandle;
+  cudaSetCurrentStream?(s: StreamHandle): void;
+  cudaStreamQuery?(s: StreamHandle): boolean;
+  cudaStreamSynchronize?(s: StreamHandle): void;
+  cudaStreamWaitEvent?(s: StreamHandle, e: EventHandle): void;
+  cudaStreamWaitStream?(s: StreamHandle, other: StreamHandle): void;
+  cudaEventCreate?(enableTiming: boolean): EventHandle;
+  cudaEventRecord?(e: EventHandle, s: StreamHandle): void;
+  cudaEventQuery?(e: EventHandle): boolean;
+  cudaEventSynchronize?(e: EventHandle): void;
+  cudaEventElapsedTime?(start: EventHandle, end: EventHandle): number;
+  cudaRecordStream?(t: Tensor['_h'], s: StreamHandle): void;
 }
 const N = native as unknown as CudaNative;
 
@@ -32,19 +52,24 @@ export interface CudaMemoryStats {
   frees: number;
   /** Allocations that failed even after the cache was freed. */
   ooms: number;
+  /**
+   * Freed blocks not yet reusable: they wait for work on other streams (recordStream) to finish, and
+   * join the cache once it has.
+   */
+  pending: number;
 }
 
-function need<K extends keyof CudaNative>(name: K): NonNullable<CudaNative[K]> {
+function need<K extends keyof CudaNative>(name: K, op: string = name): NonNullable<CudaNative[K]> {
   const f = N[name];
-  if (!f) throw new DeviceError(String(name), 'kiln was built without CUDA');
+  if (!f) throw new DeviceError(op, 'kiln was built without CUDA');
   return f.bind(native) as NonNullable<CudaNative[K]>;
 }
 
-function index(device?: number | string): number {
+function index(device?: number | string, op = 'cuda'): number {
   if (device === undefined) return 0;
   if (typeof device === 'number') return device;
   const m = /^cuda(?::(\d+))?$/.exec(device);
-  if (!m) throw new DeviceError('cuda', `not a CUDA device: '${device}'`);
+  if (!m) throw new DeviceError(op, `not a CUDA device: '${device}'`);
   return Number(m[1] ?? 0);
 }
 
@@ -63,7 +88,7 @@ export function deviceCount(): number {
 export function getDeviceName(device?: number | string): string {
   return need('cudaDeviceName')(index(device));
 }
-/** Waits until all work enqueued on the device has finished. */
+/** Waits until all work enqueued on the device has finished, on every stream (like torch.cuda.synchronize). */
 export function synchronize(device?: number | string): void {
   need('cudaSynchronize')(index(device));
 }
@@ -96,4 +121,238 @@ export function setAllowTF32(on: boolean): void {
 /** Whether float32 matmuls may use TF32 tensor cores (setAllowTF32; false without CUDA). */
 export function allowTF32(): boolean {
   return N.cudaAllowTF32 ? N.cudaAllowTF32() : false;
+}
+
+/** Options for `new kiln.cuda.Stream()`. */
+export interface StreamOptions {
+  /** The GPU: a number or 'cuda:N' (default 0). */
+  device?: number | string;
+  /**
+   * An integer; lower runs first when streams compete (default 0, the lowest priority; recent GPUs
+   * accept down to -5). Outside the device's range it is a ValueError.
+   */
+  priority?: number;
+}
+
+/** Options for `new kiln.cuda.Event()`. */
+export interface EventOptions {
+  /** Record timestamps, for elapsedTime() (default false: cheaper to record and wait on). */
+  enableTiming?: boolean;
+}
+
+function checkOptions(op: string, opts: unknown, keys: string[]): void {
+  if (opts === null || typeof opts !== 'object') throw new ValueError(op, `options must be an object, got ${String(opts)}`);
+  for (const k of Object.keys(opts)) {
+    if (!keys.includes(k)) throw new ValueError(op, `unknown option '${k}' (expected ${keys.join(', ')})`);
+  }
+}
+
+function deviceIndex(op: string, device: number | string | undefined): number {
+  if (device !== undefined && typeof device !== 'number' && typeof device !== 'string') {
+    throw new DeviceError(op, `device must be a number or 'cuda:N', got ${describe(device)}`);
+  }
+  const d = index(device, op);
+  if (!Number.isInteger(d) || d < 0) throw new DeviceError(op, `not a CUDA device: ${String(device)}`);
+  return d;
+}
+
+function expectStream(op: string, s: unknown, what = 'stream'): Stream {
+  if (!(s instanceof Stream)) throw new ValueError(op, `${what} must be a kiln.cuda.Stream, got ${describe(s)}`);
+  return s;
+}
+
+function expectEvent(op: string, e: unknown, what = 'event'): Event {
+  if (!(e instanceof Event)) throw new ValueError(op, `${what} must be a kiln.cuda.Event, got ${describe(e)}`);
+  return e;
+}
+
+function describe(v: unknown): string {
+  return v === null ? 'null' : typeof v === 'object' ? (v.constructor?.name ?? 'an object') : typeof v;
+}
+
+/**
+ * A queue of GPU work (like torch.cuda.Stream). Work on one stream runs in order; work on different
+ * streams may overlap (communication beside computation, say), ordered only where events say so.
+ * Ops enqueue on the current stream of their device: the default stream, or the one `withStream`
+ * makes current. The CUDA stream is destroyed once this object has been garbage collected and
+ * the memory allocated on it freed (CUDA finishes the work queued on it first).
+ */
+export class Stream {
+  /** The GPU this stream belongs to. */
+  readonly device: Device;
+  /** Its priority (lower runs first). */
+  readonly priority: number;
+  /** @internal */
+  readonly _h: StreamHandle;
+  /** @internal native device index */
+  readonly _dev: number;
+
+  /** A new stream on `device` (default 0); a DeviceError without CUDA. */
+  constructor(opts: StreamOptions = {}) {
+    checkOptions('Stream', opts, ['device', 'priority']);
+    const d = deviceIndex('Stream', opts.device);
+    const priority = opts.priority ?? 0;
+    if (!Number.isInteger(priority)) throw new ValueError('Stream', `priority must be an integer, got ${String(priority)}`);
+    this._h = need('cudaStreamCreate', 'Stream')(d, priority);
+    this._dev = d;
+    this.device = deviceName(d);
+    this.priority = priority;
+  }
+
+  /** Waits on the host until all work enqueued on this stream has finished. */
+  synchronize(): void {
+    need('cudaStreamSynchronize', 'Stream.synchronize')(this._h);
+  }
+  /** True when all work enqueued on this stream has finished (does not wait). */
+  query(): boolean {
+    return need('cudaStreamQuery', 'Stream.query')(this._h);
+  }
+  /** Makes work enqueued on this stream from now on wait until `event` (its last record) completes. */
+  waitEvent(event: Event): void {
+    need('cudaStreamWaitEvent', 'Stream.waitEvent')(this._h, expectEvent('Stream.waitEvent', event)._h);
+  }
+  /** Makes work enqueued on this stream from now on wait for the work enqueued on `stream` so far. */
+  waitStream(stream: Stream): void {
+    need('cudaStreamWaitStream', 'Stream.waitStream')(this._h, expectStream('Stream.waitStream', stream)._h);
+  }
+  /** Records `event` (a new one when omitted) on this stream and returns it. */
+  recordEvent(event?: Event): Event {
+    const e = event === undefined ? new Event() : expectEvent('Stream.recordEvent', event);
+    e.record(this);
+    return e;
+  }
+}
+
+/**
+ * A marker in a stream's work (like torch.cuda.Event): record() it on one stream, then wait() on
+ * another to order them, synchronize() the host with it, or time the work between two events.
+ * The CUDA event is made on the first record, on that stream's device; it is destroyed once this
+ * object is garbage collected.
+ */
+export class Event {
+  /** Whether it records timestamps (elapsedTime needs them). */
+  readonly enableTiming: boolean;
+  /** @internal */
+  readonly _h: EventHandle;
+  /** @internal device of its first record */
+  _dev: number | undefined;
+
+  /** A new event; a DeviceError without CUDA. */
+  constructor(opts: EventOptions = {}) {
+    checkOptions('Event', opts, ['enableTiming']);
+    const timing = opts.enableTiming ?? false;
+    if (typeof timing !== 'boolean') throw new ValueError('Event', `enableTiming must be a boolean, got ${describe(timing)}`);
+    this._h = need('cudaEventCreate', 'Event')(timing);
+    this.enableTiming = timing;
+  }
+
+  /**
+   * Records this event on `stream` (default: the current stream of the device it was recorded on
+   * before, else of cuda:0): it completes when the work enqueued there so far is done.
+   */
+  record(stream?: Stream): void {
+    const s = stream === undefined ? currentStream(this._dev) : expectStream('Event.record', stream);
+    need('cudaEventRecord', 'Event.record')(this._h, s._h);
+    this._dev = s._dev;
+  }
+  /**
+   * Makes work enqueued on `stream` (default: the current stream of this event's device) from now on
+   * wait until this event completes; nothing to wait for when it was never recorded.
+   */
+  wait(stream?: Stream): void {
+    const s = stream === undefined ? currentStream(this._dev) : expectStream('Event.wait', stream);
+    need('cudaStreamWaitEvent', 'Event.wait')(s._h, this._h);
+  }
+  /** Waits on the host until this event completes (at once when it was never recorded). */
+  synchronize(): void {
+    need('cudaEventSynchronize', 'Event.synchronize')(this._h);
+  }
+  /** True when this event has completed or was never recorded (does not wait). */
+  query(): boolean {
+    return need('cudaEventQuery', 'Event.query')(this._h);
+  }
+  /**
+   * Milliseconds of GPU time from this event's record to `end`'s. Both need `enableTiming: true` and
+   * a record; the host waits for both to complete.
+   */
+  elapsedTime(end: Event): number {
+    return need('cudaEventElapsedTime', 'Event.elapsedTime')(this._h, expectEvent('Event.elapsedTime', end, 'end')._h);
+  }
+}
+
+// A device's default stream as a Stream, without the constructor (which makes a new one).
+function adoptStream(h: StreamHandle, d: number): Stream {
+  const s: Stream = Object.create(Stream.prototype);
+  return Object.assign(s, { _h: h, _dev: d, device: deviceName(d), priority: 0 });
+}
+
+const defaults = new Map<number, Stream>();
+// The stream withStream made current per device; native code keeps the same per host thread
+// (JavaScript runs on one), and only withStream changes it.
+const current = new Map<number, Stream>();
+
+function defaultFor(op: string, d: number): Stream {
+  let s = defaults.get(d);
+  if (!s) {
+    s = adoptStream(need('cudaDefaultStream', op)(d), d);
+    defaults.set(d, s);
+  }
+  return s;
+}
+
+/** The default stream of device (a number or 'cuda:N', default 0): where ops go outside withStream. */
+export function defaultStream(device?: number | string): Stream {
+  return defaultFor('defaultStream', deviceIndex('defaultStream', device));
+}
+
+/** The stream ops on device (default 0) are enqueued on now: withStream's, else the default stream. */
+export function currentStream(device?: number | string): Stream {
+  const d = deviceIndex('currentStream', device);
+  return current.get(d) ?? defaultFor('currentStream', d);
+}
+
+/**
+ * Runs fn with `stream` as the current stream of its device (like `with torch.cuda.stream(s)`): ops
+ * on that device inside fn enqueue on it. The previous stream comes back when fn returns or throws.
+ * fn is synchronous, as in tidy: a returned Promise is a ValueError, since what runs after an await
+ * would escape the scope.
+ */
+export function withStream<T>(stream: Stream, fn: () => T): T {
+  expectStream('withStream', stream);
+  if (typeof fn !== 'function') throw new ValueError('withStream', `fn must be a function, got ${describe(fn)}`);
+  const d = stream._dev;
+  const prev = currentStream(d);
+  const set = need('cudaSetCurrentStream', 'withStream');
+  set(stream._h);
+  current.set(d, stream);
+  let result: T;
+  try {
+    result = fn();
+  } finally {
+    set(prev._h);
+    current.set(d, prev);
+  }
+  if (result instanceof Promise) {
+    result.catch(() => {});
+    throw new ValueError('withStream', 'fn returned a Promise; stream scopes are synchronous (await outside withStream)');
+  }
+  return result;
+}
+
+/**
+ * Tells the allocator that `tensor`'s memory is used by work on `stream` as well as on the stream it
+ * was allocated on (like torch's Tensor.record_stream): once the tensor is freed, its memory is
+ * handed out again only after the work enqueued on `stream` by then has finished. Needed when a
+ * tensor made on one stream is read or written on another (a side stream's all-reduce, say) and
+ * may be freed before that stream's work is done.
+ */
+export function recordStream(tensor: Tensor, stream: Stream): void {
+  expectStream('recordStream', stream);
+  if (tensor === null || typeof tensor !== 'object' || !('_h' in tensor)) {
+    throw new ValueError('recordStream', `tensor must be a kiln Tensor, got ${describe(tensor)}`);
+  }
+  if (tensor.device !== stream.device) {
+    throw new DeviceError('recordStream', `the tensor is on ${tensor.device} and the stream on ${stream.device}`);
+  }
+  need('cudaRecordStream', 'recordStream')(tensor._h, stream._h);
 }

@@ -1,5 +1,6 @@
-// kiln.cuda: device count and names, synchronize, allocator stats and cache control, TF32, and the
-// host-synchronization counter. Without a CUDA build the device count is 0 and the rest throw.
+// kiln.cuda: device count and names, synchronize, allocator stats and cache control, TF32, the
+// host-synchronization counter, streams, events and recordStream. Without a CUDA build the device
+// count is 0 and the rest are absent (lib/cuda.ts throws DeviceError).
 #include "common.h"
 #ifdef KILN_CUDA
 #include "../cuda/runtime.h"
@@ -38,6 +39,7 @@ static Napi::Value memory_stats(const Napi::CallbackInfo& info) {
   o.Set("mallocs", Napi::Number::New(env, double(s.mallocs)));
   o.Set("frees", Napi::Number::New(env, double(s.frees)));
   o.Set("ooms", Napi::Number::New(env, double(s.ooms)));
+  o.Set("pending", Napi::Number::New(env, double(s.pending)));
   return o;
 }
 
@@ -64,6 +66,119 @@ static Napi::Value allow_tf32(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), cuda::allow_tf32());
 }
 
+// Streams and events cross to JavaScript as N-API externals whose finalizers release them. Tensors
+// use a numbered handle table instead (common.cc) because finalizers run only when the event loop
+// turns, and a synchronous loop making thousands of tensors a step held them all until then; a
+// program makes a handful of streams and events, and a finalizer ties their lifetime to the
+// JavaScript object with no table and no dispose() to forget. Type tags keep an event (or any
+// other external) from passing for a stream.
+static const napi_type_tag kStreamTag = {0x6b696c6e73747265ull, 0x616d000000000001ull};
+static const napi_type_tag kEventTag = {0x6b696c6e6576656eull, 0x7400000000000001ull};
+
+template <typename T>
+static T* external_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* what,
+                       const napi_type_tag* tag) {
+  Napi::Value v = info.Length() > i ? info[i] : info.Env().Undefined();
+  KILN_CHECK(v.IsExternal() && v.As<Napi::External<T>>().CheckTypeTag(tag), Value, op, "argument ", i, " is not a ",
+             what);
+  return v.As<Napi::External<T>>().Data();
+}
+
+static cuda::Stream* stream_arg(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  return external_arg<cuda::Stream>(info, i, op, "kiln.cuda.Stream", &kStreamTag);
+}
+
+static cuda::Event* event_arg(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  return external_arg<cuda::Event>(info, i, op, "kiln.cuda.Event", &kEventTag);
+}
+
+static Napi::Value wrap_stream(Napi::Env env, cuda::Stream* s) {
+  auto e = Napi::External<cuda::Stream>::New(env, s, [](Napi::Env, cuda::Stream* p) { cuda::release_stream(p); });
+  e.TypeTag(&kStreamTag);
+  return e;
+}
+
+// cudaStreamCreate(device, priority) -> a new stream.
+static Napi::Value stream_create(const Napi::CallbackInfo& info) {
+  const Device d = cuda_device_arg(info, 0, "Stream");
+  const int64_t priority = int_arg(info, 1, "Stream", "priority");
+  KILN_CHECK(priority >= INT32_MIN && priority <= INT32_MAX, Value, "Stream", "priority ", priority, " is out of range");
+  cuda::Stream* s = cuda::create_stream(d, int(priority));
+  try {
+    return wrap_stream(info.Env(), s);
+  } catch (...) {
+    cuda::release_stream(s);
+    throw;
+  }
+}
+
+static Napi::Value default_stream(const Napi::CallbackInfo& info) {
+  return wrap_stream(info.Env(), cuda::default_stream(cuda_device_arg(info, 0, "defaultStream")));
+}
+
+static Napi::Value set_current_stream(const Napi::CallbackInfo& info) {
+  cuda::set_current_stream(stream_arg(info, 0, "withStream"));
+  return info.Env().Undefined();
+}
+
+static Napi::Value stream_query(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), cuda::query(stream_arg(info, 0, "Stream.query")));
+}
+
+static Napi::Value stream_synchronize(const Napi::CallbackInfo& info) {
+  cuda::synchronize(stream_arg(info, 0, "Stream.synchronize"));
+  return info.Env().Undefined();
+}
+
+static Napi::Value stream_wait_event(const Napi::CallbackInfo& info) {
+  cuda::wait(stream_arg(info, 0, "Stream.waitEvent"), event_arg(info, 1, "Stream.waitEvent"));
+  return info.Env().Undefined();
+}
+
+static Napi::Value stream_wait_stream(const Napi::CallbackInfo& info) {
+  cuda::wait_stream(stream_arg(info, 0, "Stream.waitStream"), stream_arg(info, 1, "Stream.waitStream"));
+  return info.Env().Undefined();
+}
+
+// cudaEventCreate(enableTiming) -> a new event (its CUDA event is made on first record).
+static Napi::Value event_create(const Napi::CallbackInfo& info) {
+  cuda::Event* ev = cuda::create_event(bool_arg(info, 0, "Event", "enableTiming"));
+  try {
+    auto e = Napi::External<cuda::Event>::New(info.Env(), ev, [](Napi::Env, cuda::Event* p) { cuda::destroy_event(p); });
+    e.TypeTag(&kEventTag);
+    return e;
+  } catch (...) {
+    cuda::destroy_event(ev);
+    throw;
+  }
+}
+
+static Napi::Value event_record(const Napi::CallbackInfo& info) {
+  cuda::record(event_arg(info, 0, "Event.record"), stream_arg(info, 1, "Event.record"));
+  return info.Env().Undefined();
+}
+
+static Napi::Value event_query(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), cuda::query(event_arg(info, 0, "Event.query")));
+}
+
+static Napi::Value event_synchronize(const Napi::CallbackInfo& info) {
+  cuda::synchronize(event_arg(info, 0, "Event.synchronize"));
+  return info.Env().Undefined();
+}
+
+static Napi::Value event_elapsed_time(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), cuda::elapsed_ms(event_arg(info, 0, "Event.elapsedTime"),
+                                                        event_arg(info, 1, "Event.elapsedTime")));
+}
+
+// cudaRecordStream(tensor, stream): see cuda::record_stream.
+static Napi::Value record_stream(const Napi::CallbackInfo& info) {
+  const Tensor& t = tensor_arg(info, 0, "recordStream", "tensor");
+  cuda::record_stream(*t.storage, stream_arg(info, 1, "recordStream"));
+  return info.Env().Undefined();
+}
+
 void register_cuda(Napi::Env env, Napi::Object exports) {
   cuda::init();
   KILN_EXPORT(env, exports, "cudaDeviceCount", device_count);
@@ -75,6 +190,19 @@ void register_cuda(Napi::Env env, Napi::Object exports) {
   KILN_EXPORT(env, exports, "cudaSyncCount", sync_count);
   KILN_EXPORT(env, exports, "cudaSetAllowTF32", set_allow_tf32);
   KILN_EXPORT(env, exports, "cudaAllowTF32", allow_tf32);
+  KILN_EXPORT(env, exports, "cudaStreamCreate", stream_create);
+  KILN_EXPORT(env, exports, "cudaDefaultStream", default_stream);
+  KILN_EXPORT(env, exports, "cudaSetCurrentStream", set_current_stream);
+  KILN_EXPORT(env, exports, "cudaStreamQuery", stream_query);
+  KILN_EXPORT(env, exports, "cudaStreamSynchronize", stream_synchronize);
+  KILN_EXPORT(env, exports, "cudaStreamWaitEvent", stream_wait_event);
+  KILN_EXPORT(env, exports, "cudaStreamWaitStream", stream_wait_stream);
+  KILN_EXPORT(env, exports, "cudaEventCreate", event_create);
+  KILN_EXPORT(env, exports, "cudaEventRecord", event_record);
+  KILN_EXPORT(env, exports, "cudaEventQuery", event_query);
+  KILN_EXPORT(env, exports, "cudaEventSynchronize", event_synchronize);
+  KILN_EXPORT(env, exports, "cudaEventElapsedTime", event_elapsed_time);
+  KILN_EXPORT(env, exports, "cudaRecordStream", record_stream);
 }
 #else
 static Napi::Value no_devices(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), 0); }

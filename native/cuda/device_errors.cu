@@ -64,6 +64,9 @@ void check_device_errors(Device d) {
   if (!rec) return;
   volatile DeviceErrorRecord* r = rec;
   if (r->claimed == 0) return;
+  // The synchronization was with one stream; a kernel on another may still be filling the record in.
+  set_device(d);
+  KILN_CUDA_CHECK(cudaDeviceSynchronize(), "synchronize");
   const DeviceErrorRecord e{r->claimed, r->op, r->value, r->position, r->size, r->dim};
   r->claimed = 0;
   std::string op;

@@ -1,7 +1,7 @@
 // Errors that depend on data a CUDA kernel reads (an index value out of range): the kernel skips
 // the bad element and records it in a per-device record in host-mapped pinned memory; the host
 // raises it as an IndexError at the next point where it synchronizes with that device anyway
-// (check_device_errors, called after the stream synchronize), so checking adds no synchronization.
+// (check_device_errors, called after a stream synchronize), so checking adds no synchronization.
 // Plain C++ for the host side (the binding may include it); the device side is under __CUDACC__.
 #pragma once
 #include <cstdint>
@@ -49,7 +49,8 @@ DeviceErrorRecord* device_error_record(Device d);
 IndexGuard index_guard(Device d, const char* op, int64_t size, int64_t dim);
 
 // Throws the recorded error of d as an IndexError (naming the op, the value, the valid range and
-// the position) and clears the record. Call only right after synchronizing d's stream.
+// the position) and clears the record. Call only right after synchronizing with a stream of d (a
+// recorded error waits for the whole device before it is read: it may come from another stream).
 void check_device_errors(Device d);
 
 }  // namespace kiln::cuda

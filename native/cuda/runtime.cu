@@ -1,27 +1,81 @@
-// CUDA runtime: devices, one non-blocking stream per device, host synchronization counting, and the
-// caching allocator (size classes, per-device free lists, no cudaMalloc/cudaFree on the hot path,
+// CUDA runtime: devices; streams (a default stream per device, streams made for JavaScript, this
+// thread's current stream per device) and events; host synchronization counting; and the caching
+// allocator (size classes, free lists per stream, no cudaMalloc/cudaFree on the hot path,
 // free-the-cache-and-retry on out of memory).
+//
+// The allocator and several streams. A block is tagged with the stream current when it was
+// allocated, and a freed block goes back to that stream's free list only: work on one stream runs
+// in order, so a kernel enqueued there after the free cannot overtake one enqueued before it that
+// still reads the block. Handing it to another stream would race (as in PyTorch, whose rule this
+// is). A block also used on other streams (record_stream) is held back instead: the free records an
+// event on each of them, and the block joins its stream's free list once all those events have
+// completed (polled, never waited for, at the next allocation on the device). A stream whose last
+// reference goes (release_stream) passes its cached blocks on to the device's default stream behind
+// an event on it, the same way. None of this waits on the host, so sync_count counts only what the
+// user asked for.
 #include "runtime.h"
 #include "device_errors.h"
+#include <algorithm>
 #include <atomic>
+#include <memory>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
 
 namespace kiln::cuda {
 
+// Streams are counted so that the CUDA stream outlives every use of its handle: a free records an
+// event on the block's streams, which must still exist then.
+class Stream {
+ public:
+  cudaStream_t handle = nullptr;
+  Device device;
+  int priority = 0;
+  bool is_default = false;
+  int64_t refs = 1;  // see runtime.h; guarded by g_mutex
+  struct Block;
+  std::unordered_map<size_t, std::vector<Block*>> free_blocks;  // size class -> cached blocks
+};
+
+class Event {
+ public:
+  cudaEvent_t handle = nullptr;  // made on first record
+  Device device;
+  bool timing = false;
+};
+
+struct Stream::Block {
+  void* ptr;
+  size_t size;                // size class
+  Stream* stream;             // allocated on (holds a reference while the block is live)
+  std::vector<Stream*> uses;  // other streams from record_stream (each holds a reference)
+};
+using Block = Stream::Block;
+
 namespace {
 constexpr int kMaxDevices = 64;
 
+// A freed block that becomes reusable on `target` once all its events have completed.
+struct Pending {
+  Block* block;
+  std::vector<cudaEvent_t> events;
+  Stream* target;  // holds a reference
+};
+
 struct DeviceState {
-  cudaStream_t stream = nullptr;
-  std::unordered_map<size_t, std::vector<void*>> free_blocks;  // rounded size -> cached blocks
+  std::atomic<Stream*> default_stream{nullptr};
+  std::vector<Stream*> streams;              // every stream alive on the device, default included
+  std::unordered_map<void*, Block*> live;    // blocks handed to storages
+  std::vector<Pending> pending;
+  std::vector<cudaEvent_t> spare_events;     // timing off, for the allocator's own use
   AllocStats stats{};
 };
 
-std::mutex g_mutex;
+std::mutex g_mutex;  // guards every DeviceState, Stream::refs and Stream::free_blocks
 DeviceState g_devices[kMaxDevices];
 thread_local int t_current = -1;
+// This thread's current stream per device; null means the default stream. A slot holds a reference.
+thread_local Stream* t_streams[kMaxDevices] = {};
 std::atomic<int64_t> g_syncs{0};
 std::atomic<bool> g_tf32{false};
 
@@ -31,65 +85,185 @@ void check_index(int index, const char* op) {
              n, " CUDA device", n == 1 ? "" : "s", " visible)");
 }
 
-void release_cached(DeviceState& s, int index) {
-  set_device(Device{index});
-  for (auto& [size, blocks] : s.free_blocks) {
-    for (void* p : blocks) {
-      cudaFree(p);
-      s.stats.reserved -= int64_t(size);
-      s.stats.frees++;
-    }
+// cudaErrorNotReady from a query is an answer, not a failure: cleared so that the next launch check
+// does not see it.
+bool completed(cudaError_t e, const char* op) {
+  if (e == cudaErrorNotReady) {
+    cudaGetLastError();
+    return false;
   }
-  s.free_blocks.clear();
+  KILN_CUDA_CHECK(e, op);
+  return true;
+}
+
+// The helpers below run with g_mutex held. Frees reach them from Storage's destructor, so the paths
+// from device_free never throw: a CUDA failure there is answered by waiting instead.
+
+void ref(Stream* s) { s->refs += s->is_default ? 0 : 1; }
+
+// set_device without throwing (the event and stream calls below report a failure themselves).
+void enter(Device d) {
+  if (t_current != d.index && cudaSetDevice(d.index) == cudaSuccess) t_current = d.index;
+}
+
+// An event recorded on s now; null when recording failed, after waiting for s instead.
+cudaEvent_t record_on(Stream* s) {
+  DeviceState& ds = g_devices[s->device.index];
+  enter(s->device);
+  cudaEvent_t e = nullptr;
+  if (!ds.spare_events.empty()) {
+    e = ds.spare_events.back();
+    ds.spare_events.pop_back();
+  } else if (cudaEventCreateWithFlags(&e, cudaEventDisableTiming) != cudaSuccess) {
+    e = nullptr;
+  }
+  if (e && cudaEventRecord(e, s->handle) == cudaSuccess) return e;
+  if (e) ds.spare_events.push_back(e);
+  cudaGetLastError();
+  cudaStreamSynchronize(s->handle);
+  return nullptr;
+}
+
+// Holds block b back until the work enqueued so far on each stream in `on` is done, then hands it
+// to target (whose reference the entry takes over).
+void hold_back(Block* b, const std::vector<Stream*>& on, Stream* target) {
+  DeviceState& ds = g_devices[target->device.index];
+  Pending p{b, {}, target};
+  for (Stream* s : on)
+    if (cudaEvent_t e = record_on(s)) p.events.push_back(e);
+  ds.pending.push_back(std::move(p));
+  ds.stats.pending++;
+}
+
+// The stream's last reference went: its cached blocks move to the default stream behind an event
+// (work enqueued on s may still read them), and the CUDA stream is destroyed (CUDA lets enqueued
+// work finish first).
+void retire(Stream* s) {
+  DeviceState& ds = g_devices[s->device.index];
+  Stream* to = ds.default_stream.load();
+  for (auto& [size, blocks] : s->free_blocks)
+    for (Block* b : blocks) hold_back(b, {s}, to);
+  s->free_blocks.clear();
+  ds.streams.erase(std::find(ds.streams.begin(), ds.streams.end(), s));
+  cudaStreamDestroy(s->handle);
+  delete s;
+}
+
+void unref(Stream* s) {
+  if (!s->is_default && --s->refs == 0) retire(s);
+}
+
+// Moves pending blocks whose events have all completed to their streams' free lists.
+void collect_pending(DeviceState& ds) {
+  for (size_t i = 0; i < ds.pending.size();) {
+    Pending& p = ds.pending[i];
+    while (!p.events.empty() && completed(cudaEventQuery(p.events.back()), "alloc")) {
+      ds.spare_events.push_back(p.events.back());
+      p.events.pop_back();
+    }
+    if (!p.events.empty()) {
+      i++;
+      continue;
+    }
+    Block* b = p.block;
+    Stream* target = p.target;
+    if (i + 1 != ds.pending.size()) p = std::move(ds.pending.back());
+    ds.pending.pop_back();
+    ds.stats.pending--;
+    b->stream = target;
+    target->free_blocks[b->size].push_back(b);
+    unref(target);
+  }
+}
+
+// Returns the device's cached and pending blocks to the driver (pending ones once their events
+// completed; cudaFree itself waits for the device).
+void release_cached(DeviceState& ds, int index) {
+  set_device(Device{index});
+  for (Pending& p : ds.pending) {
+    for (cudaEvent_t e : p.events) {
+      cudaEventSynchronize(e);
+      ds.spare_events.push_back(e);
+    }
+    p.events.clear();
+  }
+  collect_pending(ds);
+  for (Stream* s : ds.streams) {
+    for (auto& [size, blocks] : s->free_blocks) {
+      for (Block* b : blocks) {
+        cudaFree(b->ptr);
+        ds.stats.reserved -= int64_t(size);
+        ds.stats.frees++;
+        delete b;
+      }
+    }
+    s->free_blocks.clear();
+  }
 }
 
 void* device_alloc(size_t n, Device d) {
   check_index(d.index, "alloc");
   size_t size = allocation_size_class(n);
+  Stream* s = current_stream(d);
   std::lock_guard<std::mutex> lock(g_mutex);
-  DeviceState& s = g_devices[d.index];
-  void* p = nullptr;
-  auto it = s.free_blocks.find(size);
-  if (it != s.free_blocks.end() && !it->second.empty()) {
-    p = it->second.back();
+  DeviceState& ds = g_devices[d.index];
+  if (!ds.pending.empty()) collect_pending(ds);
+  Block* b = nullptr;
+  auto it = s->free_blocks.find(size);
+  if (it != s->free_blocks.end() && !it->second.empty()) {
+    b = it->second.back();
     it->second.pop_back();
   } else {
     set_device(d);
+    void* p = nullptr;
     cudaError_t e = cudaMalloc(&p, size);
     if (e == cudaErrorMemoryAllocation) {
       cudaGetLastError();  // clear the (non-sticky) error, free the cache, retry once
-      release_cached(s, d.index);
+      release_cached(ds, d.index);
       set_device(d);
       e = cudaMalloc(&p, size);
       if (e == cudaErrorMemoryAllocation) {
         cudaGetLastError();
-        s.stats.ooms++;
+        ds.stats.ooms++;
         size_t free_b = 0, total_b = 0;
         cudaMemGetInfo(&free_b, &total_b);
         throw Error(ErrorCode::OutOfMemory, "alloc",
                     str_cat("CUDA out of memory on cuda:", d.index, ": tried to allocate ", n, " bytes (", size,
-                            " rounded); tensors hold ", s.stats.allocated, " bytes, kiln has reserved ",
-                            s.stats.reserved, " bytes; the device has ", free_b, " of ", total_b, " bytes free"));
+                            " rounded); tensors hold ", ds.stats.allocated, " bytes, kiln has reserved ",
+                            ds.stats.reserved, " bytes; the device has ", free_b, " of ", total_b, " bytes free"));
       }
     }
     if (e != cudaSuccess) throw_cuda(e, "alloc", __FILE__, __LINE__);
-    s.stats.mallocs++;
-    s.stats.reserved += int64_t(size);
+    ds.stats.mallocs++;
+    ds.stats.reserved += int64_t(size);
+    b = new Block{p, size, s, {}};
   }
-  s.stats.allocated += int64_t(size);
-  if (s.stats.allocated > s.stats.peak_allocated) s.stats.peak_allocated = s.stats.allocated;
-  return p;
+  b->stream = s;
+  ref(s);
+  ds.live.emplace(b->ptr, b);
+  ds.stats.allocated += int64_t(size);
+  if (ds.stats.allocated > ds.stats.peak_allocated) ds.stats.peak_allocated = ds.stats.allocated;
+  return b->ptr;
 }
 
-// Blocks go back to the cache at once: every kernel runs on the device's single stream, so work
-// already enqueued that reads the block finishes before any later kernel can write it.
-void device_free(void* p, size_t n, Device d) {
+void device_free(void* p, size_t, Device d) {
   if (!p || d.index < 0 || d.index >= kMaxDevices) return;
-  size_t size = allocation_size_class(n);
   std::lock_guard<std::mutex> lock(g_mutex);
-  DeviceState& s = g_devices[d.index];
-  s.free_blocks[size].push_back(p);
-  s.stats.allocated -= int64_t(size);
+  DeviceState& ds = g_devices[d.index];
+  auto it = ds.live.find(p);
+  if (it == ds.live.end()) return;
+  Block* b = it->second;
+  ds.live.erase(it);
+  ds.stats.allocated -= int64_t(b->size);
+  if (b->uses.empty()) {
+    b->stream->free_blocks[b->size].push_back(b);
+    unref(b->stream);
+    return;
+  }
+  std::vector<Stream*> uses = std::move(b->uses);
+  b->uses.clear();
+  hold_back(b, uses, b->stream);
+  for (Stream* u : uses) unref(u);
 }
 }  // namespace
 
@@ -134,24 +308,171 @@ void set_device(Device d) {
   t_current = d.index;
 }
 
-cudaStream_t stream(Device d) {
+Stream* default_stream(Device d) {
   set_device(d);
-  DeviceState& s = g_devices[d.index];
-  if (!s.stream) {
-    KILN_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking), "stream");
-    device_error_record(d);  // pinned allocation up front, never during graph capture
-  }
-  return s.stream;
+  DeviceState& ds = g_devices[d.index];
+  if (Stream* s = ds.default_stream.load(std::memory_order_acquire)) return s;
+  std::lock_guard<std::mutex> lock(g_mutex);
+  if (Stream* s = ds.default_stream.load(std::memory_order_relaxed)) return s;
+  auto s = std::make_unique<Stream>();
+  s->device = d;
+  s->is_default = true;
+  KILN_CUDA_CHECK(cudaStreamCreateWithFlags(&s->handle, cudaStreamNonBlocking), "stream");
+  device_error_record(d);  // pinned allocation up front, never during graph capture
+  ds.streams.push_back(s.get());
+  ds.default_stream.store(s.get(), std::memory_order_release);
+  return s.release();
+}
+
+Stream* current_stream(Device d) {
+  set_device(d);
+  Stream* s = t_streams[d.index];
+  return s ? s : default_stream(d);
+}
+
+cudaStream_t stream(Device d) { return current_stream(d)->handle; }
+
+void set_current_stream(Stream* s) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  Stream*& slot = t_streams[s->device.index];
+  Stream* old = slot;
+  if (old == s || (!old && s->is_default)) return;
+  ref(s);
+  slot = s->is_default ? nullptr : s;
+  if (old) unref(old);
+}
+
+Stream* create_stream(Device d, int priority) {
+  default_stream(d);  // the device's first stream sets it up
+  int least = 0, greatest = 0;
+  KILN_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest), "Stream");
+  KILN_CHECK(priority >= greatest && priority <= least, Value, "Stream", "priority ", priority,
+             " is outside the range of cuda:", d.index, ", ", greatest, " (runs first) to ", least);
+  auto s = std::make_unique<Stream>();
+  s->device = d;
+  s->priority = priority;
+  KILN_CUDA_CHECK(cudaStreamCreateWithPriority(&s->handle, cudaStreamNonBlocking, priority), "Stream");
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_devices[d.index].streams.push_back(s.get());
+  return s.release();
+}
+
+void release_stream(Stream* s) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  unref(s);
+}
+
+bool query(Stream* s) {
+  set_device(s->device);
+  return completed(cudaStreamQuery(s->handle), "Stream.query");
 }
 
 // Index errors that kernels recorded since the last synchronization surface here (device_errors.h).
+static void sync_stream(Stream* s, const char* op) {
+  g_syncs++;
+  set_device(s->device);
+  KILN_CUDA_CHECK(cudaStreamSynchronize(s->handle), op);
+  check_device_errors(s->device);
+}
+
+void synchronize(Stream* s) { sync_stream(s, "Stream.synchronize"); }
+
+void wait_stream(Stream* s, Stream* other) {
+  if (s == other) return;
+  Event e;
+  // Destroying the event right after enqueueing the wait is allowed: the wait keeps the record.
+  struct Destroy {
+    Event& e;
+    ~Destroy() {
+      if (e.handle) cudaEventDestroy(e.handle);
+    }
+  } destroy{e};
+  record(&e, other);
+  wait(s, &e);
+}
+
+Event* create_event(bool timing) {
+  KILN_CHECK(device_count() > 0, Device, "Event", "no CUDA device is visible");
+  auto* e = new Event;
+  e->timing = timing;
+  return e;
+}
+
+void destroy_event(Event* e) {
+  if (e->handle) cudaEventDestroy(e->handle);  // CUDA keeps it until a pending record completes
+  delete e;
+}
+
+void record(Event* e, Stream* s) {
+  set_device(s->device);
+  if (!e->handle) {
+    KILN_CUDA_CHECK(cudaEventCreateWithFlags(&e->handle, e->timing ? cudaEventDefault : cudaEventDisableTiming),
+                    "Event.record");
+    e->device = s->device;
+  }
+  KILN_CHECK(e->device == s->device, Device, "Event.record", "the event belongs to cuda:", e->device.index,
+             " (its first record) and cannot be recorded on a stream of cuda:", s->device.index);
+  KILN_CUDA_CHECK(cudaEventRecord(e->handle, s->handle), "Event.record");
+}
+
+void wait(Stream* s, Event* e) {
+  if (!e->handle) return;
+  set_device(s->device);
+  KILN_CUDA_CHECK(cudaStreamWaitEvent(s->handle, e->handle, 0), "Event.wait");
+}
+
+bool query(Event* e) {
+  if (!e->handle) return true;
+  set_device(e->device);
+  return completed(cudaEventQuery(e->handle), "Event.query");
+}
+
+void synchronize(Event* e) {
+  if (!e->handle) return;
+  g_syncs++;
+  set_device(e->device);
+  KILN_CUDA_CHECK(cudaEventSynchronize(e->handle), "Event.synchronize");
+  check_device_errors(e->device);
+}
+
+double elapsed_ms(Event* start, Event* end) {
+  const char* op = "Event.elapsedTime";
+  KILN_CHECK(start->timing && end->timing, Value, op, "both events need enableTiming: true");
+  KILN_CHECK(start->handle && end->handle, Value, op, "both events must be recorded first");
+  KILN_CHECK(start->device == end->device, Device, op, "the events belong to cuda:", start->device.index,
+             " and cuda:", end->device.index);
+  g_syncs++;
+  set_device(start->device);
+  KILN_CUDA_CHECK(cudaEventSynchronize(start->handle), op);
+  KILN_CUDA_CHECK(cudaEventSynchronize(end->handle), op);
+  float ms = 0;
+  KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, start->handle, end->handle), op);
+  check_device_errors(start->device);
+  return ms;
+}
+
 void synchronize(Device d) {
   g_syncs++;
-  KILN_CUDA_CHECK(cudaStreamSynchronize(stream(d)), "synchronize");
+  set_device(d);
+  KILN_CUDA_CHECK(cudaDeviceSynchronize(), "synchronize");
   check_device_errors(d);
 }
 
 int64_t sync_count() { return g_syncs.load(); }
+
+void record_stream(const Storage& storage, Stream* s) {
+  KILN_CHECK(storage.device == s->device, Device, "recordStream", "the tensor is on ",
+             storage.device.is_cpu() ? std::string("cpu") : str_cat("cuda:", storage.device.index),
+             " and the stream on cuda:", s->device.index);
+  std::lock_guard<std::mutex> lock(g_mutex);
+  DeviceState& ds = g_devices[s->device.index];
+  auto it = ds.live.find(storage.data);
+  KILN_CHECK(it != ds.live.end(), Value, "recordStream", "the tensor's memory is not from kiln's allocator");
+  Block* b = it->second;
+  if (b->stream == s || std::find(b->uses.begin(), b->uses.end(), s) != b->uses.end()) return;
+  b->uses.push_back(s);
+  ref(s);
+}
 
 void copy_to_device(void* dst, const void* src, size_t n, Device d) {
   if (!n) return;
@@ -160,8 +481,9 @@ void copy_to_device(void* dst, const void* src, size_t n, Device d) {
 
 void copy_to_host(void* dst, const void* src, size_t n, Device d) {
   if (!n) return;
-  KILN_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, stream(d)), "copyToHost");
-  synchronize(d);
+  Stream* s = current_stream(d);
+  KILN_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, s->handle), "copyToHost");
+  sync_stream(s, "synchronize");
 }
 
 AllocStats alloc_stats(int device) {
@@ -179,10 +501,10 @@ void reset_peak(int device) {
 void empty_cache() {
   std::lock_guard<std::mutex> lock(g_mutex);
   for (int i = 0; i < device_count() && i < kMaxDevices; i++) {
-    if (!g_devices[i].free_blocks.empty()) {
-      KILN_CUDA_CHECK(cudaStreamSynchronize(stream(Device{i})), "emptyCache");
-      release_cached(g_devices[i], i);
-    }
+    if (g_devices[i].streams.empty()) continue;  // never used
+    set_device(Device{i});
+    KILN_CUDA_CHECK(cudaDeviceSynchronize(), "emptyCache");
+    release_cached(g_devices[i], i);
   }
 }
 
