@@ -173,6 +173,8 @@ export function defineOp<A extends unknown[]>(def: OpDef<A>): (...args: A) => Te
       throw new DTypeError(def.name, `has no ${lead.device} kernel for ${dtype} (it takes ${takes})`);
     }
     const out = castArgs(args, 'float32', (wide) => def.forward(...wide));
+    // Only a result computed in float32 goes back: comparisons, argmax and the like keep bool / int64.
+    if (out.dtype !== 'float32') return out;
     const back = to(out, dtype, out.device);
     if (back !== out) out.dispose();
     return back;

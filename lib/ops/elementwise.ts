@@ -1,47 +1,77 @@
 // Elementwise ops with NumPy broadcasting, PyTorch type promotion and JavaScript numbers as scalar
-// operands. Each forward is one native call (native/cpu/elementwise.cc): operands are promoted to one
-// dtype and broadcast as stride-0 views here, scalars travel as kernel parameters. Backward rules sit
-// next to their forwards; gradients of broadcast operands are summed back with sumToShape.
+// operands. Each forward is one native call (native/ops/elementwise.h lists the ops and their
+// formulas): operands are promoted to one dtype and broadcast as stride-0 views here, scalars travel
+// as kernel parameters, and every op then runs through ewCall, the family's one door to defineOp, so
+// the dtype policy (autocast, float32 where a backend lacks a half kernel) lives in dispatch.ts.
+// Backward rules sit next to their forwards; gradients of broadcast operands are summed back with
+// sumToShape.
 import { recordOp } from '../autograd/engine';
 import { noGrad } from '../autograd/grad_mode';
 import { DType, isFloating, promoteTypes, promoteWithScalar } from '../dtype';
 import { DTypeError, DeviceError, ShapeError, ValueError } from '../errors';
-import { NativeHandle, native } from '../native';
+import { native } from '../native';
 import { broadcastShapes, sameShape, shapeStr } from '../shape';
 import { Tensor, TensorOrScalar, emptyTensor } from '../tensor';
 import { checkInPlace, clone, to, zerosLike } from './creation';
+import { bindKernels, defineOp, fillOutputs, opCodes, withDType } from './dispatch';
 import { all, sumToShape } from './reduce';
 
-interface ElementwiseNative {
-  unaryOps: Record<string, number>;
-  binaryOps: Record<string, number>;
-  unary(op: number, x: NativeHandle, out: NativeHandle, s0: number, s1: number): void;
-  binary(op: number, a: NativeHandle, b: NativeHandle, out: NativeHandle, s0: number, s1: number): void;
-  where(cond: NativeHandle, a: NativeHandle | null, b: NativeHandle | null, out: NativeHandle, sa: number, sb: number): void;
-}
-const N = native as unknown as ElementwiseNative;
+const K = bindKernels('elementwise', {
+  unary: '(op:e, x:T, out:T, s0:f, s1:f) -> void',
+  binary: '(op:e, a:T, b:T, out:T, s0:f, s1:f) -> void',
+  where: '(cond:T, a:T?, b:T?, sa:f, sb:f, out:T) -> void',
+});
 
-/** @internal Looks up native op codes by name (the lists live in the native/cpu/<family>.h headers). */
-export function opCodes<K extends string>(table: Record<string, number>, names: readonly K[]): Record<K, number> {
-  const out = {} as Record<K, number>;
-  for (const n of names) {
-    if (table[n] === undefined) throw new Error(`kiln: the native addon lacks op '${n}'; rebuild it`);
-    out[n] = table[n];
-  }
-  return out;
-}
-
-const U = opCodes(N.unaryOps, [
+const U = opCodes('unaryOps', [
   'neg', 'exp', 'log', 'log1p', 'sqrt', 'rsqrt', 'square', 'reciprocal', 'abs', 'sign', 'sin', 'cos', 'tanh',
   'sigmoid', 'relu', 'gelu', 'gelu_tanh', 'silu', 'floor', 'ceil', 'round', 'logical_not', 'add_scalar',
   'mul_scalar', 'affine', 'div_scalar', 'rdiv_scalar', 'pow_scalar', 'rpow_scalar', 'clamp_min', 'clamp_max',
   'clamp', 'eq_scalar', 'ne_scalar', 'lt_scalar', 'le_scalar', 'gt_scalar', 'ge_scalar',
 ] as const);
-const B = opCodes(N.binaryOps, [
+const B = opCodes('binaryOps', [
   'add', 'mul', 'div', 'pow', 'maximum', 'minimum', 'eq', 'ne', 'lt', 'le', 'gt', 'ge', 'logical_and', 'logical_or',
   'isclose', 'max_weight', 'clamp_backward', 'relu_backward', 'sigmoid_backward', 'tanh_backward', 'gelu_backward',
   'gelu_tanh_backward', 'silu_backward',
 ] as const);
+
+/** A tensor operand of ewCall, or null where the op has none there (a scalar, or a unary op). */
+type Operand = Tensor | null;
+type EwArgs = [a: Operand, b: Operand, body: (a: Operand, b: Operand) => Tensor];
+
+// The ops of this family on torch.autocast's float32 list; the others follow their promoted inputs.
+const AUTOCAST_FLOAT32: ReadonlySet<string> = new Set(['exp', 'log', 'log1p', 'rsqrt', 'reciprocal', 'pow']);
+const defined = new Map<string, (...args: EwArgs) => Tensor>();
+
+/**
+ * The family's one door to defineOp: runs body (the op's kernel calls and recordOp) on the tensor
+ * operands a and b, already promoted to one dtype, under op `name`'s dtype policy. body must take the
+ * dtype from the operands it is given, which the policy may have changed. One defined op per name,
+ * made on first use.
+ */
+function ewCall(name: string, a: Operand, b: Operand, body: (a: Operand, b: Operand) => Tensor): Tensor {
+  let op = defined.get(name);
+  if (!op) {
+    op = defineOp<EwArgs>({
+      name,
+      inputs: [0, 1],
+      kernels: ['unary', 'binary', 'where'],
+      autocast: AUTOCAST_FLOAT32.has(name) ? 'float32' : 'none',
+      forward: (x, y, f) => f(x, y),
+    });
+    defined.set(name, op);
+  }
+  return op(a, b, body);
+}
+
+/** body on x converted to dtype (PyTorch's promotion), through op's policy. */
+function unaryCall(op: string, dtype: DType, x: Tensor, body: (x: Tensor) => Tensor): Tensor {
+  return withDType(dtype, [x], ([X]) => ewCall(op, X, null, (a) => body(a!)));
+}
+
+/** body on a and b converted to dtype (PyTorch's promotion), through op's policy. */
+function binaryCall(op: string, dtype: DType, a: Tensor, b: Tensor, body: (a: Tensor, b: Tensor) => Tensor): Tensor {
+  return withDType(dtype, [a, b], ([A, B2]) => ewCall(op, A, B2, (x, y) => body(x!, y!)));
+}
 
 type Scalar = number | boolean;
 
@@ -73,17 +103,6 @@ function checkPair(op: string, a: Tensor, b: Tensor): void {
   if (a._dev !== b._dev) throw new DeviceError(op, `expects tensors on one device, got ${a.device} and ${b.device}`);
 }
 
-/** Runs f on the tensors converted to dtype (differentiably); disposes the converted copies after. */
-function withDType<T>(dtype: DType, ts: readonly Tensor[], f: (cs: readonly Tensor[]) => T): T {
-  if (ts.every((t) => t.dtype === dtype)) return f(ts);
-  const cs = ts.map((t) => (t.dtype === dtype ? t : to(t, dtype, t.device)));
-  try {
-    return f(cs);
-  } finally {
-    cs.forEach((c, i) => c !== ts[i] && c.dispose());
-  }
-}
-
 /** t broadcast to shape as a stride-0 view (not recorded: callers sum gradients back themselves). */
 function broadcastView(t: Tensor, shape: readonly number[]): Tensor {
   if (sameShape(t.shape, shape)) return t;
@@ -94,12 +113,7 @@ function broadcastView(t: Tensor, shape: readonly number[]): Tensor {
 
 function unaryKernel(code: number, x: Tensor, dtype: DType, s0 = 0, s1 = 0): Tensor {
   const out = emptyTensor(x.shape, dtype, x._dev);
-  try {
-    N.unary(code, x._h, out._h, s0, s1);
-  } catch (e) {
-    out.dispose();
-    throw e;
-  }
+  fillOutputs([out], () => K.unary(code, x._h, out._h, s0, s1));
   return out;
 }
 
@@ -108,10 +122,7 @@ function binaryKernel(op: string, code: number, a: Tensor, b: Tensor, dtype: DTy
   const ea = broadcastView(a, shape), eb = broadcastView(b, shape);
   const out = emptyTensor(shape, dtype, a._dev);
   try {
-    N.binary(code, ea._h, eb._h, out._h, s0, s1);
-  } catch (e) {
-    out.dispose();
-    throw e;
+    fillOutputs([out], () => K.binary(code, ea._h, eb._h, out._h, s0, s1));
   } finally {
     if (ea !== a) ea.dispose();
     if (eb !== b) eb.dispose();
@@ -133,9 +144,9 @@ function binaryOp(
   backward: (g: Tensor, saved: Tensor[], needs: boolean[]) => Array<Tensor | null>,
   s0 = 0,
 ): Tensor {
-  return withDType(dtype, [a, b], ([A, B2]) => {
-    const out = binaryKernel(op, code, A, B2, dtype, s0);
-    if (!isFloating(dtype)) return out;
+  return binaryCall(op, dtype, a, b, (A, B2) => {
+    const out = binaryKernel(op, code, A, B2, A.dtype, s0);
+    if (!isFloating(A.dtype)) return out;
     const aShape = A.shape, bShape = B2.shape;
     return recordOp(op, [A, B2], out, save(A, B2, out), (g, saved, needs) => {
       const [ga, gb] = backward(g, saved, needs);
@@ -173,10 +184,10 @@ function addSub(op: 'add' | 'sub', a: TensorOrScalar, b: TensorOrScalar, alpha: 
   }
   if (isTensor(a)) {
     const s = Number(b);
-    return withDType(dtype, [a], ([A]) => recordOp(op, [A], unaryKernel(U.add_scalar, A, dtype, k * s), [], (g) => [g]));
+    return unaryCall(op, dtype, a, (A) => recordOp(op, [A], unaryKernel(U.add_scalar, A, A.dtype, k * s), [], (g) => [g]));
   }
   const t = b as Tensor, s = Number(a);
-  return withDType(dtype, [t], ([T]) => recordOp(op, [T], unaryKernel(U.affine, T, dtype, k, s), [], (g) => [mul(g, k)]));
+  return unaryCall(op, dtype, t, (T) => recordOp(op, [T], unaryKernel(U.affine, T, T.dtype, k, s), [], (g) => [mul(g, k)]));
 }
 
 /** a + alpha * b, broadcasting; either side may be a number. */
@@ -202,7 +213,7 @@ export function mul(a: TensorOrScalar, b: TensorOrScalar): Tensor {
     ]);
   }
   const [t, s] = isTensor(a) ? [a, Number(b)] : [b as Tensor, Number(a)];
-  return withDType(dtype, [t], ([T]) => recordOp('mul', [T], unaryKernel(U.mul_scalar, T, dtype, s), [], (g) => [mul(g, s)]));
+  return unaryCall('mul', dtype, t, (T) => recordOp('mul', [T], unaryKernel(U.mul_scalar, T, T.dtype, s), [], (g) => [mul(g, s)]));
 }
 
 /** True division: integer and bool operands give float32, like PyTorch. */
@@ -217,11 +228,11 @@ export function div(a: TensorOrScalar, b: TensorOrScalar): Tensor {
   }
   if (isTensor(a)) {
     const s = Number(b);
-    return withDType(dtype, [a], ([A]) => recordOp('div', [A], unaryKernel(U.div_scalar, A, dtype, s), [], (g) => [div(g, s)]));
+    return unaryCall('div', dtype, a, (A) => recordOp('div', [A], unaryKernel(U.div_scalar, A, A.dtype, s), [], (g) => [div(g, s)]));
   }
   const s = Number(a);
-  return withDType(dtype, [b as Tensor], ([T]) => {
-    const out = unaryKernel(U.rdiv_scalar, T, dtype, s);
+  return unaryCall('div', dtype, b as Tensor, (T) => {
+    const out = unaryKernel(U.rdiv_scalar, T, T.dtype, s);
     // d(s / x)/dx = -s / x^2 = -y / x
     return recordOp('div', [T], out, [T, out], (g, [x, y]) => [neg(div(mul(g, y), x))]);
   });
@@ -243,9 +254,9 @@ function unaryOp(
   x._check(op);
   if (!float && x.dtype === 'bool') throw new DTypeError(op, 'does not take bool tensors');
   const dtype = float && !isFloating(x.dtype) ? 'float32' : x.dtype;
-  return withDType(dtype, [x], ([X]) => {
-    const out = unaryKernel(code, X, dtype);
-    if (!backward || !isFloating(dtype)) return out;
+  return unaryCall(op, dtype, x, (X) => {
+    const out = unaryKernel(code, X, X.dtype);
+    if (!backward || !isFloating(X.dtype)) return out;
     const saved = save === 'x' ? [X] : save === 'y' ? [out] : [];
     return recordOp(op, [X], out, saved, (g, s) => [backward(g, s[0])]);
   });
@@ -363,18 +374,19 @@ export function pow(a: TensorOrScalar, b: TensorOrScalar): Tensor {
   if (isTensor(a)) {
     const s = Number(b);
     if (!isFloating(dtype) && s < 0) throw new ValueError('pow', `integer tensors to negative integer powers (${s}) are not allowed`);
-    return withDType(dtype, [a], ([X]) => {
+    return unaryCall('pow', dtype, a, (X) => {
+      const float = isFloating(X.dtype);
       // The common exponents have exact, faster kernels.
       const special: Record<number, number> = { 2: U.square, 0.5: U.sqrt, [-1]: U.reciprocal, [-0.5]: U.rsqrt };
-      const out = special[s] !== undefined && (s === 2 || isFloating(dtype)) ? unaryKernel(special[s], X, dtype) : unaryKernel(U.pow_scalar, X, dtype, s);
-      if (!isFloating(dtype)) return out;
+      const out = special[s] !== undefined && (s === 2 || float) ? unaryKernel(special[s], X, X.dtype) : unaryKernel(U.pow_scalar, X, X.dtype, s);
+      if (!float) return out;
       return recordOp('pow', [X], out, [X], (g, [x]) => [s === 0 ? zerosLike(g) : mul(g, mul(s === 2 ? x : pow(x, s - 1), s))]);
     });
   }
   const s = Number(a);
-  return withDType(dtype, [b as Tensor], ([X]) => {
-    const out = unaryKernel(U.rpow_scalar, X, dtype, s);
-    if (!isFloating(dtype)) return out;
+  return unaryCall('pow', dtype, b as Tensor, (X) => {
+    const out = unaryKernel(U.rpow_scalar, X, X.dtype, s);
+    if (!isFloating(X.dtype)) return out;
     return recordOp('pow', [X], out, [X, out], (g, [x, y]) => {
       const d = mul(g, mul(y, Math.log(s)));
       return [s === 0 ? maskedFill(d, ge(x, 0), 0) : d];
@@ -389,7 +401,7 @@ function extremum(op: 'maximum' | 'minimum', a: TensorOrScalar, b: TensorOrScala
   if (isTensor(a) && isTensor(b)) {
     return binaryOp(op, isMax ? B.maximum : B.minimum, a, b, dtype, (A, B2) => [A, B2], (g, [x, y], needs) => {
       // The share of a: 1 where it wins, 1/2 on ties, 0 where it loses.
-      const ga = mul(g, isMax ? binaryKernel(op, B.max_weight, x, y, dtype) : binaryKernel(op, B.max_weight, y, x, dtype));
+      const ga = mul(g, isMax ? binaryKernel(op, B.max_weight, x, y, x.dtype) : binaryKernel(op, B.max_weight, y, x, x.dtype));
       return [ga, needs[1] ? sub(g, ga) : null];
     });
   }
@@ -412,14 +424,14 @@ export function minimum(a: TensorOrScalar, b: TensorOrScalar): Tensor {
 }
 
 function clampOp(op: string, x: Tensor, lo: number | null, hi: number | null, dtype: DType): Tensor {
-  return withDType(dtype, [x], ([X]) => {
+  return unaryCall(op, dtype, x, (X) => {
     const out =
-      lo !== null && hi !== null ? unaryKernel(U.clamp, X, dtype, lo, hi)
-      : lo !== null ? unaryKernel(U.clamp_min, X, dtype, lo)
-      : unaryKernel(U.clamp_max, X, dtype, hi!);
-    if (!isFloating(dtype)) return out;
+      lo !== null && hi !== null ? unaryKernel(U.clamp, X, X.dtype, lo, hi)
+      : lo !== null ? unaryKernel(U.clamp_min, X, X.dtype, lo)
+      : unaryKernel(U.clamp_max, X, X.dtype, hi!);
+    if (!isFloating(X.dtype)) return out;
     const [l, h] = [lo ?? -Infinity, hi ?? Infinity];
-    return recordOp(op, [X], out, [X], (g, [x0]) => [binaryKernel(op, B.clamp_backward, x0, g, dtype, l, h)]);
+    return recordOp(op, [X], out, [X], (g, [x0]) => [binaryKernel(op, B.clamp_backward, x0, g, g.dtype, l, h)]);
   });
 }
 
@@ -443,9 +455,9 @@ type CompareOp = keyof typeof FLIPPED;
 /** Comparisons give bool tensors; operands of different dtypes compare after promotion. */
 function compare(op: CompareOp, a: TensorOrScalar, b: TensorOrScalar): Tensor {
   const dtype = arithDType(op, a, b);
-  if (isTensor(a) && isTensor(b)) return withDType(dtype, [a, b], ([A, B2]) => binaryKernel(op, B[op], A, B2, 'bool'));
+  if (isTensor(a) && isTensor(b)) return binaryCall(op, dtype, a, b, (A, B2) => binaryKernel(op, B[op], A, B2, 'bool'));
   const [t, s, code] = isTensor(a) ? [a, Number(b), op] : [b as Tensor, Number(a), FLIPPED[op]];
-  return withDType(dtype, [t], ([T]) => unaryKernel(U[`${code}_scalar`], T, 'bool', s));
+  return unaryCall(op, dtype, t, (T) => unaryKernel(U[`${code}_scalar`], T, 'bool', s));
 }
 /**
  * a == b elementwise as a bool tensor, broadcasting; either side may be a number. Mixed dtypes compare
@@ -471,13 +483,14 @@ function tensorArg(op: string, v: unknown, name: string): Tensor {
 
 /** True where x is zero (any dtype; NaN counts as true, i.e. non-zero). */
 export function logicalNot(x: Tensor): Tensor {
-  return unaryKernel(U.logical_not, tensorArg('logicalNot', x, 'input'), 'bool');
+  tensorArg('logicalNot', x, 'input');
+  return unaryCall('logicalNot', x.dtype, x, (X) => unaryKernel(U.logical_not, X, 'bool'));
 }
 function logical(op: 'logicalAnd' | 'logicalOr', a: Tensor, b: Tensor): Tensor {
   tensorArg(op, a, 'input');
   tensorArg(op, b, 'other');
   checkPair(op, a, b);
-  return withDType(promoteTypes(a.dtype, b.dtype), [a, b], ([A, B2]) =>
+  return binaryCall(op, promoteTypes(a.dtype, b.dtype), a, b, (A, B2) =>
     binaryKernel(op, op === 'logicalAnd' ? B.logical_and : B.logical_or, A, B2, 'bool'));
 }
 /** True where both a and b are non-zero, broadcasting; any dtypes (like torch.logical_and). */
@@ -496,10 +509,9 @@ function whereKernel(op: string, cond: Tensor, a: Tensor | number, b: Tensor | n
   const views = [cond, a, b].map((v) => (isTensor(v) ? broadcastView(v, shape) : null));
   const out = emptyTensor(shape, dtype, cond._dev);
   try {
-    N.where(views[0]!._h, views[1]?._h ?? null, views[2]?._h ?? null, out._h, isTensor(a) ? 0 : a, isTensor(b) ? 0 : b);
-  } catch (e) {
-    out.dispose();
-    throw e;
+    fillOutputs([out], () =>
+      K.where(views[0]!._h, views[1]?._h ?? null, views[2]?._h ?? null, isTensor(a) ? 0 : a, isTensor(b) ? 0 : b, out._h),
+    );
   } finally {
     views.forEach((v, i) => v && v !== [cond, a, b][i] && v.dispose());
   }
@@ -518,17 +530,18 @@ export function where(cond: Tensor, a: TensorOrScalar, b: TensorOrScalar): Tenso
     dtype = typeof sa === 'boolean' && typeof sb === 'boolean' ? 'bool' : Number.isInteger(sa) && Number.isInteger(sb) ? 'int64' : 'float32';
   }
   const ts = [a, b].filter(isTensor);
-  return withDType(dtype, ts, (cs) => {
-    const A = isTensor(a) ? cs[0] : Number(a);
-    const B2 = isTensor(b) ? cs[cs.length - 1] : Number(b);
-    const out = whereKernel('where', cond, A, B2, dtype);
-    if (!isFloating(dtype)) return out;
-    const aShape = isTensor(A) ? A.shape : [], bShape = isTensor(B2) ? B2.shape : [];
-    return recordOp('where', [isTensor(A) ? A : null, isTensor(B2) ? B2 : null], out, [cond], (g, [c], needs) => [
-      needs[0] ? sumToShape(whereKernel('where', c, g, 0, g.dtype), aShape) : null,
-      needs[1] ? sumToShape(whereKernel('where', c, 0, g, g.dtype), bShape) : null,
-    ]);
-  });
+  return withDType(dtype, ts, (cs) =>
+    ewCall('where', isTensor(a) ? cs[0] : null, isTensor(b) ? cs[cs.length - 1] : null, (A, B2) => {
+      const outDType = A?.dtype ?? B2?.dtype ?? dtype;
+      const out = whereKernel('where', cond, A ?? Number(a), B2 ?? Number(b), outDType);
+      if (!isFloating(outDType)) return out;
+      const aShape = A ? A.shape : [], bShape = B2 ? B2.shape : [];
+      return recordOp('where', [A, B2], out, [cond], (g, [c], needs) => [
+        needs[0] ? sumToShape(whereKernel('where', c, g, 0, g.dtype), aShape) : null,
+        needs[1] ? sumToShape(whereKernel('where', c, 0, g, g.dtype), bShape) : null,
+      ]);
+    }),
+  );
 }
 
 /** x with value where mask (bool, broadcastable to x's shape) is true; keeps x's dtype. */
@@ -541,9 +554,11 @@ export function maskedFill(x: Tensor, mask: Tensor, value: number): Tensor {
     throw new ShapeError('maskedFill', `mask of shape ${shapeStr(mask.shape)} cannot be broadcast to the input's shape ${shapeStr(x.shape)}`);
   }
   if (!isFloating(x.dtype) && !Number.isFinite(v)) throw new ValueError('maskedFill', `cannot fill a ${x.dtype} tensor with ${v}`);
-  const out = whereKernel('maskedFill', mask, v, x, x.dtype);
-  if (!isFloating(x.dtype)) return out;
-  return recordOp('maskedFill', [x], out, [mask], (g, [m]) => [whereKernel('maskedFill', m, 0, g, g.dtype)]);
+  return unaryCall('maskedFill', x.dtype, x, (X) => {
+    const out = whereKernel('maskedFill', mask, v, X, X.dtype);
+    if (!isFloating(X.dtype)) return out;
+    return recordOp('maskedFill', [X], out, [mask], (g, [m]) => [whereKernel('maskedFill', m, 0, g, g.dtype)]);
+  });
 }
 
 /** Whether a value of dtype `from` may be written into a tensor of dtype `to` (PyTorch's canCast). */
@@ -569,7 +584,7 @@ function inPlace(op: string, kind: 'add' | 'mul' | 'div', x: Tensor, other: Tens
   if (!isTensor(other)) {
     const s = Number(other);
     const [code, s0] = kind === 'add' ? [U.add_scalar, k * s] : kind === 'mul' ? [U.mul_scalar, s] : [U.div_scalar, s];
-    N.unary(code, x._h, x._h, s0, 0);
+    K.unary(code, x._h, x._h, s0, 0);
   } else {
     if (!sameShape(broadcastShapes(op, x.shape, other.shape), x.shape)) {
       throw new ShapeError(op, `other of shape ${shapeStr(other.shape)} cannot be broadcast to the tensor's shape ${shapeStr(x.shape)}`);
@@ -579,7 +594,7 @@ function inPlace(op: string, kind: 'add' | 'mul' | 'div', x: Tensor, other: Tens
     const src = native.sameStorage(cast._h, x._h) ? clone(cast) : cast;
     const view = broadcastView(src, x.shape);
     try {
-      N.binary(kind === 'add' ? B.add : kind === 'mul' ? B.mul : B.div, x._h, view._h, x._h, kind === 'add' ? k : 0, 0);
+      K.binary(kind === 'add' ? B.add : kind === 'mul' ? B.mul : B.div, x._h, view._h, x._h, kind === 'add' ? k : 0, 0);
     } finally {
       for (const tmp of new Set([view, src, cast])) if (tmp !== other) tmp.dispose();
     }
@@ -611,7 +626,7 @@ export function isclose(a: Tensor, b: Tensor, rtol = 1e-5, atol = 1e-8): Tensor 
   if (!(rtol >= 0) || !(atol >= 0)) throw new ValueError('isclose', `rtol and atol must be non-negative, got ${rtol} and ${atol}`);
   const promoted = resultType(a, b);
   const dtype = isFloating(promoted) ? promoted : 'float64';
-  return noGrad(() => withDType(dtype, [a, b], ([A, B2]) => binaryKernel('isclose', B.isclose, A, B2, 'bool', rtol, atol)));
+  return noGrad(() => binaryCall('isclose', dtype, a, b, (A, B2) => binaryKernel('isclose', B.isclose, A, B2, 'bool', rtol, atol)));
 }
 
 /** True when every element of a is close to b's (broadcasting), like torch.allclose. */

@@ -1,24 +1,22 @@
 // Reductions along any dims with keepdim: sum, mean, max/min (values), argmax/argmin, var/std,
 // logsumexp, all/any, and sumToShape (the backward of broadcasting). Each is one native pass over
-// the input (native/cpu/reduce.cc); backward rules sit next to the forwards.
+// the input (native/ops/reduce.h) through defineOp: sum, mean, var/std and logsumexp compute in
+// float32 under autocast (torch.autocast's list, and the issue's rule for reductions); backward
+// rules sit next to the forwards.
 import { recordOp } from '../autograd/engine';
 import { DType, isFloating } from '../dtype';
 import { DTypeError, IndexError, ShapeError, ValueError } from '../errors';
-import { NativeHandle, native } from '../native';
 import { normalizeDims, sameShape, shapeStr } from '../shape';
 import { Tensor, emptyTensor } from '../tensor';
 import { to } from './creation';
-import { div, eq, exp, mul, opCodes, sub } from './elementwise';
+import { AutocastCategory, bindKernels, defineOp, fillOutputs, opCodes, withDType } from './dispatch';
+import { div, eq, exp, mul, sub } from './elementwise';
 import { expand, reshape } from './shape';
 
-interface ReduceNative {
-  reduceOps: Record<string, number>;
-  reduce(op: number, x: NativeHandle, out: NativeHandle, dims: number[], param: number): void;
-}
-const N = native as unknown as ReduceNative;
+const K = bindKernels('reduce', { reduce: '(op:e, x:T, out:T, dims:s, param:f) -> void' });
 
 const OPS = ['sum', 'mean', 'max', 'min', 'argmax', 'argmin', 'all', 'any', 'var', 'std', 'logsumexp'] as const;
-const R = opCodes(N.reduceOps, OPS);
+const R = opCodes('reduceOps', OPS);
 
 /**
  * The dims a reduction runs over: one dim or a list (negative dims count from the end); omitted or []
@@ -50,13 +48,18 @@ function count(x: Tensor, dims: readonly number[]): number {
 /** One native reduction into a fresh tensor of `shape` (same elements as the kept dims). */
 function reduceInto(op: (typeof OPS)[number], x: Tensor, dims: number[], shape: readonly number[], dtype: DType, param = 0): Tensor {
   const out = emptyTensor(shape, dtype, x._dev);
-  try {
-    N.reduce(R[op], x._h, out._h, dims, param);
-  } catch (e) {
-    out.dispose();
-    throw e;
-  }
+  fillOutputs([out], () => K.reduce(R[op], x._h, out._h, dims, param));
   return out;
+}
+
+/**
+ * A reduction of x (argument 0) through defineOp: check validates the arguments (on the tensor the
+ * op computes with), forward runs the native pass and records the backward.
+ */
+function reduction<A extends [Tensor, ...unknown[]]>(
+  name: string, autocast: AutocastCategory, check: (...args: A) => void, forward: (...args: A) => Tensor,
+): (...args: A) => Tensor {
+  return defineOp<A>({ name, inputs: [0], kernels: ['reduce'], autocast, check, forward });
 }
 
 /** The gradient of a reduction's result broadcast back over the input's shape (a view). */
@@ -71,26 +74,41 @@ function requireFloat(op: string, x: Tensor): void {
   if (!isFloating(x.dtype)) throw new DTypeError(op, `expects a floating point tensor, got ${x.dtype}`);
 }
 
-/** Sum over dims (all by default). Integer and bool tensors sum to int64, like PyTorch. */
-export function sum(x: Tensor, dim?: DimArg, keepdim = false): Tensor {
+type ReduceArgs = [x: Tensor, dim: DimArg | undefined, keepdim: boolean];
+
+const sumOp = reduction<ReduceArgs>('sum', 'float32', (x, dim) => void reducedDims('sum', x, dim), (x, dim, keepdim) => {
   const dims = reducedDims('sum', x, dim);
   const float = isFloating(x.dtype);
   const out = reduceInto('sum', x, dims, resultShape(x, dims, keepdim), float ? x.dtype : 'int64');
   if (!float) return out;
   const kept = keptShape(x, dims), shape = x.shape;
   return recordOp('sum', [x], out, [], (g) => [spread(g, kept, shape)]);
+});
+/** Sum over dims (all by default). Integer and bool tensors sum to int64, like PyTorch. */
+export function sum(x: Tensor, dim?: DimArg, keepdim = false): Tensor {
+  return sumOp(x, dim, keepdim);
 }
 
+const meanOp = reduction<ReduceArgs>(
+  'mean',
+  'float32',
+  (x, dim) => {
+    reducedDims('mean', x, dim);
+    requireFloat('mean', x);
+  },
+  (x, dim, keepdim) => {
+    const dims = reducedDims('mean', x, dim);
+    const out = reduceInto('mean', x, dims, resultShape(x, dims, keepdim), x.dtype);
+    const kept = keptShape(x, dims), shape = x.shape, n = count(x, dims);
+    return recordOp('mean', [x], out, [], (g) => [spread(mul(g, 1 / n), kept, shape)]);
+  },
+);
 /**
  * Mean over dims (all by default) of a floating point tensor (integer tensors are a DTypeError, as in
  * PyTorch).
  */
 export function mean(x: Tensor, dim?: DimArg, keepdim = false): Tensor {
-  const dims = reducedDims('mean', x, dim);
-  requireFloat('mean', x);
-  const out = reduceInto('mean', x, dims, resultShape(x, dims, keepdim), x.dtype);
-  const kept = keptShape(x, dims), shape = x.shape, n = count(x, dims);
-  return recordOp('mean', [x], out, [], (g) => [spread(mul(g, 1 / n), kept, shape)]);
+  return meanOp(x, dim, keepdim);
 }
 
 function checkNonEmpty(op: string, x: Tensor, dims: readonly number[]): void {
@@ -100,53 +118,66 @@ function checkNonEmpty(op: string, x: Tensor, dims: readonly number[]): void {
 }
 
 /** Largest (max) or smallest (min) values over dims; tied elements share the gradient evenly (like torch.amax). */
-function extremum(op: 'max' | 'min', x: Tensor, dim: DimArg | undefined, keepdim: boolean): Tensor {
-  const dims = reducedDims(op, x, dim);
-  checkNonEmpty(op, x, dims);
-  const out = reduceInto(op, x, dims, resultShape(x, dims, keepdim), x.dtype);
-  if (!isFloating(x.dtype)) return out;
-  const kept = keptShape(x, dims);
-  return recordOp(op, [x], out, [x, out], (g, [x0, y]) => {
-    const hit = eq(x0, reshape(y, kept));
-    const w = to(hit, x0.dtype, x0.device);
-    return [mul(w, div(reshape(g, kept), sum(w, dims, true)))];
+function extremum(op: 'max' | 'min'): (...args: ReduceArgs) => Tensor {
+  return reduction<ReduceArgs>(op, 'none', (x, dim) => checkNonEmpty(op, x, reducedDims(op, x, dim)), (x, dim, keepdim) => {
+    const dims = reducedDims(op, x, dim);
+    const out = reduceInto(op, x, dims, resultShape(x, dims, keepdim), x.dtype);
+    if (!isFloating(x.dtype)) return out;
+    const kept = keptShape(x, dims);
+    return recordOp(op, [x], out, [x, out], (g, [x0, y]) => {
+      const hit = eq(x0, reshape(y, kept));
+      const w = to(hit, x0.dtype, x0.device);
+      return [mul(w, div(reshape(g, kept), sum(w, dims, true)))];
+    });
   });
 }
+const maxOp = extremum('max');
+const minOp = extremum('min');
 /**
  * Largest values over dims (all by default), like torch.amax: values only (argmax gives indices). Tied
  * elements share the gradient evenly; reducing an empty dim is an IndexError.
  */
 export function max(x: Tensor, dim?: DimArg, keepdim = false): Tensor {
-  return extremum('max', x, dim, keepdim);
+  return maxOp(x, dim, keepdim);
 }
 /**
  * Smallest values over dims (all by default), like torch.amin: values only (argmin gives indices). Tied
  * elements share the gradient evenly.
  */
 export function min(x: Tensor, dim?: DimArg, keepdim = false): Tensor {
-  return extremum('min', x, dim, keepdim);
+  return minOp(x, dim, keepdim);
 }
 
 /** The index of the first largest (smallest) element along dim, or in the flattened tensor; int64. */
-function argExtremum(op: 'argmax' | 'argmin', x: Tensor, dim: number | undefined, keepdim: boolean): Tensor {
-  if (dim !== undefined && typeof dim !== 'number') throw new IndexError(op, `dim must be a single dimension, got ${JSON.stringify(dim)}`);
-  const dims = reducedDims(op, x, dim);
-  checkNonEmpty(op, x, dims);
-  return reduceInto(op, x, dims, resultShape(x, dims, keepdim), 'int64');
+function argExtremum(op: 'argmax' | 'argmin'): (x: Tensor, dim: number | undefined, keepdim: boolean) => Tensor {
+  return reduction<[x: Tensor, dim: number | undefined, keepdim: boolean]>(
+    op,
+    'none',
+    (x, dim) => {
+      if (dim !== undefined && typeof dim !== 'number') throw new IndexError(op, `dim must be a single dimension, got ${JSON.stringify(dim)}`);
+      checkNonEmpty(op, x, reducedDims(op, x, dim));
+    },
+    (x, dim, keepdim) => {
+      const dims = reducedDims(op, x, dim);
+      return reduceInto(op, x, dims, resultShape(x, dims, keepdim), 'int64');
+    },
+  );
 }
+const argmaxOp = argExtremum('argmax');
+const argminOp = argExtremum('argmin');
 /**
  * The int64 index of the first largest element along dim, or in the flattened tensor when dim is
  * omitted.
  */
 export function argmax(x: Tensor, dim?: number, keepdim = false): Tensor {
-  return argExtremum('argmax', x, dim, keepdim);
+  return argmaxOp(x, dim, keepdim);
 }
 /**
  * The int64 index of the first smallest element along dim, or in the flattened tensor when dim is
  * omitted.
  */
 export function argmin(x: Tensor, dim?: number, keepdim = false): Tensor {
-  return argExtremum('argmin', x, dim, keepdim);
+  return argminOp(x, dim, keepdim);
 }
 
 /** Options of variance() and std(). */
@@ -158,60 +189,94 @@ export interface VarianceOptions {
 }
 
 /** var or std in one pass; the gradient of var is 2 (x - mean) / (n - correction). */
-function spreadOp(op: 'var' | 'std', x: Tensor, dim: DimArg | undefined, opts: VarianceOptions): Tensor {
-  const dims = reducedDims(op, x, dim);
-  requireFloat(op, x);
-  const c = opts.correction ?? 1;
-  if (typeof c !== 'number' || !Number.isFinite(c)) throw new ValueError(op, `correction must be a finite number, got ${c}`);
-  const out = reduceInto(op, x, dims, resultShape(x, dims, opts.keepdim ?? false), x.dtype, c);
-  const kept = keptShape(x, dims), n = count(x, dims);
-  return recordOp(op, [x], out, [x, out], (g, [x0, y]) => {
-    const centered = sub(x0, mean(x0, dims, true));
-    const gk = reshape(g, kept);
-    // d std = d var / (2 std)
-    return [mul(op === 'var' ? mul(gk, 2 / (n - c)) : div(gk, mul(reshape(y, kept), n - c)), centered)];
-  });
+function spreadOp(op: 'var' | 'std'): (x: Tensor, dim: DimArg | undefined, opts: VarianceOptions) => Tensor {
+  return reduction<[x: Tensor, dim: DimArg | undefined, opts: VarianceOptions]>(
+    op,
+    'float32',
+    (x, dim, opts) => {
+      reducedDims(op, x, dim);
+      requireFloat(op, x);
+      const c = opts.correction ?? 1;
+      if (typeof c !== 'number' || !Number.isFinite(c)) throw new ValueError(op, `correction must be a finite number, got ${c}`);
+    },
+    (x, dim, opts) => {
+      const dims = reducedDims(op, x, dim);
+      const c = opts.correction ?? 1;
+      const out = reduceInto(op, x, dims, resultShape(x, dims, opts.keepdim ?? false), x.dtype, c);
+      const kept = keptShape(x, dims), n = count(x, dims);
+      return recordOp(op, [x], out, [x, out], (g, [x0, y]) => {
+        const centered = sub(x0, mean(x0, dims, true));
+        const gk = reshape(g, kept);
+        // d std = d var / (2 std)
+        return [mul(op === 'var' ? mul(gk, 2 / (n - c)) : div(gk, mul(reshape(y, kept), n - c)), centered)];
+      });
+    },
+  );
 }
+const varOp = spreadOp('var');
+const stdOp = spreadOp('std');
 /** Variance with Bessel's correction by default (correction = 1, like torch.var). */
 export function variance(x: Tensor, dim?: DimArg, opts: VarianceOptions = {}): Tensor {
-  return spreadOp('var', x, dim, opts);
+  return varOp(x, dim, opts);
 }
 /**
  * Standard deviation over dims (all by default): the square root of variance(), with the same
  * correction (1 by default, like torch.std).
  */
 export function std(x: Tensor, dim?: DimArg, opts: VarianceOptions = {}): Tensor {
-  return spreadOp('std', x, dim, opts);
+  return stdOp(x, dim, opts);
 }
 
+const logsumexpOp = reduction<[x: Tensor, dim: DimArg, keepdim: boolean]>(
+  'logsumexp',
+  'float32',
+  (x, dim) => void reducedDims('logsumexp', x, dim),
+  (x, dim, keepdim) => {
+    const dims = reducedDims('logsumexp', x, dim);
+    const out = reduceInto('logsumexp', x, dims, resultShape(x, dims, keepdim), x.dtype);
+    const kept = keptShape(x, dims);
+    return recordOp('logsumexp', [x], out, [x, out], (g, [x0, y]) => [mul(reshape(g, kept), exp(sub(x0, reshape(y, kept))))]);
+  },
+);
 /** log(sum(exp(x))) over dims, computed stably (integer inputs give float32). */
 export function logsumexp(x: Tensor, dim: DimArg, keepdim = false): Tensor {
-  const dims = reducedDims('logsumexp', x, dim);
-  const xf = isFloating(x.dtype) ? x : to(x, 'float32', x.device);
-  const out = reduceInto('logsumexp', xf, dims, resultShape(x, dims, keepdim), xf.dtype);
-  if (xf !== x) {
-    xf.dispose();
-    return out;
-  }
-  const kept = keptShape(x, dims);
-  return recordOp('logsumexp', [x], out, [x, out], (g, [x0, y]) => [mul(reshape(g, kept), exp(sub(x0, reshape(y, kept))))]);
+  x._check('logsumexp');
+  return withDType(isFloating(x.dtype) ? x.dtype : 'float32', [x], ([xf]) => logsumexpOp(xf, dim, keepdim));
 }
 
 /** Whether every element (all) or some element (any) over dims is non-zero; bool. */
+function logical(op: 'all' | 'any'): (...args: ReduceArgs) => Tensor {
+  return reduction<ReduceArgs>(op, 'none', (x, dim) => void reducedDims(op, x, dim), (x, dim, keepdim) => {
+    const dims = reducedDims(op, x, dim);
+    return reduceInto(op, x, dims, resultShape(x, dims, keepdim), 'bool');
+  });
+}
+const allOp = logical('all');
+const anyOp = logical('any');
+/** Whether every element over dims (all by default) is non-zero, as a bool tensor (like torch.all). */
 export function all(x: Tensor, dim?: DimArg, keepdim = false): Tensor {
-  const dims = reducedDims('all', x, dim);
-  return reduceInto('all', x, dims, resultShape(x, dims, keepdim), 'bool');
+  return allOp(x, dim, keepdim);
 }
 /** Whether some element over dims (all by default) is non-zero, as a bool tensor (like torch.any). */
 export function any(x: Tensor, dim?: DimArg, keepdim = false): Tensor {
-  const dims = reducedDims('any', x, dim);
-  return reduceInto('any', x, dims, resultShape(x, dims, keepdim), 'bool');
+  return anyOp(x, dim, keepdim);
 }
 
-/** Sums a broadcast gradient back down to shape (the backward of broadcasting). */
-export function sumToShape(x: Tensor, shape: readonly number[]): Tensor {
-  x._check('sumToShape');
-  if (sameShape(x.shape, shape)) return x;
+const sumToShapeOp = reduction<[x: Tensor, shape: readonly number[]]>(
+  'sumToShape',
+  'none',
+  (x, shape) => void broadcastDims(x, shape),
+  (x, shape) => {
+    const float = isFloating(x.dtype);
+    const out = reduceInto('sum', x, broadcastDims(x, shape), shape, float ? x.dtype : 'int64');
+    if (!float) return out;
+    const from = x.shape;
+    return recordOp('sumToShape', [x], out, [], (g) => [expand(g, from)]);
+  },
+);
+
+/** The dims of x that broadcasting to x's shape added to `shape` or stretched from 1. */
+function broadcastDims(x: Tensor, shape: readonly number[]): number[] {
   const lead = x.ndim - shape.length;
   const bad = () => new ShapeError('sumToShape', `shape ${shapeStr(x.shape)} is not a broadcast of ${shapeStr(shape)}`);
   if (lead < 0) throw bad();
@@ -220,9 +285,12 @@ export function sumToShape(x: Tensor, shape: readonly number[]): Tensor {
     if (i < lead || (shape[i - lead] === 1 && x.shape[i] !== 1)) dims.push(i);
     else if (shape[i - lead] !== x.shape[i]) throw bad();
   }
-  const float = isFloating(x.dtype);
-  const out = reduceInto('sum', x, dims, shape, float ? x.dtype : 'int64');
-  if (!float) return out;
-  const from = x.shape;
-  return recordOp('sumToShape', [x], out, [], (g) => [expand(g, from)]);
+  return dims;
+}
+
+/** Sums a broadcast gradient back down to shape (the backward of broadcasting). */
+export function sumToShape(x: Tensor, shape: readonly number[]): Tensor {
+  x._check('sumToShape');
+  if (sameShape(x.shape, shape)) return x;
+  return sumToShapeOp(x, shape);
 }

@@ -11,12 +11,7 @@
 #pragma once
 #include <cstdint>
 #include <cmath>
-
-#if defined(__CUDACC__)
-#define KILN_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define KILN_HOST_DEVICE inline
-#endif
+#include "host_device.h"
 
 namespace kiln {
 

@@ -1,30 +1,21 @@
-// CPU elementwise kernels: one strided loop per arity (unary with scalar parameters, binary, where),
-// instantiated for each listed op and dtype. The loops have tight restrict-pointer fast paths for
-// contiguous runs and for a broadcast (stride 0) operand so that they vectorize (for AVX2 too, via
-// run_simd); strided_for spreads the work over threads.
+// CPU elementwise kernels (the contract is native/ops/elementwise.h): one strided loop per arity
+// (unary with scalar parameters, binary, where), instantiated for each listed op and dtype. The
+// loops have tight restrict-pointer fast paths for contiguous runs and for a broadcast (stride 0)
+// operand so that they vectorize (for AVX2 too, via run_simd); strided_for spreads the work over
+// threads.
 #include "elementwise.h"
 #include "../core/convert.h"
 #include "../core/strided.h"
+#include "simd.h"
 
-namespace kiln {
+namespace kiln::cpu {
+
+using ops::BinaryOp;
+using ops::UnaryOp;
+using ops::compute_t;
+namespace ew = ops::ew;
 
 namespace {
-
-struct OpInfo {
-  const char* name;
-  ew::DTypes dtypes;
-  ew::Result result;
-};
-
-#define KILN_EW_INFO(NAME, KIND, RES, EXPR) {#NAME, ew::DTypes::KIND, ew::Result::RES},
-const OpInfo kUnaryInfo[] = {KILN_UNARY_OPS(KILN_EW_INFO)};
-const OpInfo kBinaryInfo[] = {KILN_BINARY_OPS(KILN_EW_INFO)};
-#undef KILN_EW_INFO
-
-DType result_dtype(const OpInfo& info, DType in) {
-  if (!ew::takes(info.dtypes, in)) throw_dtype_unsupported(info.name, in);
-  return info.result == ew::Result::BOOL ? DType::Bool : in;
-}
 
 template <typename T, typename F>
 using result_storage_t = std::conditional_t<F::result == ew::Result::BOOL, uint8_t, T>;
@@ -103,74 +94,29 @@ void binary_loop(const Tensor& a, const Tensor& b, const Tensor& out, double s0d
       });
 }
 
-void check_same_shape(const char* name, const Tensor& t, const Tensor& out, const char* what) {
-  KILN_CHECK(t.shape == out.shape, Shape, name, what, " has shape ", shape_str(t.shape), " but the output has shape ",
-             shape_str(out.shape), " (operands must be broadcast first)");
-}
-
-void check_result(const char* name, DType want, const Tensor& out) {
-  KILN_CHECK(out.dtype == want, DType, name, "output dtype ", dtype_name(out.dtype), " should be ", dtype_name(want));
-}
-
 }  // namespace
 
-const char* unary_op_name(UnaryOp op) { return kUnaryInfo[int(op)].name; }
-const char* binary_op_name(BinaryOp op) { return kBinaryInfo[int(op)].name; }
-DType unary_result_dtype(UnaryOp op, DType in) { return result_dtype(kUnaryInfo[int(op)], in); }
-DType binary_result_dtype(BinaryOp op, DType in) { return result_dtype(kBinaryInfo[int(op)], in); }
-
-namespace cpu {
-
-// Argument checks shared with the CUDA twins (declared in the header).
-
-void check_unary(UnaryOp op, const Tensor& x, const Tensor& out) {
-  const char* name = unary_op_name(op);
-  check_same_shape(name, x, out, "input");
-  check_result(name, unary_result_dtype(op, x.dtype), out);
-}
-
-void check_binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
-  const char* name = binary_op_name(op);
-  check_same_shape(name, a, out, "first operand");
-  check_same_shape(name, b, out, "second operand");
-  KILN_CHECK(a.dtype == b.dtype, DType, name, "operands have dtypes ", dtype_name(a.dtype), " and ",
-             dtype_name(b.dtype), " (promote them first)");
-  check_result(name, binary_result_dtype(op, a.dtype), out);
-}
-
-void check_where(const Tensor& cond, const Tensor* a, const Tensor* b, const Tensor& out) {
-  const char* name = "where";
-  KILN_CHECK(cond.dtype == DType::Bool, DType, name, "condition must be bool, got ", dtype_name(cond.dtype));
-  check_same_shape(name, cond, out, "condition");
-  for (const Tensor* t : {a, b}) {
-    if (!t) continue;
-    check_same_shape(name, *t, out, "value");
-    KILN_CHECK(t->dtype == out.dtype, DType, name, "values have dtype ", dtype_name(t->dtype), " but the output has ",
-               dtype_name(out.dtype));
-  }
-}
-
 void unary(UnaryOp op, const Tensor& x, const Tensor& out, double s0, double s1) {
-  const char* name = unary_op_name(op);
-  check_unary(op, x, out);
+  const char* name = ops::unary_op_name(op);
+  ops::check_unary(op, x, out);
   ew::with_formula(op, name, [&](auto f) {
     using F = decltype(f);
-    cpu::dispatch<F::dtypes>(x.dtype, name, [&](auto tag) { unary_loop<decltype(tag), F>(x, out, s0, s1, name); });
+    dispatch<F::dtypes>(x.dtype, name, [&](auto tag) { unary_loop<decltype(tag), F>(x, out, s0, s1, name); });
   });
 }
 
 void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out, double s0, double s1) {
-  const char* name = binary_op_name(op);
-  check_binary(op, a, b, out);
+  const char* name = ops::binary_op_name(op);
+  ops::check_binary(op, a, b, out);
   ew::with_formula(op, name, [&](auto f) {
     using F = decltype(f);
-    cpu::dispatch<F::dtypes>(a.dtype, name, [&](auto tag) { binary_loop<decltype(tag), F>(a, b, out, s0, s1, name); });
+    dispatch<F::dtypes>(a.dtype, name, [&](auto tag) { binary_loop<decltype(tag), F>(a, b, out, s0, s1, name); });
   });
 }
 
 void where(const Tensor& cond, const Tensor* a, const Tensor* b, double sa, double sb, const Tensor& out) {
   const char* name = "where";
-  check_where(cond, a, b, out);
+  ops::check_where(cond, a, b, out);
   // A scalar stands in as a one-element operand walked with stride 0.
   const Shape zero(out.shape.size(), 0);
   KILN_DISPATCH_ALL(out.dtype, name, {
@@ -194,5 +140,4 @@ void where(const Tensor& cond, const Tensor* a, const Tensor* b, double sa, doub
   });
 }
 
-}  // namespace cpu
-}  // namespace kiln
+}  // namespace kiln::cpu

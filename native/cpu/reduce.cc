@@ -1,51 +1,26 @@
-// CPU reductions. One engine walks a tensor of any strides: the kept dims index the outputs, the
-// reduced dims (merged where contiguous, never reordered, so argmax indices are row-major) are
-// walked per output. Two layouts: "runs" when the reduced dims are innermost in memory (each output
-// folds a strided run), "columns" when a kept dim is innermost (a block of outputs is updated
-// together, row after row, so the inner loop is contiguous). Work too coarse for the threads is
-// split along the reduced dims into partial states combined in order. Accumulators say what is
-// folded: float sums in double (8 lanes on contiguous runs), var by shifted sums, logsumexp online.
-#include "reduce.h"
+// CPU reductions (the contract and the plan of the walk: native/ops/reduce.h). One engine walks a
+// tensor of any strides: the kept dims index the outputs, the reduced dims (merged where
+// contiguous, never reordered, so argmax indices are row-major) are walked per output. Two layouts:
+// "runs" when the reduced dims are innermost in memory (each output folds a strided run), "columns"
+// when a kept dim is innermost (a block of outputs is updated together, row after row, so the inner
+// loop is contiguous). Work too coarse for the threads is split along the reduced dims into partial
+// states combined in order. Accumulators say what is folded: float sums in double (8 lanes on
+// contiguous runs), var by shifted sums, logsumexp online.
+#include "../ops/reduce.h"
 #include <cmath>
 #include <limits>
+#include <vector>
 #include "../core/convert.h"
 #include "../core/parallel.h"
 #include "elementwise.h"
 
-namespace kiln {
+namespace kiln::cpu {
 
-const char* reduce_op_name(ReduceOp op) {
-  switch (op) {
-#define KILN_REDUCE_NAME(NAME, ...) \
-  case ReduceOp::NAME: return #NAME;
-    KILN_REDUCE_OPS(KILN_REDUCE_NAME)
-#undef KILN_REDUCE_NAME
-    case ReduceOp::kCount: break;
-  }
-  return "reduce";
-}
+using ops::ReduceOp;
+using ops::ReducePlan;
+using ops::compute_t;
+namespace ew = ops::ew;
 
-DType reduce_result_dtype(ReduceOp op, DType in) {
-  switch (op) {
-#define KILN_REDUCE_TAKES(NAME, KIND) \
-  case ReduceOp::NAME:                \
-    if (!ew::takes(ew::DTypes::KIND, in)) throw_dtype_unsupported(#NAME, in); \
-    break;
-    KILN_REDUCE_OPS(KILN_REDUCE_TAKES)
-#undef KILN_REDUCE_TAKES
-    case ReduceOp::kCount: break;
-  }
-  switch (op) {
-    case ReduceOp::sum: return is_floating(in) ? in : DType::Int64;
-    case ReduceOp::argmax:
-    case ReduceOp::argmin: return DType::Int64;
-    case ReduceOp::all:
-    case ReduceOp::any: return DType::Bool;
-    default: return in;
-  }
-}
-
-namespace cpu {
 namespace {
 
 template <typename T>
@@ -288,33 +263,6 @@ struct Walker {
   }
 };
 
-void push_dim(Shape& shape, Shape& stride, int64_t size, int64_t st) {
-  if (!shape.empty() && stride.back() == st * size) {
-    shape.back() *= size;
-    stride.back() = st;
-  } else {
-    shape.push_back(size);
-    stride.push_back(st);
-  }
-}
-
-ReducePlan make_plan(const Tensor& x, const std::vector<bool>& reduced) {
-  ReducePlan p;
-  for (size_t d = 0; d < x.shape.size(); d++) {
-    if (reduced[d]) p.count *= x.shape[d];
-    else p.outputs *= x.shape[d];
-    if (x.shape[d] == 1) continue;
-    if (reduced[d]) push_dim(p.rshape, p.rstride, x.shape[d], x.strides[d]);
-    else push_dim(p.kshape, p.kstride, x.shape[d], x.strides[d]);
-  }
-  p.columns = !p.kshape.empty() && (p.rshape.empty() || p.kstride.back() < p.rstride.back());
-  if (p.rshape.empty()) {
-    p.rshape.push_back(1);
-    p.rstride.push_back(0);
-  }
-  return p;
-}
-
 template <typename Acc, typename T>
 void run_reduce(const Acc& acc, const Tensor& x, const Tensor& out, const ReducePlan& p) {
   using S = typename Acc::S;
@@ -416,29 +364,9 @@ void run_reduce(const Acc& acc, const Tensor& x, const Tensor& out, const Reduce
 
 }  // namespace
 
-// Shared with the CUDA twin (declared in the header).
-ReducePlan check_reduce(ReduceOp op, const Tensor& x, const Tensor& out, const std::vector<int64_t>& dims) {
-  const char* name = reduce_op_name(op);
-  const DType want = reduce_result_dtype(op, x.dtype);
-  KILN_CHECK(out.dtype == want, DType, name, "output dtype ", dtype_name(out.dtype), " should be ", dtype_name(want));
-  std::vector<bool> reduced(x.shape.size(), false);
-  for (int64_t d : dims) {
-    KILN_CHECK(d >= 0 && d < x.dim(), Index, name, "dim ", d, " out of range for a tensor of shape ", shape_str(x.shape));
-    KILN_CHECK(!reduced[size_t(d)], Index, name, "dim ", d, " is repeated");
-    reduced[size_t(d)] = true;
-  }
-  const ReducePlan p = make_plan(x, reduced);
-  KILN_CHECK(out.is_contiguous() && out.numel() == p.outputs, Shape, name, "output of shape ", shape_str(out.shape),
-             " does not hold the ", p.outputs, " results of reducing ", shape_str(x.shape));
-  const bool needs_elements = op == ReduceOp::max || op == ReduceOp::min || op == ReduceOp::argmax || op == ReduceOp::argmin;
-  KILN_CHECK(!needs_elements || p.count > 0 || p.outputs == 0, Index, name, "cannot reduce over a zero-size dimension of ",
-             shape_str(x.shape));
-  return p;
-}
-
-void reduce(ReduceOp op, const Tensor& x, const Tensor& out, const std::vector<int64_t>& dims, double param) {
-  const char* name = reduce_op_name(op);
-  const ReducePlan p = check_reduce(op, x, out, dims);
+void reduce(ReduceOp op, const Tensor& x, const Tensor& out, const Shape& dims, double param) {
+  const char* name = ops::reduce_op_name(op);
+  const ReducePlan p = ops::check_reduce(op, x, out, dims);
   // Each case runs the accumulator for the input's storage type T.
 #define KILN_RUN(KIND, ...)                                 \
   dispatch<ew::DTypes::KIND>(x.dtype, name, [&](auto tag) { \
@@ -462,5 +390,4 @@ void reduce(ReduceOp op, const Tensor& x, const Tensor& out, const std::vector<i
 #undef KILN_RUN
 }
 
-}  // namespace cpu
-}  // namespace kiln
+}  // namespace kiln::cpu

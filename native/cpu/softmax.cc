@@ -1,5 +1,5 @@
-// CPU softmax family: softmax / log-softmax along any dim and cross-entropy fused with
-// log-softmax, forward and backward side by side.
+// CPU softmax family (the contract is native/ops/softmax.h): softmax / log-softmax along any dim
+// and cross-entropy fused with log-softmax, forward and backward side by side.
 //
 // Every kernel is a reduction along one dim ("rows" of length D at stride sd) repeated over the
 // other dims, one row per index of those. The other dims are merged where all operands allow
@@ -10,7 +10,7 @@
 // lanes folded into double per block. Otherwise a tile of up to kTile neighbouring rows is processed
 // together (*_tile), so the inner loop walks memory contiguously instead of jumping by the dim's
 // stride; those sums accumulate in double.
-#include "softmax.h"
+#include "../ops/softmax.h"
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -19,9 +19,13 @@
 #include <utility>
 #include <vector>
 #include "../core/strided.h"
+#include "../core/vmath.h"
 #include "simd.h"
 
 namespace kiln::cpu {
+
+using ops::Reduction;
+using ops::with_class_dim;
 
 namespace {
 
@@ -86,11 +90,6 @@ void for_tiles(const DimPlan<N>& p, int64_t tile, Body body) {
   });
 }
 
-int64_t normalize_dim(const char* op, int64_t dim, int64_t ndim) {
-  const int64_t n = std::max<int64_t>(ndim, 1);
-  KILN_CHECK(dim >= -n && dim < n, Index, op, "dim ", dim, " out of range for a tensor of ", ndim, " dimensions");
-  return ndim == 0 ? -1 : (dim < 0 ? dim + n : dim);
-}
 
 
 // ---- softmax / log-softmax ----
@@ -210,10 +209,7 @@ void for_rows(const DimPlan<N>& p, size_t n_row, RowF row, TileF tile) {
 
 void softmax_forward(const Tensor& x, int64_t dim, bool log, const Tensor& y) {
   const char* op = log ? "logSoftmax" : "softmax";
-  check_same_shape(op, x, "input", y, "output");
-  KILN_CHECK(x.dtype == y.dtype, DType, op, "output dtype ", dtype_name(y.dtype), " differs from input dtype ",
-             dtype_name(x.dtype));
-  const int64_t d = normalize_dim(op, dim, x.dim());
+  const int64_t d = ops::check_softmax_forward(x, dim, log, y);
   const auto p = plan_dim<2>(x.shape, d, {&x.strides, &y.strides});
   KILN_DISPATCH_FLOAT(x.dtype, op, {
     const scalar_t* xp = x.data<scalar_t>();
@@ -229,11 +225,7 @@ void softmax_forward(const Tensor& x, int64_t dim, bool log, const Tensor& y) {
 
 void softmax_backward(const Tensor& y, const Tensor& gy, int64_t dim, bool log, const Tensor& gx) {
   const char* op = log ? "logSoftmax backward" : "softmax backward";
-  check_same_shape(op, y, "output", gy, "gradient");
-  check_same_shape(op, y, "output", gx, "input gradient");
-  KILN_CHECK(y.dtype == gy.dtype && y.dtype == gx.dtype, DType, op, "expected one dtype, got ", dtype_name(y.dtype),
-             ", ", dtype_name(gy.dtype), " and ", dtype_name(gx.dtype));
-  const int64_t d = normalize_dim(op, dim, y.dim());
+  const int64_t d = ops::check_softmax_backward(y, gy, dim, log, gx);
   const auto p = plan_dim<3>(y.shape, d, {&y.strides, &gy.strides, &gx.strides});
   KILN_DISPATCH_FLOAT(y.dtype, op, {
     const scalar_t* yp = y.data<scalar_t>();
@@ -361,7 +353,7 @@ void cross_entropy_forward(const Tensor& logits, const Tensor& target, int64_t i
                            Reduction reduction, const Tensor& loss, const Tensor& lse, const Tensor& total_weight) {
   const char* op = "crossEntropy";
   const bool none = reduction == Reduction::None;
-  const int64_t cdim = check_cross_entropy(op, logits, target, lse, loss, total_weight, smoothing, reduction);
+  const int64_t cdim = ops::check_cross_entropy_forward(logits, target, smoothing, reduction, loss, lse, total_weight);
   const int64_t C = logits.shape[cdim];
   const Shape ts = with_class_dim(target.strides, cdim), ls = with_class_dim(lse.strides, cdim);
   // Sum and Mean collect row losses in a contiguous buffer and add them up in a fixed order.
@@ -407,10 +399,8 @@ void cross_entropy_backward(const Tensor& logits, const Tensor& target, const Te
                             const Tensor& grad_logits) {
   const char* op = "crossEntropy backward";
   const bool none = reduction == Reduction::None;
-  const int64_t cdim = check_cross_entropy(op, logits, target, lse, grad_loss, total_weight, smoothing, reduction);
-  check_same_shape(op, logits, "logits", grad_logits, "logits gradient");
-  KILN_CHECK(grad_logits.dtype == logits.dtype, DType, op, "logits gradient dtype ", dtype_name(grad_logits.dtype),
-             " differs from logits dtype ", dtype_name(logits.dtype));
+  const int64_t cdim =
+      ops::check_cross_entropy_backward(logits, target, lse, total_weight, grad_loss, smoothing, reduction, grad_logits);
   const int64_t C = logits.shape[cdim];
   const Shape ts = with_class_dim(target.strides, cdim), ls = with_class_dim(lse.strides, cdim);
   // A scalar loss gradient is read through zero strides: every row sees the same element.
@@ -441,47 +431,6 @@ void cross_entropy_backward(const Tensor& logits, const Tensor& target, const Te
           });
     });
   });
-}
-
-// Checks shared with the CUDA twins (declared in the header).
-
-void check_same_shape(const char* op, const Tensor& a, const char* an, const Tensor& b, const char* bn) {
-  KILN_CHECK(a.shape == b.shape, Shape, op, an, " shape ", shape_str(a.shape), " does not match ", bn, " shape ",
-             shape_str(b.shape));
-}
-
-// Strides of a tensor shaped like logits without the class dim, with a 0 stride put back there.
-Shape with_class_dim(const Shape& strides, int64_t cdim) {
-  Shape s = strides;
-  s.insert(s.begin() + cdim, 0);
-  return s;
-}
-
-// Checks what forward and backward share and returns the class dim. `loss` is the loss (forward)
-// or its gradient (backward): shaped like target for None, a scalar otherwise.
-int64_t check_cross_entropy(const char* op, const Tensor& logits, const Tensor& target, const Tensor& lse,
-                            const Tensor& loss, const Tensor& total_weight, double smoothing, Reduction reduction) {
-  KILN_CHECK(logits.dim() >= 1, Shape, op, "logits must have at least 1 dimension, got shape ",
-             shape_str(logits.shape));
-  KILN_CHECK(is_floating(logits.dtype), DType, op, "logits must be floating point, got ", dtype_name(logits.dtype));
-  KILN_CHECK(is_integral(target.dtype), DType, op, "target must be int32 or int64 class indices, got ",
-             dtype_name(target.dtype));
-  KILN_CHECK(smoothing >= 0 && smoothing <= 1, Value, op, "labelSmoothing must be in [0, 1], got ", smoothing);
-  const int64_t cdim = logits.dim() == 1 ? 0 : 1;
-  Shape rows = logits.shape;
-  rows.erase(rows.begin() + cdim);
-  KILN_CHECK(target.shape == rows, Shape, op, "target shape ", shape_str(target.shape), " does not match logits shape ",
-             shape_str(logits.shape), " (expected ", shape_str(rows), ")");
-  const Shape scalar;
-  const std::pair<const Tensor*, const Shape*> expect[] = {
-      {&lse, &rows}, {&loss, reduction == Reduction::None ? &rows : &scalar}, {&total_weight, &scalar}};
-  for (auto [t, shape] : expect) {
-    KILN_CHECK(t->shape == *shape, Shape, op, "expected a tensor of shape ", shape_str(*shape), " for logits ",
-               shape_str(logits.shape), ", got ", shape_str(t->shape));
-    KILN_CHECK(t->dtype == logits.dtype, DType, op, "expected ", dtype_name(logits.dtype), " like the logits, got ",
-               dtype_name(t->dtype));
-  }
-  return cdim;
 }
 
 }  // namespace kiln::cpu

@@ -1,17 +1,18 @@
 // CUDA elementwise kernels, twins of native/cpu/elementwise.cc. One kernel template serves every
-// arity: the op's formula (the shared KILN_HD functors of cpu/elementwise.h) is a template
+// arity: the op's formula (the shared host/device functors of native/ops/elementwise.h) is a template
 // parameter, so each op and dtype gets its own instantiation and no per-element switch. Two paths:
 // when every operand is one dense run (or a broadcast value) and aligned, 16-byte vector loads and
 // stores; otherwise a grid-stride loop with strided offsets (32-bit index math when it fits).
-#include "elementwise.h"
 #include <utility>
 #include "common.cuh"
+#include "elementwise.cuh"
 
 namespace kiln::cuda {
 
-using cpu::check_binary;
-using cpu::check_unary;
-using cpu::check_where;
+using ops::BinaryOp;
+using ops::UnaryOp;
+using ops::compute_t;
+namespace ew = ops::ew;
 
 namespace {
 
@@ -156,8 +157,8 @@ struct WhereCall {
 }  // namespace
 
 void unary(UnaryOp op, const Tensor& x, const Tensor& out, double s0, double s1) {
-  const char* name = unary_op_name(op);
-  check_unary(op, x, out);
+  const char* name = ops::unary_op_name(op);
+  ops::check_unary(op, x, out);
   ew::with_formula(op, name, [&](auto f) {
     using F = decltype(f);
     dispatch<F::dtypes>(x.dtype, name, [&](auto tag) {
@@ -171,8 +172,8 @@ void unary(UnaryOp op, const Tensor& x, const Tensor& out, double s0, double s1)
 }
 
 void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out, double s0, double s1) {
-  const char* name = binary_op_name(op);
-  check_binary(op, a, b, out);
+  const char* name = ops::binary_op_name(op);
+  ops::check_binary(op, a, b, out);
   ew::with_formula(op, name, [&](auto f) {
     using F = decltype(f);
     dispatch<F::dtypes>(a.dtype, name, [&](auto tag) {
@@ -187,7 +188,7 @@ void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out, do
 
 void where(const Tensor& cond, const Tensor* a, const Tensor* b, double sa, double sb, const Tensor& out) {
   const char* name = "where";
-  check_where(cond, a, b, out);
+  ops::check_where(cond, a, b, out);
   // A missing value operand is a scalar walked with stride 0.
   const Shape zero(out.shape.size(), 0);
   dispatch<ew::DTypes::ANY>(out.dtype, name, [&](auto tag) {

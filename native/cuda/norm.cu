@@ -15,7 +15,7 @@
 #include <initializer_list>
 #include "copy.h"
 #include "../ops/norm.h"
-#include "softmax.h"
+#include "rowwise.cuh"
 
 namespace kiln::cuda {
 

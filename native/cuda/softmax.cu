@@ -1,8 +1,9 @@
 // CUDA softmax family: softmax / log-softmax along any dim and cross-entropy fused with
-// log-softmax, forward and backward side by side (twins of native/cpu/softmax.cc).
+// log-softmax, forward and backward side by side (twins of native/cpu/softmax.cc; the contract is
+// native/ops/softmax.h). float32, float64 and bfloat16 (computed in float32).
 //
 // Each kernel reduces rows of length D along one dim, one row per index of the other dims (see the
-// helpers in softmax.h). Three traversals, picked on the host:
+// helpers in rowwise.cuh). Three traversals, picked on the host:
 // - reg: contiguous, 16-byte aligned rows of up to 1024 elements (512 in float64), a warp per row
 //   holding it in registers: one read and one write per element.
 // - rows: other contiguous rows, a warp (D <= 1024) or a block per row; online log-sum-exp (max
@@ -15,14 +16,14 @@
 // atomics, no host sync).
 #include <algorithm>
 #include <cmath>
-#include "softmax.h"
+#include "../ops/softmax.h"
 #include "device_errors.h"
+#include "rowwise.cuh"
 
 namespace kiln::cuda {
 
-using cpu::check_same_shape;
-using cpu::with_class_dim;
-using cpu::check_cross_entropy;
+using ops::Reduction;
+using ops::with_class_dim;
 
 namespace {
 
@@ -39,13 +40,6 @@ using rowwise::kVec;
 using rowwise::load;
 using rowwise::row_group;
 using rowwise::store;
-
-int64_t normalize_dim(const char* op, int64_t dim, int64_t ndim) {
-  const int64_t n = std::max<int64_t>(ndim, 1);
-  KILN_CHECK(dim >= -n && dim < n, Index, op, "dim ", dim, " out of range for a tensor of ", ndim, " dimensions");
-  return ndim == 0 ? -1 : (dim < 0 ? dim + n : dim);
-}
-
 
 // Row kernels pay off from 32 elements; shorter rows go to the column kernels, which put 32
 // neighbouring rows side by side instead of leaving most of a warp idle.
@@ -269,10 +263,7 @@ void launch_cols(const Plan<N>& p, Device d, F f) {
 
 void softmax_forward(const Tensor& x, int64_t dim, bool log, const Tensor& y) {
   const char* op = log ? "logSoftmax" : "softmax";
-  check_same_shape(op, x, "input", y, "output");
-  KILN_CHECK(x.dtype == y.dtype, DType, op, "output dtype ", dtype_name(y.dtype), " differs from input dtype ",
-             dtype_name(x.dtype));
-  const int64_t d = normalize_dim(op, dim, x.dim());
+  const int64_t d = ops::check_softmax_forward(x, dim, log, y);
   if (x.numel() == 0) return;
   const auto p = rowwise::plan<2>(op, x.shape, d, {&x.strides, &y.strides});
   const Device dev = x.device();
@@ -307,11 +298,7 @@ void softmax_forward(const Tensor& x, int64_t dim, bool log, const Tensor& y) {
 
 void softmax_backward(const Tensor& y, const Tensor& gy, int64_t dim, bool log, const Tensor& gx) {
   const char* op = log ? "logSoftmax backward" : "softmax backward";
-  check_same_shape(op, y, "output", gy, "gradient");
-  check_same_shape(op, y, "output", gx, "input gradient");
-  KILN_CHECK(y.dtype == gy.dtype && y.dtype == gx.dtype, DType, op, "expected one dtype, got ", dtype_name(y.dtype),
-             ", ", dtype_name(gy.dtype), " and ", dtype_name(gx.dtype));
-  const int64_t d = normalize_dim(op, dim, y.dim());
+  const int64_t d = ops::check_softmax_backward(y, gy, dim, log, gx);
   if (y.numel() == 0) return;
   const auto p = rowwise::plan<3>(op, y.shape, d, {&y.strides, &gy.strides, &gx.strides});
   const Device dev = y.device();
@@ -501,7 +488,7 @@ void cross_entropy_forward(const Tensor& logits, const Tensor& target, int64_t i
                            Reduction reduction, const Tensor& loss, const Tensor& lse, const Tensor& total_weight) {
   const char* op = "crossEntropy";
   const bool none = reduction == Reduction::None;
-  const int64_t cdim = check_cross_entropy(op, logits, target, lse, loss, total_weight, smoothing, reduction);
+  const int64_t cdim = ops::check_cross_entropy_forward(logits, target, smoothing, reduction, loss, lse, total_weight);
   const int64_t C = logits.shape[cdim];
   const Shape ts = with_class_dim(target.strides, cdim), ls = with_class_dim(lse.strides, cdim);
   const Shape os = none ? with_class_dim(loss.strides, cdim) : Shape(logits.shape.size(), 0);
@@ -548,10 +535,8 @@ void cross_entropy_backward(const Tensor& logits, const Tensor& target, const Te
                             const Tensor& grad_logits) {
   const char* op = "crossEntropy backward";
   const bool none = reduction == Reduction::None;
-  const int64_t cdim = check_cross_entropy(op, logits, target, lse, grad_loss, total_weight, smoothing, reduction);
-  check_same_shape(op, logits, "logits", grad_logits, "logits gradient");
-  KILN_CHECK(grad_logits.dtype == logits.dtype, DType, op, "logits gradient dtype ", dtype_name(grad_logits.dtype),
-             " differs from logits dtype ", dtype_name(logits.dtype));
+  const int64_t cdim =
+      ops::check_cross_entropy_backward(logits, target, lse, total_weight, grad_loss, smoothing, reduction, grad_logits);
   if (logits.numel() == 0) return;
   const int64_t C = logits.shape[cdim];
   const Shape ts = with_class_dim(target.strides, cdim), ls = with_class_dim(lse.strides, cdim);

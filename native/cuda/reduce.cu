@@ -1,6 +1,6 @@
-// CUDA reductions, twins of native/cpu/reduce.cc. The host splits the dims into kept and reduced
-// ones (each merged where contiguous, reduced dims in order so argmax indices stay row-major) and
-// picks a layout:
+// CUDA reductions, twins of native/cpu/reduce.cc (the contract is native/ops/reduce.h, whose
+// check_reduce plans the walk: kept and reduced dims, each merged where contiguous, reduced dims in
+// order so argmax indices stay row-major). The host picks a layout:
 // - rows: the reduced elements are innermost; a warp (short rows) or a block (long rows) folds
 //   each output, with 16-byte vector loads on dense rows and warp-shuffle combines;
 // - columns: a kept dim is innermost; threads own adjacent outputs and walk the reduced rows, so
@@ -10,16 +10,18 @@
 // device versions of the CPU ones (which live in reduce.cc only): float32/bf16 accumulate in
 // float32, float64 in double, integers in int64; combines are order-independent where it matters
 // (argmax keeps the lowest index on ties).
-#include "reduce_ops.h"
+#include "../ops/reduce.h"
 #include <limits>
 #include "common.cuh"
-#include "elementwise.h"
+#include "elementwise.cuh"
 #include "reduce.cuh"
 
 namespace kiln::cuda {
 
-using cpu::ReducePlan;
-using cpu::check_reduce;
+using ops::ReduceOp;
+using ops::ReducePlan;
+using ops::compute_t;
+namespace ew = ops::ew;
 
 namespace {
 
@@ -384,9 +386,9 @@ void run(const char* name, const Acc& acc, const Tensor& x, const Tensor& out, c
 
 }  // namespace
 
-void reduce(ReduceOp op, const Tensor& x, const Tensor& out, const std::vector<int64_t>& dims, double param) {
-  const char* name = reduce_op_name(op);
-  const ReducePlan p = check_reduce(op, x, out, dims);
+void reduce(ReduceOp op, const Tensor& x, const Tensor& out, const Shape& dims, double param) {
+  const char* name = ops::reduce_op_name(op);
+  const ReducePlan p = ops::check_reduce(op, x, out, dims);
   // Each case: the dtypes the op takes and its accumulator for storage type T (Tag<T> t).
   const auto with = [&](auto kinds, auto make) {
     dispatch<decltype(kinds)::value>(x.dtype, name, [&](auto t) {

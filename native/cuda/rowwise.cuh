@@ -1,31 +1,10 @@
-// CUDA softmax family (twins of native/cpu/softmax.h): softmax / log-softmax along any dim and
-// cross-entropy fused with log-softmax, forward and backward. float32, float64 and bfloat16
-// (computed in float32). Same checks and semantics as the CPU kernels, except that targets are not
-// checked against [0, C) (that would need a host read of device memory): an out-of-range target
-// other than ignore_index gives a NaN loss and NaN gradients for its row instead of an IndexError.
+// Row-wise kernel helpers, shared by softmax.cu and norm.cu: loads in 16-byte chunks, online
+// log-sum-exp, warp / block / column reductions in a fixed order (so results do not depend on
+// timing), and the host-side plans that pick a traversal. A "row" is a reduction of length D along
+// one dim, repeated over the other dims ("rest"), whose StridedMeta gives each row's base offsets.
 #pragma once
-#include "../core/tensor.h"
-#include "../cpu/softmax.h"
-
-namespace kiln::cuda {
-
-using cpu::Reduction;
-
-void softmax_forward(const Tensor& x, int64_t dim, bool log, const Tensor& y);
-void softmax_backward(const Tensor& y, const Tensor& gy, int64_t dim, bool log, const Tensor& gx);
-
-void cross_entropy_forward(const Tensor& logits, const Tensor& target, int64_t ignore_index, double smoothing,
-                           Reduction reduction, const Tensor& loss, const Tensor& lse, const Tensor& total_weight);
-void cross_entropy_backward(const Tensor& logits, const Tensor& target, const Tensor& lse, const Tensor& total_weight,
-                            const Tensor& grad_loss, int64_t ignore_index, double smoothing, Reduction reduction,
-                            const Tensor& grad_logits);
-
-}  // namespace kiln::cuda
-
-#ifdef __CUDACC__
-// ---- Row-wise kernel helpers, shared by softmax.cu and norm.cu (device code: not seen by the
-// host-only binding that includes this header). A "row" is a reduction of length D along one dim,
-// repeated over the other dims ("rest"), whose StridedMeta gives each row's base offsets.
+#include <array>
+#include <cstdint>
 #include <utility>
 #include "common.cuh"
 #include "reduce.cuh"
@@ -328,4 +307,3 @@ inline dim3 column_block(int64_t cols, int64_t D) {
 }
 
 }  // namespace kiln::cuda::rowwise
-#endif
