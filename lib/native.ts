@@ -82,3 +82,6 @@ export const native: NativeCore = addon;
  * signature before typing it.
  */
 export const nativeExports: Readonly<Record<string, unknown>> = addon;
+
+/** Every op-family kernel's signature and dtypes per backend (read by lib/ops/dispatch.ts). */
+export const nativeKernels: Readonly<ReturnType<NativeCore['kernels']>> = native.kernels();

@@ -6,7 +6,7 @@
 import { autocastFor } from '../autocast';
 import { DType, isFloating } from '../dtype';
 import { DTypeError } from '../errors';
-import { NativeHandle, native, nativeExports } from '../native';
+import { NativeHandle, nativeExports, nativeKernels } from '../native';
 import { Tensor } from '../tensor';
 import { to } from './creation';
 
@@ -41,17 +41,10 @@ export type KernelFn<S extends string> = S extends `(${infer Args}) -> ${infer R
     : never
   : never;
 
-interface KernelInfo {
-  signature: string;
-  cpu: DType[];
-  cuda: DType[];
-}
-
-let kernelTable: Record<string, KernelInfo> | null = null;
-
-function kernels(): Record<string, KernelInfo> {
-  kernelTable ??= native.kernels();
-  return kernelTable;
+// Read once when lib/native.ts loads: op files bind their kernels while modules are still loading
+// (circular imports reach here first), so the table must not wait on this module's own body.
+function kernels() {
+  return nativeKernels;
 }
 
 /**
