@@ -40,7 +40,7 @@ export { matmul, linear } from './ops/matmul';
 export { softmax, logSoftmax, crossEntropy } from './ops/softmax';
 export type { CrossEntropyOptions } from './ops/softmax';
 export { layerNorm } from './ops/norm';
-export { embedding, indexSelect, gather, scatterAdd } from './ops/index';
+export { embedding, indexSelect, gather, scatterAdd } from './ops/indexing';
 export {
   manualSeed, initialSeed, getRngState, setRngState, uniform, normal, rand, randn, randint, randLike, randnLike, randintLike, dropout,
 } from './ops/random';

@@ -11,7 +11,7 @@ import { NativeHandle, native } from './native';
 import { numel } from './shape';
 import * as creation from './ops/creation';
 import * as ew from './ops/elementwise';
-import * as idx from './ops/index';
+import * as idx from './ops/indexing';
 import * as mm from './ops/matmul';
 import * as norm from './ops/norm';
 import * as rand from './ops/random';
