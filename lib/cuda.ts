@@ -1,7 +1,7 @@
 // kiln.cuda: whether CUDA is usable, devices, synchronization, allocator statistics and cache
 // control, and TF32 for float32 matmul.
 import { DeviceError } from './errors';
-import { native } from './native';
+import { cudaRuntime } from './ops/runtime';
 
 interface CudaNative {
   cudaDeviceCount(): number;
@@ -14,7 +14,7 @@ interface CudaNative {
   cudaSetAllowTF32?(on: boolean): void;
   cudaAllowTF32?(): boolean;
 }
-const N = native as unknown as CudaNative;
+const N: CudaNative = cudaRuntime;
 
 /**
  * One GPU's caching-allocator statistics (like torch.cuda.memory_stats), from kiln.cuda.memoryStats().
@@ -37,7 +37,7 @@ export interface CudaMemoryStats {
 function need<K extends keyof CudaNative>(name: K): NonNullable<CudaNative[K]> {
   const f = N[name];
   if (!f) throw new DeviceError(String(name), 'kiln was built without CUDA');
-  return f.bind(native) as NonNullable<CudaNative[K]>;
+  return f.bind(N) as NonNullable<CudaNative[K]>;
 }
 
 function index(device?: number | string): number {
