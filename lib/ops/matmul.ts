@@ -242,7 +242,7 @@ const matmulOp = defineOp<[a: Tensor, b: Tensor]>({
  * Matrix product with torch.matmul semantics: 1-D @ 1-D is a dot product (0-D result); a 1-D first
  * argument is a row vector and a 1-D second argument a column vector (their added dim is removed
  * from the result); N-D arguments multiply their last two dims as matrices over broadcast batch dims.
- * Under autocast it computes in the autocast dtype (from float32 inputs; the result has that dtype).
+ * Under {@link autocast} it computes in the autocast dtype from float32 inputs (the result has that dtype).
  */
 export function matmul(a: Tensor, b: Tensor): Tensor {
   return matmulOp(a, b);
@@ -299,7 +299,7 @@ const linearOp = defineOp<LinearArgs>({
 
 /**
  * x @ weight^T + bias, like torch.nn.functional.linear: x [..., in], weight [out, in], bias [out].
- * Under autocast it computes in the autocast dtype (from float32 inputs; the result has that dtype).
+ * Under {@link autocast} it computes in the autocast dtype from float32 inputs (the result has that dtype).
  */
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
   return linearOp(x, weight, bias);

@@ -3,7 +3,6 @@
 // gradients by finite differences, and their errors.
 import t from 'tap';
 import * as kiln from '../../lib/index';
-import { autocast } from '../../lib/autocast';
 import { bindKernels } from '../../lib/ops/dispatch';
 import { gemmKernels, gemmRaw } from '../../lib/ops/matmul';
 import { native } from '../../lib/native';
@@ -204,7 +203,7 @@ t.test('matmul: bfloat16 and float16 compute in float32', async (t) => {
 
 t.test('matmul and linear under autocast compute in bfloat16 from float32 inputs', async (t) => {
   const a = rand([4, 6], 51).requiresGrad_(), b = rand([6, 3], 52).requiresGrad_();
-  const out = autocast({ dtype: 'bfloat16' }, () => kiln.matmul(a, b));
+  const out = kiln.autocast({ dtype: 'bfloat16' }, () => kiln.matmul(a, b));
   t.equal(out.dtype, 'bfloat16', 'result is bfloat16');
   const ref = kiln.matmul(a.to('bfloat16'), b.to('bfloat16'));
   t.same(values(out), values(ref), 'the product of the inputs rounded to bfloat16');
@@ -216,12 +215,12 @@ t.test('matmul and linear under autocast compute in bfloat16 from float32 inputs
   t.ok(maxAbsDiff(values(a.grad!), new Array<number>(4).fill(0).flatMap(() => rowSums)) < 5e-2, "a's gradient values");
 
   const w = rand([3, 6], 53).requiresGrad_(), bias = rand([3], 54).requiresGrad_();
-  const y = autocast({ dtype: 'bfloat16' }, () => kiln.linear(a, w, bias));
+  const y = kiln.autocast({ dtype: 'bfloat16' }, () => kiln.linear(a, w, bias));
   t.equal(y.dtype, 'bfloat16', 'linear under autocast is bfloat16');
   y.float().sum().backward();
   t.same([w.grad?.dtype, bias.grad?.dtype], ['float32', 'float32'], 'weight and bias gradients are float32');
-  t.equal(autocast({ dtype: 'bfloat16', deviceType: 'cuda' }, () => kiln.matmul(a, b)).dtype, 'float32', 'a CUDA-only scope leaves the CPU alone');
-  t.equal(autocast({ dtype: 'float16' }, () => kiln.matmul(a, b)).dtype, 'float16', 'float16 autocast');
+  t.equal(kiln.autocast({ dtype: 'bfloat16', deviceType: 'cuda' }, () => kiln.matmul(a, b)).dtype, 'float32', 'a CUDA-only scope leaves the CPU alone');
+  t.equal(kiln.autocast({ dtype: 'float16' }, () => kiln.matmul(a, b)).dtype, 'float16', 'float16 autocast');
 });
 
 t.test('linear: x @ weight^T + bias', async (t) => {
