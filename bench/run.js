@@ -14,7 +14,7 @@ const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const kiln = require('../dist');
-const { matmulNative } = require('../dist/ops/matmul');
+const { gemmRaw } = require('../dist/ops/matmul');
 
 const args = Object.fromEntries(
   process.argv.slice(2).map((a) => {
@@ -89,11 +89,11 @@ for (const n of sizes) {
   // kiln and OpenBLAS alternate; the built-in kernel runs on its own, as its OpenMP threads and
   // OpenBLAS's own thread pool slow each other down when they take turns.
   const contenders = { kiln: () => kiln.matmul(a, b).dispose() };
-  if (info.blas === 'openblas') contenders.openblas = () => matmulNative.gemmRaw('blas', a._h, b._h, c._h, false, false, 1, 0);
+  if (info.blas === 'openblas') contenders.openblas = () => gemmRaw('blas', a, b, c, false, false, 1, 0);
   const budget = seconds * (n >= 2048 ? 3 : 1);
   const t = {
     ...race(contenders, budget),
-    ...race({ builtin: () => matmulNative.gemmRaw('builtin', a._h, b._h, c._h, false, false, 1, 0) }, budget / 2),
+    ...race({ builtin: () => gemmRaw('builtin', a, b, c, false, false, 1, 0) }, budget / 2),
   };
   const row = { size: n };
   for (const [name, s] of Object.entries(t)) {

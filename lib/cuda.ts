@@ -1,7 +1,7 @@
 // kiln.cuda: whether CUDA is usable, devices, synchronization, allocator statistics and cache
 // control, TF32 for float32 matmul, and streams and events (torch.cuda.Stream / Event / stream()).
 import { DeviceError, ValueError } from './errors';
-import { native } from './native';
+import { cudaRuntime } from './ops/runtime';
 import { deviceName, type Device } from './device';
 import type { Tensor } from './tensor';
 
@@ -34,7 +34,7 @@ interface CudaNative {
   cudaEventElapsedTime?(start: EventHandle, end: EventHandle): number;
   cudaRecordStream?(t: Tensor['_h'], s: StreamHandle): void;
 }
-const N = native as unknown as CudaNative;
+const N: CudaNative = cudaRuntime;
 
 /**
  * One GPU's caching-allocator statistics (like torch.cuda.memory_stats), from kiln.cuda.memoryStats().
@@ -62,7 +62,7 @@ export interface CudaMemoryStats {
 function need<K extends keyof CudaNative>(name: K, op: string = name): NonNullable<CudaNative[K]> {
   const f = N[name];
   if (!f) throw new DeviceError(op, 'kiln was built without CUDA');
-  return f.bind(native) as NonNullable<CudaNative[K]>;
+  return f.bind(N) as NonNullable<CudaNative[K]>;
 }
 
 function index(device?: number | string, op = 'cuda'): number {

@@ -1,8 +1,8 @@
 // kiln's public API.
-import { native } from './native';
 import { nativeError } from './errors';
+import { setErrorFactory } from './ops/runtime';
 
-native.setErrorFactory(nativeError);
+setErrorFactory(nativeError);
 
 // The entry exports an explicit list (test/exports.test.ts keeps a snapshot of it): helpers that
 // the op files share with each other (checks, native tables, fill helpers) stay in their modules.
@@ -40,41 +40,16 @@ export { matmul, linear } from './ops/matmul';
 export { softmax, logSoftmax, crossEntropy } from './ops/softmax';
 export type { CrossEntropyOptions } from './ops/softmax';
 export { layerNorm } from './ops/norm';
-export { embedding, indexSelect, gather, scatterAdd } from './ops/index';
+export { embedding, indexSelect, gather, scatterAdd } from './ops/indexing';
 export {
   manualSeed, initialSeed, getRngState, setRngState, uniform, normal, rand, randn, randint, randLike, randnLike, randintLike, dropout,
 } from './ops/random';
 export type { RngState } from './ops/random';
+export { buildInfo, setNumThreads } from './ops/runtime';
+export type { BuildInfo } from './ops/runtime';
 export * as cuda from './cuda';
 export * as nn from './nn';
 export * as optim from './optim';
 export * as data from './data';
 export * as train from './train';
 export * as io from './io';
-
-/** What the native build enabled (kiln.buildInfo()). */
-export interface BuildInfo {
-  /** Whether the CPU kernels run on OpenMP threads. */
-  openmp: boolean;
-  /** The GEMM library float32 matmul calls: 'openblas' when the build found it, else 'builtin' (kiln's blocked kernels). */
-  blas: string;
-  /** Whether the CUDA backend was compiled in (kiln.cuda.isAvailable() also needs a visible GPU). */
-  cuda: boolean;
-  /** Threads the CPU kernels use (setNumThreads changes it). */
-  threads: number;
-  /**
-   * The instruction set the vectorized CPU kernels (elementwise, softmax, cross-entropy) run: their
-   * AVX2+FMA clones when the CPU has them, unless KILN_SIMD=baseline.
-   */
-  simd: 'avx2' | 'baseline';
-}
-
-/** What the native build enabled: OpenMP, the GEMM library, CUDA, the thread count and the SIMD level. */
-export function buildInfo(): BuildInfo {
-  return native.buildInfo();
-}
-
-/** Sets the number of CPU threads kernels use (like torch.set_num_threads). */
-export function setNumThreads(n: number): void {
-  native.setNumThreads(n);
-}

@@ -2,7 +2,7 @@
 // except what they return; keep() takes a tensor out of every open scope; memory() reports.
 import type { Tensor } from './tensor';
 import { OutOfMemoryError, ValueError } from './errors';
-import { native } from './native';
+import * as runtime from './ops/runtime';
 
 const scopes: Set<Tensor>[] = [];
 
@@ -126,15 +126,15 @@ export interface MemoryInfo {
 
 /** What native memory kiln holds now. */
 export function memory(): MemoryInfo {
-  return native.memoryStats();
+  return runtime.memoryStats();
 }
 
 /** Starts memory().peakBytes afresh from what is held now (to measure the peak of one phase). */
 export function resetPeakMemory(): void {
-  native.resetPeakMemory();
+  runtime.resetPeakMemory();
 }
 
 /** Returns the cached CPU blocks (memory().cachedBytes) to the system (kiln.cuda.emptyCache for GPUs). */
 export function emptyCache(): void {
-  native.emptyCache();
+  runtime.emptyCache();
 }

@@ -11,7 +11,7 @@ import { NativeHandle, native } from './native';
 import { numel } from './shape';
 import * as creation from './ops/creation';
 import * as ew from './ops/elementwise';
-import * as idx from './ops/index';
+import * as idx from './ops/indexing';
 import * as mm from './ops/matmul';
 import * as norm from './ops/norm';
 import * as rand from './ops/random';
@@ -294,6 +294,20 @@ export class Tensor {
   get _version(): number {
     this._check('_version');
     return native.version(this._h);
+  }
+
+  /**
+   * @internal A second native handle on this view's storage, for another Tensor object that shares
+   * it (a Parameter made from a tensor, a module's parameter moved in place); its holder disposes it.
+   */
+  _aliasHandle(): NativeHandle {
+    this._check('alias');
+    return native.alias(this._h);
+  }
+
+  /** @internal Whether this tensor and other view one storage (views, tied weights). */
+  _sharesStorage(other: Tensor): boolean {
+    return native.sameStorage(this._h, other._h);
   }
 
   /** @internal Points this tensor at handle h (of the same metadata's storage), releasing the old one. */
@@ -664,6 +678,14 @@ export function fromHandle(h: NativeHandle, shape: readonly number[], dtype: DTy
     acc *= Math.max(shape[i], 1);
   }
   return new Tensor(h, shape, strides, 0, dtype, dev);
+}
+
+/**
+ * @internal A new contiguous tensor on device dev holding bytes: its elements, row-major in dtype
+ * (exactly shape's element count of them; the addon checks).
+ */
+export function tensorFromBytes(bytes: ArrayBufferView, shape: readonly number[], dtype: DType, dev: number): Tensor {
+  return fromHandle(native.fromBytes(bytes, shape as number[], DTYPE_CODE[dtype], dev), shape, dtype, dev);
 }
 
 /** @internal A new uninitialized contiguous tensor. */

@@ -51,7 +51,7 @@ export async function main(): Promise<number> {
 // @ts-expect-error Tensor's native handle is @internal: stripped from the declarations
 w._h;
 // @ts-expect-error the op files' helpers are not exported
-kiln.matmulNative;
+kiln.gemmRaw;
 `;
 fs.writeFileSync(path.join(dir, 'main.ts'), program);
 fs.writeFileSync(path.join(dir, 'esm.mts'), program);

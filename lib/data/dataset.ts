@@ -2,7 +2,7 @@
 // dimension of several tensors together and builds whole batches with one gather per tensor.
 import { IndexError, ShapeError, ValueError } from '../errors';
 import { tensor } from '../ops/creation';
-import { indexSelect } from '../ops/index';
+import { indexSelect } from '../ops/indexing';
 import { shapeStr } from '../shape';
 import type { Tensor } from '../tensor';
 

@@ -13,7 +13,6 @@
 // resuming after a kill is when they are found.
 import { dirname, resolve } from 'path';
 import { FormatError, ValueError } from '../errors';
-import { native } from '../native';
 import type { Module } from '../nn/module';
 import type { Optimizer, OptimizerStateDict, ParamState } from '../optim/optimizer';
 import { Tensor } from '../tensor';
@@ -52,7 +51,7 @@ export interface Checkpoint {
 function sameView(a: Tensor, b: Tensor): boolean {
   return (
     a.dtype === b.dtype && a.offset === b.offset && a.shape.length === b.shape.length &&
-    a.shape.every((d, i) => d === b.shape[i] && a.strides[i] === b.strides[i]) && native.sameStorage(a._h, b._h)
+    a.shape.every((d, i) => d === b.shape[i] && a.strides[i] === b.strides[i]) && a._sharesStorage(b)
   );
 }
 

@@ -8,11 +8,10 @@
 // FormatError naming the tensor instead of wrong weights; files without them (other tools', older
 // kiln's) are read unchecked. Writes are atomic (see atomic.ts).
 import * as fs from 'fs';
-import { DType, DTYPE_CODE, ITEMSIZE } from '../dtype';
+import { DType, ITEMSIZE } from '../dtype';
 import { deviceCode } from '../device';
 import { FormatError, ValueError } from '../errors';
-import { native } from '../native';
-import { Tensor, fromHandle } from '../tensor';
+import { Tensor, tensorFromBytes } from '../tensor';
 import { writeAll, writeAtomic } from './atomic';
 import { CHECKSUM_KEY, Checksums, LayoutEntry, crcHex, encodeChecksums, headerCrc, parseChecksums } from './checksum';
 
@@ -212,8 +211,7 @@ export function loadSafetensors(path: string, opts: LoadSafetensorsOptions = {})
       // kiln's bool kernels count and compare bytes, so a stored 2 would count as 2 and differ from
       // true; other writers may store any nonzero byte, which NumPy and PyTorch read as true.
       if (e.dtype === 'bool') for (let i = 0; i < bytes.length; i++) if (bytes[i] > 1) bytes[i] = 1;
-      const h = native.fromBytes(bytes, e.shape, DTYPE_CODE[e.dtype], dev);
-      tensors.set(name, fromHandle(h, e.shape, e.dtype, dev));
+      tensors.set(name, tensorFromBytes(bytes, e.shape, e.dtype, dev));
     }
     return { tensors, metadata: header.metadata, checksummed: header.checksums !== null };
   } catch (e) {

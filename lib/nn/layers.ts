@@ -5,7 +5,7 @@ import type { DType } from '../dtype';
 import { ShapeError, ValueError } from '../errors';
 import { tidy } from '../memory';
 import { empty, ones } from '../ops/creation';
-import { embedding } from '../ops/index';
+import { embedding } from '../ops/indexing';
 import { linear } from '../ops/matmul';
 import { layerNorm } from '../ops/norm';
 import { dropout } from '../ops/random';

@@ -28,7 +28,6 @@ import { DType, DTYPES, isFloating } from '../dtype';
 import type { Device } from '../device';
 import { AutogradError, KilnError, ShapeError, ValueError } from '../errors';
 import { keep } from '../memory';
-import { native } from '../native';
 import { sameShape, shapeStr } from '../shape';
 import { Tensor } from '../tensor';
 
@@ -42,7 +41,7 @@ type MutableTensor = { -readonly [K in keyof Tensor]: Tensor[K] };
 function rebind(target: Tensor, src: Tensor, owned: boolean): void {
   target._check('setData');
   src._check('setData');
-  target._replaceHandle(native.alias(src._h));
+  target._replaceHandle(src._aliasHandle());
   const m = target as unknown as MutableTensor;
   m.shape = src.shape;
   m.strides = src.strides;
@@ -68,7 +67,7 @@ export class Parameter extends Tensor {
     if (requiresGrad && !isFloating(data.dtype)) {
       throw new AutogradError('Parameter', `only floating point tensors can require gradients, got ${data.dtype}`);
     }
-    super(native.alias(data._h), data.shape, data.strides, data.offset, data.dtype, data._dev, 'gc');
+    super(data._aliasHandle(), data.shape, data.strides, data.offset, data.dtype, data._dev, 'gc');
     this._isView = true;
     this.requiresGrad = requiresGrad;
   }

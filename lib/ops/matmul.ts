@@ -1,38 +1,51 @@
 // Matrix products: matmul with torch.matmul semantics (dot, matrix-vector, batched with broadcast
 // batch dims) and linear (x @ weight^T + bias), each with its backward next to it. Native code
 // multiplies 3-D [batch, M, K] @ [batch, K, N] strided views; this file reduces every case to one such
-// call, as views whenever the layout allows (transposed operands become gemm flags, not copies).
+// call, as views whenever the layout allows (transposed operands become gemm flags, not copies). Both
+// are autocast 'lowPrecision' ops; the half dtypes a backend's bmm lacks (the CPU's) compute in
+// float32 through defineOp. gemmRaw and gemmKernels reach the CPU GEMM implementations directly.
 import { recordOp } from '../autograd/engine';
-import { DType, DTYPE_CODE } from '../dtype';
-import { DTypeError, DeviceError, ShapeError } from '../errors';
-import { NativeHandle, native } from '../native';
+import { DTYPE_CODE, isFloating } from '../dtype';
+import { DTypeError, DeviceError, ShapeError, ValueError } from '../errors';
+import { NativeHandle, native, nativeExports } from '../native';
 import { contiguousStrides, numel, shapeStr } from '../shape';
 import { Tensor, emptyTensor } from '../tensor';
-import { to } from './creation';
+import { bindKernels, defineOp, opCodes } from './dispatch';
 import { sum, sumToShape } from './reduce';
 import { permute, reshape, transpose } from './shape';
 
-/** @internal GEMM implementations the native gemmRaw entry point offers. */
-export type GemmImpl = 'auto' | 'builtin' | 'builtin:baseline' | 'builtin:avx2' | 'builtin:avx512' | 'blas';
+const mm = bindKernels('matmul', {
+  bmm: '(a:T, b:T, bias:T?, out:T) -> void',
+  gemmRaw: '(impl:e, a:T, b:T, c:T, transA:b, transB:b, alpha:f, beta:f) -> void',
+});
 
-/** @internal The native functions of this family (native/binding/matmul.cc). */
-export interface MatmulNative {
-  /** out = a @ b (+ bias on every row): a [batch, M, K], b [batch, K, N], bias [N] or null, out [batch, M, N] contiguous. */
-  bmm(a: NativeHandle, b: NativeHandle, bias: NativeHandle | null, out: NativeHandle): void;
-  /**
-   * c = alpha * op(a) @ op(b) + beta * c on 2-D CPU tensors with contiguous rows, through one GEMM
-   * implementation: 'auto' (what matmul uses), 'builtin' (kiln's blocked implementation with the best
-   * micro-kernel for this CPU, in every build), 'builtin:baseline' / 'builtin:avx2' / 'builtin:avx512'
-   * (one micro-kernel; a ValueError where the CPU lacks it) or 'blas' (OpenBLAS directly; a ValueError
-   * in builds without it). For tests and benchmarks.
-   */
-  gemmRaw(impl: GemmImpl, a: NativeHandle, b: NativeHandle, c: NativeHandle, transA: boolean, transB: boolean,
-    alpha: number, beta: number): void;
-  /** The gemmRaw implementations this build and CPU run, besides 'auto'. */
-  gemmKernels(): GemmImpl[];
+/**
+ * @internal The GEMM implementations gemmRaw runs: 'auto' (what matmul uses), 'builtin' (kiln's
+ * blocked implementation with the best micro-kernel for this CPU, in every build), 'builtin:baseline'
+ * / 'builtin:avx2' / 'builtin:avx512' (one micro-kernel) or 'blas' (OpenBLAS directly).
+ */
+export type GemmImpl = 'auto' | 'builtin' | 'builtin:baseline' | 'builtin:avx2' | 'builtin:avx512' | 'blas';
+const GEMM_IMPLS: readonly GemmImpl[] = ['auto', 'builtin', 'builtin:baseline', 'builtin:avx2', 'builtin:avx512', 'blas'];
+const GEMM_CODES = opCodes('gemmImpls', GEMM_IMPLS);
+// The addon lists, once at load, the implementations this build and CPU run.
+const GEMM_SUPPORTED = nativeExports.gemmKernels;
+
+/** @internal The gemmRaw implementations this build and CPU run, besides 'auto'. */
+export function gemmKernels(): GemmImpl[] {
+  return GEMM_IMPLS.filter((g) => g !== 'auto' && Array.isArray(GEMM_SUPPORTED) && GEMM_SUPPORTED.includes(g));
 }
-/** @internal */
-export const matmulNative = native as unknown as MatmulNative;
+
+/**
+ * @internal c = alpha * op(a) @ op(b) + beta * c in place on 2-D float32/float64 CPU tensors with
+ * contiguous rows (op(x) = x^T when trans), through one GEMM implementation (a ValueError where this
+ * build or CPU lacks it). For tests and benchmarks; no autograd.
+ */
+export function gemmRaw(impl: GemmImpl, a: Tensor, b: Tensor, c: Tensor, transA: boolean, transB: boolean, alpha: number, beta: number): void {
+  const code = GEMM_IMPLS.includes(impl) ? GEMM_CODES[impl] : undefined;
+  if (code === undefined) throw new ValueError('gemmRaw', `unknown GEMM implementation '${impl}'`);
+  for (const x of [a, b, c]) x._check('gemmRaw');
+  mm.gemmRaw(code, a._h, b._h, c._h, transA, transB, alpha, beta);
+}
 
 /** A strided view's metadata, before it becomes a native handle. */
 interface Layout {
@@ -41,28 +54,11 @@ interface Layout {
   offset: number;
 }
 
-const FLOATS: readonly DType[] = ['float32', 'float64', 'bfloat16', 'float16'];
-
 function checkOperand(op: string, what: string, x: Tensor, ref: Tensor): void {
   x._check(op);
   if (x._dev !== ref._dev) throw new DeviceError(op, `${what} is on ${x.device}, expected ${ref.device}`);
-  if (!FLOATS.includes(x.dtype)) throw new DTypeError(op, `expects floating point tensors, got ${what} of dtype ${x.dtype}`);
+  if (!isFloating(x.dtype)) throw new DTypeError(op, `expects floating point tensors, got ${what} of dtype ${x.dtype}`);
   if (x.dtype !== ref.dtype) throw new DTypeError(op, `dtypes differ: ${ref.dtype} and ${x.dtype} (${what})`);
-}
-
-/** CPU kernels compute in float32/float64: bfloat16/float16 products run in float32 and round the result. */
-function viaFloat32(x: Tensor): boolean {
-  return x._dev === -1 && (x.dtype === 'bfloat16' || x.dtype === 'float16');
-}
-
-/** Runs f on float32 copies of the inputs and converts its result back (differentiable end to end). */
-function inFloat32(inputs: ReadonlyArray<Tensor | null | undefined>, f: (...xs: Array<Tensor | null>) => Tensor): Tensor {
-  const dtype = inputs[0]!.dtype;
-  const wide = inputs.map((x) => (x ? to(x, 'float32', x.device) : null));
-  const r = f(...wide);
-  const out = to(r, dtype, r.device);
-  for (const w of [...wide, r]) w?.dispose();
-  return out;
 }
 
 /**
@@ -135,7 +131,7 @@ function product(a: Tensor, la: Layout, b: Tensor, lb: Layout, bias: Tensor | nu
       hb = handle3d(b, lb, owned);
       ho = viewHandle(out, [batch, M, n], contiguousStrides([batch, M, n]), 0, owned);
     }
-    matmulNative.bmm(ha, hb, bias ? bias._h : null, ho);
+    mm.bmm(ha, hb, bias ? bias._h : null, ho);
   } catch (e) {
     out.dispose();
     throw e;
@@ -159,20 +155,24 @@ function broadcastBatch(op: string, a: readonly number[], b: readonly number[], 
   return out;
 }
 
-/**
- * Matrix product with torch.matmul semantics: 1-D @ 1-D is a dot product (0-D result); a 1-D first
- * argument is a row vector and a 1-D second argument a column vector (their added dim is removed
- * from the result); N-D arguments multiply their last two dims as matrices over broadcast batch dims.
- */
-export function matmul(a: Tensor, b: Tensor): Tensor {
-  const op = 'matmul';
-  checkOperand(op, 'the first argument', a, a);
-  checkOperand(op, 'the second argument', b, a);
+/** How matmul reduces its arguments to one product (torch.matmul's promotions and broadcasting). */
+interface MatmulPlan {
+  /** The arguments' shapes with a 1-D a as [1, K] and a 1-D b as [K, 1]. */
+  aP: number[];
+  bP: number[];
+  M: number;
+  K: number;
+  N: number;
+  /** The broadcast batch dims. */
+  batch: number[];
+  outShape: number[];
+}
+
+/** matmul's shape checks and plan, naming both shapes on failure. */
+function matmulPlan(op: string, a: Tensor, b: Tensor): MatmulPlan {
   if (a.ndim === 0 || b.ndim === 0) {
     throw new ShapeError(op, `both arguments need at least one dimension, got shapes ${shapeStr(a.shape)} and ${shapeStr(b.shape)}`);
   }
-  if (viaFloat32(a)) return inFloat32([a, b], (x, y) => matmul(x!, y!));
-  // 1-D arguments as [1, K] and [K, 1] matrices.
   const aP = a.ndim === 1 ? [1, a.shape[0]] : [...a.shape];
   const bP = b.ndim === 1 ? [b.shape[0], 1] : [...b.shape];
   const M = aP[aP.length - 2], K = aP[aP.length - 1], Kb = bP[bP.length - 2], N = bP[bP.length - 1];
@@ -181,82 +181,126 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   }
   const batch = broadcastBatch(op, aP.slice(0, -2), bP.slice(0, -2), a.shape, b.shape);
   const outShape = [...batch, ...(a.ndim > 1 ? [M] : []), ...(b.ndim > 1 ? [N] : [])];
-  const sa = a.strides, sb = b.strides;
-  const la = a.ndim === 1 ? batchedLayout(a, 1, K, 0, sa[0], batch) : batchedLayout(a, M, K, sa[a.ndim - 2], sa[a.ndim - 1], batch);
-  const lb = b.ndim === 1 ? batchedLayout(b, K, 1, sb[0], 0, batch) : batchedLayout(b, K, N, sb[b.ndim - 2], sb[b.ndim - 1], batch);
-  const out = product(a, la, b, lb, null, outShape);
-
-  // Backward: grad_a = grad @ b^T, grad_b = a^T @ grad, summed over the batch dims each one was broadcast over.
-  const saved: Tensor[] = [];
-  const ia = b.requiresGrad ? saved.push(a) - 1 : -1;
-  const ib = a.requiresGrad ? saved.push(b) - 1 : -1;
-  const aShape = a.shape, bShape = b.shape;
-  return recordOp(op, [a, b], out, saved, (g, s, needs) => {
-    const B = numel(batch);
-    const gP = reshape(g, [...batch, M, N]);
-    let ga: Tensor | null = null, gb: Tensor | null = null;
-    if (needs[0]) {
-      const bm = reshape(s[ib], bP);
-      if (B > 1 && numel(aP.slice(0, -2)) === 1) {
-        // a is one matrix for the whole batch: contract over batch and N in one product.
-        const gFold = reshape(permute(reshape(gP, [B, M, N]), [1, 0, 2]), [M, B * N]);
-        const bFold = reshape(transpose(reshape(bm, [B, K, N]), 1, 2), [B * N, K]);
-        ga = matmul(gFold, bFold);
-      } else {
-        ga = sumToShape(matmul(gP, transpose(bm, -1, -2)), aP);
-      }
-      ga = reshape(ga, aShape);
-    }
-    if (needs[1]) {
-      const am = reshape(s[ia], aP);
-      if (B > 1 && numel(bP.slice(0, -2)) === 1) {
-        // b is one matrix for the whole batch: contract over batch and M in one product.
-        gb = matmul(transpose(reshape(am, [B * M, K]), 0, 1), reshape(gP, [B * M, N]));
-      } else {
-        gb = sumToShape(matmul(transpose(am, -1, -2), gP), bP);
-      }
-      gb = reshape(gb, bShape);
-    }
-    return [ga, gb];
-  });
+  return { aP, bP, M, K, N, batch, outShape };
 }
 
-/** x @ weight^T + bias, like torch.nn.functional.linear: x [..., in], weight [out, in], bias [out]. */
-export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
-  const op = 'linear';
-  checkOperand(op, 'the input', x, x);
-  checkOperand(op, 'the weight', weight, x);
-  if (bias) checkOperand(op, 'the bias', bias, x);
-  if (weight.ndim !== 2) throw new ShapeError(op, `weight must be 2-D [out, in], got shape ${shapeStr(weight.shape)}`);
-  const [outF, inF] = weight.shape;
-  if (x.ndim === 0 || x.shape[x.ndim - 1] !== inF) {
-    throw new ShapeError(op, `input of shape ${shapeStr(x.shape)} does not fit weight of shape ${shapeStr(weight.shape)} (expected last dim ${inF})`);
-  }
-  if (bias && (bias.ndim !== 1 || bias.shape[0] !== outF)) {
-    throw new ShapeError(op, `bias of shape ${shapeStr(bias.shape)} does not fit weight of shape ${shapeStr(weight.shape)} (expected [${outF}])`);
-  }
-  if (viaFloat32(x)) return inFloat32([x, weight, bias], (a, w, c) => linear(a!, w!, c));
-  const lead = x.shape.slice(0, -1);
-  const rows = numel(lead);
-  // x as [...batch, M, in] (1-D x is one row); weight^T as an [in, out] view, the same for every batch.
-  const batch = lead.slice(0, -1);
-  const lx = x.ndim === 1
-    ? batchedLayout(x, 1, inF, 0, x.strides[0], [])
-    : batchedLayout(x, lead[lead.length - 1], inF, x.strides[x.ndim - 2], x.strides[x.ndim - 1], batch);
-  const lw: Layout = { shape: [...batch, inF, outF], strides: [...batch.map(() => 0), weight.strides[1], weight.strides[0]], offset: weight.offset };
-  const out = product(x, lx, weight, lw, bias ?? null, [...lead, outF]);
+const matmulOp = defineOp<[a: Tensor, b: Tensor]>({
+  name: 'matmul',
+  inputs: [0, 1],
+  kernels: ['bmm'],
+  autocast: 'lowPrecision',
+  check(a, b) {
+    checkOperand('matmul', 'the first argument', a, a);
+    checkOperand('matmul', 'the second argument', b, a);
+    matmulPlan('matmul', a, b);
+  },
+  forward(a, b) {
+    const op = 'matmul';
+    const { aP, bP, M, K, N, batch, outShape } = matmulPlan(op, a, b);
+    const sa = a.strides, sb = b.strides;
+    const la = a.ndim === 1 ? batchedLayout(a, 1, K, 0, sa[0], batch) : batchedLayout(a, M, K, sa[a.ndim - 2], sa[a.ndim - 1], batch);
+    const lb = b.ndim === 1 ? batchedLayout(b, K, 1, sb[0], 0, batch) : batchedLayout(b, K, N, sb[b.ndim - 2], sb[b.ndim - 1], batch);
+    const out = product(a, la, b, lb, null, outShape);
 
-  // Backward: grad_x = grad @ weight, grad_weight = grad^T @ x, grad_bias = grad summed over rows.
-  const saved: Tensor[] = [];
-  const ix = weight.requiresGrad ? saved.push(x) - 1 : -1;
-  const iw = x.requiresGrad ? saved.push(weight) - 1 : -1;
-  const xShape = x.shape;
-  return recordOp(op, [x, weight, bias], out, saved, (g, s, needs) => {
-    const g2 = reshape(g, [rows, outF]);
-    return [
-      needs[0] ? reshape(matmul(g2, s[iw]), xShape) : null,
-      needs[1] ? matmul(transpose(g2, 0, 1), reshape(s[ix], [rows, inF])) : null,
-      needs[2] ? sum(g2, 0) : null,
-    ];
-  });
+    // Backward: grad_a = grad @ b^T, grad_b = a^T @ grad, summed over the batch dims each one was broadcast over.
+    const saved: Tensor[] = [];
+    const ia = b.requiresGrad ? saved.push(a) - 1 : -1;
+    const ib = a.requiresGrad ? saved.push(b) - 1 : -1;
+    const aShape = a.shape, bShape = b.shape;
+    return recordOp(op, [a, b], out, saved, (g, s, needs) => {
+      const B = numel(batch);
+      const gP = reshape(g, [...batch, M, N]);
+      let ga: Tensor | null = null, gb: Tensor | null = null;
+      if (needs[0]) {
+        const bm = reshape(s[ib], bP);
+        if (B > 1 && numel(aP.slice(0, -2)) === 1) {
+          // a is one matrix for the whole batch: contract over batch and N in one product.
+          const gFold = reshape(permute(reshape(gP, [B, M, N]), [1, 0, 2]), [M, B * N]);
+          const bFold = reshape(transpose(reshape(bm, [B, K, N]), 1, 2), [B * N, K]);
+          ga = matmul(gFold, bFold);
+        } else {
+          ga = sumToShape(matmul(gP, transpose(bm, -1, -2)), aP);
+        }
+        ga = reshape(ga, aShape);
+      }
+      if (needs[1]) {
+        const am = reshape(s[ia], aP);
+        if (B > 1 && numel(bP.slice(0, -2)) === 1) {
+          // b is one matrix for the whole batch: contract over batch and M in one product.
+          gb = matmul(transpose(reshape(am, [B * M, K]), 0, 1), reshape(gP, [B * M, N]));
+        } else {
+          gb = sumToShape(matmul(transpose(am, -1, -2), gP), bP);
+        }
+        gb = reshape(gb, bShape);
+      }
+      return [ga, gb];
+    });
+  },
+});
+
+/**
+ * Matrix product with torch.matmul semantics: 1-D @ 1-D is a dot product (0-D result); a 1-D first
+ * argument is a row vector and a 1-D second argument a column vector (their added dim is removed
+ * from the result); N-D arguments multiply their last two dims as matrices over broadcast batch dims.
+ * Under {@link autocast} it computes in the autocast dtype from float32 inputs (the result has that dtype).
+ */
+export function matmul(a: Tensor, b: Tensor): Tensor {
+  return matmulOp(a, b);
+}
+
+type LinearArgs = [x: Tensor, weight: Tensor, bias?: Tensor | null];
+
+const linearOp = defineOp<LinearArgs>({
+  name: 'linear',
+  inputs: [0, 1, 2],
+  kernels: ['bmm'],
+  autocast: 'lowPrecision',
+  check(x, weight, bias) {
+    const op = 'linear';
+    checkOperand(op, 'the input', x, x);
+    checkOperand(op, 'the weight', weight, x);
+    if (bias) checkOperand(op, 'the bias', bias, x);
+    if (weight.ndim !== 2) throw new ShapeError(op, `weight must be 2-D [out, in], got shape ${shapeStr(weight.shape)}`);
+    const [outF, inF] = weight.shape;
+    if (x.ndim === 0 || x.shape[x.ndim - 1] !== inF) {
+      throw new ShapeError(op, `input of shape ${shapeStr(x.shape)} does not fit weight of shape ${shapeStr(weight.shape)} (expected last dim ${inF})`);
+    }
+    if (bias && (bias.ndim !== 1 || bias.shape[0] !== outF)) {
+      throw new ShapeError(op, `bias of shape ${shapeStr(bias.shape)} does not fit weight of shape ${shapeStr(weight.shape)} (expected [${outF}])`);
+    }
+  },
+  forward(x, weight, bias) {
+    const [outF, inF] = weight.shape;
+    const lead = x.shape.slice(0, -1);
+    const rows = numel(lead);
+    // x as [...batch, M, in] (1-D x is one row); weight^T as an [in, out] view, the same for every batch.
+    const batch = lead.slice(0, -1);
+    const lx = x.ndim === 1
+      ? batchedLayout(x, 1, inF, 0, x.strides[0], [])
+      : batchedLayout(x, lead[lead.length - 1], inF, x.strides[x.ndim - 2], x.strides[x.ndim - 1], batch);
+    const lw: Layout = { shape: [...batch, inF, outF], strides: [...batch.map(() => 0), weight.strides[1], weight.strides[0]], offset: weight.offset };
+    const out = product(x, lx, weight, lw, bias ?? null, [...lead, outF]);
+
+    // Backward: grad_x = grad @ weight, grad_weight = grad^T @ x, grad_bias = grad summed over rows.
+    const saved: Tensor[] = [];
+    const ix = weight.requiresGrad ? saved.push(x) - 1 : -1;
+    const iw = x.requiresGrad ? saved.push(weight) - 1 : -1;
+    const xShape = x.shape;
+    return recordOp('linear', [x, weight, bias], out, saved, (g, s, needs) => {
+      const g2 = reshape(g, [rows, outF]);
+      return [
+        needs[0] ? reshape(matmul(g2, s[iw]), xShape) : null,
+        needs[1] ? matmul(transpose(g2, 0, 1), reshape(s[ix], [rows, inF])) : null,
+        needs[2] ? sum(g2, 0) : null,
+      ];
+    });
+  },
+});
+
+/**
+ * x @ weight^T + bias, like torch.nn.functional.linear: x [..., in], weight [out, in], bias [out].
+ * Under {@link autocast} it computes in the autocast dtype from float32 inputs (the result has that dtype).
+ */
+export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
+  return linearOp(x, weight, bias);
 }

@@ -191,7 +191,11 @@ struct Kernel<R(A...)> {
     KILN_CHECK(first, Internal, e.op, "kernel has no tensor argument to choose a device by");
     Fn f = Cpu;
     if (!first->device().is_cpu()) {
+#ifdef KILN_CUDA
+      KILN_CHECK(Cuda != nullptr, Device, e.op, "runs on CPU tensors only");
+#else
       KILN_CHECK(Cuda != nullptr, Device, e.op, "kiln was built without CUDA");
+#endif
       f = Cuda;
     }
     if constexpr (std::is_void_v<R>) {
@@ -240,3 +244,7 @@ void export_enum(Napi::Env env, Napi::Object exports, const char* name, const ch
 #define KILN_KERNEL(env, exports, NAME, OP, SIG, FN, ARGS, CPU_DTYPES, CUDA_DTYPES) \
   ::kiln::binding::export_kernel<SIG, &::kiln::cpu::FN, nullptr>(env, exports, NAME, OP, ARGS, CPU_DTYPES, {})
 #endif
+// KILN_CPU_KERNEL(env, exports, NAME, OP, SIG, FN, ARGS, CPU_DTYPES): an entry with no CUDA twin (a
+// CPU test or benchmark entry); it reports no CUDA dtypes and refuses CUDA tensors.
+#define KILN_CPU_KERNEL(env, exports, NAME, OP, SIG, FN, ARGS, CPU_DTYPES) \
+  ::kiln::binding::export_kernel<SIG, &::kiln::cpu::FN, nullptr>(env, exports, NAME, OP, ARGS, CPU_DTYPES, {})

@@ -1,5 +1,7 @@
-// CPU indexing kernels. All four ops reduce to two strided loops over an iteration shape S in
-// which every operand is described by strides (zero where it does not vary):
+// CPU indexing kernels (contract: native/ops/index.h). Every index value is checked against its
+// dimension's size before memory is touched (check_indices). All four ops reduce to two strided loops
+// over an iteration shape S in which every operand is described by strides (zero where it does not
+// vary):
 //   gather_loop:  dst[p] = src[p + idx[p] * src_dim_stride]      (gather, index_select, embedding)
 //   scatter_loop: dst[p + idx[p] * dst_dim_stride] += src[p]      (scatter_add, index_add)
 // The scatter loop is parallel without races or atomics: dims along which dst does not move (the
@@ -7,7 +9,7 @@
 // dst moves (P), plus disjoint ranges of index values when those give too few tasks. Every
 // destination element is therefore updated by one task, from the R points in row-major order,
 // whatever the thread count, so results are bitwise reproducible.
-#include "index.h"
+#include "../ops/index.h"
 #include <atomic>
 #include <cstring>
 #include "../core/convert.h"
@@ -15,18 +17,11 @@
 
 namespace kiln::cpu {
 
+using ops::at_least_1d;
+
 namespace {
 
 constexpr int64_t kGrain = 32768;  // elements of work below which a loop stays on one thread
-
-void check_index_dtype(const Tensor& index, const char* op) {
-  KILN_CHECK(is_integral(index.dtype), DType, op, "index must be int32 or int64, got ", dtype_name(index.dtype));
-}
-
-void check_dim(int64_t dim, const Tensor& t, const char* op) {
-  KILN_CHECK(dim >= 0 && dim < t.dim(), Index, op, "dim ", dim, " out of range for a tensor of shape ",
-             shape_str(t.shape));
-}
 
 template <typename T, typename I>
 void gather_loop(const Shape& S, T* dst, const Shape& ds, const T* src, const Shape& ss, int64_t sdim, const I* idx,
@@ -152,25 +147,6 @@ void scatter_loop(const Shape& S, T* dst, const Shape& ds, int64_t ddim, int64_t
   });
 }
 
-// base's dims with dim replaced by all of index's dims (see IndexedShape).
-IndexedShape indexed_shape(const Tensor& base, int64_t dim, const Tensor& index) {
-  IndexedShape r;
-  for (int64_t k = 0; k < base.dim(); k++) {
-    if (k == dim) {
-      for (int64_t j = 0; j < index.dim(); j++) {
-        r.shape.push_back(index.shape[j]);
-        r.base_strides.push_back(0);
-        r.index_strides.push_back(index.strides[j]);
-      }
-    } else {
-      r.shape.push_back(base.shape[k]);
-      r.base_strides.push_back(base.strides[k]);
-      r.index_strides.push_back(0);
-    }
-  }
-  return r;
-}
-
 // The strides of t with dim zeroed: the indexed coordinate comes from the index instead.
 Shape without_dim(const Shape& strides, int64_t dim) {
   Shape s = strides;
@@ -178,30 +154,9 @@ Shape without_dim(const Shape& strides, int64_t dim) {
   return s;
 }
 
-// Checks shared by gather and scatter_add: index has data's rank and, outside dim, no larger sizes.
-void check_gather_shapes(const Tensor& data, int64_t dim, const Tensor& index, const char* op, const char* data_name) {
-  KILN_CHECK(index.dim() == data.dim(), Shape, op, "index ", shape_str(index.shape), " must have as many dims as ",
-             data_name, " ", shape_str(data.shape));
-  for (int64_t k = 0; k < data.dim(); k++) {
-    KILN_CHECK(k == dim || index.shape[k] <= data.shape[k], Shape, op, "index ", shape_str(index.shape),
-               " is larger than ", data_name, " ", shape_str(data.shape), " at dim ", k);
-  }
-}
-
-void check_same_dtypes(const Tensor& a, const Tensor& b, const char* op) {
-  KILN_CHECK(a.dtype == b.dtype, DType, op, "dtypes ", dtype_name(a.dtype), " and ", dtype_name(b.dtype), " differ");
-}
-
-void check_add_target(const Tensor& out, const Tensor& src, const char* op) {
-  check_same_dtypes(out, src, op);
-  KILN_CHECK(out.is_contiguous(), Value, op, "the accumulation target must be contiguous, got strides ",
-             shape_str(out.strides), " for shape ", shape_str(out.shape));
-}
-
-}  // namespace
-
+// Throws IndexError naming op, the first bad value and the valid range unless every element of
+// index (int32 or int64, any shape and strides) lies in [0, size). dim is named in the message.
 void check_indices(const Tensor& index, int64_t size, int64_t dim, const char* op) {
-  check_index_dtype(index, op);
   KILN_DISPATCH_INDEX(index.dtype, op, {
     const scalar_t* ip = index.data<scalar_t>();
     std::atomic<bool> bad{false};
@@ -236,58 +191,40 @@ void check_indices(const Tensor& index, int64_t size, int64_t dim, const char* o
   });
 }
 
-// Shared with the CUDA twins (declared in the header).
-
-// 0-d tensors take part as [1]: gather and the adds index their one dim.
-Tensor at_least_1d(const Tensor& t) {
-  if (t.dim() > 0) return t;
-  Tensor r = t;
-  r.shape = {1};
-  r.strides = {1};
-  return r;
+// index_select and embedding; op names the caller.
+void index_select_named(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out, const char* op) {
+  if (x.dim() == 0) return index_select_named(at_least_1d(x), dim, at_least_1d(index), at_least_1d(out), op);
+  const ops::IndexedShape s = ops::check_index_select(x, dim, index, out, op);
+  check_indices(index, x.shape[dim], dim, op);
+  KILN_DISPATCH_ALL(x.dtype, op, {
+    using T = scalar_t;
+    KILN_DISPATCH_INDEX(index.dtype, op, {
+      gather_loop<T, scalar_t>(s.shape, out.data<T>(), out.strides, x.data<T>(), s.base_strides, x.strides[dim],
+                               index.data<scalar_t>(), s.index_strides);
+    });
+  });
 }
 
-void check_gather(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out, const char* op) {
-  check_index_dtype(index, op);
-  check_dim(dim, x, op);
-  check_gather_shapes(x, dim, index, op, "input");
-  KILN_CHECK(out.shape == index.shape, Shape, op, "output ", shape_str(out.shape), " must have index shape ",
-             shape_str(index.shape));
-  check_same_dtypes(out, x, op);
+// index_add and embedding_backward; op names the caller.
+void index_add_named(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src, const char* op) {
+  if (out.dim() == 0) return index_add_named(at_least_1d(out), dim, at_least_1d(index), at_least_1d(src), op);
+  const ops::IndexedShape s = ops::check_index_add(out, dim, index, src, op);
+  check_indices(index, out.shape[dim], dim, op);
+  DISPATCH_ADDABLE(out.dtype, op, {
+    using T = scalar_t;
+    KILN_DISPATCH_INDEX(index.dtype, op, {
+      scatter_loop<T, scalar_t>(s.shape, out.data<T>(), s.base_strides, out.strides[dim], out.shape[dim],
+                                src.data<T>(), src.strides, index.data<scalar_t>(), s.index_strides);
+    });
+  });
 }
 
-IndexedShape check_index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out, const char* op) {
-  check_index_dtype(index, op);
-  check_dim(dim, x, op);
-  IndexedShape s = indexed_shape(x, dim, index);
-  KILN_CHECK(out.shape == s.shape, Shape, op, "output ", shape_str(out.shape), " must have shape ",
-             shape_str(s.shape));
-  check_same_dtypes(out, x, op);
-  return s;
-}
-
-IndexedShape check_index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src, const char* op) {
-  check_index_dtype(index, op);
-  check_dim(dim, out, op);
-  check_add_target(out, src, op);
-  IndexedShape s = indexed_shape(out, dim, index);
-  KILN_CHECK(src.shape == s.shape, Shape, op, "source ", shape_str(src.shape), " must have shape ",
-             shape_str(s.shape), " for target ", shape_str(out.shape), " and index ", shape_str(index.shape));
-  return s;
-}
-
-void check_scatter_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src, const char* op) {
-  check_index_dtype(index, op);
-  check_dim(dim, out, op);
-  check_add_target(out, src, op);
-  check_gather_shapes(out, dim, index, op, "input");
-  check_gather_shapes(src, -1, index, op, "src");
-}
+}  // namespace
 
 void gather(const Tensor& x_in, int64_t dim, const Tensor& index_in, const Tensor& out_in) {
   const char* op = "gather";
   const Tensor x = at_least_1d(x_in), index = at_least_1d(index_in), out = at_least_1d(out_in);
-  check_gather(x, dim, index, out, op);
+  ops::check_gather(x, dim, index, out, op);
   check_indices(index, x.shape[dim], dim, op);
   const Shape xs = without_dim(x.strides, dim);
   KILN_DISPATCH_ALL(x.dtype, op, {
@@ -299,36 +236,26 @@ void gather(const Tensor& x_in, int64_t dim, const Tensor& index_in, const Tenso
   });
 }
 
-void index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out, const char* op) {
-  if (x.dim() == 0) return index_select(at_least_1d(x), dim, at_least_1d(index), at_least_1d(out), op);
-  const IndexedShape s = check_index_select(x, dim, index, out, op);
-  check_indices(index, x.shape[dim], dim, op);
-  KILN_DISPATCH_ALL(x.dtype, op, {
-    using T = scalar_t;
-    KILN_DISPATCH_INDEX(index.dtype, op, {
-      gather_loop<T, scalar_t>(s.shape, out.data<T>(), out.strides, x.data<T>(), s.base_strides, x.strides[dim],
-                               index.data<scalar_t>(), s.index_strides);
-    });
-  });
+void index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out) {
+  index_select_named(x, dim, index, out, "indexSelect");
 }
 
-void index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src, const char* op) {
-  if (out.dim() == 0) return index_add(at_least_1d(out), dim, at_least_1d(index), at_least_1d(src), op);
-  const IndexedShape s = check_index_add(out, dim, index, src, op);
-  check_indices(index, out.shape[dim], dim, op);
-  DISPATCH_ADDABLE(out.dtype, op, {
-    using T = scalar_t;
-    KILN_DISPATCH_INDEX(index.dtype, op, {
-      scatter_loop<T, scalar_t>(s.shape, out.data<T>(), s.base_strides, out.strides[dim], out.shape[dim],
-                                src.data<T>(), src.strides, index.data<scalar_t>(), s.index_strides);
-    });
-  });
+void embedding(const Tensor& weight, const Tensor& indices, const Tensor& out) {
+  index_select_named(weight, 0, indices, out, "embedding");
+}
+
+void index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src) {
+  index_add_named(out, dim, index, src, "indexAdd");
+}
+
+void embedding_backward(const Tensor& grad_weight, const Tensor& indices, const Tensor& grad) {
+  index_add_named(grad_weight, 0, indices, grad, "embedding_backward");
 }
 
 void scatter_add(const Tensor& out_in, int64_t dim, const Tensor& index_in, const Tensor& src_in) {
   const char* op = "scatterAdd";
   const Tensor out = at_least_1d(out_in), index = at_least_1d(index_in), src = at_least_1d(src_in);
-  check_scatter_add(out, dim, index, src, op);
+  ops::check_scatter_add(out, dim, index, src, op);
   check_indices(index, out.shape[dim], dim, op);
   const Shape os = without_dim(out.strides, dim);
   DISPATCH_ADDABLE(out.dtype, op, {

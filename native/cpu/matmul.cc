@@ -1,9 +1,11 @@
 // CPU batched matrix product on strided 3-D operands: picks gemm's transpose flags and row strides
 // from each operand's layout (copying only operands that are neither row- nor column-major), fills
-// the output with the bias first when there is one, then runs gemm over the batch.
+// the output with the bias first when there is one, then runs gemm over the batch. Also gemmRaw, the
+// direct entry to one GEMM implementation (matmul.h).
 #include "matmul.h"
 #include <algorithm>
 #include "../core/parallel.h"
+#include "../ops/matmul.h"
 #include "copy.h"
 #include "gemm.h"
 
@@ -49,41 +51,74 @@ void fill_bias(const Tensor& bias, const Tensor& out) {
 
 }  // namespace
 
-// Shared with the CUDA twin (declared in the header).
-
-BmmSizes check_bmm(const char* op, const Tensor& a, const Tensor& b, const Tensor& out) {
-  KILN_CHECK(a.dim() == 3 && b.dim() == 3 && out.dim() == 3, Shape, op, "expects 3-D operands, got ",
-             shape_str(a.shape), ", ", shape_str(b.shape), " and output ", shape_str(out.shape));
-  const int64_t batch = a.shape[0], M = a.shape[1], K = a.shape[2], N = b.shape[2];
-  KILN_CHECK(b.shape[0] == batch && b.shape[1] == K, Shape, op, "shapes ", shape_str(a.shape), " and ",
-             shape_str(b.shape), " cannot be multiplied");
-  KILN_CHECK(out.shape == Shape({batch, M, N}), Shape, op, "output shape ", shape_str(out.shape), " should be [",
-             batch, ", ", M, ", ", N, "]");
-  KILN_CHECK(out.is_contiguous(), Value, op, "the output must be contiguous");
-  KILN_CHECK(a.dtype == b.dtype && a.dtype == out.dtype, DType, op, "dtypes differ: ", dtype_name(a.dtype), ", ",
-             dtype_name(b.dtype), " and output ", dtype_name(out.dtype));
-  return {batch, M, K, N};
-}
-
-void check_bmm_bias(const char* op, const Tensor& bias, const Tensor& out, int64_t N) {
-  KILN_CHECK(bias.dim() == 1 && bias.shape[0] == N, Shape, op, "bias of shape ", shape_str(bias.shape),
-             " does not match ", N, " output columns");
-  KILN_CHECK(bias.dtype == out.dtype, DType, op, "bias dtype ", dtype_name(bias.dtype), " differs from ",
-             dtype_name(out.dtype));
-}
-
 void bmm(const Tensor& a, const Tensor& b, const Tensor* bias, const Tensor& out) {
-  const char* op = "matmul";
-  const BmmSizes z = check_bmm(op, a, b, out);
+  const ops::BmmSizes z = ops::check_bmm(a, b, bias, out);
   const int64_t batch = z.batch, M = z.M, K = z.K, N = z.N;
-  if (bias) check_bmm_bias(op, *bias, out, N);
   if (out.numel() == 0) return;
-  KILN_DISPATCH_FLOAT(out.dtype, op, {
+  KILN_DISPATCH_FLOAT(out.dtype, "matmul", {
     if (bias) fill_bias<scalar_t>(*bias, out);
     const GemmOperand A = gemm_operand(a), B = gemm_operand(b);
     gemm_batched<scalar_t>(A.trans, B.trans, batch, M, N, K, scalar_t(1), static_cast<const scalar_t*>(A.data),
                            A.batch_stride, A.ld, static_cast<const scalar_t*>(B.data), B.batch_stride, B.ld,
                            scalar_t(bias ? 1 : 0), out.data<scalar_t>(), M * N, N);
+  });
+}
+
+namespace {
+
+struct GemmImplInfo {
+  const char* name;
+  bool blas;
+  GemmKernel kernel;
+};
+// Indexed by GemmImpl.
+constexpr GemmImplInfo kGemmImpls[] = {
+    {"auto", false, GemmKernel::Auto},
+    {"builtin", false, GemmKernel::Auto},
+    {"builtin:baseline", false, GemmKernel::Baseline},
+    {"builtin:avx2", false, GemmKernel::Avx2},
+    {"builtin:avx512", false, GemmKernel::Avx512},
+    {"blas", true, GemmKernel::Auto},
+};
+static_assert(sizeof(kGemmImpls) / sizeof(kGemmImpls[0]) == size_t(GemmImpl::kCount), "one entry per GemmImpl");
+
+// The row stride gemm gets for a 2-D tensor whose rows are contiguous.
+int64_t row_stride(const char* op, const char* name, const Tensor& t) {
+  KILN_CHECK(t.dim() == 2, Shape, op, "argument '", name, "' must be 2-D, got ", shape_str(t.shape));
+  KILN_CHECK(t.shape[1] <= 1 || t.strides[1] == 1, Value, op, "argument '", name, "' must have contiguous rows");
+  return t.shape[0] <= 1 ? std::max<int64_t>(t.shape[1], 1) : t.strides[0];
+}
+
+}  // namespace
+
+const char* gemm_impl_name(GemmImpl impl) { return kGemmImpls[int32_t(impl)].name; }
+
+bool gemm_impl_supported(GemmImpl impl) {
+  const GemmImplInfo& g = kGemmImpls[int32_t(impl)];
+  return g.blas ? have_blas() : gemm_kernel_supported(g.kernel);
+}
+
+void gemm_raw(GemmImpl impl, const Tensor& a, const Tensor& b, const Tensor& c, bool ta, bool tb, double alpha,
+              double beta) {
+  const char* op = "gemmRaw";
+  const GemmImplInfo& g = kGemmImpls[int32_t(impl)];
+  KILN_CHECK(a.dtype == b.dtype && a.dtype == c.dtype, DType, op, "dtypes differ: ", dtype_name(a.dtype), ", ",
+             dtype_name(b.dtype), " and ", dtype_name(c.dtype));
+  const int64_t lda = row_stride(op, "a", a), ldb = row_stride(op, "b", b), ldc = row_stride(op, "c", c);
+  const int64_t M = ta ? a.shape[1] : a.shape[0], K = ta ? a.shape[0] : a.shape[1];
+  const int64_t N = tb ? b.shape[0] : b.shape[1], Kb = tb ? b.shape[1] : b.shape[0];
+  KILN_CHECK(K == Kb && c.shape == Shape({M, N}), Shape, op, "shapes ", shape_str(a.shape), ", ", shape_str(b.shape),
+             " and ", shape_str(c.shape), " do not fit with transA=", ta, " transB=", tb);
+  KILN_DISPATCH_FLOAT(c.dtype, op, {
+    const scalar_t al = scalar_t(alpha), be = scalar_t(beta);
+    const scalar_t *A = a.data<scalar_t>(), *B = b.data<scalar_t>();
+    scalar_t* C = c.data<scalar_t>();
+    if (impl == GemmImpl::Auto)
+      gemm<scalar_t>(ta, tb, M, N, K, al, A, lda, B, ldb, be, C, ldc);
+    else if (g.blas)
+      gemm_blas<scalar_t>(ta, tb, M, N, K, al, A, lda, B, ldb, be, C, ldc);
+    else
+      gemm_builtin<scalar_t>(ta, tb, M, N, K, al, A, lda, B, ldb, be, C, ldc, g.kernel);
   });
 }
 

@@ -1,19 +1,23 @@
-// CPU matrix products over tensors: the batched product every matmul and linear reduces to.
+// The matmul family's CPU-only entry (bmm's contract is native/ops/matmul.h): gemmRaw runs one GEMM
+// implementation directly on 2-D CPU tensors, so tests can check each built-in micro-kernel even when
+// OpenBLAS is present and the benchmark can time OpenBLAS without kiln's overhead.
 #pragma once
 #include "../core/tensor.h"
 
 namespace kiln::cpu {
-// out[i] = a[i] @ b[i] (+ bias on every row) for a [batch, M, K], b [batch, K, N] of any strides (a
-// batch stride of 0 repeats one matrix), out [batch, M, N] contiguous, bias [N] of any stride or null.
-// Inner matrices laid out row- or column-major go to gemm in place; others are copied first.
-void bmm(const Tensor& a, const Tensor& b, const Tensor* bias, const Tensor& out);
 
-// bmm's argument checks, shared with the CUDA twin: check_bmm checks the operands' ranks and
-// shapes, out's contiguity and the dtypes, and returns the product's sizes; check_bmm_bias checks
-// a bias against out's N columns.
-struct BmmSizes {
-  int64_t batch, M, K, N;
-};
-BmmSizes check_bmm(const char* op, const Tensor& a, const Tensor& b, const Tensor& out);
-void check_bmm_bias(const char* op, const Tensor& bias, const Tensor& out, int64_t N);
+// The implementations gemmRaw can run: Auto is what matmul uses (gemm()); Builtin the built-in one
+// with the best micro-kernel for this CPU; BuiltinBaseline/Avx2/Avx512 one micro-kernel; Blas
+// OpenBLAS directly. lib/ names them by gemm_impl_name.
+enum class GemmImpl : int32_t { Auto, Builtin, BuiltinBaseline, BuiltinAvx2, BuiltinAvx512, Blas, kCount };
+const char* gemm_impl_name(GemmImpl impl);
+// Whether this build and CPU run impl (gemm_raw throws a ValueError otherwise).
+bool gemm_impl_supported(GemmImpl impl);
+
+// c = alpha * op(a) @ op(b) + beta * c on 2-D float32/float64 CPU tensors with contiguous rows
+// (op(x) = x^T when trans), through impl.
+using GemmRaw = void(GemmImpl impl, const Tensor& a, const Tensor& b, const Tensor& c, bool trans_a, bool trans_b,
+                     double alpha, double beta);
+GemmRaw gemm_raw;
+
 }  // namespace kiln::cpu

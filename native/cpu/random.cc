@@ -1,7 +1,8 @@
-// CPU random kernels: uniform/normal/integer fills and fused dropout (forward and backward) over
-// the Philox stream of core/philox.h. Work is split over Philox blocks; an element's value depends
-// only on (seed, offset, element index), so results are the same for every thread count.
-#include "random.h"
+// CPU random kernels (contract: native/ops/random.h): uniform/normal/integer fills and fused dropout
+// (forward and backward) over the Philox stream of core/philox.h. Work is split over Philox blocks; an
+// element's value depends only on (seed, offset, element index), so results are the same for every
+// thread count.
+#include "../ops/random.h"
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -49,11 +50,6 @@ T next_down(T v) {
 template <typename T>
 double as_double(T v) { return double(acc_t<T>(v)); }
 
-void check_fill_target(const Tensor& out, const char* op) {
-  KILN_CHECK(out.is_contiguous(), Value, op, "output must be contiguous, got strides ", shape_str(out.strides),
-             " for shape ", shape_str(out.shape));
-}
-
 // Runs f(block_index, block, first_element) for every block covering n elements of E per block.
 template <int E, typename F>
 uint64_t for_blocks(int64_t n, uint64_t seed, uint64_t offset, F f) {
@@ -70,8 +66,6 @@ uint64_t uniform_typed(const Tensor& out, uint64_t seed, uint64_t offset, double
   T* d = out.data<T>();
   const int64_t n = out.numel();
   const A lo = A(low), range = A(high - low);
-  KILN_CHECK(std::isfinite(lo) && std::isfinite(range), Value, "rand", "range [", low, ", ", high,
-             ") is too wide for ", dtype_name(out.dtype));
   // Rounding of lo + range * u (and of the half types) can reach high; such values become the
   // largest T below high, so the interval stays half-open.
   T limit = convert_value<T, A>(A(high));
@@ -120,28 +114,19 @@ uint64_t normal_typed(const Tensor& out, uint64_t seed, uint64_t offset, double 
 }  // namespace
 
 uint64_t rand_uniform(const Tensor& out, uint64_t seed, uint64_t offset, double low, double high) {
-  check_fill_target(out, "rand");
-  KILN_CHECK(std::isfinite(low) && std::isfinite(high) && low < high, Value, "rand", "needs finite low < high, got [",
-             low, ", ", high, ")");
+  ops::check_rand_uniform(out, low, high);
   DISPATCH_FLOATING(out.dtype, "rand", { return uniform_typed<scalar_t>(out, seed, offset, low, high); });
   return 0;
 }
 
 uint64_t rand_normal(const Tensor& out, uint64_t seed, uint64_t offset, double mean, double std) {
-  check_fill_target(out, "randn");
-  KILN_CHECK(std::isfinite(mean) && std::isfinite(std) && std >= 0, Value, "randn",
-             "needs a finite mean and a finite std >= 0, got mean ", mean, ", std ", std);
+  ops::check_rand_normal(out, mean, std);
   DISPATCH_FLOATING(out.dtype, "randn", { return normal_typed<scalar_t>(out, seed, offset, mean, std); });
   return 0;
 }
 
-uint64_t rand_int(const Tensor& out, uint64_t seed, uint64_t offset, int64_t low, uint64_t range) {
-  check_fill_target(out, "randint");
-  KILN_CHECK(range >= 1, Value, "randint", "needs low < high, got an empty range");
-  if (out.dtype == DType::Int32) {
-    KILN_CHECK(low >= INT32_MIN && int64_t(range) - 1 <= int64_t(INT32_MAX) - low, Value, "randint", "range [", low,
-               ", ", low + int64_t(range), ") does not fit in int32");
-  }
+uint64_t rand_int(const Tensor& out, uint64_t seed, uint64_t offset, int64_t low, int64_t high) {
+  const uint64_t range = ops::check_rand_int(out, low, high);
   const int64_t n = out.numel();
   KILN_DISPATCH_NUMERIC(out.dtype, "randint", {
     scalar_t* d = out.data<scalar_t>();
@@ -158,13 +143,7 @@ uint64_t rand_int(const Tensor& out, uint64_t seed, uint64_t offset, int64_t low
 
 uint64_t dropout_forward(const Tensor& x, double p, uint64_t seed, uint64_t offset, const Tensor& out, const Tensor& mask) {
   const char* op = "dropout";
-  KILN_CHECK(p >= 0 && p < 1, Value, op, "p must be in [0, 1) for the kernel, got ", p);
-  KILN_CHECK(x.shape == out.shape && x.shape == mask.shape, Shape, op, "input ", shape_str(x.shape), ", output ",
-             shape_str(out.shape), " and mask ", shape_str(mask.shape), " differ");
-  KILN_CHECK(out.dtype == x.dtype && mask.dtype == DType::Bool, DType, op, "expected output of ", dtype_name(x.dtype),
-             " and a bool mask, got ", dtype_name(out.dtype), " and ", dtype_name(mask.dtype));
-  check_fill_target(out, op);
-  check_fill_target(mask, op);
+  ops::check_dropout(x, p, out, mask);
   // keep iff word < threshold: probability threshold / 2^32 = 1 - p to within 2^-32.
   const uint64_t threshold = uint64_t((1.0 - p) * 4294967296.0);
   DISPATCH_FLOATING(x.dtype, op, {
@@ -195,10 +174,7 @@ uint64_t dropout_forward(const Tensor& x, double p, uint64_t seed, uint64_t offs
 
 void dropout_backward(const Tensor& grad, const Tensor& mask, double scale, const Tensor& out) {
   const char* op = "dropout_backward";
-  KILN_CHECK(grad.shape == out.shape && grad.shape == mask.shape, Shape, op, "gradient ", shape_str(grad.shape),
-             ", mask ", shape_str(mask.shape), " and output ", shape_str(out.shape), " differ");
-  KILN_CHECK(out.dtype == grad.dtype && mask.dtype == DType::Bool, DType, op, "expected output of ",
-             dtype_name(grad.dtype), " and a bool mask, got ", dtype_name(out.dtype), " and ", dtype_name(mask.dtype));
+  ops::check_dropout_backward(grad, mask, out);
   DISPATCH_FLOATING(grad.dtype, op, {
     using A = acc_t<scalar_t>;
     const A s = A(scale);

@@ -1,4 +1,4 @@
-// CUDA indexing kernels, twins of native/cpu/index.cc, whose shape and dtype checks they call.
+// CUDA indexing kernels (contract: native/ops/index.h), twins of native/cpu/index.cc.
 //   gather / index_select: a strided gather kernel; contiguous index_select (embedding) copies whole
 //     rows with 16-byte vectors, G lanes per row.
 //   index_add (embedding backward): deterministic, no float atomics. The index values are sorted
@@ -11,23 +11,22 @@
 //   scatter_add (gather backward): atomicAdd per element, so float sums over repeated targets
 //     depend on the order atomics land (not bitwise reproducible run to run).
 // Out-of-range index values are skipped and recorded through an IndexGuard (device_errors.h).
-#include "index.h"
+#include "../ops/index.h"
 #include <cub/device/device_radix_sort.cuh>
 #include <algorithm>
 #include <type_traits>
 #include "common.cuh"
 #include "copy.h"
 #include "device_errors.h"
-#include "../cpu/index.h"
 
 namespace kiln::cuda {
 
-using cpu::IndexedShape;
-using cpu::at_least_1d;
-using cpu::check_gather;
-using cpu::check_index_add;
-using cpu::check_index_select;
-using cpu::check_scatter_add;
+using ops::IndexedShape;
+using ops::at_least_1d;
+using ops::check_gather;
+using ops::check_index_add;
+using ops::check_index_select;
+using ops::check_scatter_add;
 
 namespace {
 
@@ -438,26 +437,9 @@ void index_add_typed(const Tensor& out, const Tensor& index, const Tensor& src, 
     launch_segments<T, 1>(out, srcc, keys, pos, sp, J, op);
 }
 
-}  // namespace
-
-void gather(const Tensor& x_in, int64_t dim, const Tensor& index_in, const Tensor& out_in) {
-  const char* op = "gather";
-  const Tensor x = at_least_1d(x_in), index = at_least_1d(index_in), out = at_least_1d(out_in);
-  check_gather(x, dim, index, out, op);
-  if (index.numel() == 0) return;
-  IndexGuard g = index_guard(x.device(), op, x.shape[dim], dim);
-  Shape xs = x.strides;
-  xs[dim] = 0;
-  KILN_CUDA_DISPATCH_ALL(x.dtype, op, {
-    using T = scalar_t;
-    KILN_DISPATCH_INDEX(index.dtype, op, {
-      launch_gather<T, scalar_t>(index.shape, out, out.strides, x, xs, x.strides[dim], index, index.strides, g, 1, op);
-    });
-  });
-}
-
-void index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out, const char* op) {
-  if (x.dim() == 0) return index_select(at_least_1d(x), dim, at_least_1d(index), at_least_1d(out), op);
+// index_select and embedding; op names the caller.
+void index_select_named(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out, const char* op) {
+  if (x.dim() == 0) return index_select_named(at_least_1d(x), dim, at_least_1d(index), at_least_1d(out), op);
   const IndexedShape s = check_index_select(x, dim, index, out, op);
   if (index.numel() == 0) return;
   const Split sp = split_at(x.shape, dim);
@@ -477,13 +459,48 @@ void index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tenso
   });
 }
 
-void index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src, const char* op) {
-  if (out.dim() == 0) return index_add(at_least_1d(out), dim, at_least_1d(index), at_least_1d(src), op);
+// index_add and embedding_backward; op names the caller.
+void index_add_named(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src, const char* op) {
+  if (out.dim() == 0) return index_add_named(at_least_1d(out), dim, at_least_1d(index), at_least_1d(src), op);
   const IndexedShape s = check_index_add(out, dim, index, src, op);
   if (index.numel() == 0) return;
   const Split sp = split_at(out.shape, dim);
   IndexGuard g = index_guard(out.device(), op, sp.V, dim);
   DISPATCH_ADDABLE(out.dtype, op, { index_add_typed<scalar_t>(out, index, src, sp, g, op); });
+}
+
+}  // namespace
+
+void gather(const Tensor& x_in, int64_t dim, const Tensor& index_in, const Tensor& out_in) {
+  const char* op = "gather";
+  const Tensor x = at_least_1d(x_in), index = at_least_1d(index_in), out = at_least_1d(out_in);
+  check_gather(x, dim, index, out, op);
+  if (index.numel() == 0) return;
+  IndexGuard g = index_guard(x.device(), op, x.shape[dim], dim);
+  Shape xs = x.strides;
+  xs[dim] = 0;
+  KILN_CUDA_DISPATCH_ALL(x.dtype, op, {
+    using T = scalar_t;
+    KILN_DISPATCH_INDEX(index.dtype, op, {
+      launch_gather<T, scalar_t>(index.shape, out, out.strides, x, xs, x.strides[dim], index, index.strides, g, 1, op);
+    });
+  });
+}
+
+void index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out) {
+  index_select_named(x, dim, index, out, "indexSelect");
+}
+
+void embedding(const Tensor& weight, const Tensor& indices, const Tensor& out) {
+  index_select_named(weight, 0, indices, out, "embedding");
+}
+
+void index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src) {
+  index_add_named(out, dim, index, src, "indexAdd");
+}
+
+void embedding_backward(const Tensor& grad_weight, const Tensor& indices, const Tensor& grad) {
+  index_add_named(grad_weight, 0, indices, grad, "embedding_backward");
 }
 
 void scatter_add(const Tensor& out_in, int64_t dim, const Tensor& index_in, const Tensor& src_in) {

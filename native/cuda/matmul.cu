@@ -7,7 +7,7 @@
 // One handle and one workspace per device live for the whole process; matmul descriptors, layouts
 // and the chosen algorithm are cached per problem (shapes, strides, dtype, transposes, TF32,
 // pointer alignments), so a repeated product costs no heuristic query.
-#include "matmul.h"
+#include "../ops/matmul.h"
 #include <cublasLt.h>
 #include <algorithm>
 #include <array>
@@ -15,7 +15,6 @@
 #include <unordered_map>
 #include "copy.h"
 #include "runtime.h"
-#include "../cpu/matmul.h"
 
 #define KILN_CUBLAS_CHECK(call, op)                                                            \
   do {                                                                                         \
@@ -24,10 +23,6 @@
   } while (0)
 
 namespace kiln::cuda {
-
-using cpu::BmmSizes;
-using cpu::check_bmm;
-using cpu::check_bmm_bias;
 
 [[noreturn]] static void throw_cublas(cublasStatus_t s, const char* op, const char* file, int line) {
   throw Error(ErrorCode::Cuda, op,
@@ -224,11 +219,8 @@ Plan make_plan(cublasLtHandle_t handle, const PlanKey& k, const void* bias_ptr) 
 }  // namespace
 
 void bmm(const Tensor& a, const Tensor& b, const Tensor* bias, const Tensor& out) {
-  const BmmSizes z = check_bmm(kOp, a, b, out);
+  const ops::BmmSizes z = ops::check_bmm(a, b, bias, out);
   const int64_t batch = z.batch, M = z.M, K = z.K, N = z.N;
-  KILN_CHECK(a.device() == out.device() && b.device() == out.device() && (!bias || bias->device() == out.device()),
-             Device, kOp, "operands are on different devices");
-  if (bias) check_bmm_bias(kOp, *bias, out, N);
   KILN_CHECK(batch <= INT32_MAX, Shape, kOp, "a batch of ", batch, " matrices exceeds cuBLASLt's limit");
   if (out.numel() == 0) return;
   const Types types = types_of(out.dtype, allow_tf32());

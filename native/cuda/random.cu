@@ -1,9 +1,9 @@
-// CUDA random kernels: uniform/normal/integer fills and fused dropout (forward and backward), twins
-// of native/cpu/random.cc. One thread computes one Philox block at a time (grid-stride) and stores
+// CUDA random kernels (contract: native/ops/random.h): uniform/normal/integer fills and fused dropout
+// (forward and backward), twins of native/cpu/random.cc. One thread computes one Philox block at a time (grid-stride) and stores
 // the elements that block covers with one vector store, so element i draws exactly the words it
 // draws on the CPU. The arithmetic after the draw is the CPU's too, with multiply and add rounded
 // separately (no FMA contraction), so uniform values come out bit-identical.
-#include "random.h"
+#include "../ops/random.h"
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -160,11 +160,6 @@ T largest_below(double high) {
   return v;
 }
 
-void check_contiguous(const Tensor& t, const char* op, const char* name) {
-  KILN_CHECK(t.is_contiguous(), Value, op, name, " must be contiguous, got strides ", shape_str(t.strides),
-             " for shape ", shape_str(t.shape));
-}
-
 // Keeps element i iff its word is below threshold; kept values are scaled by 1 / (1 - p).
 template <typename T>
 __global__ void dropout_kernel(const T* __restrict__ x, StridedMeta<1> xm, bool vec_x, T* __restrict__ out,
@@ -234,23 +229,17 @@ __global__ void dropout_backward_kernel(const T* __restrict__ grad, const uint8_
 }  // namespace
 
 uint64_t rand_uniform(const Tensor& out, uint64_t seed, uint64_t offset, double low, double high) {
-  check_contiguous(out, "rand", "output");
-  KILN_CHECK(std::isfinite(low) && std::isfinite(high) && low < high, Value, "rand", "needs finite low < high, got [",
-             low, ", ", high, ")");
+  ops::check_rand_uniform(out, low, high);
   DISPATCH_FLOATING(out.dtype, "rand", {
     using A = acc_t<scalar_t>;
     const A lo = A(low), range = A(high - low);
-    KILN_CHECK(std::isfinite(lo) && std::isfinite(range), Value, "rand", "range [", low, ", ", high,
-               ") is too wide for ", dtype_name(out.dtype));
     return draw<scalar_t>(out, seed, offset, Uniform<scalar_t>{lo, range, high, largest_below<scalar_t>(high)}, "rand");
   });
   return 0;
 }
 
 uint64_t rand_normal(const Tensor& out, uint64_t seed, uint64_t offset, double mean, double std) {
-  check_contiguous(out, "randn", "output");
-  KILN_CHECK(std::isfinite(mean) && std::isfinite(std) && std >= 0, Value, "randn",
-             "needs a finite mean and a finite std >= 0, got mean ", mean, ", std ", std);
+  ops::check_rand_normal(out, mean, std);
   DISPATCH_FLOATING(out.dtype, "randn", {
     using A = acc_t<scalar_t>;
     return draw<scalar_t>(out, seed, offset, Normal<scalar_t>{A(mean), A(std)}, "randn");
@@ -258,13 +247,8 @@ uint64_t rand_normal(const Tensor& out, uint64_t seed, uint64_t offset, double m
   return 0;
 }
 
-uint64_t rand_int(const Tensor& out, uint64_t seed, uint64_t offset, int64_t low, uint64_t range) {
-  check_contiguous(out, "randint", "output");
-  KILN_CHECK(range >= 1, Value, "randint", "needs low < high, got an empty range");
-  if (out.dtype == DType::Int32) {
-    KILN_CHECK(low >= INT32_MIN && int64_t(range) - 1 <= int64_t(INT32_MAX) - low, Value, "randint", "range [", low,
-               ", ", low + int64_t(range), ") does not fit in int32");
-  }
+uint64_t rand_int(const Tensor& out, uint64_t seed, uint64_t offset, int64_t low, int64_t high) {
+  const uint64_t range = ops::check_rand_int(out, low, high);
   KILN_DISPATCH_NUMERIC(out.dtype, "randint", {
     return draw<scalar_t>(out, seed, offset, Integer<scalar_t>{low, range}, "randint");
   });
@@ -273,13 +257,7 @@ uint64_t rand_int(const Tensor& out, uint64_t seed, uint64_t offset, int64_t low
 
 uint64_t dropout_forward(const Tensor& x, double p, uint64_t seed, uint64_t offset, const Tensor& out, const Tensor& mask) {
   const char* op = "dropout";
-  KILN_CHECK(p >= 0 && p < 1, Value, op, "p must be in [0, 1) for the kernel, got ", p);
-  KILN_CHECK(x.shape == out.shape && x.shape == mask.shape, Shape, op, "input ", shape_str(x.shape), ", output ",
-             shape_str(out.shape), " and mask ", shape_str(mask.shape), " differ");
-  KILN_CHECK(out.dtype == x.dtype && mask.dtype == DType::Bool, DType, op, "expected output of ", dtype_name(x.dtype),
-             " and a bool mask, got ", dtype_name(out.dtype), " and ", dtype_name(mask.dtype));
-  check_contiguous(out, op, "output");
-  check_contiguous(mask, op, "mask");
+  ops::check_dropout(x, p, out, mask);
   const int64_t n = x.numel();
   const int64_t blocks = int64_t(philox_blocks(n, 1));
   if (blocks == 0) return 0;
@@ -300,10 +278,7 @@ uint64_t dropout_forward(const Tensor& x, double p, uint64_t seed, uint64_t offs
 
 void dropout_backward(const Tensor& grad, const Tensor& mask, double scale, const Tensor& out) {
   const char* op = "dropout_backward";
-  KILN_CHECK(grad.shape == out.shape && grad.shape == mask.shape, Shape, op, "gradient ", shape_str(grad.shape),
-             ", mask ", shape_str(mask.shape), " and output ", shape_str(out.shape), " differ");
-  KILN_CHECK(out.dtype == grad.dtype && mask.dtype == DType::Bool, DType, op, "expected output of ",
-             dtype_name(grad.dtype), " and a bool mask, got ", dtype_name(out.dtype), " and ", dtype_name(mask.dtype));
+  ops::check_dropout_backward(grad, mask, out);
   const int64_t n = out.numel();
   if (n == 0) return;
   const Device d = out.device();

@@ -3,7 +3,8 @@
 // gradients by finite differences, and their errors.
 import t from 'tap';
 import * as kiln from '../../lib/index';
-import { matmulNative } from '../../lib/ops/matmul';
+import { bindKernels } from '../../lib/ops/dispatch';
+import { gemmKernels, gemmRaw } from '../../lib/ops/matmul';
 import { native } from '../../lib/native';
 import { gradcheck, maxAbsDiff, randomTensor, values } from '../helpers/gradcheck';
 
@@ -11,7 +12,7 @@ import type { GemmImpl } from '../../lib/ops/matmul';
 
 const hasBlas = kiln.buildInfo().blas === 'openblas';
 // Every built-in micro-kernel this CPU runs, OpenBLAS when built with it, and what matmul uses.
-const impls: GemmImpl[] = [...matmulNative.gemmKernels(), 'auto'];
+const impls: GemmImpl[] = [...gemmKernels(), 'auto'];
 
 /** C = alpha * op(A) op(B) + beta * C on flat row-major arrays (op(X) = X^T when trans). */
 function refGemm(ta: boolean, tb: boolean, M: number, N: number, K: number, alpha: number, A: number[], B: number[], beta: number, C: number[]): number[] {
@@ -86,7 +87,7 @@ t.test('gemm: every implementation against a naive reference', async (t) => {
           const A = rand(ta ? [K, M] : [M, K], seed++, dtype), B = rand(tb ? [N, K] : [K, N], seed++, dtype);
           const C = rand([M, N], seed++, dtype);
           const c0 = values(C);
-          matmulNative.gemmRaw(impl, A._h, B._h, C._h, ta, tb, alpha, beta);
+          gemmRaw(impl, A, B, C, ta, tb, alpha, beta);
           const want = refGemm(ta, tb, M, N, K, alpha, values(A), values(B), beta, c0);
           const err = maxAbsDiff(values(C), want);
           const tol = dtype === 'float32' ? 1e-5 * (K + 10) : 1e-12 * (K + 10);
@@ -98,31 +99,31 @@ t.test('gemm: every implementation against a naive reference', async (t) => {
     // Row strides wider than the rows (slices of wider matrices), K = 0, alpha = 0, and beta = 0 over NaN.
     const A = rand([9, 30], 91).slice(1, 3, 25), B = rand([22, 40], 92).slice(1, 0, 19), C = rand([9, 50], 93).slice(1, 5, 24);
     const c0 = values(C);
-    matmulNative.gemmRaw(impl, A._h, B._h, C._h, false, false, 2, -1);
+    gemmRaw(impl, A, B, C, false, false, 2, -1);
     t.ok(maxAbsDiff(values(C), refGemm(false, false, 9, 19, 22, 2, values(A), values(B), -1, c0)) < 1e-4, `${impl}: strided rows`);
     const nan = kiln.full([4, 5], NaN);
-    matmulNative.gemmRaw(impl, rand([4, 3], 94)._h, rand([3, 5], 95)._h, nan._h, false, false, 1, 0);
+    gemmRaw(impl, rand([4, 3], 94), rand([3, 5], 95), nan, false, false, 1, 0);
     t.ok(values(nan).every(Number.isFinite), `${impl}: beta = 0 ignores NaN in C`);
     const c = kiln.full([3, 2], 4);
-    matmulNative.gemmRaw(impl, kiln.zeros([3, 0])._h, kiln.zeros([0, 2])._h, c._h, false, false, 1, 0.5);
+    gemmRaw(impl, kiln.zeros([3, 0]), kiln.zeros([0, 2]), c, false, false, 1, 0.5);
     t.same(values(c), [2, 2, 2, 2, 2, 2], `${impl}: K = 0 scales C by beta`);
-    matmulNative.gemmRaw(impl, rand([3, 4], 96)._h, rand([4, 2], 97)._h, c._h, false, false, 0, 1);
+    gemmRaw(impl, rand([3, 4], 96), rand([4, 2], 97), c, false, false, 0, 1);
     t.same(values(c), [2, 2, 2, 2, 2, 2], `${impl}: alpha = 0 scales C by beta`);
-    t.throws(() => matmulNative.gemmRaw(impl, rand([3, 4], 1)._h, rand([5, 2], 2)._h, c._h, false, false, 1, 0), kiln.ShapeError);
+    t.throws(() => gemmRaw(impl, rand([3, 4], 1), rand([5, 2], 2), c, false, false, 1, 0), kiln.ShapeError);
   }
   t.ok(impls.includes('builtin') && impls.includes('builtin:baseline'), `implementations: ${impls.join(', ')}`);
   t.equal(impls.includes('blas'), hasBlas);
   for (const k of ['builtin:avx2', 'builtin:avx512'] as const) {
-    if (!impls.includes(k)) t.throws(() => matmulNative.gemmRaw(k, rand([1, 1], 1)._h, rand([1, 1], 2)._h, rand([1, 1], 3)._h, false, false, 1, 0), kiln.ValueError, `${k} unsupported here`);
+    if (!impls.includes(k)) t.throws(() => gemmRaw(k, rand([1, 1], 1), rand([1, 1], 2), rand([1, 1], 3), false, false, 1, 0), kiln.ValueError, `${k} unsupported here`);
   }
-  if (!hasBlas) t.throws(() => matmulNative.gemmRaw('blas', rand([1, 1], 1)._h, rand([1, 1], 2)._h, rand([1, 1], 3)._h, false, false, 1, 0), kiln.ValueError);
-  t.throws(() => matmulNative.gemmRaw('fast' as GemmImpl, rand([1, 1], 1)._h, rand([1, 1], 2)._h, rand([1, 1], 3)._h, false, false, 1, 0), kiln.ValueError);
-  t.throws(() => matmulNative.gemmRaw('builtin', rand([2, 2], 1).t()._h, rand([2, 2], 2)._h, rand([2, 2], 3)._h, false, false, 1, 0), kiln.ValueError);
+  if (!hasBlas) t.throws(() => gemmRaw('blas', rand([1, 1], 1), rand([1, 1], 2), rand([1, 1], 3), false, false, 1, 0), kiln.ValueError);
+  t.throws(() => gemmRaw('fast' as GemmImpl, rand([1, 1], 1), rand([1, 1], 2), rand([1, 1], 3), false, false, 1, 0), kiln.ValueError);
+  t.throws(() => gemmRaw('builtin', rand([2, 2], 1).t(), rand([2, 2], 2), rand([2, 2], 3), false, false, 1, 0), kiln.ValueError);
   // The threaded and the single-thread paths of the built-in kernel agree with the reference.
   for (const threads of [1, 2]) {
     kiln.setNumThreads(threads);
     const A = rand([130, 70], 41), B = rand([70, 90], 42), C = kiln.zeros([130, 90]);
-    matmulNative.gemmRaw('builtin', A._h, B._h, C._h, false, false, 1, 0);
+    gemmRaw('builtin', A, B, C, false, false, 1, 0);
     t.ok(maxAbsDiff(values(C), refGemm(false, false, 130, 90, 70, 1, values(A), values(B), 0, [])) < 1e-4, `builtin with ${threads} thread(s)`);
   }
   kiln.setNumThreads(require('os').cpus().length);
@@ -193,7 +194,33 @@ t.test('matmul: bfloat16 and float16 compute in float32', async (t) => {
     t.equal(out.dtype, dtype);
     const ref = kiln.matmul(a.float(), b.float());
     t.ok(maxAbsDiff(values(out), values(ref)) < 2e-2, `${dtype} result close to float32`);
+    // The CPU's bmm takes float32/float64 only (kernels() says so): the product is the float32 one, rounded.
+    t.same(values(out), values(ref.to(dtype)), `${dtype} result is the float32 product rounded to ${dtype}`);
+    const lin = kiln.linear(a, b.t(), rand([3], 43).to(dtype));
+    t.equal(lin.dtype, dtype, `linear in ${dtype}`);
   }
+});
+
+t.test('matmul and linear under autocast compute in bfloat16 from float32 inputs', async (t) => {
+  const a = rand([4, 6], 51).requiresGrad_(), b = rand([6, 3], 52).requiresGrad_();
+  const out = kiln.autocast({ dtype: 'bfloat16' }, () => kiln.matmul(a, b));
+  t.equal(out.dtype, 'bfloat16', 'result is bfloat16');
+  const ref = kiln.matmul(a.to('bfloat16'), b.to('bfloat16'));
+  t.same(values(out), values(ref), 'the product of the inputs rounded to bfloat16');
+  out.float().sum().backward();
+  t.equal(a.grad?.dtype, 'float32', "a's gradient reaches the float32 leaf as float32");
+  t.equal(b.grad?.dtype, 'float32', "b's gradient reaches the float32 leaf as float32");
+  // d(sum(a @ b))/da = ones @ b^T, each row the row sums of b (in bfloat16 precision).
+  const rowSums = values(b).reduce((acc, v, i) => ((acc[Math.floor(i / 3)] += v), acc), new Array<number>(6).fill(0));
+  t.ok(maxAbsDiff(values(a.grad!), new Array<number>(4).fill(0).flatMap(() => rowSums)) < 5e-2, "a's gradient values");
+
+  const w = rand([3, 6], 53).requiresGrad_(), bias = rand([3], 54).requiresGrad_();
+  const y = kiln.autocast({ dtype: 'bfloat16' }, () => kiln.linear(a, w, bias));
+  t.equal(y.dtype, 'bfloat16', 'linear under autocast is bfloat16');
+  y.float().sum().backward();
+  t.same([w.grad?.dtype, bias.grad?.dtype], ['float32', 'float32'], 'weight and bias gradients are float32');
+  t.equal(kiln.autocast({ dtype: 'bfloat16', deviceType: 'cuda' }, () => kiln.matmul(a, b)).dtype, 'float32', 'a CUDA-only scope leaves the CPU alone');
+  t.equal(kiln.autocast({ dtype: 'float16' }, () => kiln.matmul(a, b)).dtype, 'float16', 'float16 autocast');
 });
 
 t.test('linear: x @ weight^T + bias', async (t) => {
@@ -255,14 +282,15 @@ t.test('errors name the op, the shapes and the dtypes', async (t) => {
   d.dispose();
   t.throws(() => kiln.matmul(d, kiln.zeros([3, 2])), kiln.DisposedError);
   // The native entry point checks again, whatever it is handed.
+  const mm = bindKernels('matmul', { bmm: '(a:T, b:T, bias:T?, out:T) -> void' });
   const h = (s: number[], dtype: kiln.DType = 'float32') => kiln.zeros(s, { dtype })._h;
-  t.throws(() => matmulNative.bmm(h([1, 2, 3]), h([1, 4, 5]), null, h([1, 2, 5])), kiln.ShapeError);
-  t.throws(() => matmulNative.bmm(h([2, 3]), h([3, 5]), null, h([2, 5])), kiln.ShapeError);
-  t.throws(() => matmulNative.bmm(h([1, 2, 3]), h([1, 3, 5]), null, h([1, 2, 4])), kiln.ShapeError);
-  t.throws(() => matmulNative.bmm(h([1, 2, 3]), h([1, 3, 5]), h([4]), h([1, 2, 5])), kiln.ShapeError);
-  t.throws(() => matmulNative.bmm(h([1, 2, 3], 'int32'), h([1, 3, 5], 'int32'), null, h([1, 2, 5], 'int32')), kiln.DTypeError);
-  t.throws(() => matmulNative.bmm(h([1, 2, 3]), h([1, 3, 5], 'float64'), null, h([1, 2, 5])), kiln.DTypeError);
-  t.throws(() => matmulNative.bmm(h([1, 2, 3]), h([1, 3, 5]), null, kiln.zeros([1, 5, 2]).mT._h), kiln.ValueError);
+  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 4, 5]), null, h([1, 2, 5])), kiln.ShapeError);
+  t.throws(() => mm.bmm(h([2, 3]), h([3, 5]), null, h([2, 5])), kiln.ShapeError);
+  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5]), null, h([1, 2, 4])), kiln.ShapeError);
+  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5]), h([4]), h([1, 2, 5])), kiln.ShapeError);
+  t.throws(() => mm.bmm(h([1, 2, 3], 'int32'), h([1, 3, 5], 'int32'), null, h([1, 2, 5], 'int32')), kiln.DTypeError);
+  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5], 'float64'), null, h([1, 2, 5])), kiln.DTypeError);
+  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5]), null, kiln.zeros([1, 5, 2]).mT._h), kiln.ValueError);
 });
 
 t.test('bfloat16 products backpropagate in bfloat16', async (t) => {

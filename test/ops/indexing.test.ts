@@ -3,17 +3,17 @@
 // differences, bounds checks before any memory is touched, and thread-count independence.
 import t from 'tap';
 import * as kiln from '../../lib/index';
-import { NativeHandle, native as core } from '../../lib/native';
+import { bindKernels } from '../../lib/ops/dispatch';
 import { gradcheck, randomTensor, rng, values } from '../helpers/gradcheck';
 
 type Coords = number[];
-type H = NativeHandle;
-const native = core as unknown as {
-  gather(x: H, dim: number, index: H, out: H): void;
-  indexSelect(x: H, dim: number, index: H, out: H): void;
-  embeddingBackward(gradWeight: H, indices: H, grad: H): void;
-  scatterAdd(out: H, dim: number, index: H, src: H): void;
-};
+// The native entry points, called directly to check what they do whatever the caller passes.
+const native = bindKernels('index', {
+  gather: '(x:T, dim:i, index:T, out:T) -> void',
+  indexSelect: '(x:T, dim:i, index:T, out:T) -> void',
+  embeddingBackward: '(gradWeight:T, indices:T, grad:T) -> void',
+  scatterAdd: '(out:T, dim:i, index:T, src:T) -> void',
+});
 
 function strides(shape: readonly number[]): number[] {
   const s = new Array<number>(shape.length);
