@@ -99,3 +99,9 @@ t.test('a GPT trained under bf16 autocast tracks the float32 run within 2% over 
   t.ok(full[steps - 1] < 0.6 * full[0], `the float32 run learns (${full[0].toFixed(3)} -> ${full[steps - 1].toFixed(3)})`);
   t.ok(worst < 0.02, `worst windowed relative difference ${(100 * worst).toFixed(2)}%`);
 });
+
+t.test("autocast casts floating inputs only: an integer operand still meets the op's own dtype check", async (t) => {
+  const a = kiln.randn([2, 3]), i = kiln.tensor([[1, 2], [3, 4], [5, 6]], { dtype: 'int32' });
+  t.throws(() => kiln.matmul(a, i), kiln.DTypeError, 'without autocast');
+  t.throws(() => autocast({ dtype: 'bfloat16' }, () => kiln.matmul(a, i)), kiln.DTypeError, 'under autocast');
+});

@@ -146,11 +146,13 @@ const HALF: readonly DType[] = ['bfloat16', 'float16'];
  */
 export function defineOp<A extends unknown[]>(def: OpDef<A>): (...args: A) => Tensor {
   const category = def.autocast ?? 'none';
+  // Casts the floating inputs only: an integer operand stays as it is, so its dtype error (or its
+  // meaning, for an index) is the op's to report under autocast as without it.
   const castArgs = (args: A, dtype: DType, f: (args: A) => Tensor): Tensor => {
-    const ts = def.inputs.map((i) => args[i] as Tensor | null | undefined);
-    return withDType(dtype, ts, (cs) => {
+    const at = def.inputs.filter((i) => args[i] instanceof Tensor && isFloating((args[i] as Tensor).dtype));
+    return withDType(dtype, at.map((i) => args[i] as Tensor), (cs) => {
       const next = [...args] as A;
-      def.inputs.forEach((i, k) => (next[i] = cs[k]));
+      at.forEach((i, k) => (next[i] = cs[k]));
       return f(next);
     });
   };

@@ -4,9 +4,9 @@
 // dimension (no copy unless neither of its two inner strides is 1). A batch is one strided-batched
 // call (a batch stride of 0 repeats one matrix). The bias rides in the epilogue when cuBLASLt offers
 // one for the case, else it is copied into the output first and the product added to it (beta = 1).
-// One handle and one workspace per device live for the whole process; matmul descriptors, layouts
-// and the chosen algorithm are cached per problem (shapes, strides, dtype, transposes, TF32,
-// pointer alignments), so a repeated product costs no heuristic query.
+// One handle per device lives for the whole process; the workspace is a cached block per call, on the
+// current stream. Matmul descriptors, layouts and the chosen algorithm are cached per problem (shapes,
+// strides, dtype, transposes, TF32, pointer alignments), so a repeated product costs no heuristic query.
 #include "../ops/matmul.h"
 #include <cublasLt.h>
 #include <algorithm>
@@ -116,7 +116,6 @@ void destroy(Plan& p) {
 
 struct DeviceLt {
   cublasLtHandle_t handle = nullptr;
-  Tensor workspace;
 };
 
 struct LtState {
@@ -125,8 +124,7 @@ struct LtState {
   std::unordered_map<PlanKey, Plan, PlanKeyHash> plans;
 };
 
-// Never destroyed: handles and workspace blocks must not be released after the driver or kiln's
-// allocator has been torn down at exit.
+// Never destroyed: handles must not be released after the driver has been torn down at exit.
 LtState& state() {
   static LtState* s = new LtState();
   return *s;
@@ -134,7 +132,6 @@ LtState& state() {
 
 DeviceLt& device_lt(LtState& s, Device d) {
   DeviceLt& lt = s.devices[d.index];
-  if (!lt.workspace.storage) lt.workspace = Tensor::empty({kWorkspaceBytes}, DType::Bool, d);  // raw bytes
   if (!lt.handle) {
     set_device(d);
     KILN_CUBLAS_CHECK(cublasLtCreate(&lt.handle), kOp);
@@ -293,10 +290,13 @@ void bmm(const Tensor& a, const Tensor& b, const Tensor* bias, const Tensor& out
   const float alpha32 = 1, beta32 = accumulate ? 1 : 0;
   const double alpha64 = 1, beta64 = accumulate ? 1 : 0;
   const bool f64 = types.scale == CUDA_R_64F;
+  // The workspace comes from the caching allocator on the current stream, so matmuls on two streams
+  // never share one (a block is reused only on the stream it was allocated on; no cudaMalloc here).
+  const Tensor workspace = Tensor::empty({kWorkspaceBytes}, DType::Bool, dev);  // raw bytes
   KILN_CUBLAS_CHECK(cublasLtMatmul(lt.handle, plan.desc, f64 ? static_cast<const void*>(&alpha64) : &alpha32, A.data,
                                    plan.a, B.data, plan.b, f64 ? static_cast<const void*>(&beta64) : &beta32,
                                    out.data_ptr(), plan.d, out.data_ptr(), plan.d, &plan.algo,
-                                   lt.workspace.data_ptr(), size_t(kWorkspaceBytes), s),
+                                   workspace.data_ptr(), size_t(kWorkspaceBytes), s),
                     kOp);
 }
 
