@@ -15,16 +15,6 @@ namespace {
 
 constexpr int64_t kBlockGrain = 2048;  // Philox blocks per thread at least
 
-// Floating output types; bfloat16 and float16 are computed in float32 and rounded when stored.
-#define DISPATCH_FLOATING(dt, op, ...)                  \
-  switch (dt) {                                         \
-    KILN_DTYPE_CASE(Float32, float, __VA_ARGS__)        \
-    KILN_DTYPE_CASE(Float64, double, __VA_ARGS__)       \
-    KILN_DTYPE_CASE(BFloat16, ::kiln::bf16, __VA_ARGS__) \
-    KILN_DTYPE_CASE(Float16, ::kiln::fp16, __VA_ARGS__) \
-    KILN_DTYPE_FAIL(dt, op);                            \
-  }
-
 template <typename T>
 using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
@@ -123,7 +113,7 @@ uint64_t rand_uniform(const Tensor& out, uint64_t seed, uint64_t offset, double 
   check_fill_target(out, "rand");
   KILN_CHECK(std::isfinite(low) && std::isfinite(high) && low < high, Value, "rand", "needs finite low < high, got [",
              low, ", ", high, ")");
-  DISPATCH_FLOATING(out.dtype, "rand", { return uniform_typed<scalar_t>(out, seed, offset, low, high); });
+  KILN_DISPATCH_FLOATING(out.dtype, "rand", { return uniform_typed<scalar_t>(out, seed, offset, low, high); });
   return 0;
 }
 
@@ -131,7 +121,7 @@ uint64_t rand_normal(const Tensor& out, uint64_t seed, uint64_t offset, double m
   check_fill_target(out, "randn");
   KILN_CHECK(std::isfinite(mean) && std::isfinite(std) && std >= 0, Value, "randn",
              "needs a finite mean and a finite std >= 0, got mean ", mean, ", std ", std);
-  DISPATCH_FLOATING(out.dtype, "randn", { return normal_typed<scalar_t>(out, seed, offset, mean, std); });
+  KILN_DISPATCH_FLOATING(out.dtype, "randn", { return normal_typed<scalar_t>(out, seed, offset, mean, std); });
   return 0;
 }
 
@@ -167,7 +157,7 @@ uint64_t dropout_forward(const Tensor& x, double p, uint64_t seed, uint64_t offs
   check_fill_target(mask, op);
   // keep iff word < threshold: probability threshold / 2^32 = 1 - p to within 2^-32.
   const uint64_t threshold = uint64_t((1.0 - p) * 4294967296.0);
-  DISPATCH_FLOATING(x.dtype, op, {
+  KILN_DISPATCH_FLOATING(x.dtype, op, {
     using A = acc_t<scalar_t>;
     const A scale = A(1.0 / (1.0 - p));
     const scalar_t* xs = x.data<scalar_t>();
@@ -199,7 +189,7 @@ void dropout_backward(const Tensor& grad, const Tensor& mask, double scale, cons
              ", mask ", shape_str(mask.shape), " and output ", shape_str(out.shape), " differ");
   KILN_CHECK(out.dtype == grad.dtype && mask.dtype == DType::Bool, DType, op, "expected output of ",
              dtype_name(grad.dtype), " and a bool mask, got ", dtype_name(out.dtype), " and ", dtype_name(mask.dtype));
-  DISPATCH_FLOATING(grad.dtype, op, {
+  KILN_DISPATCH_FLOATING(grad.dtype, op, {
     using A = acc_t<scalar_t>;
     const A s = A(scale);
     const scalar_t* gs = grad.data<scalar_t>();
