@@ -1,5 +1,5 @@
-// The autograd engine: accumulation, graphs with shared nodes, hooks, retainGrad, noGrad, detach,
-// and the errors for backward misuse.
+// The autograd engine: accumulation (in place into an existing .grad, which may view a larger buffer),
+// graphs with shared nodes, hooks, retainGrad, noGrad, detach, and the errors for backward misuse.
 import t from 'tap';
 import * as kiln from '../lib/index';
 import { values } from './helpers/gradcheck';
@@ -215,4 +215,54 @@ t.test('copy_ and fill_ refuse tensors in a recorded graph, like the other in-pl
   t.throws(() => kiln.zeros([2], { dtype: 'float64' }).copy_(h), { name: 'AutogradError', message: /copy_/ }, 'a source that requires grad');
   kiln.noGrad(() => h.fill_(0));
   t.same(values(h), [0, 0], 'under noGrad the write happens');
+});
+
+t.test('backward adds into an existing .grad in place: a .grad that views a flat buffer stays that view', async (t) => {
+  const a = kiln.tensor([1, 2, 3], { dtype: 'float64', requiresGrad: true });
+  const b = kiln.tensor([[1, -1], [2, 0.5]], { dtype: 'float64', requiresGrad: true });
+  // A data-parallel wrapper's bucket: one flat buffer, each parameter's .grad a view of its range.
+  const flat = kiln.zeros([8], { dtype: 'float64' });
+  const ga = flat.narrow(0, 0, 3);
+  const gb = flat.narrow(0, 4, 4).view(2, 2);
+  a.grad = ga;
+  b.grad = gb;
+  const loss = () => a.mul(a).sum().add(b.mul(a.narrow(0, 0, 2).unsqueeze(0)).sum());
+  loss().backward();
+  loss().backward();
+  t.equal(a.grad, ga, 'a.grad is still the same view');
+  t.equal(b.grad, gb, 'b.grad too');
+  // d/da = 2a + [b00 + b10, b01 + b11, 0], d/db = a[0:2] per row; twice.
+  t.same(values(flat), [2 * (2 + 3), 2 * (4 - 0.5), 2 * 6, 0, 2, 4, 2, 4], 'the flat buffer holds the sum of both backwards');
+  const opt = new kiln.optim.SGD([a, b], { lr: 0.1 });
+  opt.zeroGrad(false);
+  t.equal(a.grad, ga, 'zeroGrad(false) keeps the view');
+  t.same(values(flat), new Array(8).fill(0), 'and zeroes the buffer through it');
+  loss().backward();
+  t.same(values(flat).slice(4), [1, 2, 1, 2], 'the next backward lands in the buffer again');
+  opt.zeroGrad();
+  t.equal(a.grad, null, 'zeroGrad() (setToNone, the default) drops the views');
+  t.notOk(flat.isDisposed, 'but not the buffer they viewed');
+});
+
+t.test('the first backward allocates .grad; a .grad of the wrong shape is an error, not a broadcast', async (t) => {
+  const x = kiln.tensor([1, 2], { dtype: 'float64', requiresGrad: true });
+  x.mul(2).sum().backward();
+  const g = x.grad!;
+  t.notOk(g.isDisposed);
+  x.mul(3).sum().backward();
+  t.equal(x.grad, g, 'the second backward adds into the first one\'s tensor');
+  t.same(values(g), [5, 5]);
+  const before = g._version;
+  x.sum().backward();
+  t.ok(g._version > before, 'an in-place write: the version moves');
+  x.grad = kiln.zeros([1], { dtype: 'float64' });
+  t.throws(() => x.sum().backward(), /has shape \[1\]/);
+  const y = kiln.tensor([1, 2], { dtype: 'float64', requiresGrad: true });
+  const h = y.mul(2);
+  h.retainGrad();
+  h.sum().backward({ retainGraph: true });
+  const hg = h.grad!;
+  h.sum().backward();
+  t.equal(h.grad, hg, 'a retained non-leaf gradient accumulates in place too');
+  t.same(values(hg), [2, 2]);
 });

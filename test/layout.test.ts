@@ -10,9 +10,6 @@ const root = path.join(__dirname, '..');
 const lib = path.join(root, 'lib');
 const NATIVE = path.join(lib, 'native');
 
-// Files that still import the addon directly, each until the change that moves it.
-const PENDING = new Map([['lib/optim/optimizer.ts', 'the optimizer kernels move to lib/ops with the optim family']]);
-
 function sources(dir: string): string[] {
   return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
     const p = path.join(dir, e.name);
@@ -46,8 +43,7 @@ t.test('only lib/ops and lib/tensor.ts import lib/native.ts', async (t) => {
       doors += found.length ? 1 : 0;
       continue;
     }
-    const todo = PENDING.get(rel);
-    t.same(found, [], `${rel} does not import the addon`, todo ? { todo } : {});
+    t.same(found, [], `${rel} does not import the addon`);
   }
   t.ok(doors > 0, 'the check sees the imports lib/ops makes');
 });

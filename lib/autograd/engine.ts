@@ -156,6 +156,34 @@ export function recordOp(
   return output;
 }
 
+/**
+ * Adds gradient g (which this takes) into t.grad. The first gradient becomes t.grad (copied out when it
+ * is a view or alias: a gradient owns its storage); later ones are added IN PLACE into the existing
+ * .grad's storage, so a .grad that is a view of a larger buffer (a data-parallel bucket) stays that
+ * view and the buffer holds the sum.
+ */
+function accumulateInto(t: Tensor, g: Tensor): void {
+  const old = t.grad;
+  if (!old) {
+    if (g._isView || !g.isContiguous()) {
+      const c = g.clone();
+      g.dispose();
+      g = c;
+    }
+    t.grad = keep(g);
+    return;
+  }
+  try {
+    if (!sameShape(old.shape, t.shape)) {
+      throw new AutogradError('backward', `the .grad of a tensor of shape ${shapeStr(t.shape)} has shape ${shapeStr(old.shape)}; set .grad to a tensor of the tensor's shape (or null)`);
+    }
+    old.add_(g);
+    keep(old);
+  } finally {
+    g.dispose();
+  }
+}
+
 function accumulateLeaf(leaf: Tensor, g: Tensor): void {
   for (const hook of leaf._gradHooks) {
     const r = hook(g);
@@ -164,21 +192,7 @@ function accumulateLeaf(leaf: Tensor, g: Tensor): void {
       g = r;
     }
   }
-  // A leaf's gradient owns its storage: views and aliases are copied out.
-  if (g._isView || !g.isContiguous()) {
-    const c = noGrad(() => g.clone());
-    g.dispose();
-    g = c;
-  }
-  if (leaf.grad) {
-    const old = leaf.grad;
-    leaf.grad = noGrad(() => old.add(g));
-    old.dispose();
-    g.dispose();
-  } else {
-    leaf.grad = g;
-  }
-  keep(leaf.grad);
+  accumulateInto(leaf, g);
   for (const hook of leaf._postAccumulateHooks) hook(leaf);
 }
 
@@ -282,9 +296,9 @@ export function runBackward(root: Tensor, gradient: Tensor | undefined, retainGr
             for (const ref of node.retainers) {
               const t = ref.deref();
               if (!t || t.isDisposed) continue;
-              const prev = t.grad;
-              t.grad = keep(prev ? prev.add(g) : g.clone());
-              prev?.dispose();
+              const a = g._aliasForGraph();
+              a._isView = true;   // g flows on to the node's rule: the first .grad is a copy of it
+              accumulateInto(t, a);
             }
             const fn = node.fn;
             const needs = node.next.map((e) => e !== null);

@@ -48,6 +48,7 @@ export const TRAIN: CommandSpec = {
     { name: 'weight-decay', kind: 'number', value: '<x>', min: 0, help: 'AdamW weight decay of weight matrices', defaultText: '0.1' },
     { name: 'grad-accum', kind: 'int', value: '<n>', min: 1, help: 'micro-batches per optimizer step', defaultText: '1' },
     { name: 'clip', kind: 'number', value: '<x>', min: 0, minExclusive: true, help: 'clip the gradient norm to this', defaultText: '1' },
+    { name: 'autocast', kind: 'string', value: '<dtype>', choices: ['bf16', 'off'], help: 'run the forward under bfloat16 autocast (float32 master weights)', defaultText: 'off' },
     { name: 'eval-interval', kind: 'int', value: '<n>', min: 1, help: 'steps between validation runs (and checkpoints)', defaultText: '100' },
     { name: 'eval-batches', kind: 'int', value: '<n>', min: 1, help: 'validation batches per run', defaultText: '20' },
     { name: 'seed', kind: 'int', value: '<n>', min: 0, help: 'seed of initialization, data order and sampling', defaultText: '0' },
@@ -84,6 +85,7 @@ interface Settings {
   weightDecay: number;
   gradAccum: number;
   clip: number;
+  autocast: 'bf16' | 'off';
   evalInterval: number;
   evalBatches: number;
   seed: number;
@@ -113,6 +115,7 @@ function settings(v: OptionValues): Settings {
     weightDecay: (v.weightDecay as number) ?? 0.1,
     gradAccum: (v.gradAccum as number) ?? 1,
     clip: (v.clip as number) ?? 1,
+    autocast: (v.autocast as Settings['autocast']) ?? 'off',
     evalInterval: (v.evalInterval as number) ?? 100,
     evalBatches: (v.evalBatches as number) ?? 20,
     seed: (v.seed as number) ?? 0,
@@ -323,7 +326,7 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
   const tokensPerStep = s.batchSize * s.blockSize * s.gradAccum;
   say(
     `training: ${s.steps} steps of ${s.gradAccum > 1 ? `${s.gradAccum} x ` : ''}${s.batchSize} x ${s.blockSize} tokens (${formatCount(s.steps * tokensPerStep)} in all), ` +
-      `AdamW lr ${num(s.lr)} (warmup ${Math.min(s.warmup, scheduleSteps)}, cosine to ${num(s.lr * s.minLrRatio)} at step ${scheduleSteps}), clip ${num(s.clip)}, ${where}`,
+      `AdamW lr ${num(s.lr)} (warmup ${Math.min(s.warmup, scheduleSteps)}, cosine to ${num(s.lr * s.minLrRatio)} at step ${scheduleSteps}), clip ${num(s.clip)}, ${s.autocast === 'bf16' ? 'bf16 autocast, ' : ''}${where}`,
   );
 
   const showSamples = (when: string) => {
@@ -350,6 +353,7 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
     scheduler: (o, total) => new WarmupCosineLR(o, { warmupSteps: Math.min(s.warmup, total), totalSteps: total, minLrRatio: s.minLrRatio }),
     gradAccumulation: s.gradAccum,
     clipGradNorm: s.clip,
+    autocast: s.autocast === 'bf16' ? 'bfloat16' : false,
     evalInterval: s.evalInterval,
     evalBatches: s.evalBatches,
     checkpointInterval: s.evalInterval,

@@ -14,6 +14,7 @@ import { to } from './creation';
 interface ArgTypes {
   T: NativeHandle;
   'T?': NativeHandle | null;
+  'T[]': NativeHandle[];
   i: number;
   f: number;
   b: boolean;

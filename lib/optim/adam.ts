@@ -1,8 +1,10 @@
 // Adam (L2 weight decay added to the gradient, optional AMSGrad) and AdamW (decoupled weight decay),
-// with PyTorch's update rule; one fused native pass per parameter.
+// with PyTorch's update rule; one fused native pass per parameter. bfloat16 and float16 parameters
+// keep their moments in float32 and are updated in float32 (only the new value is rounded).
 import { ValueError } from '../errors';
 import type { Tensor } from '../tensor';
-import { BaseOptions, Optimizer, ParamGroup, ParamState, Params, StateSpec, checkBool, checkNumber, optimNative } from './optimizer';
+import { adamStep } from '../ops/optim';
+import { BaseOptions, Optimizer, ParamGroup, ParamState, Params, StateSpec, checkBool, checkNumber } from './optimizer';
 
 /** Options of Adam and AdamW (torch.optim.Adam / AdamW); the constructors take any subset. */
 export interface AdamOptions extends BaseOptions {
@@ -55,13 +57,13 @@ export class Adam extends Optimizer<AdamOptions> {
   }
 
   protected update(p: Tensor, grad: Tensor, g: ParamGroup<AdamOptions>, s: ParamState): void {
-    if (s.step === undefined) Object.assign(s, { step: 0, expAvg: this.zerosState(p), expAvgSq: this.zerosState(p) });
-    if (g.amsgrad && !s.maxExpAvgSq) s.maxExpAvgSq = this.zerosState(p);
+    if (s.step === undefined) Object.assign(s, { step: 0, expAvg: this.zerosState(p, 'expAvg'), expAvgSq: this.zerosState(p, 'expAvgSq') });
+    if (g.amsgrad && !s.maxExpAvgSq) s.maxExpAvgSq = this.zerosState(p, 'maxExpAvgSq');
     const m = this.stateTensor(s, 'expAvg', p), v = this.stateTensor(s, 'expAvgSq', p);
-    const vmax = g.amsgrad ? this.stateTensor(s, 'maxExpAvgSq', p)._h : null;
+    const vmax = g.amsgrad ? this.stateTensor(s, 'maxExpAvgSq', p) : null;
     const step = (s.step as number) + 1;
     const [beta1, beta2] = g.betas;
-    optimNative.adamStep(p._h, grad._h, m._h, v._h, vmax, {
+    adamStep(p, grad, m, v, vmax, {
       lr: g.lr, beta1, beta2, eps: g.eps, weightDecay: g.weightDecay,
       biasCorrection1: 1 - beta1 ** step, biasCorrection2Sqrt: Math.sqrt(1 - beta2 ** step),
       decoupled: this.decoupled, maximize: g.maximize,

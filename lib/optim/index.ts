@@ -1,6 +1,6 @@
-// kiln.optim: optimizers (SGD, Adam, AdamW), learning-rate schedules and gradient clipping.
+// kiln.optim: optimizers (SGD, Adam, AdamW), learning-rate schedules, gradient norms and clipping.
 export { Optimizer } from './optimizer';
-export type { BaseOptions, ParamGroup, ParamGroupInput, Params, ParamState, OptimizerStateDict, StateSpec } from './optimizer';
+export type { BaseOptions, FlatRange, FlatState, ParamGroup, ParamGroupInput, Params, ParamState, OptimizerStateDict, StateSpec } from './optimizer';
 export { SGD } from './sgd';
 export type { SGDOptions } from './sgd';
 export { Adam, AdamW } from './adam';
@@ -12,5 +12,5 @@ export type {
   Schedule, LRSchedulerStateDict, SchedulerOptions, LambdaLROptions, StepLROptions, MultiStepLROptions, ExponentialLROptions,
   LinearLROptions, LinearWarmupOptions, CosineAnnealingOptions, WarmupCosineOptions, SequentialLROptions,
 } from './lr_scheduler';
-export { clipGradNorm } from './clip_grad';
+export { clipGradNorm, gradNormPartial, scaleGrads_ } from './clip_grad';
 export type { ClipGradNormOptions } from './clip_grad';

@@ -1,36 +1,23 @@
 // The Optimizer base class: parameter groups with per-group options over defaults, zeroGrad, step
-// (one fused native update per parameter, under noGrad), per-parameter state, and stateDict /
-// loadStateDict in PyTorch's layout (state by parameter index, groups with their options) so that a
-// run resumes exactly. A loaded state is checked as strictly as options given in code: a state read
-// from a damaged or foreign file is an error naming the entry, never moments silently reset or an lr
-// of NaN. Also the native slice the optimizers and clipGradNorm call.
+// (one fused native update per parameter, under noGrad), per-parameter state (addressable one
+// parameter at a time, and optionally laid out in one flat buffer per state kind and group, which a
+// sharded optimizer splits by ranges), and stateDict / loadStateDict in PyTorch's layout (state by
+// parameter index, groups with their options) so that a run resumes exactly. A loaded state is
+// checked as strictly as options given in code: a state read from a damaged or foreign file is an
+// error naming the entry, never moments silently reset or an lr of NaN.
+//
+// bfloat16 and float16 parameters are updated in float32 (native/ops/optim.h): their state tensors
+// are float32 (torch keeps them in the parameter's dtype; float32 moments keep small updates from
+// vanishing in rounding), and only each new parameter value is rounded to the parameter's dtype.
 import { enableGrad, noGrad } from '../autograd/grad_mode';
-import { isFloating } from '../dtype';
+import { DType, isFloating } from '../dtype';
+import type { Device } from '../device';
 import { DTypeError, KilnError, ShapeError, ValueError } from '../errors';
 import { keep } from '../memory';
-import type { NativeHandle } from '../native';
-import { native } from '../native';
-import { contiguousCopy, zerosLike } from '../ops/creation';
-import { sameShape, shapeStr } from '../shape';
+import { contiguousCopy, zeros } from '../ops/creation';
+import { stateDType } from '../ops/optim';
+import { contiguousStrides, sameShape, shapeStr } from '../shape';
 import { Tensor } from '../tensor';
-
-/** @internal The fused kernels of native/binding/optim.cc. */
-export interface OptimNative {
-  sgdStep(
-    param: NativeHandle, grad: NativeHandle, momentumBuffer: NativeHandle | null,
-    o: { lr: number; momentum: number; dampening: number; weightDecay: number; nesterov: boolean; maximize: boolean; firstStep: boolean },
-  ): void;
-  adamStep(
-    param: NativeHandle, grad: NativeHandle, expAvg: NativeHandle, expAvgSq: NativeHandle, maxExpAvgSq: NativeHandle | null,
-    o: {
-      lr: number; beta1: number; beta2: number; eps: number; weightDecay: number;
-      biasCorrection1: number; biasCorrection2Sqrt: number; decoupled: boolean; maximize: boolean;
-    },
-  ): void;
-  clipGradNorm(grads: NativeHandle[], maxNorm: number, normType: number, total: NativeHandle, errorIfNonfinite: boolean): void;
-}
-/** @internal */
-export const optimNative = native as unknown as OptimNative;
 
 /** Options every optimizer has; each optimizer adds its own. */
 export interface BaseOptions {
@@ -75,6 +62,79 @@ export interface OptimizerStateDict {
   >;
 }
 
+/**
+ * Where one parameter's state sits in its group's flat state buffers: elements [offset, offset +
+ * numel) of each buffer, in the parameter's row-major order.
+ */
+export interface FlatRange {
+  /** The parameter. */
+  param: Tensor;
+  /** Its first element in every buffer of the group (a multiple of 16). */
+  offset: number;
+  /** Its number of elements. */
+  numel: number;
+}
+
+/**
+ * A parameter group's state laid out flat (Optimizer.useFlatState): one 1-d buffer per kind of state
+ * tensor, holding every parameter's entry of that kind at the parameter's range, so that a sharded
+ * optimizer (ZeRO-1) can own, update and communicate a contiguous range of each buffer across many
+ * parameters. The per-parameter state tensors are views of these buffers.
+ */
+export interface FlatState {
+  /**
+   * One buffer per kind ('expAvg', 'expAvgSq', 'momentumBuffer', ...), each of `numel` elements; a kind
+   * appears when the first parameter needs it (its first step, or loaded state). The optimizer's own
+   * tensors, not copies.
+   */
+  buffers: Record<string, Tensor>;
+  /** Each parameter's range, in the group's order; ranges start 16-element aligned and never overlap. */
+  ranges: FlatRange[];
+  /** Elements of each buffer (the last range's end, rounded up to 16). */
+  numel: number;
+}
+
+/**
+ * Elements each parameter's range in a flat buffer starts at a multiple of: 64 bytes of float32 state,
+ * so the update kernels' 16-byte vector accesses stay aligned for every dtype.
+ */
+const FLAT_ALIGN = 16;
+
+/** The flat buffers of one group: fixed ranges, a buffer per state kind made on first use. */
+class FlatLayout {
+  readonly ranges: FlatRange[];
+  readonly numel: number;
+  readonly buffers = new Map<string, Tensor>();
+  private readonly at = new Map<Tensor, FlatRange>();
+
+  constructor(params: readonly Tensor[], readonly dtype: DType, readonly device: Device) {
+    let offset = 0;
+    this.ranges = params.map((param) => {
+      const r = { param, offset, numel: param.numel };
+      offset += Math.ceil(param.numel / FLAT_ALIGN) * FLAT_ALIGN;
+      return r;
+    });
+    this.numel = offset;
+    for (const r of this.ranges) this.at.set(r.param, r);
+  }
+
+  /** A zeroed view of p's range of the kind's buffer, shaped like p and kept out of every tidy scope. */
+  view(p: Tensor, kind: string): Tensor {
+    let buf = this.buffers.get(kind);
+    if (!buf) {
+      buf = keep(zeros([this.numel], { dtype: this.dtype, device: this.device }));
+      this.buffers.set(kind, buf);
+    }
+    const r = this.at.get(p)!;
+    return keep(buf._viewAs(p.shape, contiguousStrides(p.shape), buf.offset + r.offset)).zero_();
+  }
+
+  dispose(): void {
+    for (const b of this.buffers.values()) b.dispose();
+    this.buffers.clear();
+  }
+}
+
 function cloneOption(v: unknown): unknown {
   return Array.isArray(v) ? [...v] : v;
 }
@@ -90,6 +150,10 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
   readonly paramGroups: ParamGroup<O>[] = [];
   /** Per-parameter state, created on the parameter's first step. */
   readonly state = new Map<Tensor, ParamState>();
+  /** The group of each parameter. */
+  private readonly groupOf = new Map<Tensor, ParamGroup<O>>();
+  /** The flat layouts of the groups that keep their state flat (useFlatState). */
+  private readonly layouts = new Map<ParamGroup<O>, FlatLayout>();
 
   constructor(params: Params<O>, defaults: O) {
     this.defaults = defaults;
@@ -149,12 +213,16 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
     for (const [k, v] of Object.entries(this.defaults)) filled[k] = cloneOption(v);
     for (const [k, v] of Object.entries(group)) if (k !== 'params' && v !== undefined) filled[k] = cloneOption(v);
     this.checkGroup(filled as unknown as O);
-    this.paramGroups.push({ ...(filled as unknown as O), params });
+    const g = { ...(filled as unknown as O), params };
+    this.paramGroups.push(g);
+    for (const p of params) this.groupOf.set(p, g);
   }
 
   /**
-   * Clears the gradients of every parameter: disposes them and sets .grad to null (like PyTorch's
-   * set_to_none), or fills them with zeros when setToNone is false.
+   * Clears the gradients of every parameter. By default (setToNone true, kiln's default since its first
+   * release and PyTorch 2's) disposes them and sets .grad to null, so the next backward allocates them
+   * anew. setToNone false fills each .grad with zeros in place and keeps the tensor: a gradient that is
+   * a view of a larger buffer (a data-parallel bucket) stays that view, and backward adds into it.
    */
   zeroGrad(setToNone = true): void {
     for (const g of this.paramGroups) {
@@ -205,9 +273,103 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
     }
   }
 
-  /** For update(): a zero tensor shaped like p, kept out of every tidy scope (state outlives steps). */
-  protected zerosState(p: Tensor): Tensor {
-    return keep(zerosLike(p));
+  /**
+   * For update(): a zero state tensor of the given kind shaped like p, in p's state dtype (float32 for
+   * bfloat16 and float16 parameters), kept out of every tidy scope (state outlives steps); a view of
+   * the group's flat buffer of that kind when the group keeps its state flat.
+   */
+  protected zerosState(p: Tensor, kind: string): Tensor {
+    const layout = this.layouts.get(this.groupOf.get(p)!);
+    return layout ? layout.view(p, kind) : keep(zeros(p.shape, { dtype: stateDType(p.dtype), device: p.device }));
+  }
+
+  /** The group holding p; a ValueError naming op when the optimizer does not update p. */
+  private groupFor(op: string, p: Tensor): ParamGroup<O> {
+    const g = p instanceof Tensor ? this.groupOf.get(p) : undefined;
+    if (!g) throw new ValueError(op, 'the tensor is not a parameter of this optimizer');
+    return g;
+  }
+
+  /**
+   * The state of one parameter (undefined before its first step): its tensors are the optimizer's own,
+   * views of the flat buffers when its group keeps state flat. A ValueError when p is not optimized here.
+   */
+  paramState(p: Tensor): ParamState | undefined {
+    this.groupFor(`${this.constructor.name}.paramState`, p);
+    return this.state.get(p);
+  }
+
+  /**
+   * Replaces one parameter's state with a copy of s (tensors converted to the parameter's state dtype
+   * and device), checked as loadStateDict checks each entry; {} clears it (the next step starts anew).
+   * The optimizer is unchanged when it throws.
+   */
+  setParamState(p: Tensor, s: ParamState): void {
+    const op = `${this.constructor.name}.setParamState`;
+    const group = this.groupFor(op, p);
+    if (s === null || typeof s !== 'object' || Array.isArray(s)) throw new ValueError(op, 'the state must be an object');
+    const next: ParamState = {};
+    try {
+      this.restoreState(op, `the parameter of shape ${shapeStr(p.shape)}`, s, p, this.stateSpec(group), next);
+    } catch (e) {
+      disposeState(next);
+      throw e;
+    }
+    const old = this.state.get(p);
+    if (old) disposeState(old);
+    this.state.set(p, this.placeState(p, next));
+  }
+
+  /**
+   * From now on keeps the state of group groupIndex (of every group when omitted) in one flat buffer
+   * per state kind, each parameter's entry a view of its range (see FlatState); state the group has
+   * already is moved there. A group's parameters must share a device and a state dtype.
+   */
+  useFlatState(groupIndex?: number): void {
+    const op = `${this.constructor.name}.useFlatState`;
+    const indices = groupIndex === undefined ? this.paramGroups.map((_, i) => i) : [this.checkGroupIndex(op, groupIndex)];
+    for (const i of indices) {
+      const g = this.paramGroups[i];
+      if (this.layouts.has(g)) continue;
+      const dtypes = [...new Set(g.params.map((p) => stateDType(p.dtype)))];
+      const devices = [...new Set(g.params.map((p) => p.device))];
+      if (dtypes.length > 1 || devices.length > 1) {
+        throw new ValueError(op, `group ${i} keeps state in ${dtypes.join(' and ')} on ${devices.join(' and ')}; a flat buffer holds one dtype on one device`);
+      }
+      this.layouts.set(g, new FlatLayout(g.params, dtypes[0], devices[0]));
+      for (const p of g.params) {
+        const s = this.state.get(p);
+        if (s) this.placeState(p, s);
+      }
+    }
+  }
+
+  /** The flat layout of group groupIndex's state, or null when the group keeps state per parameter. */
+  flatState(groupIndex: number): FlatState | null {
+    const layout = this.layouts.get(this.paramGroups[this.checkGroupIndex(`${this.constructor.name}.flatState`, groupIndex)]);
+    if (!layout) return null;
+    return { buffers: Object.fromEntries(layout.buffers), ranges: layout.ranges.map((r) => ({ ...r })), numel: layout.numel };
+  }
+
+  private checkGroupIndex(op: string, i: number): number {
+    if (!Number.isInteger(i) || i < 0 || i >= this.paramGroups.length) {
+      throw new ValueError(op, `group index ${String(i)} is out of range (the optimizer has ${this.paramGroups.length} groups)`);
+    }
+    return i;
+  }
+
+  /** Moves s's tensors into p's views of its group's flat buffers when the group keeps state flat; returns s. */
+  private placeState(p: Tensor, s: ParamState): ParamState {
+    const layout = this.layouts.get(this.groupOf.get(p)!);
+    if (!layout) return s;
+    noGrad(() => {
+      for (const [kind, t] of Object.entries(s)) {
+        if (!(t instanceof Tensor)) continue;
+        s[kind] = layout.view(p, kind).copy_(t);
+        t.dispose();
+      }
+    });
+    return s;
   }
 
   /** For update(): the tensor state[key] of a parameter; a ValueError when it is missing (state loaded from another optimizer). */
@@ -246,8 +408,8 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
 
   /**
    * Restores state saved by stateDict() from an optimizer over the same parameters (same groups and
-   * sizes, in order). Tensors are copied, converted to each parameter's dtype and device, so the
-   * caller may dispose the source. Everything is checked before the optimizer changes: the groups'
+   * sizes, in order). Tensors are copied, converted to each parameter's state dtype and device (into
+   * the flat buffers of groups that keep state flat), so the caller may dispose the source. Everything is checked before the optimizer changes: the groups'
    * options as the constructor checks them (ValueError naming the group), each parameter's state
    * against what this optimizer keeps (ValueError naming the parameter and entry), its tensors'
    * shapes (ShapeError) and dtypes (DTypeError).
@@ -299,7 +461,7 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
     }
     for (const s of this.state.values()) disposeState(s);
     this.state.clear();
-    for (const [p, s] of restored) this.state.set(p, s);
+    for (const [p, s] of restored) this.state.set(p, this.placeState(p, s));
     groups.forEach((g, i) => Object.assign(this.paramGroups[i], g));
   }
 
@@ -332,9 +494,10 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
     }
   }
 
+  /** A copy of v in p's state dtype on p's device, kept out of every tidy scope. */
   private copyLike(v: Tensor, p: Tensor): Tensor {
     return noGrad(() => {
-      const out = this.zerosState(p);
+      const out = keep(zeros(p.shape, { dtype: stateDType(p.dtype), device: p.device }));
       const src = v.device === p.device ? v : v.to({ device: p.device });
       out.copy_(src);
       if (src !== v) src.dispose();
@@ -342,10 +505,12 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
     });
   }
 
-  /** Frees the optimizer's state tensors (the parameters are the caller's). */
+  /** Frees the optimizer's state tensors and flat buffers (the parameters are the caller's). */
   dispose(): void {
     for (const s of this.state.values()) disposeState(s);
     this.state.clear();
+    for (const l of this.layouts.values()) l.dispose();
+    this.layouts.clear();
   }
 }
 

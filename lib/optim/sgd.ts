@@ -1,8 +1,10 @@
 // SGD with momentum, dampening, Nesterov momentum and L2 weight decay (PyTorch's update rule),
-// one fused native pass per parameter.
+// one fused native pass per parameter. bfloat16 and float16 parameters keep their momentum buffer in
+// float32 and are updated in float32 (only the new value is rounded).
 import { ValueError } from '../errors';
 import { Tensor } from '../tensor';
-import { BaseOptions, Optimizer, ParamGroup, ParamState, Params, StateSpec, checkBool, checkNumber, optimNative } from './optimizer';
+import { sgdStep } from '../ops/optim';
+import { BaseOptions, Optimizer, ParamGroup, ParamState, Params, StateSpec, checkBool, checkNumber } from './optimizer';
 
 /** Options of SGD (torch.optim.SGD); the constructor takes any subset. */
 export interface SGDOptions extends BaseOptions {
@@ -56,15 +58,15 @@ export class SGD extends Optimizer<SGDOptions> {
       nesterov: g.nesterov, maximize: g.maximize, firstStep: false,
     };
     if (g.momentum === 0) {
-      optimNative.sgdStep(p._h, grad._h, null, opts);
+      sgdStep(p, grad, null, opts);
       return;
     }
     // The buffer joins the state only once a step succeeded, so a failed first step stays a first step.
     const old = s.momentumBuffer;
-    const buf = old instanceof Tensor ? old : this.zerosState(p);
+    const buf = old instanceof Tensor ? old : this.zerosState(p, 'momentumBuffer');
     opts.firstStep = buf !== old;
     try {
-      optimNative.sgdStep(p._h, grad._h, buf._h, opts);
+      sgdStep(p, grad, buf, opts);
     } catch (e) {
       if (buf !== old) buf.dispose();
       throw e;

@@ -1,7 +1,10 @@
 // kiln.train: the Trainer (fit with validation, accumulation, clipping, schedules, callbacks,
-// progress, metrics, loss curve, checkpoint/resume), random language-model windows, the generated toy
-// language of `kiln train`, and SVG line charts.
+// progress, metrics, loss curve, checkpoint/resume, autocast) and the TrainStrategy its steps run
+// through, random language-model windows, the generated toy language of `kiln train`, and SVG line
+// charts.
 export { Trainer, CHECKPOINT_FILE } from './trainer';
+export { TrainStrategy } from './strategy';
+export type { StepContext, MicroBatchInfo } from './strategy';
 export type { TrainerOptions, FitOptions, EvalOptions, BatchOptions, FitResult, StepInfo, EvalInfo, Callback, BatchSampler, BatchSource, MetricsRecord } from './trainer';
 export { windowSampler } from './lm';
 export type { WindowSource } from './lm';

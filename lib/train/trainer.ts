@@ -2,7 +2,12 @@
 // over `gradAccumulation` micro-batches, clipping their global norm, stepping the optimizer and the
 // LR schedule), evaluates on validation data every `evalInterval` steps, calls callbacks, shows
 // progress, writes metrics as JSONL and a loss-curve SVG, and saves checkpoints that resume exactly:
-// weights, optimizer, schedule, data position and random generator state.
+// weights, optimizer, schedule, data position and random generator state. The step itself is a
+// TrainStrategy's three parts (strategy.ts), which a distributed strategy wraps.
+//
+// Synchronization: the step's losses are summed on the device and kept there with the gradient
+// norm; the Trainer reads all the steps of a logging interval back in one transfer (or earlier, when
+// a callback reads StepInfo.loss), so the host does not wait for the device after every micro-batch.
 //
 // Memory: each micro-batch runs inside a tidy scope and the batches the Trainer draws from a
 // DataLoader or BatchSampler are disposed after use, so native memory stays flat from step to step.
@@ -13,21 +18,23 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { noGrad } from '../autograd/grad_mode';
+import { autocast } from '../autocast';
 import { DataLoader } from '../data/dataloader';
 import { isFloating, isIntegral } from '../dtype';
 import { deviceCode, deviceName } from '../device';
 import { DeviceError, FormatError, KilnError, ValueError } from '../errors';
 import { writeFileAtomic } from '../io/atomic';
 import { disposeCheckpoint, readCheckpoint, saveCheckpoint } from '../io/checkpoint';
-import { dispose, tidy } from '../memory';
+import { dispose, keep, tidy } from '../memory';
 import type { Module } from '../nn/module';
 import { getRngState, setRngState, RngState } from '../ops/random';
-import { clipGradNorm } from '../optim/clip_grad';
+import { stack } from '../ops/shape';
 import type { LRScheduler } from '../optim/lr_scheduler';
 import type { Optimizer } from '../optim/optimizer';
 import { Tensor } from '../tensor';
 import { lineChartSVG } from './plot';
 import { BatchUnit, ProgressMode, ProgressReporter, ProgressStream, formatDuration, unitLabels } from './progress';
+import { StepContext, TrainStrategy } from './strategy';
 
 /** A source of training batches drawn one at a time (e.g. random windows of a token file). */
 export interface BatchSampler<B> {
@@ -50,12 +57,15 @@ export type BatchSource<B> = DataLoader<any, B> | BatchSampler<B> | Iterable<B>;
 export interface StepInfo {
   /** Optimizer steps done (this one included). */
   step: number;
-  /** Mean loss over the step's micro-batches. */
-  loss: number;
+  /**
+   * Mean loss over the step's micro-batches. Read from the device on first access (with every step
+   * not read yet, in one transfer): a callback that does not read it lets the device run ahead.
+   */
+  readonly loss: number;
   /** The learning rate this step used (first parameter group). */
   lr: number;
-  /** Global gradient norm before clipping (null without clipping). */
-  gradNorm: number | null;
+  /** Global gradient norm before clipping (null without clipping); read from the device like loss. */
+  readonly gradNorm: number | null;
   /** Tokens, characters or samples (the trainer's unit) in this step's micro-batches. */
   count: number;
   /** count per second of this step (excludes evaluation and checkpoints). */
@@ -141,7 +151,10 @@ export interface TrainerOptions<M extends Module = Module> {
   outDir?: string | null;
   /** Save a checkpoint every this many steps, and at the end (default: at the end only; needs outDir). */
   checkpointInterval?: number | null;
-  /** Steps between metrics records and progress lines (default 1). */
+  /**
+   * Steps between metrics records and progress lines (default 1). The losses of an interval's steps
+   * stay on the device and are read back together at its end: one wait for the device per interval.
+   */
   logInterval?: number;
   /** 'auto' (default): a live bar on a terminal, else a line every logInterval steps; or 'bar', 'log', 'none'. */
   progress?: ProgressMode | 'auto';
@@ -160,6 +173,18 @@ export interface TrainerOptions<M extends Module = Module> {
   extraState?: () => Record<string, unknown>;
   /** Title of the loss-curve chart. */
   title?: string;
+  /**
+   * 'bfloat16' runs each micro-batch's forward (and each validation batch) under
+   * autocast({ dtype: 'bfloat16' }): matmul-like ops compute in bfloat16 while the parameters, their
+   * gradients and the optimizer stay float32 (master weights); backward runs with autocast off.
+   * Default false.
+   */
+  autocast?: 'bfloat16' | false;
+  /**
+   * How a training step runs (default: a TrainStrategy, one process). A data-parallel or sharded
+   * strategy subclasses TrainStrategy and overrides forwardBackward, beforeStep or step.
+   */
+  strategy?: TrainStrategy<M>;
 }
 
 /** How the Trainer reads batches of type B: their loss and their size. */
@@ -307,6 +332,40 @@ function checkCount(name: string, v: unknown, min = 1): number | null {
   return v;
 }
 
+/** The step's loss and gradient norm: tensors on the device until the Trainer reads them. */
+class StepValues {
+  lossValue = NaN;
+  gradNormValue: number | null = null;
+  constructor(
+    readonly step: number,
+    public loss: Tensor | null,
+    public gradNorm: Tensor | null,
+  ) {}
+}
+
+/** StepInfo whose loss and gradNorm read the step's values (from the device on first access). */
+class StepRecord implements StepInfo {
+  constructor(
+    private readonly values: StepValues,
+    private readonly read: () => void,
+    readonly step: number,
+    readonly lr: number,
+    readonly count: number,
+    readonly throughput: number,
+    readonly elapsed: number,
+  ) {}
+
+  get loss(): number {
+    if (this.values.loss) this.read();
+    return this.values.lossValue;
+  }
+
+  get gradNorm(): number | null {
+    if (this.values.loss) this.read();
+    return this.values.gradNormValue;
+  }
+}
+
 interface TrainerState {
   /** Optimizer steps done. */
   step: number;
@@ -369,6 +428,8 @@ export class Trainer<M extends Module = Module> {
    * The LR schedule: the one given, or the one the factory made at the start of fit() (null without).
    */
   scheduler: LRScheduler | null = null;
+  /** The parts of each training step (options.strategy, else the single-process default). */
+  readonly strategy: TrainStrategy<M>;
   private readonly opts: TrainerOptions<M>;
   private readonly accum: number;
   private readonly device: string | null;
@@ -378,6 +439,8 @@ export class Trainer<M extends Module = Module> {
   private stopRequested = false;
   private trainHistory: Array<[number, number]> = [];
   private valHistory: Array<[number, number]> = [];
+  /** Steps whose loss is still on the device, oldest first. */
+  private pending: StepValues[] = [];
 
   /**
    * A trainer for opts.model; a ValueError for bad options, a DeviceError when the model's parameters
@@ -406,6 +469,11 @@ export class Trainer<M extends Module = Module> {
     }
     if (opts.scheduler && typeof opts.scheduler !== 'function') this.scheduler = opts.scheduler;
     this.callbacks = opts.callbacks ?? [];
+    if (opts.autocast !== undefined && opts.autocast !== false && opts.autocast !== 'bfloat16') {
+      throw new ValueError('Trainer', `autocast must be 'bfloat16' or false, got ${String(opts.autocast)}`);
+    }
+    if (opts.strategy !== undefined && !(opts.strategy instanceof TrainStrategy)) throw new ValueError('Trainer', 'strategy must be a TrainStrategy');
+    this.strategy = opts.strategy ?? new TrainStrategy<M>();
   }
 
   /** Optimizer steps done so far. */
@@ -439,43 +507,98 @@ export class Trainer<M extends Module = Module> {
     return bo.countBatch ? bo.countBatch(batch) : defaultCount(batch, this.currentUnit);
   }
 
-  /** The loss of one batch, moved to the trainer's device first (inside the caller's tidy scope, which frees the copies). */
+  /**
+   * The loss of one batch: moved to the trainer's device first (inside the caller's tidy scope, which
+   * frees the copies), the loss function run under the autocast option, checked to be a loss.
+   */
   private lossOf<B>(batch: B, bo: BatchOptions<M, B>): Tensor {
     const b = this.device ? toDevice(batch, this.device) : batch;
-    return bo.loss ? bo.loss(this.model, b) : defaultLoss(this.model, b);
+    const forward = () => (bo.loss ? bo.loss(this.model, b) : defaultLoss(this.model, b));
+    const loss = this.opts.autocast ? autocast({ dtype: this.opts.autocast }, forward) : forward();
+    if (!(loss instanceof Tensor) || loss.numel !== 1 || !isFloating(loss.dtype)) {
+      throw new ValueError('Trainer', 'the loss must be a floating point tensor with one element');
+    }
+    return loss;
   }
 
-  /** One optimizer step over gradAccumulation micro-batches from stream. */
-  private trainStep<B>(stream: Stream<B>, bo: BatchOptions<M, B>): Omit<StepInfo, 'step' | 'throughput' | 'elapsed'> {
+  /** What the strategy's parts see during fit(). */
+  private context<B>(bo: BatchOptions<M, B>): StepContext<M> {
+    const trainer = this;
+    return {
+      model: this.model,
+      optimizer: this.optimizer,
+      get scheduler() {
+        return trainer.scheduler;
+      },
+      gradAccumulation: this.accum,
+      clipGradNorm: this.opts.clipGradNorm ?? null,
+      loss: (batch) => this.lossOf(batch as B, bo),
+    };
+  }
+
+  /**
+   * One optimizer step over gradAccumulation micro-batches from stream, through the strategy's parts.
+   * The mean loss (float64 for float64 losses, else float32) and the gradient norm stay on the device.
+   */
+  private trainStep<B>(stream: Stream<B>, ctx: StepContext<M>, bo: BatchOptions<M, B>): { loss: Tensor; gradNorm: Tensor | null; lr: number; count: number } {
     const k = this.accum;
-    let lossSum = 0, count = 0;
+    let sum: Tensor | null = null, count = 0;
     for (let i = 0; i < k; i++) {
       const batch = stream.next();
       try {
         count += this.countOf(batch, bo);
-        lossSum += tidy(() => {
-          const loss = this.lossOf(batch, bo);
-          if (!(loss instanceof Tensor) || loss.numel !== 1 || !isFloating(loss.dtype)) {
-            throw new ValueError('Trainer', 'the loss must be a floating point tensor with one element');
-          }
-          (k > 1 ? loss.div(k) : loss).backward();
-          return loss.item();
-        });
+        const loss = tidy(() => this.strategy.forwardBackward(ctx, batch, { index: i, isLastMicroBatch: i === k - 1 }));
+        // Summed in float32 at least (a bfloat16 loss would round the sum), on the device.
+        const l = loss.dtype === 'float64' || loss.dtype === 'float32' ? loss : noGrad(() => loss.to('float32'));
+        if (l !== loss) loss.dispose();
+        if (sum) {
+          const prev: Tensor = sum;
+          sum = noGrad(() => prev.add(l));
+          prev.dispose();
+          l.dispose();
+        } else {
+          sum = l;
+        }
       } finally {
         if (stream.owned) dispose(batch);
       }
     }
     const lr = this.optimizer.paramGroups[0].lr;
-    let gradNorm: number | null = null;
-    if (this.opts.clipGradNorm != null) {
-      const n = clipGradNorm(this.optimizer.paramGroups.flatMap((g) => g.params), this.opts.clipGradNorm);
-      gradNorm = n.item();
-      n.dispose();
+    const gradNorm = tidy(() => this.strategy.beforeStep(ctx));
+    tidy(() => this.strategy.step(ctx));
+    const mean = k > 1 ? noGrad(() => sum!.div(k)) : sum!;
+    return { loss: mean, gradNorm, lr, count };
+  }
+
+  /**
+   * Reads every pending step's loss and gradient norm back from the device in one transfer, adds the
+   * losses to the history and checks that they are finite (naming the first step that is not).
+   */
+  private readPending(): void {
+    const steps = this.pending;
+    if (!steps.length) return;
+    this.pending = [];
+    const withNorm = steps.map((v) => v.gradNorm !== null);
+    const ts = steps.flatMap((v) => (v.gradNorm ? [v.loss!, v.gradNorm] : [v.loss!]));
+    const dtype = ts.every((x) => x.dtype === 'float64') ? 'float64' : 'float32';
+    let values: ArrayLike<number>;
+    try {
+      values = tidy(() => stack(ts.map((x) => (x.dtype === dtype ? x : x.to(dtype)))).dataSync() as Float32Array | Float64Array);
+    } finally {
+      for (const x of ts) x.dispose();
+      for (const v of steps) v.loss = v.gradNorm = null;
     }
-    this.optimizer.step();
-    this.optimizer.zeroGrad();
-    this.scheduler?.step();
-    return { loss: lossSum / k, lr, gradNorm, count };
+    let i = 0;
+    steps.forEach((v, k) => {
+      v.lossValue = values[i++];
+      if (withNorm[k]) v.gradNormValue = values[i++];
+    });
+    for (const v of steps) {
+      this.trainHistory.push([v.step, v.lossValue]);
+      if (!Number.isFinite(v.lossValue)) {
+        throw new ValueError('Trainer', `the loss became ${v.lossValue} at step ${v.step}; lower the learning rate or clip gradients`);
+      }
+    }
   }
 
   /** The mean loss over validation batches (weighted by their size), in eval mode without gradients. */
@@ -588,7 +711,10 @@ export class Trainer<M extends Module = Module> {
       for (const cb of this.callbacks) await cb.onCheckpoint?.(this, { step: this.state.step, path: checkpoint });
     };
 
-    let lastLoss = NaN, runCount = 0, runTime = 0, emaStep = 0;
+    const ctx = this.context(fo);
+    this.pending = [];
+    let lastStep: StepValues | null = null;
+    let runCount = 0, runTime = 0, emaStep = 0;
     let logCount = 0, logTime = 0;
     try {
       if (val && (opts.evalAtStart ?? !resumed) && this.state.step < total) {
@@ -598,7 +724,7 @@ export class Trainer<M extends Module = Module> {
       }
       while (this.state.step < total && !this.stopRequested) {
         const t0 = process.hrtime.bigint();
-        const s = tidy(() => this.trainStep(stream, fo));
+        const s = tidy(() => this.trainStep(stream, ctx, fo));
         const dt = Number(process.hrtime.bigint() - t0) / 1e9;
         this.state.step++;
         this.state.tokens += s.count;
@@ -607,39 +733,48 @@ export class Trainer<M extends Module = Module> {
         logCount += s.count;
         logTime += dt;
         emaStep = emaStep === 0 ? dt : 0.9 * emaStep + 0.1 * dt;
-        lastLoss = s.loss;
-        if (!Number.isFinite(s.loss)) throw new ValueError('Trainer', `the loss became ${s.loss} at step ${this.state.step}; lower the learning rate or clip gradients`);
-        this.trainHistory.push([this.state.step, s.loss]);
         const step = this.state.step;
-        const info: StepInfo = { step, ...s, throughput: s.count / dt, elapsed: elapsed() };
+        const values = new StepValues(step, keep(s.loss), s.gradNorm && keep(s.gradNorm));
+        this.pending.push(values);
+        lastStep = values;
+        const info = new StepRecord(values, () => this.readPending(), step, s.lr, s.count, s.count / dt, elapsed());
         for (const cb of this.callbacks) await cb.onStepEnd?.(this, info);
 
         const last = step === total || this.stopRequested;
+        const checkpointNow = (opts.checkpointInterval && step % opts.checkpointInterval === 0) || last;
         let v: number | null = null;
         if (val && ((opts.evalInterval && step % opts.evalInterval === 0) || (last && !this.stopRequested))) {
           v = await doEval();
           if (mode === 'bar') progress.log(valLine(v));
         }
-        if (metrics && (step % logInterval === 0 || v !== null || last)) {
-          const rec: MetricsRecord = { step, loss: s.loss, lr: s.lr, elapsed_s: info.elapsed };
+        const logNow = step % logInterval === 0 || v !== null || last;
+        // The interval's losses, read together (also before a checkpoint: a NaN run is not saved).
+        if (logNow || checkpointNow) this.readPending();
+        if (metrics && logNow) {
+          const rec: MetricsRecord = { step, loss: values.lossValue, lr: s.lr, elapsed_s: info.elapsed };
           rec[unitLabels(this.currentUnit!).metricsField] = logCount / logTime;
           if (v !== null) rec.val_loss = v;
-          if (s.gradNorm !== null) rec.grad_norm = s.gradNorm;
+          if (values.gradNormValue !== null) rec.grad_norm = values.gradNormValue;
           metrics.write(rec);
           logCount = logTime = 0;
         }
+        const shown = this.trainHistory[this.trainHistory.length - 1];
         progress.update({
-          step, total, loss: s.loss, valLoss: this.state.lastValLoss, lr: s.lr, unit: this.currentUnit!,
+          step, total, loss: shown ? shown[1] : NaN, valLoss: this.state.lastValLoss, lr: s.lr, unit: this.currentUnit!,
           throughput: s.count / emaStep, elapsed: info.elapsed, eta: (total - step) * emaStep,
         });
         if (outDir && v !== null) this.writeChart(outDir);
-        if ((opts.checkpointInterval && step % opts.checkpointInterval === 0) || last) await save();
+        if (checkpointNow) await save();
         // Let timers (the progress bar), signal handlers and I/O run between steps.
         await new Promise((r) => setImmediate(r));
       }
+      this.readPending();
       // stop() from a signal handler lands between steps: keep the last one.
       if (this.stopRequested && savedStep !== this.state.step) await save();
     } finally {
+      // Steps not read when the run ended (a callback or a step threw): free their tensors.
+      for (const v of this.pending) dispose([v.loss, v.gradNorm]);
+      this.pending = [];
       progress.stop();
       metrics?.close();
     }
@@ -647,7 +782,7 @@ export class Trainer<M extends Module = Module> {
     if (outDir) this.writeChart(outDir);
     const result: FitResult = {
       step: this.state.step,
-      trainLoss: lastLoss,
+      trainLoss: lastStep ? lastStep.lossValue : NaN,
       valLoss: this.state.lastValLoss,
       bestValLoss: this.state.bestValLoss,
       initialValLoss,

@@ -42,6 +42,22 @@ struct Codec<const Tensor*> {
   static const Tensor* tensor(Stored s) { return s; }
 };
 
+// A list of tensors (e.g. every gradient a clipping pass reads), each checked like a T argument.
+template <>
+struct Codec<const std::vector<const Tensor*>&> {
+  static constexpr const char* code = "T[]";
+  using Stored = std::vector<const Tensor*>;
+  static Stored get(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
+    KILN_CHECK(i < info.Length() && info[i].IsArray(), Value, op, "argument '", name, "' must be an array of tensors");
+    const auto arr = info[i].As<Napi::Array>();
+    Stored out(arr.Length());
+    for (uint32_t k = 0; k < arr.Length(); k++) out[k] = &tensor_of(arr.Get(k), op, str_cat(name, "[", k, "]"));
+    return out;
+  }
+  static const Stored& pass(const Stored& s) { return s; }
+  static const Stored& tensors(const Stored& s) { return s; }
+};
+
 // Plain values: no tensor to check.
 template <typename T, const char* Code>
 struct ValueCodec {
@@ -105,6 +121,20 @@ struct Codec<E, std::enable_if_t<std::is_enum_v<E> && !std::is_same_v<E, DType>>
     return E(code);
   }
 };
+
+// Calls f on every tensor an argument holds: a list codec's tensors(), else its one tensor() (or null).
+template <typename C, typename = void>
+struct HasTensorList : std::false_type {};
+template <typename C>
+struct HasTensorList<C, std::void_t<decltype(C::tensors(std::declval<const typename C::Stored&>()))>> : std::true_type {};
+template <typename C, typename F>
+void each_tensor(const typename C::Stored& s, F& f) {
+  if constexpr (HasTensorList<C>::value) {
+    for (const Tensor* t : C::tensors(s)) f(t);
+  } else {
+    f(C::tensor(s));
+  }
+}
 
 // Results: what a kernel returns, as JavaScript.
 template <typename R>
@@ -181,13 +211,13 @@ struct Kernel<R(A...)> {
                info.Length());
     // Braced initialization evaluates the conversions left to right.
     std::tuple<typename Codec<A>::Stored...> args{Codec<A>::get(info, I, e.op, e.args[I].c_str())...};
-    const Tensor* tensors[] = {Codec<A>::tensor(std::get<I>(args))..., nullptr};
     const Tensor* first = nullptr;
-    for (const Tensor* t : tensors) {
-      if (!t) continue;
+    auto see = [&](const Tensor* t) {
+      if (!t) return;
       if (!first) first = t;
       else check_same_device(e.op, {first, t});
-    }
+    };
+    (each_tensor<Codec<A>>(std::get<I>(args), see), ...);
     KILN_CHECK(first, Internal, e.op, "kernel has no tensor argument to choose a device by");
     Fn f = Cpu;
     if (!first->device().is_cpu()) {

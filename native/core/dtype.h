@@ -86,6 +86,16 @@ inline bool is_integral(DType t) { return t == DType::Int32 || t == DType::Int64
     KILN_DTYPE_FAIL(dt, op);                                   \
   }
 
+// Every floating dtype; bfloat16 and float16 bind their storage types (kernels compute them in float32).
+#define KILN_DISPATCH_FLOATING(dt, op, ...)                  \
+  switch (dt) {                                              \
+    KILN_DTYPE_CASE(Float32, float, __VA_ARGS__)             \
+    KILN_DTYPE_CASE(Float64, double, __VA_ARGS__)            \
+    KILN_DTYPE_CASE(BFloat16, ::kiln::bf16, __VA_ARGS__)     \
+    KILN_DTYPE_CASE(Float16, ::kiln::fp16, __VA_ARGS__)      \
+    KILN_DTYPE_FAIL(dt, op);                                 \
+  }
+
 #define KILN_DISPATCH_NUMERIC(dt, op, ...)                    \
   switch (dt) {                                                \
     KILN_DTYPE_CASE(Float32, float, __VA_ARGS__)               \

@@ -16,16 +16,6 @@ namespace {
 
 constexpr int64_t kBlockGrain = 2048;  // Philox blocks per thread at least
 
-// Floating output types; bfloat16 and float16 are computed in float32 and rounded when stored.
-#define DISPATCH_FLOATING(dt, op, ...)                  \
-  switch (dt) {                                         \
-    KILN_DTYPE_CASE(Float32, float, __VA_ARGS__)        \
-    KILN_DTYPE_CASE(Float64, double, __VA_ARGS__)       \
-    KILN_DTYPE_CASE(BFloat16, ::kiln::bf16, __VA_ARGS__) \
-    KILN_DTYPE_CASE(Float16, ::kiln::fp16, __VA_ARGS__) \
-    KILN_DTYPE_FAIL(dt, op);                            \
-  }
-
 template <typename T>
 using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
@@ -115,13 +105,13 @@ uint64_t normal_typed(const Tensor& out, uint64_t seed, uint64_t offset, double 
 
 uint64_t rand_uniform(const Tensor& out, uint64_t seed, uint64_t offset, double low, double high) {
   ops::check_rand_uniform(out, low, high);
-  DISPATCH_FLOATING(out.dtype, "rand", { return uniform_typed<scalar_t>(out, seed, offset, low, high); });
+  KILN_DISPATCH_FLOATING(out.dtype, "rand", { return uniform_typed<scalar_t>(out, seed, offset, low, high); });
   return 0;
 }
 
 uint64_t rand_normal(const Tensor& out, uint64_t seed, uint64_t offset, double mean, double std) {
   ops::check_rand_normal(out, mean, std);
-  DISPATCH_FLOATING(out.dtype, "randn", { return normal_typed<scalar_t>(out, seed, offset, mean, std); });
+  KILN_DISPATCH_FLOATING(out.dtype, "randn", { return normal_typed<scalar_t>(out, seed, offset, mean, std); });
   return 0;
 }
 
@@ -146,7 +136,7 @@ uint64_t dropout_forward(const Tensor& x, double p, uint64_t seed, uint64_t offs
   ops::check_dropout(x, p, out, mask);
   // keep iff word < threshold: probability threshold / 2^32 = 1 - p to within 2^-32.
   const uint64_t threshold = uint64_t((1.0 - p) * 4294967296.0);
-  DISPATCH_FLOATING(x.dtype, op, {
+  KILN_DISPATCH_FLOATING(x.dtype, op, {
     using A = acc_t<scalar_t>;
     const A scale = A(1.0 / (1.0 - p));
     const scalar_t* xs = x.data<scalar_t>();
@@ -175,7 +165,7 @@ uint64_t dropout_forward(const Tensor& x, double p, uint64_t seed, uint64_t offs
 void dropout_backward(const Tensor& grad, const Tensor& mask, double scale, const Tensor& out) {
   const char* op = "dropout_backward";
   ops::check_dropout_backward(grad, mask, out);
-  DISPATCH_FLOATING(grad.dtype, op, {
+  KILN_DISPATCH_FLOATING(grad.dtype, op, {
     using A = acc_t<scalar_t>;
     const A s = A(scale);
     const scalar_t* gs = grad.data<scalar_t>();

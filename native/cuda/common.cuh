@@ -119,6 +119,16 @@ inline unsigned grid_for(int64_t n, Device d) {
     KILN_DTYPE_FAIL(dt, op);                                  \
   }
 
+// Every floating dtype, with the CUDA half types.
+#define KILN_CUDA_DISPATCH_FLOATING(dt, op, ...)             \
+  switch (dt) {                                               \
+    KILN_DTYPE_CASE(Float32, float, __VA_ARGS__)              \
+    KILN_DTYPE_CASE(Float64, double, __VA_ARGS__)             \
+    KILN_DTYPE_CASE(BFloat16, __nv_bfloat16, __VA_ARGS__)     \
+    KILN_DTYPE_CASE(Float16, __half, __VA_ARGS__)             \
+    KILN_DTYPE_FAIL(dt, op);                                  \
+  }
+
 #define KILN_CUDA_DISPATCH_FLOAT(dt, op, ...)                \
   switch (dt) {                                               \
     KILN_DTYPE_CASE(Float32, float, __VA_ARGS__)              \

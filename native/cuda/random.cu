@@ -15,16 +15,6 @@ namespace kiln::cuda {
 
 namespace {
 
-// Floating types; bfloat16 and float16 are computed in float32 and rounded when stored.
-#define DISPATCH_FLOATING(dt, op, ...)                  \
-  switch (dt) {                                         \
-    KILN_DTYPE_CASE(Float32, float, __VA_ARGS__)        \
-    KILN_DTYPE_CASE(Float64, double, __VA_ARGS__)       \
-    KILN_DTYPE_CASE(BFloat16, __nv_bfloat16, __VA_ARGS__) \
-    KILN_DTYPE_CASE(Float16, __half, __VA_ARGS__)       \
-    KILN_DTYPE_FAIL(dt, op);                            \
-  }
-
 // E values of T stored with one instruction (E * sizeof(T) is 2 to 32 bytes, a power of two).
 template <typename T, int E>
 struct alignas(E * sizeof(T)) Pack {
@@ -230,7 +220,7 @@ __global__ void dropout_backward_kernel(const T* __restrict__ grad, const uint8_
 
 uint64_t rand_uniform(const Tensor& out, uint64_t seed, uint64_t offset, double low, double high) {
   ops::check_rand_uniform(out, low, high);
-  DISPATCH_FLOATING(out.dtype, "rand", {
+  KILN_CUDA_DISPATCH_FLOATING(out.dtype, "rand", {
     using A = acc_t<scalar_t>;
     const A lo = A(low), range = A(high - low);
     return draw<scalar_t>(out, seed, offset, Uniform<scalar_t>{lo, range, high, largest_below<scalar_t>(high)}, "rand");
@@ -240,7 +230,7 @@ uint64_t rand_uniform(const Tensor& out, uint64_t seed, uint64_t offset, double 
 
 uint64_t rand_normal(const Tensor& out, uint64_t seed, uint64_t offset, double mean, double std) {
   ops::check_rand_normal(out, mean, std);
-  DISPATCH_FLOATING(out.dtype, "randn", {
+  KILN_CUDA_DISPATCH_FLOATING(out.dtype, "randn", {
     using A = acc_t<scalar_t>;
     return draw<scalar_t>(out, seed, offset, Normal<scalar_t>{A(mean), A(std)}, "randn");
   });
@@ -264,7 +254,7 @@ uint64_t dropout_forward(const Tensor& x, double p, uint64_t seed, uint64_t offs
   const uint64_t threshold = uint64_t((1.0 - p) * 4294967296.0);
   const Device d = x.device();
   const StridedMeta<1> xm = make_meta<1>(op, x.shape, {&x.strides});
-  DISPATCH_FLOATING(x.dtype, op, {
+  KILN_CUDA_DISPATCH_FLOATING(x.dtype, op, {
     using T = scalar_t;
     const bool vec_x = xm.contiguous && aligned_to(x.data_ptr(), sizeof(Pack<T, 4>));
     const bool vec_out = aligned_to(out.data_ptr(), sizeof(Pack<T, 4>)) && aligned_to(mask.data_ptr(), 4);
@@ -283,7 +273,7 @@ void dropout_backward(const Tensor& grad, const Tensor& mask, double scale, cons
   if (n == 0) return;
   const Device d = out.device();
   const StridedMeta<3> m = make_meta<3>(op, out.shape, {&out.strides, &grad.strides, &mask.strides});
-  DISPATCH_FLOATING(grad.dtype, op, {
+  KILN_CUDA_DISPATCH_FLOATING(grad.dtype, op, {
     using T = scalar_t;
     const size_t vb = sizeof(Pack<T, 4>);
     const bool vec = m.contiguous && aligned_to(out.data_ptr(), vb) && aligned_to(grad.data_ptr(), vb) &&

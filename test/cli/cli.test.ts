@@ -2,9 +2,9 @@
 // stale): help for every command, bad flags, values and config files, and missing files give one
 // clear line and exit code 2 without a stack trace, a corrupt checkpoint exits 1 with FormatError,
 // --device cuda where CUDA is not available says why, and short end-to-end runs: `kiln train` on
-// the toy language (then --resume with more steps, which keeps the LR schedule), on a text file
-// with a JSON config and with GPT-2 tokens (a warning about the vocabulary), and `kiln generate`
-// from their checkpoints.
+// the toy language (then --resume with more steps, which keeps the LR schedule), with bf16
+// autocast, on a text file with a JSON config and with GPT-2 tokens (a warning about the
+// vocabulary), and `kiln generate` from their checkpoints.
 import t, { Test } from 'tap';
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
@@ -59,7 +59,7 @@ t.test('--help on every command', async (t) => {
   t.equal(top.code, 0);
   t.match(top.stdout, /Usage: kiln <command>/);
   t.match(top.stdout, /train .*\n.*generate/);
-  for (const [cmd, flags] of [['train', ['--data', '--tokenizer', '--config', '--steps', '--grad-accum', '--eval-interval', '--out', '--resume', '--device']], ['generate', ['--checkpoint', '--prompt', '--max-tokens', '--temperature', '--top-k', '--top-p', '--seed', '--device']]] as const) {
+  for (const [cmd, flags] of [['train', ['--data', '--tokenizer', '--config', '--steps', '--grad-accum', '--autocast', '--eval-interval', '--out', '--resume', '--device']], ['generate', ['--checkpoint', '--prompt', '--max-tokens', '--temperature', '--top-k', '--top-p', '--seed', '--device']]] as const) {
     const r = kiln([cmd, '--help']);
     t.equal(r.code, 0, `${cmd} --help exits 0`);
     t.match(r.stdout, new RegExp(`^Usage: kiln ${cmd}`));
@@ -91,6 +91,7 @@ t.test('bad flags and values', async (t) => {
   misuse(t, ['train', '--lr', '0'], /--lr must be > 0/);
   misuse(t, ['train', '--dropout', '1.5'], /--dropout must be <= 1/);
   misuse(t, ['train', '--tokenizer', 'bpe'], /--tokenizer must be one of char, gpt2/);
+  misuse(t, ['train', '--autocast', 'fp8'], /--autocast must be one of bf16, off/);
   misuse(t, ['train', '--n-embd', '30', '--n-head', '4'], /--n-embd \(30\) must be a multiple of --n-head \(4\)/);
   misuse(t, ['train', '--tokenizer', 'gpt2'], /needs --data/);
   misuse(t, ['train', 'input.txt'], /unexpected argument "input.txt"/);
@@ -181,6 +182,13 @@ t.test('kiln train on the toy language, --resume, and kiln generate', async (t) 
   const [s1, s2] = greedy.stdout.split('---\n');
   t.equal(s1.trim(), s2.trim(), 'temperature 0 is greedy');
   misuse(t, ['generate', '--checkpoint', 'toy', '--prompt', 'Zebra'], /--prompt: character "Z" at offset 0 is not in the vocabulary/);
+});
+
+t.test('kiln train --autocast bf16 runs the forward under bfloat16 autocast', async (t) => {
+  const r = kiln(['train', '--steps', '2', '--out', 'bf16', '--autocast', 'bf16', '--n-layer', '1', '--n-embd', '16', '--eval-batches', '1', '--progress', 'none', '--sample-tokens', '0']);
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /^training: 2 steps .*clip 1, bf16 autocast, /m, 'the summary says so');
+  t.match(r.stdout, /validation loss: .* after 2 steps/);
 });
 
 t.test('kiln train --data with a JSON config, then generate', async (t) => {

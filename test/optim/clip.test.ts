@@ -1,9 +1,11 @@
 // clipGradNorm against norms computed here (2, 1, 3, infinity) over several gradients of mixed
 // dtypes and sizes (some larger than one native block), clipping only above maxNorm, strided
-// gradients, non-finite norms, and bad arguments.
+// gradients, non-finite norms, and bad arguments; the pieces it is built from (gradNormPartial,
+// scaleGrads_), shards combining partials through reducePartial, and half-precision gradients.
 import t, { Test } from 'tap';
 import * as kiln from '../../lib/index';
 import type { Tensor } from '../../lib/index';
+import * as optim from '../../lib/optim/index';
 import { clipGradNorm } from '../../lib/optim/index';
 import { rng } from '../helpers/gradcheck';
 
@@ -98,4 +100,71 @@ t.test('non-finite norms and bad arguments', async (t) => {
   h.grad = kiln.zeros([2], { dtype: 'bfloat16' });
   t.throws(() => clipGradNorm([q, h], 1), kiln.DTypeError);
   t.same(vals(q.grad), [1, 1]);
+});
+
+t.test('gradNormPartial: sum |g|^p (the squared norm for p = 2), max |g| for infinity, without touching the gradients', async (t) => {
+  for (const p of [2, 1, 3, Infinity]) {
+    const { params, grads } = withGrads([7, 100_000, 1], ['float32', 'float64', 'float32'], 21);
+    const partial = optim.gradNormPartial(params, p);
+    t.equal(partial.dtype, 'float32');
+    t.same(partial.shape, []);
+    const want = p === Infinity ? refNorm(grads, p) : refNorm(grads, p) ** p;
+    closeTo(t, partial.item(), want, 1e-6, `p = ${p}`);
+  }
+  const p = kiln.zeros([2, 2], { dtype: 'float64', requiresGrad: true });
+  const strided = kiln.tensor(Float64Array.from([3, 0, 4, 0]), { shape: [2, 2], dtype: 'float64' }).t();
+  p.grad = strided;
+  const sq = optim.gradNormPartial([p, kiln.zeros([1], { requiresGrad: true })]);
+  t.equal(sq.dtype, 'float64', 'float64 for float64 gradients');
+  t.equal(sq.item(), 25, 'the squared norm');
+  t.equal(p.grad, strided, 'a strided gradient is read, not replaced');
+  t.equal(optim.gradNormPartial(kiln.zeros([1], { requiresGrad: true })).item(), 0, 'no gradients: 0');
+  t.throws(() => optim.gradNormPartial(p, 0), kiln.ValueError);
+});
+
+t.test('scaleGrads_ multiplies every gradient in place by a number or a tensor read on the device', async (t) => {
+  const { params, grads } = withGrads([5, 40_000], ['float32', 'float64'], 22);
+  const none = kiln.zeros([3], { requiresGrad: true });
+  const before = params.map((q) => q.grad);
+  optim.scaleGrads_([...params, none], 0.5);
+  t.same(params.map((q) => vals(q.grad!)), grads.map((g) => g.map((x) => x * 0.5)), 'by a number');
+  t.ok(params.every((q, i) => q.grad === before[i]), 'the same gradient tensors');
+  t.equal(none.grad, null, 'parameters without gradients are skipped');
+  optim.scaleGrads_(params, kiln.tensor(4, { dtype: 'float64' }));
+  t.same(params.map((q) => vals(q.grad!)), grads.map((g) => g.map((x) => x * 2)), 'by a 0-d tensor');
+  t.throws(() => optim.scaleGrads_(params, kiln.tensor([1, 2], { dtype: 'float32' })), kiln.ShapeError, 'one element');
+  t.throws(() => optim.scaleGrads_(params, kiln.tensor(1, { dtype: 'int32' })), kiln.DTypeError);
+});
+
+t.test('clipGradNorm over shards: reducePartial combines the partials, every shard clips by the global norm', async (t) => {
+  for (const p of [2, Infinity]) {
+    const whole = withGrads([9, 3000, 4, 70_000], ['float32', 'float32', 'float32', 'float32'], 23);
+    const shards = [withGrads([9, 3000], ['float32', 'float32'], 23), withGrads([4, 70_000], ['float32', 'float32'], 23)];
+    // The second shard's gradients are the whole run's last two.
+    shards[1].params.forEach((q, i) => kiln.noGrad(() => q.grad!.copy_(whole.params[i + 2].grad!)));
+    const want = clipGradNorm(whole.params, 1, p).item();
+    const partials = shards.map((s) => optim.gradNormPartial(s.params, p).to('float64'));
+    const allReduce = (mine: number) => (partial: Tensor) => {
+      const other = partials[1 - mine];
+      kiln.noGrad(() => (p === Infinity ? partial.copy_(kiln.maximum(partial, other)) : partial.add_(other)));
+    };
+    const norms = shards.map((s, i) => clipGradNorm(s.params, 1, p, { reducePartial: allReduce(i) }).item());
+    norms.forEach((n) => closeTo(t, n, want, 1e-6, `p = ${p}: the global norm`));
+    const got = shards.flatMap((s) => s.params.map((q) => vals(q.grad!)));
+    const ref = whole.params.map((q) => vals(q.grad!));
+    let worst = 0;
+    got.forEach((g, i) => g.forEach((x, k) => (worst = Math.max(worst, Math.abs(x - ref[i][k])))));
+    t.ok(worst < 1e-6, `p = ${p}: the shards' gradients clipped as the whole (max error ${worst})`);
+  }
+});
+
+t.test('half-precision gradients are measured and clipped in float32', async (t) => {
+  for (const dtype of ['bfloat16', 'float16'] as const) {
+    const { params, grads } = withGrads([6, 50_000], [dtype, dtype], 24);
+    const norm = refNorm(grads, 2);
+    const total = clipGradNorm(params, 1);
+    t.equal(total.dtype, 'float32');
+    closeTo(t, total.item(), norm, 1e-5, `${dtype}: the norm`);
+    closeTo(t, refNorm(params.map((q) => vals(q.grad!)), 2), 1, 1e-2, `${dtype}: clipped to about maxNorm`);
+  }
 });
