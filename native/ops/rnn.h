@@ -7,16 +7,9 @@
 // tensors are contiguous [n, width] rows (n batch rows, hidden size H); gate blocks are laid out in
 // PyTorch's order along the row (LSTM: i, f, g, o; GRU: r, z, n).
 #pragma once
-#include <cmath>
+#include "../core/host_device.h"
 #include "../core/tensor.h"
-
-#ifndef KILN_HD
-#if defined(__CUDACC__)
-#define KILN_HD __host__ __device__
-#else
-#define KILN_HD
-#endif
-#endif
+#include "elementwise.h"
 
 namespace kiln::ops {
 
@@ -68,21 +61,16 @@ CellDims check_gru_cell_backward(const Tensor& dh, const Tensor* dy, const Tenso
 
 // ---- per-element formulas, in the compute type A (float for bfloat16) ----
 //
-// std::exp and std::tanh are the CUDA math library's in device code. sigmoid(-large) is 1 / inf = 0,
-// never NaN.
+// sigmoid, exp and tanh are the elementwise family's: on the host float32 versions the compiler
+// vectorizes, on the device the CUDA math library. sigmoid(-large) is 1 / inf = 0, never NaN.
 
 template <typename A>
-KILN_HD inline A rnn_sigmoid(A x) {
-  return A(1) / (A(1) + std::exp(-x));
-}
-
-template <typename A>
-KILN_HD inline A rnn_activation(A pre, bool relu) {
-  return relu ? (pre > A(0) ? pre : A(0)) : std::tanh(pre);
+KILN_HOST_DEVICE A rnn_activation(A pre, bool relu) {
+  return relu ? (pre > A(0) ? pre : A(0)) : ew::tanh(pre);
 }
 // The activation's derivative from its output y (tanh' = 1 - y^2; relu' = 1 where y > 0).
 template <typename A>
-KILN_HD inline A rnn_activation_grad(A y, bool relu) {
+KILN_HOST_DEVICE A rnn_activation_grad(A y, bool relu) {
   return relu ? A(y > A(0)) : A(1) - y * y;
 }
 
@@ -92,14 +80,14 @@ struct LstmUnit {
   A i, f, g, o, c, h;
 };
 template <typename A>
-KILN_HD inline LstmUnit<A> lstm_unit(A pi, A pf, A pg, A po, A c_prev) {
+KILN_HOST_DEVICE LstmUnit<A> lstm_unit(A pi, A pf, A pg, A po, A c_prev) {
   LstmUnit<A> u;
-  u.i = rnn_sigmoid(pi);
-  u.f = rnn_sigmoid(pf);
-  u.g = std::tanh(pg);
-  u.o = rnn_sigmoid(po);
+  u.i = ew::sigmoid(pi);
+  u.f = ew::sigmoid(pf);
+  u.g = ew::tanh(pg);
+  u.o = ew::sigmoid(po);
   u.c = u.f * c_prev + u.i * u.g;
-  u.h = u.o * std::tanh(u.c);
+  u.h = u.o * ew::tanh(u.c);
   return u;
 }
 // Gradients of one LSTM unit's gate pre-activations and of c_prev, from those of h and c.
@@ -108,8 +96,8 @@ struct LstmUnitGrad {
   A i, f, g, o, c_prev;
 };
 template <typename A>
-KILN_HD inline LstmUnitGrad<A> lstm_unit_grad(A dh, A dc, A i, A f, A g, A o, A c_prev, A c) {
-  const A tc = std::tanh(c);
+KILN_HOST_DEVICE LstmUnitGrad<A> lstm_unit_grad(A dh, A dc, A i, A f, A g, A o, A c_prev, A c) {
+  const A tc = ew::tanh(c);
   const A dct = dc + dh * o * (A(1) - tc * tc);  // c reaches the loss directly and through h
   LstmUnitGrad<A> d;
   d.i = dct * g * i * (A(1) - i);
@@ -126,11 +114,11 @@ struct GruUnit {
   A r, z, n, h;
 };
 template <typename A>
-KILN_HD inline GruUnit<A> gru_unit(A xr, A xz, A xn, A hr, A hz, A hn, A h_prev) {
+KILN_HOST_DEVICE GruUnit<A> gru_unit(A xr, A xz, A xn, A hr, A hz, A hn, A h_prev) {
   GruUnit<A> u;
-  u.r = rnn_sigmoid(xr + hr);
-  u.z = rnn_sigmoid(xz + hz);
-  u.n = std::tanh(xn + u.r * hn);
+  u.r = ew::sigmoid(xr + hr);
+  u.z = ew::sigmoid(xz + hz);
+  u.n = ew::tanh(xn + u.r * hn);
   u.h = (A(1) - u.z) * u.n + u.z * h_prev;
   return u;
 }
@@ -141,7 +129,7 @@ struct GruUnitGrad {
   A r, z, xn, hn, h_prev;
 };
 template <typename A>
-KILN_HD inline GruUnitGrad<A> gru_unit_grad(A dh, A r, A z, A n, A hn, A h_prev) {
+KILN_HOST_DEVICE GruUnitGrad<A> gru_unit_grad(A dh, A r, A z, A n, A hn, A h_prev) {
   const A dn = dh * (A(1) - z) * (A(1) - n * n);
   GruUnitGrad<A> d;
   d.xn = dn;
