@@ -160,7 +160,8 @@ export class RNNBase extends Module {
     const op = this.constructor.name;
     input._check(op);
     if ((input.ndim !== 2 && input.ndim !== 3) || input.shape[input.ndim - 1] !== this.inputSize) {
-      throw new ShapeError(op, `expects input [seq, batch, ${this.inputSize}]${this.batchFirst ? ' (batchFirst: [batch, seq, ...])' : ''} or unbatched [seq, ${this.inputSize}], got ${shapeStr(input.shape)}`);
+      const layout = this.batchFirst ? 'batch, seq' : 'seq, batch';
+      throw new ShapeError(op, `expects input [${layout}, ${this.inputSize}] or unbatched [seq, ${this.inputSize}], got ${shapeStr(input.shape)}`);
     }
     const batched = input.ndim === 3;
     if (!batched && opts.lengths !== undefined) throw new ValueError(op, 'lengths needs a batched input');

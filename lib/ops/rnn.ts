@@ -206,8 +206,13 @@ type RecurrenceArgs = [
   reverse: boolean,
 ];
 
+/** The name errors and the graph give a recurrence. */
+function opName(mode: RnnMode): string {
+  return mode === 'lstm' || mode === 'gru' ? mode : 'rnn';
+}
+
 function checkRecurrence(...[xg, wHh, bHh, h0, c0, mode, batchSizes]: RecurrenceArgs): void {
-  const op = mode === 'lstm' ? 'lstm' : mode === 'gru' ? 'gru' : 'rnn';
+  const op = opName(mode);
   const gates = GATE_COUNT[mode];
   const { n: B, H } = checkGates(op, xg, null, gates, true);
   const T = xg.shape[0];
@@ -224,7 +229,7 @@ function checkRecurrence(...[xg, wHh, bHh, h0, c0, mode, batchSizes]: Recurrence
   }
 }
 
-/** The recurrence's forward on contiguous operands: states per step, saved activations, the packed output. */
+/** The recurrence's forward: states per step and saved activations, then the packed output. */
 function runRecurrence(...[xgIn, wHh, bHh, h0, c0, mode, batchSizes, reverse]: RecurrenceArgs): Tensor {
   const lstm = mode === 'lstm', gru = mode === 'gru', relu = mode === 'rnnRelu';
   const [T, B] = xgIn.shape;
@@ -263,7 +268,9 @@ function runRecurrence(...[xgIn, wHh, bHh, h0, c0, mode, batchSizes, reverse]: R
         let hg = linear(hPrev, wHh, bHh);
         if (hg.dtype !== dtype) hg = to(hg, dtype, hg.device);  // an autocast product
         const x = rows(xg, t, n), h = rows(hs, next, n);
-        if (lstm) K.lstmCellForward(x._h, hg._h, rows(cs!, prev, n)._h, h._h, rows(cs!, next, n)._h, rows(act!, t, n)._h);
+        if (lstm) {
+          K.lstmCellForward(x._h, hg._h, rows(cs!, prev, n)._h, h._h, rows(cs!, next, n)._h, rows(act!, t, n)._h);
+        }
         else if (gru) K.gruCellForward(x._h, hg._h, hPrev._h, h._h, rows(act!, t, n)._h);
         else K.rnnCellForward(x._h, hg._h, relu, h._h);
       });
@@ -278,7 +285,7 @@ function runRecurrence(...[xgIn, wHh, bHh, h0, c0, mode, batchSizes, reverse]: R
   });
   if (xg !== xgIn) xg.dispose();
   const saved = [hs, wHh, ...(cs ? [cs] : []), ...(act ? [act] : [])];
-  const res = recordOp(mode === 'lstm' ? 'lstm' : mode === 'gru' ? 'gru' : 'rnn', [xgIn, wHh, bHh, h0, c0], out, saved, (g, s, needs) =>
+  const res = recordOp(opName(mode), [xgIn, wHh, bHh, h0, c0], out, saved, (g, s, needs) =>
     backRecurrence(dense(g), s, needs, mode, bs, reverse),
   );
   for (const t of [hs, cs, act]) t?.dispose();
@@ -311,10 +318,12 @@ function backRecurrence(g: Tensor, saved: Tensor[], needs: boolean[], mode: RnnM
     tidy(() => {
       const dhN = rows(dh, null, n), dy = rows(g, t, n);
       if (lstm) {
-        K.lstmCellBackward(dhN._h, dy._h, rows(dc!, null, n)._h, rows(act!, t, n)._h, rows(cs!, prev, n)._h, rows(cs!, next, n)._h, rows(dxg, t, n)._h, rows(spare!, null, n)._h);
+        K.lstmCellBackward(dhN._h, dy._h, rows(dc!, null, n)._h, rows(act!, t, n)._h, rows(cs!, prev, n)._h,
+          rows(cs!, next, n)._h, rows(dxg, t, n)._h, rows(spare!, null, n)._h);
         if (n < B) copy_(tail(spare!, null, n), tail(dc!, null, n));
       } else if (gru) {
-        K.gruCellBackward(dhN._h, dy._h, rows(act!, t, n)._h, rows(hs, prev, n)._h, rows(dxg, t, n)._h, rows(dhg, t, n)._h, rows(spare!, null, n)._h);
+        K.gruCellBackward(dhN._h, dy._h, rows(act!, t, n)._h, rows(hs, prev, n)._h, rows(dxg, t, n)._h,
+          rows(dhg, t, n)._h, rows(spare!, null, n)._h);
         if (n < B) copy_(tail(spare!, null, n), tail(dh, null, n));
       } else {
         K.rnnCellBackward(dhN._h, dy._h, rows(hs, next, n)._h, relu, rows(dxg, t, n)._h);
