@@ -1,7 +1,7 @@
 // A character-level LSTM language model on a short built-in text: characters -> embedding -> a
 // two-layer nn.LSTM -> a linear layer over the characters, trained with Adam on random windows of the
-// text for a few hundred steps (about a minute on a CPU). It prints the loss as it falls, then samples
-// text one character at a time, carrying the LSTM's [h, c] state from step to step.
+// text for a few hundred steps (under a minute on a CPU). It prints the loss (a running average) as it
+// falls, then samples text one character at a time, carrying the LSTM's [h, c] state from step to step.
 // Run (after `npm install`): node examples/char-lstm.mjs [--steps 300]
 import { parseArgs } from 'node:util';
 import * as kiln from 'kiln';
