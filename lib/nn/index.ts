@@ -1,11 +1,13 @@
-// kiln.nn: modules, layers, attention, Transformer blocks, GPT, losses, initialization and sampling
-// (what torch.nn offers for Transformer work).
+// kiln.nn: modules, layers, attention, recurrent layers, Transformer blocks, GPT, losses, initialization
+// and sampling (what torch.nn offers for Transformer work).
 export { Module, Parameter, Sequential, ModuleList, ModuleDict } from './module';
 export type { StateDictLoadResult, TensorModule } from './module';
 export { Linear, Embedding, LayerNorm, RMSNorm, rmsNorm, Dropout, Identity, ReLU, GELU, Sigmoid, Tanh, SiLU } from './layers';
 export type { FactoryOptions, EmbeddingOptions, NormOptions } from './layers';
 export { MultiheadAttention, KVCache, scaledDotProductAttention, attention, causalMask } from './attention';
 export type { MultiheadAttentionOptions, AttentionForwardOptions } from './attention';
+export { RNNBase, RNN, LSTM, GRU } from './rnn';
+export type { RNNBaseOptions, RNNOptions, RNNForwardOptions } from './rnn';
 export {
   TransformerEncoderLayer,
   TransformerDecoderLayer,

@@ -8,6 +8,7 @@ void register_reduce(Napi::Env env, Napi::Object exports);
 void register_matmul(Napi::Env env, Napi::Object exports);
 void register_softmax(Napi::Env env, Napi::Object exports);
 void register_norm(Napi::Env env, Napi::Object exports);
+void register_rnn(Napi::Env env, Napi::Object exports);
 void register_index(Napi::Env env, Napi::Object exports);
 void register_random(Napi::Env env, Napi::Object exports);
 void register_optim(Napi::Env env, Napi::Object exports);
@@ -23,6 +24,7 @@ static Napi::Object init(Napi::Env env, Napi::Object exports) {
   register_matmul(env, exports);
   register_softmax(env, exports);
   register_norm(env, exports);
+  register_rnn(env, exports);
   register_index(env, exports);
   register_random(env, exports);
   register_optim(env, exports);
