@@ -2,12 +2,12 @@
 // forms), conversion between dtypes and devices, clone, and the in-place copy_/fill_.
 import { recordOp } from '../autograd/engine';
 import { isGradEnabled } from '../autograd/grad_mode';
-import { DType, DTYPE_CODE, ITEMSIZE, checkDType, isFloating } from '../dtype';
+import { DType, ITEMSIZE, checkDType, isFloating } from '../dtype';
 import { deviceCode } from '../device';
 import { AutogradError, DTypeError, OutOfMemoryError, ShapeError, ValueError } from '../errors';
 import { native } from '../native';
 import { checkShape, numel, sameShape, shapeStr } from '../shape';
-import { NestedArray, Tensor, emptyTensor, fromHandle } from '../tensor';
+import { NestedArray, Tensor, emptyTensor, tensorFromBytes } from '../tensor';
 import { MAX_HOST_ARRAY_LENGTH, hostAlloc } from '../memory';
 import { expand } from './shape';
 
@@ -84,7 +84,7 @@ function fromFlat(op: string, values: ArrayLike<number | bigint | boolean>, shap
   const storeAs: DType = half ? 'float32' : dtype;
   const n = values.length;
   const bytes = hostAlloc(op, () => `cannot build ${n} values (${n * ITEMSIZE[storeAs]} bytes) in JavaScript memory`, () => encode(op, values, dtype));
-  const t = fromHandle(native.fromBytes(bytes, shape, DTYPE_CODE[storeAs], -1), shape, storeAs, -1);
+  const t = tensorFromBytes(bytes, shape, storeAs, -1);
   if (!half && dev === -1) return t;
   const out = to(t, dtype, device);
   t.dispose();
