@@ -105,3 +105,23 @@ t.test("autocast casts floating inputs only: an integer operand still meets the 
   t.throws(() => kiln.matmul(a, i), kiln.DTypeError, 'without autocast');
   t.throws(() => autocast({ dtype: 'bfloat16' }, () => kiln.matmul(a, i)), kiln.DTypeError, 'under autocast');
 });
+
+t.test('autocast leaves float64 alone, as torch.autocast does', async (t) => {
+  const a = kiln.randn([3, 3], { dtype: 'float64' });
+  autocast({ dtype: 'bfloat16' }, () => {
+    t.equal(kiln.matmul(a, a).dtype, 'float64', 'matmul');
+    t.equal(kiln.softmax(a, -1).dtype, 'float64', 'softmax');
+    t.equal(kiln.sum(a).dtype, 'float64', 'sum');
+  });
+});
+
+t.test('cat and stack join mixed dtypes in their promoted dtype (as autocast produces them)', async (t) => {
+  const p = kiln.randn([2, 3]).requiresGrad_(), q = kiln.randn([2, 3]).to('bfloat16').detach().requiresGrad_();
+  const c = kiln.cat([p, q], 0);
+  t.equal(c.dtype, 'float32');
+  t.same(c.shape, [4, 3]);
+  t.equal(kiln.stack([q, p]).dtype, 'float32');
+  c.sum().backward();
+  t.equal(p.grad!.dtype, 'float32');
+  t.equal(q.grad!.dtype, 'bfloat16', 'each input gets its gradient in its own dtype');
+});

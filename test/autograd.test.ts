@@ -266,3 +266,21 @@ t.test('the first backward allocates .grad; a .grad of the wrong shape is an err
   t.equal(h.grad, hg, 'a retained non-leaf gradient accumulates in place too');
   t.same(values(hg), [2, 2]);
 });
+
+t.test('hooks own what they return: .grad copies a hook result, never disposes or writes into it', async (t) => {
+  const w = kiln.tensor([1.5, 2.5], { requiresGrad: true });
+  const fixed = kiln.tensor([10.5, 10.5]);
+  w.registerHook(() => fixed);
+  w.mul(3).sum().backward();
+  w.mul(3).sum().backward();
+  t.notOk(fixed.isDisposed, "the hook's tensor is alive");
+  t.same(fixed.toArray(), [10.5, 10.5], 'and unchanged');
+  t.same(w.grad!.toArray(), [21, 21], '.grad holds the sum');
+  const v = kiln.tensor([1.5, 2.5], { requiresGrad: true });
+  const seen: kiln.Tensor[] = [];
+  v.registerHook((g) => void seen.push(g));
+  v.mul(3).sum().backward();
+  v.mul(5).sum().backward();
+  t.same(seen[0].toArray(), [3, 3], 'a gradient a hook kept is not accumulated into');
+  t.same(v.grad!.toArray(), [8, 8]);
+});

@@ -157,17 +157,18 @@ export function recordOp(
 }
 
 /**
- * Adds gradient g (which this takes) into t.grad. The first gradient becomes t.grad (copied out when it
- * is a view or alias: a gradient owns its storage); later ones are added IN PLACE into the existing
- * .grad's storage, so a .grad that is a view of a larger buffer (a data-parallel bucket) stays that
- * view and the buffer holds the sum.
+ * Adds gradient g into t.grad. The first gradient becomes t.grad when the engine owns it outright
+ * (`owned`: not a view, and no hook saw it); otherwise .grad starts as a copy, as PyTorch copies a
+ * gradient someone else holds. Later ones are added IN PLACE into the existing .grad's storage, so a
+ * .grad that is a view of a larger buffer (a data-parallel bucket) stays that view and the buffer
+ * holds the sum. An owned g is disposed once used; a hook's tensor stays the hook's.
  */
-function accumulateInto(t: Tensor, g: Tensor): void {
+function accumulateInto(t: Tensor, g: Tensor, owned: boolean): void {
   const old = t.grad;
   if (!old) {
-    if (g._isView || !g.isContiguous()) {
+    if (!owned || g._isView || !g.isContiguous()) {
       const c = g.clone();
-      g.dispose();
+      if (owned) g.dispose();
       g = c;
     }
     t.grad = keep(g);
@@ -177,22 +178,27 @@ function accumulateInto(t: Tensor, g: Tensor): void {
     if (!sameShape(old.shape, t.shape)) {
       throw new AutogradError('backward', `the .grad of a tensor of shape ${shapeStr(t.shape)} has shape ${shapeStr(old.shape)}; set .grad to a tensor of the tensor's shape (or null)`);
     }
-    old.add_(g);
+    if (g === old) old.add_(old.clone());
+    else old.add_(g);
     keep(old);
   } finally {
-    g.dispose();
+    if (owned && g !== old) g.dispose();
   }
 }
 
 function accumulateLeaf(leaf: Tensor, g: Tensor): void {
+  // The engine's gradient is disposed when a hook replaces it; a hook's own tensor never is, and a
+  // gradient a hook has seen may be held by it, so .grad does not take it over.
+  let engineOwned = true;
   for (const hook of leaf._gradHooks) {
     const r = hook(g);
     if (r && r !== g) {
-      g.dispose();
+      if (engineOwned) g.dispose();
       g = r;
+      engineOwned = false;
     }
   }
-  accumulateInto(leaf, g);
+  accumulateInto(leaf, g, engineOwned && leaf._gradHooks.length === 0);
   for (const hook of leaf._postAccumulateHooks) hook(leaf);
 }
 
@@ -298,7 +304,7 @@ export function runBackward(root: Tensor, gradient: Tensor | undefined, retainGr
               if (!t || t.isDisposed) continue;
               const a = g._aliasForGraph();
               a._isView = true;   // g flows on to the node's rule: the first .grad is a copy of it
-              accumulateInto(t, a);
+              accumulateInto(t, a, true);
             }
             const fn = node.fn;
             const needs = node.next.map((e) => e !== null);

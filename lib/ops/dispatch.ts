@@ -148,9 +148,11 @@ const HALF: readonly DType[] = ['bfloat16', 'float16'];
 export function defineOp<A extends unknown[]>(def: OpDef<A>): (...args: A) => Tensor {
   const category = def.autocast ?? 'none';
   // Casts the floating inputs only: an integer operand stays as it is, so its dtype error (or its
-  // meaning, for an index) is the op's to report under autocast as without it.
-  const castArgs = (args: A, dtype: DType, f: (args: A) => Tensor): Tensor => {
-    const at = def.inputs.filter((i) => args[i] instanceof Tensor && isFloating((args[i] as Tensor).dtype));
+  // meaning, for an index) is the op's to report under autocast as without it. Autocast leaves
+  // float64 alone too, as torch.autocast does.
+  const castArgs = (args: A, dtype: DType, f: (args: A) => Tensor, keepFloat64 = false): Tensor => {
+    const eligible = (t: Tensor) => isFloating(t.dtype) && !(keepFloat64 && t.dtype === 'float64');
+    const at = def.inputs.filter((i) => args[i] instanceof Tensor && eligible(args[i] as Tensor));
     return withDType(dtype, at.map((i) => args[i] as Tensor), (cs) => {
       const next = [...args] as A;
       at.forEach((i, k) => (next[i] = cs[k]));
@@ -180,6 +182,6 @@ export function defineOp<A extends unknown[]>(def: OpDef<A>): (...args: A) => Te
     const ac = category === 'none' || !lead || !isFloating(lead.dtype) ? null : autocastFor(lead._dev);
     if (!ac) return run(args);
     const target: DType = category === 'lowPrecision' ? ac.dtype : 'float32';
-    return castArgs(args, target, run);
+    return castArgs(args, target, run, true);
   };
 }

@@ -13,7 +13,7 @@ import { native } from '../native';
 import { broadcastShapes, sameShape, shapeStr } from '../shape';
 import { Tensor, TensorOrScalar, emptyTensor } from '../tensor';
 import { checkInPlace, clone, to, zerosLike } from './creation';
-import { bindKernels, defineOp, fillOutputs, opCodes, withDType } from './dispatch';
+import { bindKernels, defineOp, fillOutputs, kernelDTypes, opCodes, withDType } from './dispatch';
 import { all, sumToShape } from './reduce';
 
 const K = bindKernels('elementwise', {
@@ -580,6 +580,18 @@ function inPlace(op: string, kind: 'add' | 'mul' | 'div', x: Tensor, other: Tens
   if (kind === 'div' && !isFloating(promoted)) promoted = 'float32';
   if (!canCast(promoted, x.dtype)) throw new DTypeError(op, `result type ${promoted} can't be cast to the tensor's dtype ${x.dtype}`);
   if (kind === 'add') checkAlpha(op, x.dtype, alpha, op === 'sub_');
+  if (x.dtype !== 'float32' && !kernelDTypes(isTensor(other) ? 'binary' : 'unary', x._dev).includes(x.dtype)) {
+    // No kernel for x's dtype on its device (float16 on CUDA): compute in float32, round back into x.
+    const wide = noGrad(() => to(x, 'float32', x.device));
+    try {
+      inPlace(op, kind, wide, other, alpha);
+      native.copy(wide._h, x._h);
+    } finally {
+      wide.dispose();
+    }
+    x._bumpVersion();
+    return;
+  }
   const k = op === 'sub_' ? -alpha : alpha;
   if (!isTensor(other)) {
     const s = Number(other);

@@ -2,11 +2,13 @@
 // squeeze/unsqueeze, flatten, narrow/slice/select, split/chunk. cat, stack, repeat and
 // contiguous (of a non-contiguous tensor) copy. Each records its backward rule next to it.
 import { recordOp } from '../autograd/engine';
-import { IndexError, ShapeError, ValueError } from '../errors';
+import { DeviceError, IndexError, ShapeError, ValueError } from '../errors';
+import { promoteTypes } from '../dtype';
 import { native } from '../native';
 import { checkNumel, checkShape, contiguousStrides, normalizeDim, numel, sameShape, shapeStr } from '../shape';
 import { Tensor, emptyTensor } from '../tensor';
 import { contiguousCopy, zeros } from './creation';
+import { withDType } from './dispatch';
 import { sumToShape } from './reduce';
 
 /** @internal Normalizes dim for an op (negative dims count from the end). */
@@ -311,7 +313,7 @@ export function chunk(x: Tensor, chunks: number, dim = 0): Tensor[] {
   return split(x, Math.max(1, Math.ceil(x.shape[d] / chunks)), d);
 }
 
-/** Joins tensors of equal shape except along dim. */
+/** Joins tensors of equal shape except along dim (mixed dtypes join in their promoted dtype). */
 export function cat(tensors: readonly Tensor[], dim = 0): Tensor {
   if (tensors.length === 0) throw new ValueError('cat', 'expects at least one tensor');
   const first = tensors[0];
@@ -322,9 +324,12 @@ export function cat(tensors: readonly Tensor[], dim = 0): Tensor {
     if (t.ndim !== first.ndim || t.shape.some((s, i) => i !== d && s !== first.shape[i])) {
       throw new ShapeError('cat', `shapes ${tensors.map((x) => shapeStr(x.shape)).join(', ')} differ outside dim ${dim}`);
     }
-    if (t.dtype !== first.dtype) throw new ShapeError('cat', `tensors have dtypes ${first.dtype} and ${t.dtype}`);
+    if (t._dev !== first._dev) throw new DeviceError('cat', `tensors are on ${first.device} and ${t.device}`);
     total += t.shape[d];
   }
+  // Mixed dtypes join in their promoted dtype, as torch.cat does (autocast mixes bf16 and float32).
+  const dtype = tensors.map((x) => x.dtype).reduce(promoteTypes);
+  if (tensors.some((x) => x.dtype !== dtype)) return withDType(dtype, tensors, (cs) => cat(cs, dim));
   const shape = [...first.shape];
   shape[d] = total;
   const out = emptyTensor(shape, first.dtype, first._dev);

@@ -263,15 +263,21 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
     const gc = grad.isContiguous() ? grad : contiguousCopy(grad);
     let state = this.state.get(p);
     if (!state) this.state.set(p, (state = {}));
+    this.updating = { copy: pc, param: p };
     try {
       this.update(pc, gc, group, state);
       if (pc !== p) p.copy_(pc);
       else p._bumpVersion();
     } finally {
+      this.updating = null;
       if (pc !== p) pc.dispose();
       if (gc !== grad) gc.dispose();
     }
   }
+
+  // The parameter update() is working on, when it was handed a contiguous copy of it: state is keyed
+  // (and laid out in flat buffers) by the parameter itself.
+  private updating: { copy: Tensor; param: Tensor } | null = null;
 
   /**
    * For update(): a zero state tensor of the given kind shaped like p, in p's state dtype (float32 for
@@ -279,6 +285,7 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
    * the group's flat buffer of that kind when the group keeps its state flat.
    */
   protected zerosState(p: Tensor, kind: string): Tensor {
+    if (this.updating && p === this.updating.copy) p = this.updating.param;
     const layout = this.layouts.get(this.groupOf.get(p)!);
     return layout ? layout.view(p, kind) : keep(zeros(p.shape, { dtype: stateDType(p.dtype), device: p.device }));
   }

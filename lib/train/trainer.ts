@@ -343,26 +343,29 @@ class StepValues {
   ) {}
 }
 
-/** StepInfo whose loss and gradNorm read the step's values (from the device on first access). */
+/**
+ * StepInfo whose loss and gradNorm read the step's values (from the device on first access). They are
+ * own enumerable getters, so `{ ...info }` and JSON.stringify(info) carry the numbers like a plain object.
+ */
 class StepRecord implements StepInfo {
+  declare readonly loss: number;
+  declare readonly gradNorm: number | null;
+
   constructor(
-    private readonly values: StepValues,
-    private readonly read: () => void,
+    values: StepValues,
+    read: () => void,
     readonly step: number,
     readonly lr: number,
     readonly count: number,
     readonly throughput: number,
     readonly elapsed: number,
-  ) {}
-
-  get loss(): number {
-    if (this.values.loss) this.read();
-    return this.values.lossValue;
-  }
-
-  get gradNorm(): number | null {
-    if (this.values.loss) this.read();
-    return this.values.gradNormValue;
+  ) {
+    const value = <K extends 'lossValue' | 'gradNormValue'>(key: K) => () => {
+      if (values.loss) read();
+      return values[key];
+    };
+    Object.defineProperty(this, 'loss', { get: value('lossValue'), enumerable: true });
+    Object.defineProperty(this, 'gradNorm', { get: value('gradNormValue'), enumerable: true });
   }
 }
 
@@ -580,10 +583,11 @@ export class Trainer<M extends Module = Module> {
     this.pending = [];
     const withNorm = steps.map((v) => v.gradNorm !== null);
     const ts = steps.flatMap((v) => (v.gradNorm ? [v.loss!, v.gradNorm] : [v.loss!]));
-    const dtype = ts.every((x) => x.dtype === 'float64') ? 'float64' : 'float32';
+    // A float64 loss keeps its precision; a one-element loss of any shape ([1], [1, 1]) reads as a scalar.
+    const dtype = ts.some((x) => x.dtype === 'float64') ? 'float64' : 'float32';
     let values: ArrayLike<number>;
     try {
-      values = tidy(() => stack(ts.map((x) => (x.dtype === dtype ? x : x.to(dtype)))).dataSync() as Float32Array | Float64Array);
+      values = tidy(() => stack(ts.map((x) => x.reshape([]).to(dtype))).dataSync() as Float32Array | Float64Array);
     } finally {
       for (const x of ts) x.dispose();
       for (const v of steps) v.loss = v.gradNorm = null;

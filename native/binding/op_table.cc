@@ -1,13 +1,31 @@
 // The kernel registry behind op_table.h and exports.kernels(): each entry's signature and the dtypes
 // each backend takes, read by lib/ops/dispatch.ts at load.
 #include "op_table.h"
+#include <mutex>
 #include <sstream>
 
 namespace kiln::binding {
 
+namespace {
+std::mutex registry_mutex;
 std::vector<KernelInfo>& kernel_registry() {
   static std::vector<KernelInfo> registry;
   return registry;
+}
+}  // namespace
+
+const EntryData* register_entry(const char* name, const char* op, const char* arg_names, size_t arity,
+                                SignatureFn signature, DTypeSet cpu_dtypes, DTypeSet cuda_dtypes) {
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  auto& reg = kernel_registry();
+  for (const KernelInfo& k : reg)
+    if (k.name == name) return k.data.get();
+  auto data = std::make_unique<EntryData>(EntryData{op, split_names(arg_names)});
+  KILN_CHECK(data->args.size() == arity, Internal, op, "kernel '", name, "' has ", arity, " arguments but ",
+             data->args.size(), " names");
+  std::string sig = signature(data->args);
+  reg.push_back({name, std::move(sig), cpu_dtypes, cuda_dtypes, std::move(data)});
+  return reg.back().data.get();
 }
 
 std::vector<std::string> split_names(const char* names) {
@@ -29,6 +47,7 @@ static Napi::Array dtype_names(Napi::Env env, DTypeSet set) {
 static Napi::Value kernels(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto out = Napi::Object::New(env);
+  std::lock_guard<std::mutex> lock(registry_mutex);
   for (const KernelInfo& k : kernel_registry()) {
     auto o = Napi::Object::New(env);
     o.Set("signature", Napi::String::New(env, k.signature));

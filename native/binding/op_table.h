@@ -8,6 +8,7 @@
 // ("(x:T, weight:T?, eps:f) -> void") and the dtypes each backend takes, so lib/ checks at load that
 // its typed signatures match and knows no backend's coverage by hand.
 #pragma once
+#include <memory>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -160,19 +161,25 @@ struct Result<bool> {
 };
 
 // What kernels() reports for one entry.
-struct KernelInfo {
-  std::string name;       // the exported function, e.g. "layerNormForward"
-  std::string signature;  // "(x:T, weight:T?, ...) -> void"
-  DTypeSet cpu, cuda;     // the dtypes each backend's implementation takes
-};
-// Every entry registered so far (all families), in registration order.
-std::vector<KernelInfo>& kernel_registry();
-
 // An entry's static data, reached through the N-API function's data pointer.
 struct EntryData {
   const char* op;                // the name errors carry
   std::vector<std::string> args;  // one name per argument
 };
+
+// What kernels() reports for one entry, and the entry's data (one per process, shared by every
+// environment: worker threads register the same entries).
+struct KernelInfo {
+  std::string name;       // the exported function, e.g. "layerNormForward"
+  std::string signature;  // "(x:T, weight:T?, ...) -> void"
+  DTypeSet cpu, cuda;     // the dtypes each backend's implementation takes
+  std::unique_ptr<EntryData> data;
+};
+using SignatureFn = std::string (*)(const std::vector<std::string>& names);
+// Finds or records the entry `name` (under a lock: environments initialize on their own threads);
+// checks arg_names has one name per argument. Returns the entry's data.
+const EntryData* register_entry(const char* name, const char* op, const char* arg_names, size_t arity,
+                                SignatureFn signature, DTypeSet cpu_dtypes, DTypeSet cuda_dtypes);
 
 // Splits "x weight bias" into names.
 std::vector<std::string> split_names(const char* names);
@@ -241,15 +248,10 @@ struct Kernel<R(A...)> {
 template <typename Sig, typename Kernel<Sig>::Fn Cpu, typename Kernel<Sig>::Fn Cuda>
 void export_kernel(Napi::Env env, Napi::Object exports, const char* name, const char* op, const char* arg_names,
                    DTypeSet cpu_dtypes, DTypeSet cuda_dtypes) {
-  auto* data = new EntryData{op, split_names(arg_names)};  // lives as long as the process: one per entry
-  KILN_CHECK(data->args.size() == Kernel<Sig>::arity, Internal, op, "kernel '", name, "' has ", Kernel<Sig>::arity,
-             " arguments but ", data->args.size(), " names");
-  const std::string sig = Kernel<Sig>::signature(data->args);
-  exports.Set(name, Napi::Function::New(env, Kernel<Sig>::template call<Cpu, Cuda>, name, data));
-  auto& reg = kernel_registry();
-  for (const KernelInfo& k : reg)
-    if (k.name == name) return;  // a second environment (worker thread) registers the same entries
-  reg.push_back({name, sig, cpu_dtypes, cuda_dtypes});
+  const EntryData* data =
+      register_entry(name, op, arg_names, Kernel<Sig>::arity, &Kernel<Sig>::signature, cpu_dtypes, cuda_dtypes);
+  exports.Set(name, Napi::Function::New(env, Kernel<Sig>::template call<Cpu, Cuda>, name,
+                                        const_cast<EntryData*>(data)));
 }
 
 // Exports an op-code enum (with a kCount member) as exports[name] = { [opName]: code }, for lib/'s

@@ -148,3 +148,19 @@ t.test('flat state errors and memory', async (t) => {
   for (const p of ps) p.dispose();
   t.equal(kiln.memory().tensors, before, 'dispose frees the buffers and their views');
 });
+
+t.test('a non-contiguous parameter keeps its state in the flat buffers too', async (t) => {
+  const p = kiln.randn([3, 4]).transpose(0, 1);
+  p.requiresGrad = true;
+  const q = kiln.randn([5]).requiresGrad_();
+  const opt = new optim.Adam([p, q], { lr: 0.1 });
+  opt.useFlatState();
+  p.mul(2).sum().add(q.sum()).backward();
+  opt.step();
+  const flat = opt.flatState(0);
+  const st = opt.paramState(p)!;
+  t.ok(st.expAvg._sharesStorage(flat.buffers.expAvg), "p's first moment is a view of the flat buffer");
+  const range = flat.ranges.find((r) => r.param === p)!;
+  const inBuffer = Array.from(flat.buffers.expAvg.dataSync()).slice(range.start, range.start + 12);
+  t.ok(inBuffer.every((v) => Math.abs(Number(v) - 0.2) < 1e-6), 'the buffer holds the update (0.1 * grad 2)');
+});

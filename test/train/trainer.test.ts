@@ -345,3 +345,21 @@ t.test('loss-curve chart pieces', async (t) => {
   t.match(svg, /a &lt; b &amp; &quot;c&quot;/, 'text is escaped');
   t.match(svg, /points="[\d.]+,[\d.]+ [\d.]+,[\d.]+"/, 'non-finite points are skipped');
 });
+
+t.test('a one-element loss of shape [1] trains with clipping; step infos copy and serialize like plain objects', async (t) => {
+  kiln.manualSeed(0);
+  const model = new nn.Linear(3, 1);
+  const batches = { sample: () => [kiln.randn([4, 3]), kiln.randn([4, 1])] };
+  const seen: StepInfo[] = [], json: string[] = [];
+  const trainer = new Trainer({
+    model, optimizer: new optim.SGD(model.parameters(), { lr: 0.01 }), clipGradNorm: 1, progress: 'none',
+    callbacks: [{ onStepEnd: (_t, info) => { seen.push({ ...info }); json.push(JSON.stringify(info)); } }],
+  });
+  const r = await trainer.fit({ train: batches, steps: 2, loss: (m, [x, y]) => m.forward(x).sub(y).square().mean(0) });
+  t.ok(Number.isFinite(r.trainLoss), `trained (loss ${r.trainLoss.toFixed(4)})`);
+  t.equal(seen.length, 2);
+  t.ok(typeof seen[0].loss === 'number' && Number.isFinite(seen[0].loss), 'a spread copy holds the loss');
+  t.ok(typeof seen[0].gradNorm === 'number', 'and the gradient norm');
+  t.same(Object.keys(JSON.parse(json[1])).sort(), ['count', 'elapsed', 'gradNorm', 'loss', 'lr', 'step', 'throughput']);
+  t.equal(JSON.parse(json[1]).loss, seen[1].loss, 'JSON.stringify(info) carries the loss');
+});
