@@ -20,7 +20,7 @@ import { tidy } from '../memory';
 import { shapeStr } from '../shape';
 import { Tensor, emptyTensor } from '../tensor';
 import { contiguousCopy, copy_, fill_, to, zeros } from './creation';
-import { bindKernels, defineOp } from './dispatch';
+import { bindKernels, defineOp, fillOutputs } from './dispatch';
 import { linear, matmul } from './matmul';
 import { sum } from './reduce';
 import { contiguous, narrow, select, transpose } from './shape';
@@ -121,7 +121,7 @@ function cellOp(name: string, gates: number, stateName: string | null, run: (ts:
 
 const rnnCellOp = cellOp('rnnCell', 1, null, ([xg, hg], relu) => {
   const h = emptyTensor(xg.shape, xg.dtype, xg._dev);
-  K.rnnCellForward(xg._h, hg._h, relu, h._h);
+  fillOutputs([h], () => K.rnnCellForward(xg._h, hg._h, relu, h._h));
   return recordOp('rnnCell', [xg, hg], h, [h], (g, [hs]) => {
     const dpre = emptyTensor(hs.shape, hs.dtype, hs._dev);
     K.rnnCellBackward(dense(g)._h, null, hs._h, relu, dpre._h);
@@ -143,7 +143,7 @@ const lstmCellOp = cellOp('lstmCell', 4, 'cell state', ([xg, hg, cPrev]) => {
   const out = emptyTensor([2, n, H], xg.dtype, xg._dev);
   const act = emptyTensor([n, 4 * H], xg.dtype, xg._dev);
   const h = rows(out, 0, n), c = rows(out, 1, n);
-  K.lstmCellForward(xg._h, hg._h, cPrev._h, h._h, c._h, act._h);
+  fillOutputs([h, c, out, act], () => K.lstmCellForward(xg._h, hg._h, cPrev._h, h._h, c._h, act._h));
   h.dispose();
   const res = recordOp('lstmCell', [xg, hg, cPrev], out, [act, cPrev, c], (g, [a, cp, cs], needs) => {
     const gd = dense(g);
@@ -172,7 +172,7 @@ const gruCellOp = cellOp('gruCell', 3, 'hidden state', ([xg, hg, hPrev]) => {
   const [n, H] = hPrev.shape;
   const h = emptyTensor([n, H], xg.dtype, xg._dev);
   const act = emptyTensor([n, 4 * H], xg.dtype, xg._dev);
-  K.gruCellForward(xg._h, hg._h, hPrev._h, h._h, act._h);
+  fillOutputs([h, act], () => K.gruCellForward(xg._h, hg._h, hPrev._h, h._h, act._h));
   const res = recordOp('gruCell', [xg, hg, hPrev], h, [act, hPrev], (g, [a, hp], needs) => {
     const dxg = emptyTensor([n, 3 * H], a.dtype, a._dev);
     const dhg = emptyTensor([n, 3 * H], a.dtype, a._dev);
@@ -243,7 +243,9 @@ function runRecurrence(...[xgIn, wHh, bHh, h0, c0, mode, batchSizes, reverse]: R
   const act = lstm || gru ? emptyTensor([T, B, 4 * H], dtype, dev) : null;
   const first = reverse ? T : 0, last = reverse ? 0 : T;
   const out = emptyTensor([T + (lstm ? 2 : 1), B, H], dtype, dev);
-  noGrad(() => {
+  // Every buffer is freed if a step throws.
+  const owned = [hs, out, ...(cs ? [cs] : []), ...(act ? [act] : []), ...(xg !== xgIn ? [xg] : [])];
+  fillOutputs(owned, () => noGrad(() => {
     tidy(() => {
       const setState = (buf: Tensor | null, init: Tensor | null) => {
         if (!buf) return;
@@ -282,7 +284,7 @@ function runRecurrence(...[xgIn, wHh, bHh, h0, c0, mode, batchSizes, reverse]: R
       copy_(rows(out, T, B), rows(hs, last, B));
       if (cs) copy_(rows(out, T + 1, B), rows(cs, last, B));
     });
-  });
+  }));
   if (xg !== xgIn) xg.dispose();
   const saved = [hs, wHh, ...(cs ? [cs] : []), ...(act ? [act] : [])];
   const res = recordOp(opName(mode), [xgIn, wHh, bHh, h0, c0], out, saved, (g, s, needs) =>
