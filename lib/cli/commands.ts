@@ -5,11 +5,13 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { UsageError } from './args';
 import { GENERATE, generate } from './generate';
+import { LAUNCH, launchCommand } from './launch';
 import { TRAIN, train } from './train';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; summary: string }> = {
   train: { run: train, summary: 'train a GPT on the CPU or a GPU (on a generated toy language, or your text with --data)' },
   generate: { run: generate, summary: 'sample text from a checkpoint written by kiln train' },
+  launch: { run: launchCommand, summary: 'start N worker processes with rank variables set (like torchrun)' },
 };
 
 const USAGE =
@@ -55,4 +57,4 @@ export async function run(argv: string[]): Promise<number> {
   }
 }
 
-export { TRAIN, GENERATE };
+export { TRAIN, GENERATE, LAUNCH };

@@ -11,27 +11,12 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { buildInfo, cuda } from '../../lib/index';
+import { ensureBuilt, main, root } from '../helpers/cli';
 
-const root = path.join(__dirname, '..', '..');
-const main = path.join(root, 'dist', 'cli', 'main.js');
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-cli-'));
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-/** The newest modification time of the TypeScript sources. */
-function newestSource(d: string): number {
-  let newest = 0;
-  for (const e of fs.readdirSync(d, { withFileTypes: true })) {
-    const p = path.join(d, e.name);
-    newest = Math.max(newest, e.isDirectory() ? newestSource(p) : e.name.endsWith('.ts') ? fs.statSync(p).mtimeMs : 0);
-  }
-  return newest;
-}
-
-t.before(() => {
-  if (fs.existsSync(main) && fs.statSync(main).mtimeMs >= newestSource(path.join(root, 'lib'))) return;
-  const r = spawnSync('npm', ['run', 'build:ts'], { cwd: root, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`npm run build:ts failed:\n${r.stdout}${r.stderr}`);
-});
+t.before(ensureBuilt);
 
 function kiln(args: string[], cwd = dir): { code: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [main, ...args], { cwd, encoding: 'utf8', timeout: 240_000, env: { ...process.env, KILN_DEBUG: '' } });
