@@ -2,7 +2,7 @@
 const fs = require('fs');
 const path = require('path');
 const root = path.join(__dirname, '..');
-const dirs = ['native/core', 'native/ops', 'native/cpu', 'native/binding'];
+const dirs = ['native/core', 'native/ops', 'native/cpu', 'native/dist', 'native/binding'];
 const files = [];
 for (const d of dirs) {
   for (const f of fs.readdirSync(path.join(root, d)).sort()) if (f.endsWith('.cc')) files.push(`${d}/${f}`);

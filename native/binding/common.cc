@@ -223,13 +223,15 @@ void set_error_factory(Napi::Env env, Napi::Function f) { instance(env).error_fa
   } catch (...) {
     msg = "unknown native exception";
   }
+  throw Napi::Error(env, make_js_error(env, code, op, msg));
+}
+
+Napi::Value make_js_error(Napi::Env env, ErrorCode code, const std::string& op, const std::string& msg) {
   auto& inst = instance(env);
-  if (!inst.error_factory.IsEmpty()) {
-    Napi::Value err = inst.error_factory.Call({Napi::Number::New(env, double(int32_t(code))), Napi::String::New(env, op),
-                                               Napi::String::New(env, msg)});
-    throw Napi::Error(env, err);
-  }
-  throw Napi::Error::New(env, str_cat(error_code_name(code), ": ", op, ": ", msg));
+  if (!inst.error_factory.IsEmpty())
+    return inst.error_factory.Call({Napi::Number::New(env, double(int32_t(code))), Napi::String::New(env, op),
+                                    Napi::String::New(env, msg)});
+  return Napi::Error::New(env, str_cat(error_code_name(code), ": ", op, ": ", msg)).Value();
 }
 
 void report_external_memory(Napi::Env env) {

@@ -37,6 +37,16 @@ uint64_t u64_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const
 bool bool_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
 DType dtype_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
 
+// The object behind argument i when it is an external tagged `tag` (streams, events, stores);
+// ValueError naming op and `what` otherwise, so one kind of external never passes for another.
+template <typename T>
+T* external_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* what, const napi_type_tag* tag) {
+  Napi::Value v = info.Length() > i ? info[i] : info.Env().Undefined();
+  KILN_CHECK(v.IsExternal() && v.As<Napi::External<T>>().CheckTypeTag(tag), Value, op, "argument ", i, " is not a ",
+             what);
+  return v.As<Napi::External<T>>().Data();
+}
+
 // Throws DeviceError unless every tensor is on the same device as the first.
 void check_same_device(const char* op, std::initializer_list<const Tensor*> ts);
 // Throws DTypeError unless every tensor has the dtype of the first.
@@ -44,6 +54,8 @@ void check_same_dtype(const char* op, std::initializer_list<const Tensor*> ts);
 
 // Converts a C++ exception into the JavaScript error made by the factory lib/errors.ts installs.
 [[noreturn]] void rethrow_as_js(Napi::Env env);
+// The JavaScript error for a native failure, not thrown (async work rejects its promise with it).
+Napi::Value make_js_error(Napi::Env env, ErrorCode code, const std::string& op, const std::string& msg);
 
 // Tells V8 how much native memory tensors hold now (called after allocations and frees).
 void report_external_memory(Napi::Env env);

@@ -75,15 +75,6 @@ static Napi::Value allow_tf32(const Napi::CallbackInfo& info) {
 static const napi_type_tag kStreamTag = {0x6b696c6e73747265ull, 0x616d000000000001ull};
 static const napi_type_tag kEventTag = {0x6b696c6e6576656eull, 0x7400000000000001ull};
 
-template <typename T>
-static T* external_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* what,
-                       const napi_type_tag* tag) {
-  Napi::Value v = info.Length() > i ? info[i] : info.Env().Undefined();
-  KILN_CHECK(v.IsExternal() && v.As<Napi::External<T>>().CheckTypeTag(tag), Value, op, "argument ", i, " is not a ",
-             what);
-  return v.As<Napi::External<T>>().Data();
-}
-
 static cuda::Stream* stream_arg(const Napi::CallbackInfo& info, size_t i, const char* op) {
   return external_arg<cuda::Stream>(info, i, op, "kiln.cuda.Stream", &kStreamTag);
 }

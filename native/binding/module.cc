@@ -13,6 +13,7 @@ void register_index(Napi::Env env, Napi::Object exports);
 void register_random(Napi::Env env, Napi::Object exports);
 void register_optim(Napi::Env env, Napi::Object exports);
 void register_cuda(Napi::Env env, Napi::Object exports);
+void register_dist(Napi::Env env, Napi::Object exports);
 void register_kernel_registry(Napi::Env env, Napi::Object exports);
 }  // namespace kiln::binding
 
@@ -29,6 +30,7 @@ static Napi::Object init(Napi::Env env, Napi::Object exports) {
   register_random(env, exports);
   register_optim(env, exports);
   register_cuda(env, exports);
+  register_dist(env, exports);
   register_kernel_registry(env, exports);
   return exports;
 }
