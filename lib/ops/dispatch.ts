@@ -159,16 +159,26 @@ export function defineOp<A extends unknown[]>(def: OpDef<A>): (...args: A) => Te
       return f(next);
     });
   };
+  // The first tensor among the inputs: its dtype and device decide the policy.
+  const leadOf = (args: A): Tensor | null => {
+    for (const i of def.inputs) if (args[i] instanceof Tensor) return args[i] as Tensor;
+    return null;
+  };
+  // The dtypes every kernel of the op takes, per backend (read once: the addon's table is fixed).
+  const covered: Array<ReadonlySet<DType> | undefined> = [];
+  const takes = (dev: number): ReadonlySet<DType> => {
+    const backend = dev === -1 ? 0 : 1;
+    return (covered[backend] ??= new Set(kernelDTypes(def.kernels[0], dev).filter((d) => def.kernels.every((k) => kernelDTypes(k, dev).includes(d)))));
+  };
   const run = (args: A): Tensor => {
     def.check?.(...args);
-    const lead = def.inputs.map((i) => args[i]).find((t): t is Tensor => t instanceof Tensor);
+    const lead = leadOf(args);
     if (!lead) return def.forward(...args);
     const dtype = lead.dtype;
-    const missing = def.kernels.some((k) => !kernelDTypes(k, lead._dev).includes(dtype));
-    if (!missing) return def.forward(...args);
-    if (!HALF.includes(dtype) || def.kernels.some((k) => !kernelDTypes(k, lead._dev).includes('float32'))) {
-      const takes = kernelDTypes(def.kernels[0], lead._dev).join(', ');
-      throw new DTypeError(def.name, `has no ${lead.device} kernel for ${dtype} (it takes ${takes})`);
+    const ok = takes(lead._dev);
+    if (ok.has(dtype)) return def.forward(...args);
+    if (!HALF.includes(dtype) || !ok.has('float32')) {
+      throw new DTypeError(def.name, `has no ${lead.device} kernel for ${dtype} (it takes ${[...ok].join(', ')})`);
     }
     const out = castArgs(args, 'float32', (wide) => def.forward(...wide));
     // Only a result computed in float32 goes back: comparisons, argmax and the like keep bool / int64.
@@ -178,7 +188,7 @@ export function defineOp<A extends unknown[]>(def: OpDef<A>): (...args: A) => Te
     return back;
   };
   return (...args: A): Tensor => {
-    const lead = def.inputs.map((i) => args[i]).find((t): t is Tensor => t instanceof Tensor);
+    const lead = leadOf(args);
     const ac = category === 'none' || !lead || !isFloating(lead.dtype) ? null : autocastFor(lead._dev);
     if (!ac) return run(args);
     const target: DType = category === 'lowPrecision' ? ac.dtype : 'float32';
