@@ -9,10 +9,15 @@
     "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-fopenmp", "-march=x86-64-v2", "-fno-math-errno", "-fno-trapping-math"],
     "ldflags": ["-fopenmp"],
     "conditions": [
-      ["'<!(node scripts/find-openblas.js include)'!=''", {
+      ["'<!(node scripts/find-library.js openblas)'!=''", {
         "defines": ["KILN_OPENBLAS"],
-        "include_dirs": ["<!(node scripts/find-openblas.js include)"],
+        "include_dirs": ["<!(node scripts/find-library.js openblas)"],
         "libraries": ["-lopenblas"]
+      }],
+      ["'<!(node scripts/find-library.js gloo)'!=''", {
+        "defines": ["KILN_GLOO"],
+        "include_dirs": ["<!(node scripts/find-library.js gloo)"],
+        "libraries": ["-lgloo"]
       }]
     ]
   }]

@@ -5,6 +5,7 @@
 //   KILN_BUILD=cmake|gyp   force a builder
 //   KILN_CUDA=ON|OFF       force the CUDA backend on or off (cmake only; default: when found)
 //   KILN_OPENBLAS=0        build without OpenBLAS (built-in GEMM; also OFF, false, no)
+//   KILN_GLOO=0            build without the Gloo process group (also OFF, false, no)
 // cmake-js configures on every run with every switch spelled out, so a rebuild follows the current
 // environment (an unset switch means its default), not whatever an earlier build cached.
 const { spawnSync } = require('child_process');
@@ -16,6 +17,11 @@ const which = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 
 const forced = process.env.KILN_BUILD;
 if (forced && forced !== 'cmake' && forced !== 'gyp') fail(`kiln: KILN_BUILD must be 'cmake' or 'gyp', got '${forced}'`);
 const builder = forced || (which('cmake') ? 'cmake' : 'gyp');
+
+/** Whether switch `name` is set to 0, off, false or no. */
+function off(name) {
+  return /^(0|off|false|no)$/i.test(process.env[name] ?? '');
+}
 
 function fail(message) {
   console.error(message);
@@ -59,7 +65,8 @@ if (builder === 'cmake') {
   const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
   const switches = [
     `--CDKILN_CUDA=${process.env.KILN_CUDA || 'AUTO'}`,
-    `--CDKILN_OPENBLAS=${/^(0|off|false|no)$/i.test(process.env.KILN_OPENBLAS ?? '') ? 'OFF' : 'ON'}`,
+    `--CDKILN_OPENBLAS=${off('KILN_OPENBLAS') ? 'OFF' : 'ON'}`,
+    `--CDKILN_GLOO=${off('KILN_GLOO') ? 'OFF' : 'ON'}`,
   ];
   const configure = [cmakeJs, 'configure', '--out', 'build', ...switches];
   if (attempt(process.execPath, configure) !== 0) {
@@ -86,6 +93,6 @@ if (builder === 'cmake') {
   if (nodedir) args.push(`--nodedir=${nodedir}`);
   if (gyp === 'node-gyp') run('node-gyp', args);
   else run(process.execPath, [gyp, ...args]);
-  const blas = spawnSync(process.execPath, [path.join(__dirname, 'find-openblas.js')], { encoding: 'utf8' }).stdout;
-  console.log(`kiln: built with node-gyp: cpu, openmp, ${blas ? 'openblas' : 'builtin-gemm'}`);
+  const found = (what) => spawnSync(process.execPath, [path.join(__dirname, 'find-library.js'), what], { encoding: 'utf8' }).stdout;
+  console.log(`kiln: built with node-gyp: cpu, openmp, ${found('openblas') ? 'openblas' : 'builtin-gemm'}, ${found('gloo') ? 'gloo' : 'no-gloo'}`);
 }

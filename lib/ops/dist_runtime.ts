@@ -1,5 +1,6 @@
-// The addon's TCPStore functions (native/binding/dist.cc), typed. They sit in lib/ops because only
-// lib/ops and lib/tensor.ts reach the addon; lib/dist/store.ts validates arguments and calls these.
+// The addon's TCPStore and process-group functions (native/binding/dist.cc), typed. They sit in
+// lib/ops because only lib/ops and lib/tensor.ts reach the addon; lib/dist/store.ts and
+// lib/dist/process_group.ts validate arguments and call these.
 import { native, nativeExports } from '../native';
 import { nativeError } from '../errors';
 
@@ -8,7 +9,14 @@ export type StoreServerHandle = { readonly __kilnStoreServer: unique symbol };
 /** An opaque native TCPStore client: its sockets close when storeClientClose runs or it is collected. */
 export type StoreClientHandle = { readonly __kilnStoreClient: unique symbol };
 
-/** The addon's store functions; errors are DistError (ValueError for malformed arguments). */
+/** An opaque native process group: shut down by pgShutdown or when collected. */
+export type GroupHandle = { readonly __kilnGroup: unique symbol };
+/** An opaque native op in flight (or finished). */
+export type WorkHandle = { readonly __kilnWork: unique symbol };
+/** A native tensor handle (Tensor._h). */
+type H = unknown;
+
+/** The addon's store and process-group functions; errors are DistError (ValueError for malformed arguments). */
 export interface DistNative {
   /** Listens on host:port (0: any free port) and starts the serving thread. */
   storeServerStart(host: string, port: number): StoreServerHandle;
@@ -30,11 +38,30 @@ export interface DistNative {
   storeWait(c: StoreClientHandle, keys: string[], timeoutMs: number): Promise<void>;
   storeDeleteKey(c: StoreClientHandle, key: string): boolean;
   storeNumKeys(c: StoreClientHandle): number;
+  /** Which process-group backends this build has. */
+  distBackends(): { gloo: boolean; nccl: boolean };
+  /** Joins a group through the store (keys under prefix); resolves once every rank has. */
+  pgCreate(backend: 'gloo' | 'nccl', c: StoreClientHandle, prefix: string, rank: number, size: number, timeoutMs: number,
+    hostname: string, iface: string, device: number): Promise<GroupHandle>;
+  pgShutdown(g: GroupHandle): void;
+  /** Reduce ops by code: 0 sum, 1 avg, 2 max, 3 min. */
+  pgAllReduce(g: GroupHandle, t: H, op: number): WorkHandle;
+  pgBroadcast(g: GroupHandle, t: H, src: number): WorkHandle;
+  pgAllGather(g: GroupHandle, output: H, input: H): WorkHandle;
+  pgReduceScatter(g: GroupHandle, output: H, input: H, op: number): WorkHandle;
+  pgBarrier(g: GroupHandle): WorkHandle;
+  pgSend(g: GroupHandle, t: H, dst: number, tag: number): WorkHandle;
+  pgRecv(g: GroupHandle, t: H, src: number, tag: number): WorkHandle;
+  pgWorkDone(w: WorkHandle): boolean;
+  /** Settles when the op has finished (rejecting with its DistError). */
+  pgWorkWait(w: WorkHandle): Promise<void>;
 }
 
 const NAMES: Array<keyof DistNative> = [
   'storeServerStart', 'storeServerPort', 'storeServerStop', 'storeConnect', 'storeClientClose', 'storeSet',
-  'storeGet', 'storeAdd', 'storeCheck', 'storeWait', 'storeDeleteKey', 'storeNumKeys',
+  'storeGet', 'storeAdd', 'storeCheck', 'storeWait', 'storeDeleteKey', 'storeNumKeys', 'distBackends', 'pgCreate',
+  'pgShutdown', 'pgAllReduce', 'pgBroadcast', 'pgAllGather', 'pgReduceScatter', 'pgBarrier', 'pgSend', 'pgRecv',
+  'pgWorkDone', 'pgWorkWait',
 ];
 
 function load(): DistNative {
@@ -52,5 +79,5 @@ function load(): DistNative {
 // the factory: without it a native failure would arrive as a plain Error rather than DistError.
 native.setErrorFactory(nativeError);
 
-/** @internal The addon's TCPStore functions (lib/dist/store.ts is their one caller). */
+/** @internal The addon's TCPStore and process-group functions (lib/dist/store.ts and process_group.ts call them). */
 export const distNative: DistNative = load();

@@ -1,12 +1,13 @@
-// kiln's TCPStore for JavaScript (lib/ops/dist_runtime.ts types these): the server and the client
-// cross as type-tagged N-API externals whose finalizers stop the server thread / close the
-// sockets. Calls that wait (connect with retries, get, wait) run on a libuv worker and return a
+// kiln's TCPStore and process groups for JavaScript (lib/ops/dist_runtime.ts types these). The store
+// server, store clients, groups and works cross as type-tagged N-API externals whose finalizers stop
+// the server thread / close the sockets / shut the group down. Calls that wait (connect with retries, get, wait) run on a libuv worker and return a
 // Promise so the event loop keeps turning; set/add/check/deleteKey/numKeys answer at once from a
 // live server and are synchronous, as in torch. A pending get/wait holds one libuv pool thread
 // (UV_THREADPOOL_SIZE, 4 by default) until it is answered or times out.
 #include <functional>
 #include <memory>
 
+#include "../dist/process_group.h"
 #include "../dist/store.h"
 #include "common.h"
 
@@ -14,6 +15,9 @@ namespace kiln::binding {
 
 static const napi_type_tag kServerTag = {0x6b696c6e73746f72ull, 0x6573657276657201ull};
 static const napi_type_tag kClientTag = {0x6b696c6e73746f72ull, 0x65636c69656e7401ull};
+
+static const napi_type_tag kGroupTag = {0x6b696c6e67726f75ull, 0x7070726f63657301ull};
+static const napi_type_tag kWorkTag = {0x6b696c6e776f726bull, 0x636f6c6c65637401ull};
 
 using ClientRef = std::shared_ptr<dist::StoreClient>;
 
@@ -208,7 +212,189 @@ static Napi::Value store_num_keys(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), double(client_arg(info, "TCPStore.numKeys")->num_keys()));
 }
 
+// ---- process groups ----
+
+static dist::GroupPtr group_arg(const Napi::CallbackInfo& info, const char* op) {
+  return *external_arg<dist::GroupPtr>(info, 0, op, "process group", &kGroupTag);
+}
+
+static Napi::Value wrap_work(Napi::Env env, dist::WorkPtr w) {
+  auto e = Napi::External<dist::WorkPtr>::New(env, new dist::WorkPtr(std::move(w)),
+                                                [](Napi::Env, dist::WorkPtr* p) { delete p; });
+  e.TypeTag(&kWorkTag);
+  return e;
+}
+
+static dist::ReduceOp reduce_op_arg(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  int64_t r = int_arg(info, i, op, "reduce op");
+  KILN_CHECK(r >= 0 && r <= int64_t(dist::ReduceOp::Min), Value, op, "unknown reduce op code ", r);
+  return dist::ReduceOp(r);
+}
+
+static int rank_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
+  int64_t r = int_arg(info, i, op, name);
+  KILN_CHECK(r >= 0 && r < (int64_t(1) << 31), Value, op, name, " ", r, " is not a rank");
+  return int(r);
+}
+
+// distBackends() -> { gloo, nccl }: what this build has.
+static Napi::Value dist_backends(const Napi::CallbackInfo& info) {
+  auto o = Napi::Object::New(info.Env());
+  o.Set("gloo", dist::gloo_available());
+  o.Set("nccl", dist::nccl_available());
+  return o;
+}
+
+// pgCreate(backend, client, prefix, rank, size, timeoutMs, hostname, iface, device) -> Promise<group>;
+// the rendezvous waits for every rank, so it runs on a libuv worker.
+static Napi::Value pg_create(const Napi::CallbackInfo& info) {
+  const char* op = "initProcessGroup";
+  std::string backend = string_arg(info, 0, op, "backend");
+  KILN_CHECK(backend == "gloo" || backend == "nccl", Value, op, "backend must be 'gloo' or 'nccl', got '", backend, "'");
+  ClientRef c = *external_arg<ClientRef>(info, 1, op, "TCPStore client", &kClientTag);
+  std::string prefix = string_arg(info, 2, op, "prefix");
+  int rank = rank_arg(info, 3, op, "rank");
+  int size = rank_arg(info, 4, op, "size");
+  int64_t timeout = int_arg(info, 5, op, "timeoutMs");
+  std::string hostname = string_arg(info, 6, op, "hostname");
+  std::string iface = string_arg(info, 7, op, "iface");
+  int64_t device = int_arg(info, 8, op, "device");
+  KILN_CHECK(size >= 1 && rank < size, Value, op, "rank ", rank, " is not in [0, ", size, ")");
+  KILN_CHECK(timeout > 0, Value, op, "timeoutMs ", timeout, " is not positive");
+  return run_async<dist::GroupPtr>(
+      info.Env(),
+      [=]() -> dist::GroupPtr {
+        if (backend == "gloo") return dist::make_gloo_group(c, prefix, rank, size, timeout, hostname, iface);
+        return dist::make_nccl_group(c, prefix, rank, size, timeout, int(device));
+      },
+      [](Napi::Env env, dist::GroupPtr& g) -> Napi::Value {
+        auto e = Napi::External<dist::GroupPtr>::New(env, new dist::GroupPtr(g), [](Napi::Env, dist::GroupPtr* p) {
+          (*p)->shutdown();
+          delete p;
+        });
+        e.TypeTag(&kGroupTag);
+        return e;
+      });
+}
+
+static Napi::Value pg_shutdown(const Napi::CallbackInfo& info) {
+  group_arg(info, "destroyProcessGroup")->shutdown();
+  return info.Env().Undefined();
+}
+
+// pgAllReduce(group, tensor, op) -> work.
+static Napi::Value pg_all_reduce(const Napi::CallbackInfo& info) {
+  const char* op = "allReduce";
+  auto g = group_arg(info, op);
+  return wrap_work(info.Env(), g->all_reduce(tensor_arg(info, 1, op, "tensor"), reduce_op_arg(info, 2, op)));
+}
+
+// pgBroadcast(group, tensor, src) -> work.
+static Napi::Value pg_broadcast(const Napi::CallbackInfo& info) {
+  const char* op = "broadcast";
+  auto g = group_arg(info, op);
+  return wrap_work(info.Env(), g->broadcast(tensor_arg(info, 1, op, "tensor"), rank_arg(info, 2, op, "src")));
+}
+
+// pgAllGather(group, output, input) -> work.
+static Napi::Value pg_all_gather(const Napi::CallbackInfo& info) {
+  const char* op = "allGather";
+  auto g = group_arg(info, op);
+  return wrap_work(info.Env(), g->all_gather(tensor_arg(info, 1, op, "output"), tensor_arg(info, 2, op, "input")));
+}
+
+// pgReduceScatter(group, output, input, op) -> work.
+static Napi::Value pg_reduce_scatter(const Napi::CallbackInfo& info) {
+  const char* op = "reduceScatter";
+  auto g = group_arg(info, op);
+  return wrap_work(info.Env(), g->reduce_scatter(tensor_arg(info, 1, op, "output"), tensor_arg(info, 2, op, "input"),
+                                                 reduce_op_arg(info, 3, op)));
+}
+
+static Napi::Value pg_barrier(const Napi::CallbackInfo& info) {
+  return wrap_work(info.Env(), group_arg(info, "barrier")->barrier());
+}
+
+// pgSend(group, tensor, dst, tag) / pgRecv(group, tensor, src, tag) -> work.
+static Napi::Value pg_send(const Napi::CallbackInfo& info) {
+  const char* op = "send";
+  auto g = group_arg(info, op);
+  int64_t tag = int_arg(info, 3, op, "tag");
+  KILN_CHECK(tag >= 0 && tag <= 0xffffffffll, Value, op, "tag ", tag, " is not in [0, 2^32)");
+  return wrap_work(info.Env(), g->send(tensor_arg(info, 1, op, "tensor"), rank_arg(info, 2, op, "dst"), uint32_t(tag)));
+}
+
+static Napi::Value pg_recv(const Napi::CallbackInfo& info) {
+  const char* op = "recv";
+  auto g = group_arg(info, op);
+  int64_t tag = int_arg(info, 3, op, "tag");
+  KILN_CHECK(tag >= 0 && tag <= 0xffffffffll, Value, op, "tag ", tag, " is not in [0, 2^32)");
+  return wrap_work(info.Env(), g->recv(tensor_arg(info, 1, op, "tensor"), rank_arg(info, 2, op, "src"), uint32_t(tag)));
+}
+
+static dist::WorkPtr work_arg(const Napi::CallbackInfo& info, const char* op) {
+  return *external_arg<dist::WorkPtr>(info, 0, op, "collective work", &kWorkTag);
+}
+
+static Napi::Value pg_work_done(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), work_arg(info, "Work.isCompleted")->completed());
+}
+
+// Resolves or rejects d with w's outcome (on the JavaScript thread; a device op's stream wait here).
+static void settle(Napi::Env env, Napi::Promise::Deferred& d, const dist::WorkPtr& w) {
+  std::string err = w->error();
+  if (err.empty()) {
+    try {
+      w->wait_stream();
+    } catch (const Error& e) {
+      d.Reject(make_js_error(env, e.code(), w->op(), e.detail()));
+      return;
+    }
+    d.Resolve(env.Undefined());
+  } else {
+    d.Reject(make_js_error(env, ErrorCode::Dist, w->op(), err));
+  }
+}
+
+// pgWorkWait(work) -> Promise<void>, settled on the JavaScript thread when the op has finished (a
+// thread-safe function carries the completion over from the group's thread; while it is pending the
+// event loop stays alive).
+static Napi::Value pg_work_wait(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  dist::WorkPtr w = work_arg(info, "Work.wait");
+  auto deferred = Napi::Promise::Deferred::New(env);
+  Napi::Promise p = deferred.Promise();
+  if (w->completed()) {
+    settle(env, deferred, w);
+    return p;
+  }
+  using Deferred = Napi::Promise::Deferred;
+  auto tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}),
+                                            "kiln.dist.work", 0, 1);
+  auto* held = new Deferred(deferred);
+  w->on_complete([tsfn, held, w]() mutable {
+    tsfn.BlockingCall(held, [w](Napi::Env env, Napi::Function, Deferred* d) {
+      settle(env, *d, w);
+      delete d;
+    });
+    tsfn.Release();
+  });
+  return p;
+}
+
 void register_dist(Napi::Env env, Napi::Object exports) {
+  KILN_EXPORT(env, exports, "distBackends", dist_backends);
+  KILN_EXPORT(env, exports, "pgCreate", pg_create);
+  KILN_EXPORT(env, exports, "pgShutdown", pg_shutdown);
+  KILN_EXPORT(env, exports, "pgAllReduce", pg_all_reduce);
+  KILN_EXPORT(env, exports, "pgBroadcast", pg_broadcast);
+  KILN_EXPORT(env, exports, "pgAllGather", pg_all_gather);
+  KILN_EXPORT(env, exports, "pgReduceScatter", pg_reduce_scatter);
+  KILN_EXPORT(env, exports, "pgBarrier", pg_barrier);
+  KILN_EXPORT(env, exports, "pgSend", pg_send);
+  KILN_EXPORT(env, exports, "pgRecv", pg_recv);
+  KILN_EXPORT(env, exports, "pgWorkDone", pg_work_done);
+  KILN_EXPORT(env, exports, "pgWorkWait", pg_work_wait);
   KILN_EXPORT(env, exports, "storeServerStart", server_start);
   KILN_EXPORT(env, exports, "storeServerPort", server_port);
   KILN_EXPORT(env, exports, "storeServerStop", server_stop);

@@ -86,6 +86,8 @@ class StoreClient {
   // Closes idle connections; later calls throw. Calls in flight finish on their own connection.
   void close();
   int64_t timeout_ms() const { return timeout_ms_; }
+  const std::string& host() const { return host_; }
+  int port() const { return port_; }
   std::string address() const;
 
  private:

@@ -27,7 +27,7 @@ t.test('npm pack includes the LICENSE (MIT, the kiln authors) and the install sc
 // before node-gyp is found, and a PATH without cmake (and without node-gyp).
 const copy = path.join(dir, 'pkg');
 fs.mkdirSync(path.join(copy, 'scripts'), { recursive: true });
-for (const f of ['build-native.js', 'find-openblas.js']) fs.copyFileSync(path.join(root, 'scripts', f), path.join(copy, 'scripts', f));
+for (const f of ['build-native.js', 'find-library.js']) fs.copyFileSync(path.join(root, 'scripts', f), path.join(copy, 'scripts', f));
 const log = path.join(dir, 'gyp-args.json');
 const fakeGyp = (where: string) => {
   fs.mkdirSync(path.dirname(where), { recursive: true });
