@@ -53,3 +53,4 @@ export * as optim from './optim';
 export * as data from './data';
 export * as train from './train';
 export * as io from './io';
+export * as dist from './dist';

@@ -224,7 +224,30 @@ function gather<K>(pending: Map<K, Tensor>, deps: Map<K, number>, key: K, r: Ten
 }
 
 /** Backpropagates from root (see Tensor.backward). */
+// Callbacks queued during the backward in progress (null when none runs).
+let endOfBackward: Array<() => void> | null = null;
+
+/**
+ * @internal Runs fn once the backward in progress has delivered every gradient (torch's
+ * queue_callback): data parallelism launches its last buckets there. Only from a gradient hook.
+ */
+export function queueBackwardCallback(fn: () => void): void {
+  if (!endOfBackward) throw new AutogradError('queueBackwardCallback', 'no backward is running');
+  endOfBackward.push(fn);
+}
+
 export function runBackward(root: Tensor, gradient: Tensor | undefined, retainGraph: boolean): void {
+  const outer = endOfBackward;
+  const callbacks: Array<() => void> = (endOfBackward = []);
+  try {
+    backwardFrom(root, gradient, retainGraph);
+  } finally {
+    endOfBackward = outer;
+  }
+  for (const fn of callbacks) fn();
+}
+
+function backwardFrom(root: Tensor, gradient: Tensor | undefined, retainGraph: boolean): void {
   if (!root.requiresGrad) {
     throw new AutogradError('backward', 'tensor does not require grad and has no grad function');
   }

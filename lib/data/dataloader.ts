@@ -8,6 +8,8 @@ import { stack } from '../ops/shape';
 import { Tensor } from '../tensor';
 import type { Dataset } from './dataset';
 import { Rng } from './rng';
+import { DistributedSampler } from './sampler';
+import type { Sampler } from './sampler';
 
 /** Options of a DataLoader (like the keyword arguments of torch.utils.data.DataLoader). */
 export interface DataLoaderOptions<T, B> {
@@ -21,6 +23,11 @@ export interface DataLoaderOptions<T, B> {
   dropLast?: boolean;
   /** Makes a batch from its items (default: defaultCollate). */
   collate?: (items: T[]) => B;
+  /**
+   * Which items each epoch visits, in order (a DistributedSampler gives each rank its share); it
+   * replaces shuffle and seed. The DataLoader's epoch is passed to it, so each epoch differs.
+   */
+  sampler?: Sampler;
 }
 
 /** Where a DataLoader's stream is, for checkpoints: loadStateDict() continues from here. */
@@ -31,6 +38,11 @@ export interface DataLoaderStateDict {
   epoch: number;
   /** Batches of `epoch` already yielded. */
   position: number;
+  /**
+   * With a DistributedSampler: the ranks sharing the data when saved. Loading into a loader whose
+   * sampler has another count scales position, so the run resumes near the same point of the epoch.
+   */
+  replicas?: number;
 }
 
 /**
@@ -101,6 +113,8 @@ export class DataLoader<T, B = Collated<T>> implements Iterable<B> {
   seed: number;
   /** The epoch the next iteration runs (each iteration advances it; set it to jump, like PyTorch's set_epoch). */
   epoch = 0;
+  /** The sampler choosing each epoch's items (null: all items, shuffled or in order). */
+  readonly sampler: Sampler | null;
   private readonly collate: ((items: T[]) => B) | undefined;
   private resumeAt = 0;
   private current: { epoch: number; position: number } | null = null;
@@ -118,6 +132,13 @@ export class DataLoader<T, B = Collated<T>> implements Iterable<B> {
     this.shuffle = opts.shuffle ?? false;
     this.dropLast = opts.dropLast ?? false;
     this.collate = opts.collate;
+    if (opts.sampler !== undefined) {
+      if (!opts.sampler || typeof opts.sampler.order !== 'function' || !Number.isInteger(opts.sampler.length)) {
+        throw new ValueError(op, 'sampler must have an integer length and an order(epoch) method');
+      }
+      if (opts.shuffle) throw new ValueError(op, 'sampler and shuffle exclude each other (the sampler decides the order)');
+    }
+    this.sampler = opts.sampler ?? null;
     const seed = opts.seed ?? Math.floor(Math.random() * 2 ** 32);
     if (!Number.isSafeInteger(seed) || seed < 0) throw new ValueError(op, `seed must be a non-negative integer, got ${seed}`);
     this.seed = seed;
@@ -125,12 +146,13 @@ export class DataLoader<T, B = Collated<T>> implements Iterable<B> {
 
   /** Batches per epoch. */
   get length(): number {
-    const n = this.dataset.length;
+    const n = this.sampler ? this.sampler.length : this.dataset.length;
     return this.dropLast ? Math.floor(n / this.batchSize) : Math.ceil(n / this.batchSize);
   }
 
   /** The order in which epoch `epoch` visits the items. */
   order(epoch: number): Uint32Array {
+    if (this.sampler) return this.sampler.order(epoch);
     const n = this.dataset.length;
     if (this.shuffle) return new Rng(this.seed, epoch).permutation(n);
     const out = new Uint32Array(n);
@@ -169,8 +191,9 @@ export class DataLoader<T, B = Collated<T>> implements Iterable<B> {
   /** Where the data stream is: the epoch in progress and the batches it has yielded, or the next epoch. */
   stateDict(): DataLoaderStateDict {
     const c = this.current;
-    if (c) return { seed: this.seed, epoch: c.epoch, position: c.position };
-    return { seed: this.seed, epoch: this.epoch, position: this.resumeAt };
+    const replicas = this.sampler instanceof DistributedSampler ? { replicas: this.sampler.numReplicas } : {};
+    if (c) return { seed: this.seed, epoch: c.epoch, position: c.position, ...replicas };
+    return { seed: this.seed, epoch: this.epoch, position: this.resumeAt, ...replicas };
   }
 
   /** The next iteration continues from the saved epoch and position. */
@@ -178,12 +201,18 @@ export class DataLoader<T, B = Collated<T>> implements Iterable<B> {
     const op = 'DataLoader.loadStateDict';
     if (!sd || !Number.isSafeInteger(sd.seed) || sd.seed < 0) throw new ValueError(op, `seed must be a non-negative integer, got ${sd?.seed}`);
     if (!Number.isSafeInteger(sd.epoch) || sd.epoch < 0) throw new ValueError(op, `epoch must be a non-negative integer, got ${sd.epoch}`);
-    if (!Number.isInteger(sd.position) || sd.position < 0 || sd.position > this.length) {
+    let position = sd.position;
+    const now = this.sampler instanceof DistributedSampler ? this.sampler.numReplicas : undefined;
+    if (sd.replicas !== undefined) {
+      if (!Number.isInteger(sd.replicas) || sd.replicas < 1) throw new ValueError(op, `replicas must be a positive integer, got ${sd.replicas}`);
+      if (now !== undefined && now !== sd.replicas && Number.isInteger(position)) position = Math.min(this.length, Math.floor((position * sd.replicas) / now));
+    }
+    if (!Number.isInteger(position) || position < 0 || position > this.length) {
       throw new ValueError(op, `position must be an integer in [0, ${this.length}], got ${sd.position}`);
     }
     this.seed = sd.seed;
     this.epoch = sd.epoch;
-    this.resumeAt = sd.position;
+    this.resumeAt = position;
     this.current = null;
   }
 }

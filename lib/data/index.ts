@@ -5,6 +5,8 @@ export type { Dataset } from './dataset';
 export { DataLoader, defaultCollate } from './dataloader';
 export type { DataLoaderOptions, DataLoaderStateDict, Collated } from './dataloader';
 export { Rng } from './rng';
+export { DistributedSampler } from './sampler';
+export type { Sampler, DistributedSamplerOptions } from './sampler';
 export { CharTokenizer, GPT2Tokenizer } from './tokenizer';
 export type { Tokenizer, CharTokenizerJSON } from './tokenizer';
 export {

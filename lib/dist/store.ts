@@ -8,8 +8,13 @@ import { DistError, ValueError } from '../errors';
 
 /** How to reach (or host) a store. */
 export interface TCPStoreOptions {
-  /** The master's address; the server listens on it ('0.0.0.0': every interface). */
+  /** The master's address; the server listens on it ('0.0.0.0': every interface) unless listenHost says otherwise. */
   host: string;
+  /**
+   * With isServer, the address the server listens on when it is not host ('0.0.0.0': every
+   * interface, as torch's master does); this process's client still connects to host.
+   */
+  listenHost?: string;
   /** The master's port, 0..65535; 0 with isServer picks a free port (read it back from `store.port`). */
   port: number;
   /** Whether this process runs the server (rank 0 in torch's convention); it is also a client. */
@@ -95,7 +100,9 @@ export class TCPStore {
     if (worldSize !== undefined && (!Number.isSafeInteger(worldSize) || worldSize < 1)) {
       throw new ValueError(op, `worldSize must be a positive integer, got ${worldSize}`);
     }
-    const server = isServer ? N.storeServerStart(host, port) : null;
+    const listenHost = options.listenHost ?? host;
+    if (typeof listenHost !== 'string' || listenHost === '') throw new ValueError(op, 'listenHost must be a non-empty string');
+    const server = isServer ? N.storeServerStart(listenHost, port) : null;
     try {
       const actualPort = server ? N.storeServerPort(server) : port;
       // A server on every interface is reached through loopback from its own process.
@@ -116,6 +123,11 @@ export class TCPStore {
       if (server) N.storeServerStop(server);
       throw e;
     }
+  }
+
+  /** @internal The native client, for the process groups' rendezvous. */
+  _client(op: string): StoreClientHandle {
+    return this.live(op);
   }
 
   private live(op: string): StoreClientHandle {

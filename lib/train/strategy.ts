@@ -1,8 +1,12 @@
-// How the Trainer runs one optimizer step, in the three parts a distributed strategy wraps:
-// forwardBackward (one micro-batch; told whether it is the last of the accumulation window),
-// beforeStep (clipping; where data parallelism waits for its gradient all-reduces) and step (the
-// optimizer, the LR schedule, zeroGrad). The default TrainStrategy is single-process training;
-// subclasses override a part and call super for the rest.
+// How the Trainer runs one optimizer step, in the parts a distributed strategy wraps: forwardBackward
+// (one micro-batch; told whether it is the last of the accumulation window), synchronize (after the
+// window's last backward: where data parallelism waits for its gradient all-reduces), beforeStep
+// (clipping), step (the optimizer, the LR schedule, zeroGrad) and finishStep (where a sharded
+// optimizer waits for its parameters). Also which process writes files (isMainProcess), which module a
+// checkpoint holds (checkpointModule) and what must happen before one is written (beforeCheckpoint).
+// The default TrainStrategy is single-process training; subclasses override a part and call super
+// for the rest. The synchronous parts run inside tidy scopes; the async ones must create no tensors
+// that outlive them.
 import { clipGradNorm } from '../optim/clip_grad';
 import type { LRScheduler } from '../optim/lr_scheduler';
 import type { Optimizer } from '../optim/optimizer';
@@ -41,11 +45,11 @@ export interface MicroBatchInfo {
 
 /**
  * The parts of a training step; the Trainer calls them in order: forwardBackward for each micro-batch
- * of the window (each inside its own tidy scope), beforeStep once, step once. This default runs in one
- * process. A data-parallel or sharded strategy subclasses it (Trainer option `strategy`), overrides
- * the parts it changes and calls super for the rest, e.g. forwardBackward under noSync() unless
- * isLastMicroBatch, beforeStep waiting for the all-reduces before super.beforeStep, step as a sharded
- * optimizer step followed by an all-gather of the parameters.
+ * of the window (each inside its own tidy scope), then awaits synchronize, then beforeStep and step
+ * (each in a tidy scope), then awaits finishStep. This default runs in one process. A data-parallel or
+ * sharded strategy (dist.DataParallelStrategy) subclasses it, overrides the parts it changes and calls
+ * super for the rest: forwardBackward under noSync() unless isLastMicroBatch, synchronize awaiting the
+ * all-reduces, finishStep awaiting a sharded optimizer's parameters.
  */
 export class TrainStrategy<M extends Module = Module> {
   /**
@@ -75,5 +79,27 @@ export class TrainStrategy<M extends Module = Module> {
     ctx.optimizer.step();
     ctx.optimizer.zeroGrad();
     ctx.scheduler?.step();
+  }
+
+  /**
+   * After the window's last forwardBackward, before beforeStep: data parallelism awaits its gradient
+   * all-reduces here. Nothing to wait for in one process.
+   */
+  synchronize(_ctx: StepContext<M>): void | Promise<void> {}
+
+  /** After step: a sharded optimizer awaits the gathering of its updated parameters here. */
+  finishStep(_ctx: StepContext<M>): void | Promise<void> {}
+
+  /** Before a checkpoint is written (on every process): a sharded optimizer gathers its state here. */
+  beforeCheckpoint(_ctx: StepContext<M>): void | Promise<void> {}
+
+  /** Whether this process writes checkpoints, metrics, the loss curve and progress (rank 0's job). */
+  isMainProcess(): boolean {
+    return true;
+  }
+
+  /** The module whose weights checkpoints hold (a data-parallel wrapper saves the model it wraps). */
+  checkpointModule(model: M): Module {
+    return model;
   }
 }

@@ -15,6 +15,8 @@
 // Types: the Trainer is generic over its model, and fit() over the batch type, which it infers from
 // the training data (a DataLoader of a Dataset<[Tensor, Tensor]> yields [Tensor, Tensor]); that is
 // why the loss function is given to fit() with the data rather than to the constructor.
+import { DistributedDataParallel } from '../dist/ddp';
+import { DataParallelStrategy } from '../dist/strategy';
 import * as fs from 'fs';
 import * as path from 'path';
 import { noGrad } from '../autograd/grad_mode';
@@ -476,7 +478,8 @@ export class Trainer<M extends Module = Module> {
       throw new ValueError('Trainer', `autocast must be 'bfloat16' or false, got ${String(opts.autocast)}`);
     }
     if (opts.strategy !== undefined && !(opts.strategy instanceof TrainStrategy)) throw new ValueError('Trainer', 'strategy must be a TrainStrategy');
-    this.strategy = opts.strategy ?? new TrainStrategy<M>();
+    // A data-parallel model trains with the data-parallel strategy unless one is given.
+    this.strategy = opts.strategy ?? (opts.model instanceof DistributedDataParallel ? new DataParallelStrategy<M>() : new TrainStrategy<M>());
   }
 
   /** Optimizer steps done so far. */
@@ -540,36 +543,64 @@ export class Trainer<M extends Module = Module> {
   }
 
   /**
+   * forwardBackward over the window's micro-batches (each in its own tidy scope); returns their summed
+   * loss on the device (float32 at least) and reports each batch's size to counted.
+   */
+  private forwardBackwardWindow<B>(stream: Stream<B>, ctx: StepContext<M>, bo: BatchOptions<M, B>, counted: (n: number) => void): Tensor {
+    const k = this.accum;
+    let sum: Tensor | null = null;
+    try {
+      for (let i = 0; i < k; i++) {
+        const batch = stream.next();
+        try {
+          counted(this.countOf(batch, bo));
+          const loss = tidy(() => this.strategy.forwardBackward(ctx, batch, { index: i, isLastMicroBatch: i === k - 1 }));
+          // Summed in float32 at least (a bfloat16 loss would round the sum), on the device.
+          const l = loss.dtype === 'float64' || loss.dtype === 'float32' ? loss : noGrad(() => loss.to('float32'));
+          if (l !== loss) loss.dispose();
+          if (sum) {
+            const prev: Tensor = sum;
+            sum = noGrad(() => prev.add(l));
+            prev.dispose();
+            l.dispose();
+          } else {
+            sum = l;
+          }
+        } finally {
+          if (stream.owned) dispose(batch);
+        }
+      }
+    } catch (e) {
+      dispose(sum);
+      throw e;
+    }
+    return sum!;
+  }
+
+  /**
    * One optimizer step over gradAccumulation micro-batches from stream, through the strategy's parts.
    * The mean loss (float64 for float64 losses, else float32) and the gradient norm stay on the device.
    */
-  private trainStep<B>(stream: Stream<B>, ctx: StepContext<M>, bo: BatchOptions<M, B>): { loss: Tensor; gradNorm: Tensor | null; lr: number; count: number } {
+  private async trainStep<B>(stream: Stream<B>, ctx: StepContext<M>, bo: BatchOptions<M, B>): Promise<{ loss: Tensor; gradNorm: Tensor | null; lr: number; count: number }> {
     const k = this.accum;
-    let sum: Tensor | null = null, count = 0;
-    for (let i = 0; i < k; i++) {
-      const batch = stream.next();
-      try {
-        count += this.countOf(batch, bo);
-        const loss = tidy(() => this.strategy.forwardBackward(ctx, batch, { index: i, isLastMicroBatch: i === k - 1 }));
-        // Summed in float32 at least (a bfloat16 loss would round the sum), on the device.
-        const l = loss.dtype === 'float64' || loss.dtype === 'float32' ? loss : noGrad(() => loss.to('float32'));
-        if (l !== loss) loss.dispose();
-        if (sum) {
-          const prev: Tensor = sum;
-          sum = noGrad(() => prev.add(l));
-          prev.dispose();
-          l.dispose();
-        } else {
-          sum = l;
-        }
-      } finally {
-        if (stream.owned) dispose(batch);
-      }
-    }
+    let count = 0;
+    const sum = this.forwardBackwardWindow(stream, ctx, bo, (n) => (count += n));
     const lr = this.optimizer.paramGroups[0].lr;
-    const gradNorm = tidy(() => this.strategy.beforeStep(ctx));
-    tidy(() => this.strategy.step(ctx));
-    const mean = k > 1 ? noGrad(() => sum!.div(k)) : sum!;
+    let gradNorm: Tensor | null = null;
+    try {
+      await this.strategy.synchronize(ctx);
+      gradNorm = tidy(() => this.strategy.beforeStep(ctx));
+      tidy(() => this.strategy.step(ctx));
+      await this.strategy.finishStep(ctx);
+    } catch (e) {
+      dispose([sum, gradNorm]);
+      throw e;
+    }
+    let mean = sum;
+    if (k > 1) {
+      mean = noGrad(() => sum.div(k));
+      sum.dispose();
+    }
     return { loss: mean, gradNorm, lr, count };
   }
 
@@ -668,7 +699,11 @@ export class Trainer<M extends Module = Module> {
     } else {
       throw new ValueError('Trainer', 'fit needs steps or epochs');
     }
-    const outDir = opts.outDir ?? null;
+    // Every process checkpoints together (a sharded optimizer gathers its state); only the main one
+    // (rank 0) writes files and shows progress.
+    const checkpointDir = opts.outDir ?? null;
+    const isMain = this.strategy.isMainProcess();
+    const outDir = isMain ? checkpointDir : null;
     if (outDir) fs.mkdirSync(outDir, { recursive: true });
 
     const resumed = !!fo.resume;
@@ -681,7 +716,7 @@ export class Trainer<M extends Module = Module> {
     }
     const metrics = outDir ? this.openMetrics(outDir, resumed) : null;
     const logInterval = opts.logInterval ?? 1;
-    const mode: ProgressMode = !opts.progress || opts.progress === 'auto' ? (opts.progressStream ?? process.stderr).isTTY ? 'bar' : 'log' : opts.progress;
+    const mode: ProgressMode = !isMain ? 'none' : !opts.progress || opts.progress === 'auto' ? (opts.progressStream ?? process.stderr).isTTY ? 'bar' : 'log' : opts.progress;
     const runStart = Date.now() - this.state.elapsed * 1000;
     const elapsed = () => (Date.now() - runStart) / 1000;
     let checkpoint: string | null = null;
@@ -707,10 +742,11 @@ export class Trainer<M extends Module = Module> {
       return v;
     };
     const save = async (): Promise<void> => {
-      if (!outDir) return;
-      checkpoint = path.join(outDir, CHECKPOINT_FILE);
+      if (!checkpointDir) return;
+      checkpoint = path.join(checkpointDir, CHECKPOINT_FILE);
       this.state.elapsed = elapsed();
-      this.saveTo(checkpoint, stream, val);
+      await this.strategy.beforeCheckpoint(ctx);
+      if (isMain) this.saveTo(checkpoint, stream, val);
       savedStep = this.state.step;
       for (const cb of this.callbacks) await cb.onCheckpoint?.(this, { step: this.state.step, path: checkpoint });
     };
@@ -728,7 +764,7 @@ export class Trainer<M extends Module = Module> {
       }
       while (this.state.step < total && !this.stopRequested) {
         const t0 = process.hrtime.bigint();
-        const s = tidy(() => this.trainStep(stream, ctx, fo));
+        const s = await this.trainStep(stream, ctx, fo);
         const dt = Number(process.hrtime.bigint() - t0) / 1e9;
         this.state.step++;
         this.state.tokens += s.count;
@@ -815,7 +851,7 @@ export class Trainer<M extends Module = Module> {
   saveTo(file: string, stream?: { stateDict(): unknown }, val?: BatchSource<unknown> | null): void {
     const valState = val instanceof DataLoader ? val.stateDict() : val && isSampler(val) ? (val.stateDict?.() ?? null) : null;
     saveCheckpoint(file, {
-      model: this.model,
+      model: this.strategy.checkpointModule(this.model),
       optimizer: this.optimizer,
       state: {
         trainer: { ...this.state },
@@ -848,7 +884,7 @@ export class Trainer<M extends Module = Module> {
       this.planSchedule(plannedSteps);
       if (!st.rng || typeof st.rng !== 'object') throw bad('no random generator state');
       if (this.scheduler && !st.scheduler) throw bad('no LR schedule state, but the trainer has a schedule');
-      this.model.loadStateDict(c.weights);
+      this.strategy.checkpointModule(this.model).loadStateDict(c.weights);
       try {
         this.optimizer.loadStateDict(c.optimizer);
         if (this.scheduler) this.scheduler.loadStateDict(st.scheduler as never);

@@ -1,0 +1,20 @@
+// kiln.dist: distributed training (torch.distributed's shape): process groups on Gloo and NCCL, the
+// rendezvous store, the environment launchers set, and `kiln launch`'s programmatic form.
+export {
+  initProcessGroup, destroyProcessGroup, isInitialized, isBackendAvailable, rank, worldSize, localRank, localWorldSize,
+  worldGroup, newGroup, allReduce, broadcast, allGather, reduceScatter, barrier, send, recv, ProcessGroup, Work,
+} from './process_group';
+export type { Backend, ReduceOp, ReduceOptions, P2POptions, GroupOptions, InitProcessGroupOptions } from './process_group';
+export { TCPStore } from './store';
+export type { TCPStoreOptions } from './store';
+export { readDistEnv, firstSlurmHost, DEFAULT_MASTER_PORT } from './env';
+export type { DistEnv } from './env';
+export { launch, planWorkers } from './launch';
+export type { LaunchOptions, WorkerPlan, WorkerExit, LaunchResult } from './launch';
+export { DistributedDataParallel } from './ddp';
+export type { DDPOptions } from './ddp';
+export { ZeroRedundancyOptimizer } from './zero';
+export type { ZeroOptions, OptimizerClass } from './zero';
+export { DataParallelStrategy } from './strategy';
+export { DistributedSampler } from '../data/sampler';
+export type { Sampler, DistributedSamplerOptions } from '../data/sampler';

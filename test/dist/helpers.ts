@@ -1,0 +1,59 @@
+// Runs a worker script as the ranks of one job on this machine (the environment torchrun sets,
+// MASTER_ADDR 127.0.0.1 and a free port), for the multi-process tests.
+import { spawn } from 'child_process';
+import * as net from 'net';
+import * as path from 'path';
+
+export const WORKERS = path.join(__dirname, 'workers');
+
+/** What one rank printed and how it ended. */
+export interface RankResult {
+  rank: number;
+  code: number | null;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+  /** The stdout lines that parse as JSON. */
+  json: any[];
+}
+
+/** A port nothing listens on now. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts `world` processes of script with args; resolves when all have exited (or kills them after timeoutMs). */
+export async function runRanks(script: string, world: number, args: string[] = [], opts: { env?: Record<string, string>; timeoutMs?: number; port?: number } = {}): Promise<RankResult[]> {
+  const port = opts.port ?? (await freePort());
+  const runs = Array.from({ length: world }, (_, rank) => new Promise<RankResult>((resolve) => {
+    const child = spawn(process.execPath, [path.join(WORKERS, script), ...args], {
+      env: {
+        ...process.env, RANK: String(rank), WORLD_SIZE: String(world), LOCAL_RANK: String(rank), LOCAL_WORLD_SIZE: String(world),
+        MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), OMP_NUM_THREADS: '1', ...opts.env,
+      },
+    });
+    let stdout = '', stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      const json = stdout.split('\n').flatMap((l) => {
+        try {
+          return l.trim().startsWith('{') ? [JSON.parse(l)] : [];
+        } catch {
+          return [];
+        }
+      });
+      resolve({ rank, code, signal, stdout, stderr, json });
+    });
+  }));
+  return Promise.all(runs);
+}
