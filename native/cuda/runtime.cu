@@ -357,6 +357,8 @@ Stream* create_stream(Device d, int priority) {
   return s.release();
 }
 
+cudaStream_t raw_stream(Stream* s) { return s->handle; }
+
 void release_stream(Stream* s) {
   std::lock_guard<std::mutex> lock(g_mutex);
   unref(s);

@@ -34,6 +34,8 @@ void set_current_stream(Stream* s);
 // A new non-blocking stream on d; priority as CUDA counts it (lower runs first), checked against
 // the device's range (ValueError outside it).
 Stream* create_stream(Device d, int priority);
+// The CUDA stream behind s, for libraries that enqueue on it themselves (NCCL).
+cudaStream_t raw_stream(Stream* s);
 // Drops the creator's reference (a no-op for a default stream). The stream stays usable by work
 // already enqueued and by the threads it is current on; its cached memory blocks become reusable
 // on the device's default stream once its enqueued work is done.
