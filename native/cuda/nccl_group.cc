@@ -108,14 +108,14 @@ ncclDataType_t nccl_dtype(DType dt, bool reduces, const std::string& where) {
 // watchdog sees its done event complete.
 class NcclWork final : public Work {
  public:
-  NcclWork(std::string w, Device d, bool wait_on_host)
-      : where(std::move(w)), device(d), host_wait(wait_on_host), done(cuda::create_event(false)) {}
+  NcclWork(const char* op, std::string who, Device d, bool wait_on_host)
+      : Work(op), where(std::move(who)), device(d), host_wait(wait_on_host), done(cuda::create_event(false)) {}
   ~NcclWork() override { cuda::destroy_event(done); }
   NcclWork(const NcclWork&) = delete;
   NcclWork& operator=(const NcclWork&) = delete;
 
   void wait_stream() override {
-    if (failed()) throw Error(ErrorCode::Dist, where, error_);
+    if (failed()) throw Error(ErrorCode::Dist, op(), str_cat(where, ": ", error_));
     cuda::wait(cuda::current_stream(device), done);
   }
 
@@ -125,10 +125,10 @@ class NcclWork final : public Work {
     failed_.store(true, std::memory_order_release);
   }
   bool failed() const { return failed_.load(std::memory_order_acquire); }
-  // The whole error message ("" when the op has not failed): what finish() takes.
+  // The error message without the op's name ("" when the op has not failed): what finish() takes.
   std::string message() const { return failed() ? str_cat(where, ": ", error_) : std::string(); }
 
-  const std::string where;
+  const std::string where;          // ProcessGroup::who() of its group
   const Device device;
   const bool host_wait;            // barrier: finished by the watchdog when done completes
   cuda::Event* const done;         // recorded on the group's stream after the NCCL call
@@ -169,8 +169,9 @@ class NcclGroup final : public ProcessGroup {
   ~NcclGroup() override { shutdown(); }
 
   WorkPtr all_reduce(Tensor t, ReduceOp op) override {
-    const std::string w = where("allReduce");
-    check_tensor(t, "the tensor", w);
+    const char* w = "allReduce";
+    check_on_device(w, t, "tensor");
+    check_reduce(w, t, op);
     const ncclDataType_t type = nccl_dtype(t.dtype, true, w);
     const ncclRedOp_t red = nccl_op(op, w);
     return launch(w, {&t}, false, [&](ncclComm_t c, cudaStream_t s) {
@@ -179,9 +180,9 @@ class NcclGroup final : public ProcessGroup {
   }
 
   WorkPtr broadcast(Tensor t, int root) override {
-    const std::string w = where("broadcast");
-    check_rank(root, "root", w);
-    check_tensor(t, "the tensor", w);
+    const char* w = "broadcast";
+    check_peer(w, root, "src");
+    check_on_device(w, t, "tensor");
     const ncclDataType_t type = nccl_dtype(t.dtype, false, w);
     return launch(w, {&t}, false, [&](ncclComm_t c, cudaStream_t s) {
       return ncclBroadcast(t.data_ptr(), t.data_ptr(), size_t(t.numel()), type, root, c, s);
@@ -189,8 +190,10 @@ class NcclGroup final : public ProcessGroup {
   }
 
   WorkPtr all_gather(Tensor out, Tensor in) override {
-    const std::string w = where("allGather");
-    check_chunks(out, "out", in, "in", w);
+    const char* w = "allGather";
+    check_on_device(w, out, "output");
+    check_on_device(w, in, "input");
+    check_chunks(w, out, in, "output", "input");
     const ncclDataType_t type = nccl_dtype(in.dtype, false, w);
     return launch(w, {&out, &in}, false, [&](ncclComm_t c, cudaStream_t s) {
       return ncclAllGather(in.data_ptr(), out.data_ptr(), size_t(in.numel()), type, c, s);
@@ -198,8 +201,11 @@ class NcclGroup final : public ProcessGroup {
   }
 
   WorkPtr reduce_scatter(Tensor out, Tensor in, ReduceOp op) override {
-    const std::string w = where("reduceScatter");
-    check_chunks(in, "in", out, "out", w);
+    const char* w = "reduceScatter";
+    check_on_device(w, out, "output");
+    check_on_device(w, in, "input");
+    check_chunks(w, in, out, "input", "output");
+    check_reduce(w, in, op);
     const ncclDataType_t type = nccl_dtype(in.dtype, true, w);
     const ncclRedOp_t red = nccl_op(op, w);
     return launch(w, {&out, &in}, false, [&](ncclComm_t c, cudaStream_t s) {
@@ -209,7 +215,7 @@ class NcclGroup final : public ProcessGroup {
 
   // An all-reduce of the group's one-element buffer, whose value nobody reads.
   WorkPtr barrier() override {
-    return launch(where("barrier"), {&barrier_}, true, [&](ncclComm_t c, cudaStream_t s) {
+    return launch("barrier", {&barrier_}, true, [&](ncclComm_t c, cudaStream_t s) {
       return ncclAllReduce(barrier_.data_ptr(), barrier_.data_ptr(), 1, ncclInt32, ncclSum, c, s);
     });
   }
@@ -238,7 +244,7 @@ class NcclGroup final : public ProcessGroup {
           ncclCommDestroy(comm_);
           comm_ = nullptr;
         } else {
-          fail_locked(str_cat(where("shutdown"), ": ",
+          fail_locked(str_cat("shutdown: ", who(), ": ",
                               r == ncclInProgress ? str_cat("pending ops did not finish within ", timeout_ms_, " ms")
                                                   : nccl_error(comm_, r)),
                       ended);
@@ -253,38 +259,19 @@ class NcclGroup final : public ProcessGroup {
   }
 
  private:
-  void check_tensor(const Tensor& t, const char* name, const std::string& w) const {
-    KILN_CHECK(t.device() == device_, Device, w, name, " is on ", device_str(t.device()), " but the group's device is ",
-               device_str(device_));
-    KILN_CHECK(t.is_contiguous(), Value, w, name, " must be contiguous");
-  }
-
-  // allGather and reduceScatter: big holds one chunk the size of small per rank, of the same dtype.
-  void check_chunks(const Tensor& big, const char* big_name, const Tensor& small, const char* small_name,
-                    const std::string& w) const {
-    check_tensor(big, big_name, w);
-    check_tensor(small, small_name, w);
-    KILN_CHECK(big.dtype == small.dtype, DType, w, big_name, " is ", dtype_name(big.dtype), " but ", small_name,
-               " is ", dtype_name(small.dtype));
-    KILN_CHECK(big.numel() == int64_t(size_) * small.numel(), Shape, w, big_name, " ", shape_str(big.shape), " has ",
-               big.numel(), " elements; it must hold ", size_, " chunks the size of ", small_name, " ",
-               shape_str(small.shape), ", ", int64_t(size_) * small.numel(), " elements");
-  }
-
-  void check_rank(int r, const char* name, const std::string& w) const {
-    KILN_CHECK(r >= 0 && r < size_, Value, w, name, " ", r, " is not a rank of the group (0 to ", size_ - 1, ")");
-  }
-
-  // A send or recv with this rank itself would wait forever: its match could only be enqueued after it.
-  void check_peer(int r, const char* name, const std::string& w) const {
-    check_rank(r, name, w);
-    KILN_CHECK(r != rank_, Value, w, name, " ", r, " is this rank");
+  // The shared checks (contiguous, sizes, ranks) and this group's device.
+  void check_on_device(const char* w, const Tensor& t, const char* name) const {
+    check_tensor(w, t, name);
+    KILN_CHECK(t.device() == device_, Device, w, who(), ": ", name, " is on ", device_str(t.device()),
+               " but the group's device is ", device_str(device_));
   }
 
   WorkPtr point_to_point(const char* op, const Tensor& t, int peer, bool sending) {
-    const std::string w = where(op);
-    check_peer(peer, sending ? "dst" : "src", w);
-    check_tensor(t, "the tensor", w);
+    const char* w = op;
+    check_peer(w, peer, sending ? "dst" : "src");
+    // A send or recv with this rank itself would wait forever: its match could only be enqueued after it.
+    KILN_CHECK(peer != rank_, Value, w, who(), ": cannot ", op, " to or from its own rank");
+    check_on_device(w, t, "tensor");
     const ncclDataType_t type = nccl_dtype(t.dtype, false, w);
     return launch(w, {&t}, false, [&](ncclComm_t c, cudaStream_t s) {
       const size_t n = size_t(t.numel());
@@ -296,18 +283,18 @@ class NcclGroup final : public ProcessGroup {
   // caller's current stream, ts being the tensors it touches, and returns its Work (finished at
   // once unless host_wait). A failed call breaks the group and throws.
   template <typename Call>
-  WorkPtr launch(const std::string& w, std::initializer_list<const Tensor*> ts, bool host_wait, Call call) {
+  WorkPtr launch(const char* w, std::initializer_list<const Tensor*> ts, bool host_wait, Call call) {
     NcclWorkPtr work;
     std::string error;
     std::vector<NcclWorkPtr> ended;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      KILN_CHECK(!closed_, Dist, w, "the group was shut down");
-      KILN_CHECK(broken_.empty(), Dist, w, "the group failed earlier: ", broken_);
+      KILN_CHECK(!closed_, Dist, w, who(), ": the group was shut down");
+      KILN_CHECK(broken_.empty(), Dist, w, who(), ": the group failed earlier: ", broken_);
       cuda::Stream* s = stream_.get();
       for (const Tensor* t : ts) cuda::record_stream(*t->storage, s);
       cuda::wait_stream(s, cuda::current_stream(device_));
-      work = std::make_shared<NcclWork>(w, device_, host_wait);
+      work = std::make_shared<NcclWork>(w, who(), device_, host_wait);
       const ncclResult_t r = settle(comm_, call(comm_, cuda::raw_stream(s)), timeout_ms_);
       if (r == ncclSuccess) {
         cuda::record(work->done, s);
@@ -315,11 +302,11 @@ class NcclGroup final : public ProcessGroup {
       } else {
         error = r == ncclInProgress ? str_cat("NCCL did not finish enqueueing the op within ", timeout_ms_, " ms")
                                     : nccl_error(comm_, r);
-        fail_locked(str_cat(w, ": ", error), ended);
+        fail_locked(str_cat(w, ": ", who(), ": ", error), ended);
       }
     }
     finish_all(ended);
-    if (!error.empty()) throw Error(ErrorCode::Dist, w, error);
+    if (!error.empty()) throw Error(ErrorCode::Dist, w, str_cat(who(), ": ", error));
     if (host_wait)
       cv_.notify_all();  // the watchdog polls faster while a barrier waits
     else
@@ -366,20 +353,20 @@ class NcclGroup final : public ProcessGroup {
         ops_.pop_front();
       }
     } catch (const std::exception& e) {
-      fail_locked(str_cat(ops_.front()->where, ": ", e.what()), ended);
+      fail_locked(str_cat(ops_.front()->op(), ": ", ops_.front()->where, ": ", e.what()), ended);
       return;
     }
     if (!ops_.empty() && Clock::now() - ops_.front()->start > std::chrono::milliseconds(timeout_ms_)) {
       NcclWork& op = *ops_.front();
       op.fail(str_cat("timed out after ", timeout_ms_, " ms"));
-      fail_locked(op.message(), ended);
+      fail_locked(str_cat(op.op(), ": ", op.message()), ended);
       return;
     }
     ncclResult_t state = ncclSuccess;
     ncclResult_t r = ncclCommGetAsyncError(comm_, &state);
     if (r == ncclSuccess) r = state;
     if (r != ncclSuccess && r != ncclInProgress)
-      fail_locked(str_cat(ops_.empty() ? where("nccl") : ops_.front()->where, ": ", nccl_error(comm_, r)), ended);
+      fail_locked(str_cat(ops_.empty() ? who() : str_cat(ops_.front()->op(), ": ", ops_.front()->where), ": ", nccl_error(comm_, r)), ended);
   }
 
   const Device device_;
@@ -404,7 +391,7 @@ GroupPtr make_nccl_group(std::shared_ptr<StoreClient> store, const std::string& 
   const char* op = "initProcessGroup";
   KILN_CHECK(size >= 1 && rank >= 0 && rank < size, Value, op, "rank ", rank, " is outside a group of ", size);
   KILN_CHECK(timeout_ms > 0, Value, op, "timeout ", timeout_ms, " ms is not positive");
-  const std::string who = str_cat("rank ", rank, " of ", size, " (nccl): ");
+  const std::string who = str_cat("rank ", rank, " of ", size, " (nccl): ");  // as ProcessGroup::who()
   const Device d{device};
   cuda::set_device(d);  // NCCL binds the communicator to the current device; DeviceError if none
   const auto start = Clock::now();
