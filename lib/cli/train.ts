@@ -8,6 +8,7 @@ import * as os from 'os';
 import * as path from 'path';
 import * as kiln from '../index';
 import { DataLoader } from '../data/dataloader';
+import { Rng } from '../data/rng';
 import { TokenFile, TokenFileDataset, TokenFileWriter, tokenizeFile } from '../data/token_file';
 import { CharTokenizer, Tokenizer } from '../data/tokenizer';
 import { FormatError } from '../errors';
@@ -20,6 +21,7 @@ import { windowSampler } from '../train/lm';
 import { formatCount, formatDuration } from '../train/progress';
 import { unitLabels } from '../train/progress';
 import { CHECKPOINT_FILE, Trainer, resumeNotice } from '../train/trainer';
+import type { BatchSampler } from '../train/trainer';
 import { CommandSpec, OptionValues, UsageError, helpText, parse, readConfig } from './args';
 import { DEVICE_OPTION, TokenizerState, resolveDevice, sampleText, tokenizerFromState } from './model';
 
@@ -167,9 +169,12 @@ function copyTokens(src: TokenFile, start: number, end: number, dest: string, se
   }
 }
 
-/** Tokenizes the text file into <out>/tokens.tok and splits it into train.tok (90%) and val.tok (10%). */
-async function tokenize(textFile: string, tokenizer: Tokenizer, s: Settings): Promise<Pick<Prepared, 'train' | 'val' | 'count' | 'distinct'>> {
-  const all = path.join(s.out, 'tokens.tok');
+/**
+ * Tokenizes the text file into <dir>/tokens.tok and splits it into train.tok (90%) and val.tok (10%);
+ * the training windows are sampled with --seed and stream `rank` (each data-parallel rank its own).
+ */
+async function tokenize(textFile: string, tokenizer: Tokenizer, s: Settings, dir: string, rank: number): Promise<Pick<Prepared, 'train' | 'val' | 'count' | 'distinct'>> {
+  const all = path.join(dir, 'tokens.tok');
   const count = await tokenizeFile(textFile, all, tokenizer);
   const need = s.blockSize + 1;
   const nVal = Math.max(need, Math.floor(count * 0.1));
@@ -179,34 +184,35 @@ async function tokenize(textFile: string, tokenizer: Tokenizer, s: Settings): Pr
   const f = TokenFile.open(all);
   const seen = new Uint8Array(tokenizer.vocabSize);
   try {
-    copyTokens(f, 0, count - nVal, path.join(s.out, 'train.tok'), seen);
-    copyTokens(f, count - nVal, count, path.join(s.out, 'val.tok'), seen);
+    copyTokens(f, 0, count - nVal, path.join(dir, 'train.tok'), seen);
+    copyTokens(f, count - nVal, count, path.join(dir, 'val.tok'), seen);
   } finally {
     f.close();
   }
   fs.rmSync(all);
   return {
-    train: new TokenFileDataset(path.join(s.out, 'train.tok'), { blockSize: s.blockSize, seed: s.seed }),
-    val: new TokenFileDataset(path.join(s.out, 'val.tok'), { blockSize: s.blockSize }),
+    train: new TokenFileDataset(path.join(dir, 'train.tok'), { blockSize: s.blockSize, seed: s.seed, stream: rank }),
+    val: new TokenFileDataset(path.join(dir, 'val.tok'), { blockSize: s.blockSize }),
     count,
     distinct: seen.reduce((n, x) => n + x, 0),
   };
 }
 
-async function prepare(s: Settings): Promise<Prepared> {
+/** The training text tokenized into dir (--out, or a data-parallel rank's own folder). */
+async function prepare(s: Settings, dir: string, rank: number): Promise<Prepared> {
   if (!s.data) {
     const text = toyCorpus({ lines: 20000, seed: 1234 });
-    const file = path.join(s.out, 'corpus.txt');
+    const file = path.join(dir, 'corpus.txt');
     fs.writeFileSync(file, text);
     const tokenizer = CharTokenizer.fromText(text);
     return {
-      tokenizer, tokenizerState: { type: 'char', chars: [...tokenizer.chars] }, ...(await tokenize(file, tokenizer, s)), toyText: text,
+      tokenizer, tokenizerState: { type: 'char', chars: [...tokenizer.chars] }, ...(await tokenize(file, tokenizer, s, dir, rank)), toyText: text,
       description: `kiln's toy language: 20000 generated lines, ${formatCount(text.length)} characters (${file})`,
     };
   }
   const tokenizerState: TokenizerState = s.tokenizer === 'gpt2' ? { type: 'gpt2' } : { type: 'char', chars: await charsOf(s.data) };
   const tokenizer = tokenizerFromState(tokenizerState);
-  const tokens = await tokenize(s.data, tokenizer, s);
+  const tokens = await tokenize(s.data, tokenizer, s, dir, rank);
   return {
     tokenizer, tokenizerState, ...tokens, toyText: null,
     description: `${s.data}: ${formatCount(tokens.count)} tokens (${s.tokenizer} tokenizer, vocabulary ${tokenizer.vocabSize})`,
@@ -268,6 +274,22 @@ function savedRun(file: string): { step: number; plannedSteps: number | null; mo
 }
 
 /** A number without float noise (0.0006000000000000001 -> 0.0006). */
+/**
+ * The training sampler of data-parallel rank `rank`: on resume, rank 0 continues the saved sampler
+ * state exactly; another rank continues from a generator seeded by that state on its own stream, so
+ * the ranks keep drawing different windows at any world size.
+ */
+function rankSampler<B>(sampler: BatchSampler<B>, source: TokenFileDataset, rank: number): BatchSampler<B> {
+  if (rank === 0) return sampler;
+  return {
+    ...sampler,
+    loadStateDict: (saved: unknown) => {
+      const [a = 0, b = 0] = (saved as { rng?: number[] } | null)?.rng ?? [];
+      source.loadStateDict({ rng: new Rng((a >>> 0) * 2 ** 21 + ((b >>> 0) >>> 11), rank).getState() });
+    },
+  };
+}
+
 const num = (x: number) => String(Number(x.toPrecision(6)));
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 const pct = (a: number, b: number) => (b ? `${Math.round((100 * a) / b)}%` : '-');
@@ -284,7 +306,13 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
   for (const [k, v] of Object.entries(values)) if (v !== undefined) merged[k] = v;
   const s = settings(merged);
   const device = resolveDevice(s.device);
-  const say = (line = '') => out.write(`${line}\n`);
+  // Under `kiln launch`, torchrun, srun or mpirun (a world of several processes): data parallel, each
+  // rank sampling its own windows, rank 0 printing and writing --out.
+  const distributed = kiln.dist.readDistEnv().worldSize > 1;
+  if (distributed) await kiln.dist.initProcessGroup({ backend: device === 'cpu' ? 'gloo' : 'nccl' });
+  const rank = kiln.dist.rank();
+  const isMain = rank === 0;
+  const say = (line = '') => void (isMain && out.write(`${line}\n`));
   const ckptPath = path.join(s.out, CHECKPOINT_FILE);
   if (s.resume && !fs.existsSync(ckptPath)) throw new UsageError(`--resume: no checkpoint to resume (${ckptPath} not found)`);
   const saved = s.resume ? savedRun(ckptPath) : null;
@@ -294,18 +322,22 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
     if (fs.statSync(s.data).size === 0) throw new UsageError(`${s.data} is empty`);
   }
   fs.mkdirSync(s.out, { recursive: true });
+  // The other ranks tokenize into a folder of their own (no shared filesystem needed), removed at the end.
+  const dataDir = isMain ? s.out : fs.mkdtempSync(path.join(os.tmpdir(), `kiln-train-rank${rank}-`));
   if (s.threads) kiln.setNumThreads(s.threads);
   kiln.manualSeed(s.seed);
   if (saved) say(resumeNotice(saved.step, s.steps, saved.plannedSteps, ckptPath));
 
-  const data = await prepare(s);
+  const data = await prepare(s, dataDir, rank);
   const warning = s.data && vocabularyWarning(data, s.data);
-  if (warning) process.stderr.write(`kiln train: ${warning}\n`);
+  if (warning && isMain) process.stderr.write(`kiln train: ${warning}\n`);
   const config: GPTConfig = { vocabSize: data.tokenizer.vocabSize, blockSize: s.blockSize, nLayer: s.nLayer, nHead: s.nHead, nEmbd: s.nEmbd, dropout: s.dropout };
   if (saved && JSON.stringify(saved.model) !== JSON.stringify(config)) {
     throw new UsageError(`--resume: ${ckptPath} holds a model ${JSON.stringify(saved.model)}, these options make ${JSON.stringify(config)}`);
   }
   const model = new GPT(config).to(device);
+  const ddp = distributed ? new kiln.dist.DistributedDataParallel(model) : null;
+  if (ddp) await ddp.ready;
   const params = model.parameters();
   // Weight decay on matrices only (not on biases and norm gains), as in GPT-2 training setups.
   const optimizer = new AdamW(
@@ -315,7 +347,8 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
     ],
     { lr: s.lr, betas: [0.9, 0.99] },
   );
-  const where = device === 'cpu' ? plural(kiln.buildInfo().threads, 'thread') : `on ${device} (${kiln.cuda.getDeviceName(device)})`;
+  let where = device === 'cpu' ? plural(kiln.buildInfo().threads, 'thread') : `on ${device} (${kiln.cuda.getDeviceName(device)})`;
+  if (distributed) where += ` per process; data parallel on ${kiln.dist.worldSize()} processes (${kiln.dist.worldGroup().backend})`;
   // A resumed run's schedule keeps the steps the run was first planned for (see Trainer.fit).
   const scheduleSteps = saved?.plannedSteps ?? s.steps;
   say(`data: ${data.description}`);
@@ -341,12 +374,12 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
       say(body.split('\n').map((l) => `  ${l}`).join('\n'));
     }
   };
-  const before = data.toyText && !s.resume ? toyScore(model, data.tokenizer) : null;
-  if (!s.resume) showSamples('before training');
+  const before = isMain && data.toyText && !s.resume ? toyScore(model, data.tokenizer) : null;
+  if (!s.resume && isMain) showSamples('before training');
   say('');
 
   const trainer = new Trainer({
-    model,
+    model: ddp ?? model,
     optimizer,
     device,
     unit: data.tokenizerState.type === 'char' ? 'char' : 'token',
@@ -373,7 +406,7 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
   let result;
   try {
     result = await trainer.fit({
-      train: windowSampler(data.train, s.batchSize),
+      train: rankSampler(windowSampler(data.train, s.batchSize), data.train, rank),
       val: new DataLoader(data.val, { batchSize: s.batchSize }),
       steps: s.steps,
       resume: s.resume ? ckptPath : null,
@@ -381,6 +414,16 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
   } finally {
     process.off('SIGINT', onSigint);
     data.train.close();
+    if (!isMain) {
+      data.val.close();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+      kiln.dist.destroyProcessGroup();
+    }
+  }
+  if (!isMain) {
+    model.dispose();
+    optimizer.dispose();
+    return result.stopped ? 130 : 0;
   }
 
   showSamples(result.stopped ? `after ${result.step} steps (stopped early)` : 'after training');
@@ -398,12 +441,14 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
   const refs = [`guessing uniformly: ${Math.log(V).toFixed(3)}`];
   if (data.toyText) refs.push(`knowing only character frequencies: ${unigramEntropy(data.toyText).toFixed(3)}`);
   say(`  (for comparison, ${refs.join('; ')})`);
-  say(`  training throughput ${formatCount(result.throughput)} ${labels.rate}`);
+  const world = kiln.dist.worldSize();
+  say(`  training throughput ${formatCount(result.throughput)} ${labels.rate}${world > 1 ? ` per process, ${formatCount(result.throughput * world)} ${labels.rate} on all ${world}` : ''}`);
   say(`\nsaved ${path.join(s.out, CHECKPOINT_FILE)}, ${path.join(s.out, 'metrics.jsonl')}, loss curve ${path.join(s.out, 'loss.svg')}`);
   say(`sample more: kiln generate --checkpoint ${s.out} --prompt ${data.toyText ? '"the cat"' : '"..."'}`);
   say(`done in ${formatDuration((Date.now() - started) / 1000)} (${device === 'cpu' ? `${os.cpus().length} cores` : device})`);
   model.dispose();
   optimizer.dispose();
+  kiln.dist.destroyProcessGroup();
   // Interrupted runs end like an interrupted program (128 + SIGINT), after saving.
   return result.stopped ? 130 : 0;
 }

@@ -324,6 +324,11 @@ export interface TokenFileDatasetOptions {
   stride?: number;
   /** Seed of sampleBatch's random offsets (default 0). */
   seed?: number;
+  /**
+   * Stream of the seed's generator (default 0): data-parallel ranks sample with one seed and their
+   * rank as the stream, so each draws its own windows.
+   */
+  stream?: number;
   /** dtype of the tensors (default int64). */
   dtype?: 'int32' | 'int64';
 }
@@ -363,7 +368,7 @@ export class TokenFileDataset implements Dataset<[Tensor, Tensor]> {
     this.stride = stride;
     this.dtype = dtype;
     this.length = Math.floor((this.file.count - blockSize - 1) / stride) + 1;
-    this.rng = new Rng(opts.seed ?? 0);
+    this.rng = new Rng(opts.seed ?? 0, opts.stream ?? 0);
   }
 
   /**

@@ -9,6 +9,7 @@ import { TrainStrategy } from '../train/strategy';
 import type { MicroBatchInfo, StepContext } from '../train/strategy';
 import type { Tensor } from '../tensor';
 import { ValueError } from '../errors';
+import { tensor } from '../ops/creation';
 import { DistributedDataParallel } from './ddp';
 import { rank } from './process_group';
 import { ZeroRedundancyOptimizer } from './zero';
@@ -45,6 +46,18 @@ export class DataParallelStrategy<M extends Module = Module> extends TrainStrate
   /** With a ZeroRedundancyOptimizer: gathers its whole state (every rank takes part). */
   override async beforeCheckpoint(ctx: StepContext<M>): Promise<void> {
     if (ctx.optimizer instanceof ZeroRedundancyOptimizer) await ctx.optimizer.consolidateStateDict();
+  }
+
+  /** Every rank stops when any was asked to (an all-reduce of one flag per step, max). */
+  override async agreeToStop(ctx: StepContext<M>, requested: boolean): Promise<boolean> {
+    const group = this.ddp(ctx).group;
+    const flag = tensor([requested ? 1 : 0], { dtype: 'int32', device: group.device });
+    try {
+      await group.allReduce(flag, { op: 'max' });
+      return flag.item() > 0;
+    } finally {
+      flag.dispose();
+    }
   }
 
   /** Rank 0 writes checkpoints, metrics and progress. */

@@ -93,6 +93,15 @@ export class TrainStrategy<M extends Module = Module> {
   /** Before a checkpoint is written (on every process): a sharded optimizer gathers its state here. */
   beforeCheckpoint(_ctx: StepContext<M>): void | Promise<void> {}
 
+  /**
+   * After each step: whether the run stops now, given whether this process was asked to (stop(), a
+   * signal). Data parallelism makes every rank agree (all stop if one was asked), so no rank is left
+   * waiting in a collective the others never join.
+   */
+  agreeToStop(_ctx: StepContext<M>, requested: boolean): boolean | Promise<boolean> {
+    return requested;
+  }
+
   /** Whether this process writes checkpoints, metrics, the loss curve and progress (rank 0's job). */
   isMainProcess(): boolean {
     return true;

@@ -780,6 +780,7 @@ export class Trainer<M extends Module = Module> {
         const info = new StepRecord(values, () => this.readPending(), step, s.lr, s.count, s.count / dt, elapsed());
         for (const cb of this.callbacks) await cb.onStepEnd?.(this, info);
 
+        this.stopRequested = await this.strategy.agreeToStop(ctx, this.stopRequested);
         const last = step === total || this.stopRequested;
         const checkpointNow = (opts.checkpointInterval && step % opts.checkpointInterval === 0) || last;
         let v: number | null = null;
