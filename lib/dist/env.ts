@@ -3,6 +3,8 @@
 // MASTER_PORT), Slurm's srun (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_NTASKS_PER_NODE,
 // SLURM_JOB_NODELIST) and Open MPI's mpirun (OMPI_COMM_WORLD_RANK, _SIZE, _LOCAL_RANK, _LOCAL_SIZE).
 // torchrun's variables win when several launchers' are present (torchrun inside an srun allocation).
+// torchrun's agent already serves MASTER_PORT with torch's own store (TORCHELASTIC_USE_AGENT_STORE),
+// whose protocol kiln does not speak: kiln's rank 0 then hosts its store on MASTER_PORT + 1.
 import { ValueError } from '../errors';
 
 /** A process's place in the job, as initProcessGroup uses it. */
@@ -97,7 +99,8 @@ export function readDistEnv(env: Record<string, string | undefined> = process.en
   if (!masterAddr) {
     throw new ValueError(op, `MASTER_ADDR is not set: with ${where.worldSize} processes on several machines, set it to rank 0's address`);
   }
-  const masterPort = int(op, env, 'MASTER_PORT') ?? DEFAULT_MASTER_PORT;
+  let masterPort = int(op, env, 'MASTER_PORT') ?? DEFAULT_MASTER_PORT;
+  if (where.source === 'torchrun' && env.TORCHELASTIC_USE_AGENT_STORE === 'True') masterPort += 1;
   if (masterPort < 1 || masterPort > 65535) throw new ValueError(op, `MASTER_PORT=${masterPort} is not a port (1..65535)`);
   return { ...where, masterAddr, masterPort };
 }

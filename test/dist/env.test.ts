@@ -9,6 +9,8 @@ t.test('torchrun / kiln launch variables', async (t) => {
     { rank: 3, worldSize: 8, localRank: 1, localWorldSize: 2, masterAddr: '10.0.0.1', masterPort: 1234, source: 'torchrun' });
   t.same(readDistEnv({ RANK: '1', WORLD_SIZE: '2' }), { rank: 1, worldSize: 2, localRank: 1, localWorldSize: 2, masterAddr: '127.0.0.1', masterPort: 29500, source: 'torchrun' },
     'one machine: the master is local, the port torch\'s default');
+  t.equal(readDistEnv({ RANK: '0', WORLD_SIZE: '2', MASTER_PORT: '29500', TORCHELASTIC_USE_AGENT_STORE: 'True' }).masterPort, 29501,
+    "under torchrun's agent store, kiln's store takes the next port");
   // torchrun inside an srun allocation: torchrun's variables win.
   t.equal(readDistEnv({ RANK: '0', WORLD_SIZE: '1', SLURM_PROCID: '5', SLURM_NTASKS: '8' }).source, 'torchrun');
 });
