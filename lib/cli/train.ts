@@ -55,6 +55,7 @@ export const TRAIN: CommandSpec = {
     { name: 'eval-batches', kind: 'int', value: '<n>', min: 1, help: 'validation batches per run', defaultText: '20' },
     { name: 'seed', kind: 'int', value: '<n>', min: 0, help: 'seed of initialization, data order and sampling', defaultText: '0' },
     DEVICE_OPTION,
+    { name: 'zero', kind: 'boolean', help: 'under a launcher: shard the AdamW state across the processes (ZeRO stage 1)', inConfig: true },
     { name: 'threads', kind: 'int', value: '<n>', min: 1, help: 'CPU threads', defaultText: 'all cores' },
     { name: 'resume', kind: 'boolean', help: `continue the run saved in --out (${CHECKPOINT_FILE}); its LR schedule keeps the steps it was planned for` },
     { name: 'progress', kind: 'string', value: '<mode>', choices: ['bar', 'log', 'none'], help: 'progress display', defaultText: 'bar on a terminal, else log' },
@@ -94,6 +95,7 @@ interface Settings {
   device: string;
   threads: number | null;
   resume: boolean;
+  zero: boolean;
   progress: 'bar' | 'log' | 'none' | 'auto';
   sampleTokens: number;
 }
@@ -124,6 +126,7 @@ function settings(v: OptionValues): Settings {
     device: (v.device as string) ?? 'cpu',
     threads: (v.threads as number) ?? null,
     resume: (v.resume as boolean) ?? false,
+    zero: (v.zero as boolean) ?? false,
     progress: (v.progress as Settings['progress']) ?? 'auto',
     sampleTokens: (v.sampleTokens as number) ?? 40,
   };
@@ -309,6 +312,7 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
   // Under `kiln launch`, torchrun, srun or mpirun (a world of several processes): data parallel, each
   // rank sampling its own windows, rank 0 printing and writing --out.
   const distributed = kiln.dist.readDistEnv().worldSize > 1;
+  if (s.zero && !distributed) throw new UsageError('--zero shards the optimizer across processes: run under kiln launch (or torchrun, srun, mpirun) with several');
   if (distributed) await kiln.dist.initProcessGroup({ backend: device === 'cpu' ? 'gloo' : 'nccl' });
   const rank = kiln.dist.rank();
   const isMain = rank === 0;
@@ -340,13 +344,12 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
   if (ddp) await ddp.ready;
   const params = model.parameters();
   // Weight decay on matrices only (not on biases and norm gains), as in GPT-2 training setups.
-  const optimizer = new AdamW(
-    [
-      { params: params.filter((p) => p.ndim >= 2), weightDecay: s.weightDecay },
-      { params: params.filter((p) => p.ndim < 2), weightDecay: 0 },
-    ],
-    { lr: s.lr, betas: [0.9, 0.99] },
-  );
+  const groups = [
+    { params: params.filter((p) => p.ndim >= 2), weightDecay: s.weightDecay },
+    { params: params.filter((p) => p.ndim < 2), weightDecay: 0 },
+  ];
+  const adam = { lr: s.lr, betas: [0.9, 0.99] as [number, number] };
+  const optimizer = s.zero ? new kiln.dist.ZeroRedundancyOptimizer(groups, { optimizer: AdamW, ...adam }) : new AdamW(groups, adam);
   let where = device === 'cpu' ? plural(kiln.buildInfo().threads, 'thread') : `on ${device} (${kiln.cuda.getDeviceName(device)})`;
   if (distributed) where += ` per process; data parallel on ${kiln.dist.worldSize()} processes (${kiln.dist.worldGroup().backend})`;
   // A resumed run's schedule keeps the steps the run was first planned for (see Trainer.fit).
@@ -417,10 +420,12 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
     if (!isMain) {
       data.val.close();
       fs.rmSync(dataDir, { recursive: true, force: true });
-      kiln.dist.destroyProcessGroup();
     }
   }
+  // Every rank takes part in gathering what each holds of the sharded optimizer state.
+  const shards = optimizer instanceof kiln.dist.ZeroRedundancyOptimizer ? await kiln.dist.worldGroup().allGatherObject(optimizer.memoryReport()) : null;
   if (!isMain) {
+    kiln.dist.destroyProcessGroup();
     model.dispose();
     optimizer.dispose();
     return result.stopped ? 130 : 0;
@@ -443,6 +448,10 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
   say(`  (for comparison, ${refs.join('; ')})`);
   const world = kiln.dist.worldSize();
   say(`  training throughput ${formatCount(result.throughput)} ${labels.rate}${world > 1 ? ` per process, ${formatCount(result.throughput * world)} ${labels.rate} on all ${world}` : ''}`);
+  if (shards) {
+    const bytes = (shards as Array<{ stateBytes: number }>).map((r) => r.stateBytes);
+    say(`  optimizer state (ZeRO-1): ${bytes.map((b) => `${formatCount(b)}B`).join(', ')} on ranks 0-${bytes.length - 1}; ${formatCount(bytes.reduce((a, b) => a + b, 0))}B unsharded`);
+  }
   say(`\nsaved ${path.join(s.out, CHECKPOINT_FILE)}, ${path.join(s.out, 'metrics.jsonl')}, loss curve ${path.join(s.out, 'loss.svg')}`);
   say(`sample more: kiln generate --checkpoint ${s.out} --prompt ${data.toyText ? '"the cat"' : '"..."'}`);
   say(`done in ${formatDuration((Date.now() - started) / 1000)} (${device === 'cpu' ? `${os.cpus().length} cores` : device})`);
