@@ -90,7 +90,7 @@ const PUBLIC_API = [
   'train.BatchOptions (type)', 'train.BatchSampler (type)', 'train.BatchSource (type)', 'train.BatchUnit (type)',
   'train.CHECKPOINT_FILE', 'train.Callback (type)', 'train.ChartOptions (type)', 'train.EvalInfo (type)',
   'train.EvalOptions (type)', 'train.FitOptions (type)', 'train.FitResult (type)', 'train.MetricsRecord (type)',
-  'train.MicroBatchInfo (type)', 'train.StepContext (type)', 'train.TrainStrategy',
+  'train.MicroBatchInfo (type)', 'train.StepAgreement (type)', 'train.StepContext (type)', 'train.StepEndInfo (type)', 'train.TrainStrategy',
   'train.ProgressInfo (type)', 'train.ProgressMode (type)', 'train.ProgressReporter', 'train.ProgressStream (type)',
   'train.Series (type)', 'train.StepInfo (type)', 'train.ToyCorpusOptions (type)', 'train.ToyLineCheck (type)',
   'train.ToyScore (type)', 'train.Trainer', 'train.TrainerOptions (type)', 'train.WindowSource (type)', 'train.checkToyLine',

@@ -225,26 +225,39 @@ function gather<K>(pending: Map<K, Tensor>, deps: Map<K, number>, key: K, r: Ten
 
 /** Backpropagates from root (see Tensor.backward). */
 // Callbacks queued during the backward in progress (null when none runs).
-let endOfBackward: Array<() => void> | null = null;
+let endOfBackward: Array<(completed: boolean) => void> | null = null;
 
 /**
- * @internal Runs fn once the backward in progress has delivered every gradient (torch's
- * queue_callback): data parallelism launches its last buckets there. Only from a gradient hook.
+ * @internal Runs fn once the backward in progress has ended (torch's queue_callback): with true
+ * after it delivered every gradient (data parallelism launches its last buckets there), with false
+ * when it threw (so per-backward state can be reset; the backward's own error is what propagates).
+ * Only from a gradient hook.
  */
-export function queueBackwardCallback(fn: () => void): void {
+export function queueBackwardCallback(fn: (completed: boolean) => void): void {
   if (!endOfBackward) throw new AutogradError('queueBackwardCallback', 'no backward is running');
   endOfBackward.push(fn);
 }
 
 export function runBackward(root: Tensor, gradient: Tensor | undefined, retainGraph: boolean): void {
   const outer = endOfBackward;
-  const callbacks: Array<() => void> = (endOfBackward = []);
+  const callbacks: Array<(completed: boolean) => void> = (endOfBackward = []);
+  let completed = false;
   try {
     backwardFrom(root, gradient, retainGraph);
+    completed = true;
   } finally {
     endOfBackward = outer;
+    if (!completed) {
+      for (const fn of callbacks) {
+        try {
+          fn(false);
+        } catch {
+          // The backward's own error is the one to report.
+        }
+      }
+    }
   }
-  for (const fn of callbacks) fn();
+  for (const fn of callbacks) fn(true);
 }
 
 function backwardFrom(root: Tensor, gradient: Tensor | undefined, retainGraph: boolean): void {

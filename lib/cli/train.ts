@@ -326,7 +326,8 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
     if (fs.statSync(s.data).size === 0) throw new UsageError(`${s.data} is empty`);
   }
   fs.mkdirSync(s.out, { recursive: true });
-  // The other ranks tokenize into a folder of their own (no shared filesystem needed), removed at the end.
+  // The other ranks tokenize into a folder of their own (so --data need only exist on every machine),
+  // removed at the end; --resume reads the checkpoint on every rank (a shared --out, or a copy).
   const dataDir = isMain ? s.out : fs.mkdtempSync(path.join(os.tmpdir(), `kiln-train-rank${rank}-`));
   if (s.threads) kiln.setNumThreads(s.threads);
   kiln.manualSeed(s.seed);

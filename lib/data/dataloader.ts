@@ -201,14 +201,15 @@ export class DataLoader<T, B = Collated<T>> implements Iterable<B> {
     const op = 'DataLoader.loadStateDict';
     if (!sd || !Number.isSafeInteger(sd.seed) || sd.seed < 0) throw new ValueError(op, `seed must be a non-negative integer, got ${sd?.seed}`);
     if (!Number.isSafeInteger(sd.epoch) || sd.epoch < 0) throw new ValueError(op, `epoch must be a non-negative integer, got ${sd.epoch}`);
+    // A state saved with another number of replicas (none recorded, or no DistributedSampler: one)
+    // continues at the same fraction of the epoch's items.
+    const saved = sd.replicas ?? 1;
+    if (!Number.isInteger(saved) || saved < 1) throw new ValueError(op, `replicas must be a positive integer, got ${sd.replicas}`);
+    const now = this.sampler instanceof DistributedSampler ? this.sampler.numReplicas : 1;
     let position = sd.position;
-    const now = this.sampler instanceof DistributedSampler ? this.sampler.numReplicas : undefined;
-    if (sd.replicas !== undefined) {
-      if (!Number.isInteger(sd.replicas) || sd.replicas < 1) throw new ValueError(op, `replicas must be a positive integer, got ${sd.replicas}`);
-      if (now !== undefined && now !== sd.replicas && Number.isInteger(position)) position = Math.min(this.length, Math.floor((position * sd.replicas) / now));
-    }
+    if (now !== saved && Number.isInteger(position) && position >= 0) position = Math.min(this.length, Math.floor((position * saved) / now));
     if (!Number.isInteger(position) || position < 0 || position > this.length) {
-      throw new ValueError(op, `position must be an integer in [0, ${this.length}], got ${sd.position}`);
+      throw new ValueError(op, `position must be an integer in [0, ${this.length}], got ${position}${position !== sd.position ? ` (${sd.position} saved on ${saved} replicas)` : ''}`);
     }
     this.seed = sd.seed;
     this.epoch = sd.epoch;

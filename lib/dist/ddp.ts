@@ -121,7 +121,11 @@ export class DistributedDataParallel<M extends Module = Module> extends Module {
     this.buildBuckets(named.filter(([, p]) => p.requiresGrad), capMB * 2 ** 20);
     this.ready = this.syncModule(named.map(([, p]) => p), opts.broadcastBuffers ?? true ? module.buffers() : []);
     this.ready.then(() => (this.#isReady = true), (e: Error) => (this.#failed = e));
-    for (const slot of this.#slots.values()) this.#hooks.push(slot.param.registerPostAccumulateGradHook(() => this.onGradReady(slot)));
+    for (const slot of this.#slots.values()) {
+      // Before accumulation: a backward must not add into buckets that are being all-reduced.
+      this.#hooks.push(slot.param.registerHook(() => this.checkNotInFlight()));
+      this.#hooks.push(slot.param.registerPostAccumulateGradHook(() => this.onGradReady(slot)));
+    }
   }
 
   /** Runs the wrapped module's forward (after checking that the broadcast is done and no all-reduce is pending). */
@@ -230,7 +234,7 @@ export class DistributedDataParallel<M extends Module = Module> extends Module {
   private async syncModule(params: Parameter[], buffers: Tensor[]): Promise<void> {
     const g = this.group;
     let hash = 0;
-    for (const p of params) for (const d of [...p.shape, -1]) hash = (Math.imul(hash, 31) + d) | 0;
+    for (const p of params) for (const d of [...p.shape, p.requiresGrad ? -1 : -2]) hash = (Math.imul(hash, 31) + d) | 0;
     const mine = tensor([params.length, params.reduce((n, p) => n + p.numel, 0), hash], { dtype: 'int64', device: params[0]?.device ?? 'cpu' });
     const all = zeros([g.size * 3], { dtype: 'int64', device: mine.device });
     const check = g.allGather(all, mine);
@@ -240,7 +244,7 @@ export class DistributedDataParallel<M extends Module = Module> extends Module {
       const v = all.dataSync() as BigInt64Array;
       for (let r = 1; r < g.size; r++) {
         if (v[3 * r] !== v[0] || v[3 * r + 1] !== v[1] || v[3 * r + 2] !== v[2]) {
-          throw new DistError('DistributedDataParallel', `rank ${g.ranks[r]}'s model has ${v[3 * r]} parameters with ${v[3 * r + 1]} elements, rank ${g.ranks[0]}'s has ${v[0]} with ${v[1]}${v[3 * r] === v[0] && v[3 * r + 1] === v[1] ? ' (shapes differ)' : ''}: every rank must build the same model`);
+          throw new DistError('DistributedDataParallel', `rank ${g.ranks[r]}'s model has ${v[3 * r]} parameters with ${v[3 * r + 1]} elements, rank ${g.ranks[0]}'s has ${v[0]} with ${v[1]}${v[3 * r] === v[0] && v[3 * r + 1] === v[1] ? ' (shapes or requiresGrad differ)' : ''}: every rank must build the same model`);
         }
       }
       await Promise.all(works.map((w) => w.wait()));
@@ -267,12 +271,19 @@ export class DistributedDataParallel<M extends Module = Module> extends Module {
     s.param.grad = view;
   }
 
+  private checkNotInFlight(): void {
+    if (this.#failed) throw this.#failed;
+    if (this.#inFlight.length && !this.#backwardQueued) {
+      throw new DistError('DistributedDataParallel', 'a backward started while the last one\'s gradients are still being all-reduced: `await ddp.synchronize()` after each synced backward');
+    }
+  }
+
   private onGradReady(s: Slot): void {
     this.repoint(s);
     if (!this.requireGradSync || s.ready) return;
     if (!this.#backwardQueued) {
       this.#backwardQueued = true;
-      queueBackwardCallback(() => this.endOfBackward());
+      queueBackwardCallback((completed) => (completed ? this.endOfBackward() : this.abortBackward()));
     }
     s.ready = true;
     if (++s.bucket.readyCount === s.bucket.slots.length) this.launchReady();
@@ -287,6 +298,27 @@ export class DistributedDataParallel<M extends Module = Module> extends Module {
       markGradSyncPending(this, true);
       this.#nextLaunch++;
     }
+  }
+
+  /**
+   * A backward that threw after some gradients arrived: its per-backward state is reset. When some
+   * buckets were already all-reducing, this rank's collectives no longer line up with the other
+   * ranks' (they will issue the rest), so the wrapper is failed: its next use throws.
+   */
+  private abortBackward(): void {
+    this.#backwardQueued = false;
+    if (this.#nextLaunch > 0) {
+      this.#failed = new DistError('DistributedDataParallel', `a backward failed after ${this.#nextLaunch} of ${this.#buckets.length} gradient buckets had started their all-reduce; the ranks' collectives no longer line up, so this wrapper cannot be used again`);
+    }
+    this.resetReadiness();
+  }
+
+  private resetReadiness(): void {
+    for (const b of this.#buckets) {
+      b.readyCount = 0;
+      for (const s of b.slots) s.ready = false;
+    }
+    this.#nextLaunch = 0;
   }
 
   private endOfBackward(): void {
@@ -306,11 +338,7 @@ export class DistributedDataParallel<M extends Module = Module> extends Module {
       });
       this.launchReady();
     } finally {
-      for (const b of this.#buckets) {
-        b.readyCount = 0;
-        for (const s of b.slots) s.ready = false;
-      }
-      this.#nextLaunch = 0;
+      this.resetReadiness();
     }
   }
 }

@@ -65,7 +65,8 @@ export function readDistEnv(env: Record<string, string | undefined> = process.en
     const localWorldSize = int(op, env, 'LOCAL_WORLD_SIZE') ?? worldSize;
     layout = { rank, worldSize, localRank: int(op, env, 'LOCAL_RANK') ?? rank % localWorldSize, localWorldSize, source: 'torchrun' };
   } else if (slurmRank !== undefined) {
-    const worldSize = int(op, env, 'SLURM_NTASKS');
+    // srun sets the step's task count; SLURM_NTASKS alone is also set in salloc and sbatch shells.
+    const worldSize = int(op, env, 'SLURM_STEP_NUM_TASKS') ?? int(op, env, 'SLURM_NTASKS');
     if (worldSize === undefined) throw new ValueError(op, 'SLURM_PROCID is set but SLURM_NTASKS is not');
     // "4" or "4(x2)": tasks per node (the first node's count).
     const perNode = /^(\d+)/.exec(env.SLURM_NTASKS_PER_NODE ?? env.SLURM_TASKS_PER_NODE ?? '');

@@ -395,7 +395,8 @@ export async function initProcessGroup(opts: InitProcessGroupOptions = {}): Prom
       });
     } catch (e) {
       const m = e instanceof Error ? e.message : String(e);
-      throw new DistError(op, `${who}: cannot meet the other ranks at ${env.masterAddr}:${env.masterPort} (MASTER_ADDR:MASTER_PORT): ${m}`);
+      const from = env.source === 'single' ? '' : ` (rank and world size from ${env.source}'s variables)`;
+      throw new DistError(op, `${who}${from}: cannot meet the other ranks at ${env.masterAddr}:${env.masterPort} (MASTER_ADDR:MASTER_PORT): ${m}`);
     }
   }
   const w: World = { env, store, ownsStore, group: null as unknown as ProcessGroup, groups: [], timeoutMs, nextGroup: 0, device };

@@ -6,7 +6,10 @@
 // wrapped model's weights under its own names, so they load on any world size (and in one process).
 import { Module } from '../nn/module';
 import { TrainStrategy } from '../train/strategy';
-import type { MicroBatchInfo, StepContext } from '../train/strategy';
+import type { MicroBatchInfo, StepAgreement, StepContext, StepEndInfo } from '../train/strategy';
+import { noGrad } from '../autograd/grad_mode';
+import { tidy } from '../memory';
+import { cat } from '../ops/shape';
 import type { Tensor } from '../tensor';
 import { ValueError } from '../errors';
 import { tensor } from '../ops/creation';
@@ -48,15 +51,28 @@ export class DataParallelStrategy<M extends Module = Module> extends TrainStrate
     if (ctx.optimizer instanceof ZeroRedundancyOptimizer) await ctx.optimizer.consolidateStateDict();
   }
 
-  /** Every rank stops when any was asked to (an all-reduce of one flag per step, max). */
-  override async agreeToStop(ctx: StepContext<M>, requested: boolean): Promise<boolean> {
+  /** Waits for the wrapper's broadcast of rank 0's parameters. */
+  override async beforeFit(ctx: StepContext<M>): Promise<void> {
+    await this.ddp(ctx).ready;
+  }
+
+  /**
+   * Every rank stops when any was asked to, and fails when any rank's loss was not finite: two flags
+   * all-reduced (max) per step, read back in one transfer.
+   */
+  override async agreeAfterStep(ctx: StepContext<M>, info: StepEndInfo): Promise<StepAgreement> {
     const group = this.ddp(ctx).group;
-    const flag = tensor([requested ? 1 : 0], { dtype: 'int32', device: group.device });
+    // x - x is 0 for a finite x and NaN otherwise.
+    const flags = noGrad(() => tidy(() => cat([
+      tensor([info.stopRequested ? 1 : 0], { dtype: 'int32', device: info.loss.device }),
+      info.loss.sub(info.loss).ne(0).reshape([1]).to('int32'),
+    ]).to({ device: group.device })));
     try {
-      await group.allReduce(flag, { op: 'max' });
-      return flag.item() > 0;
+      await group.allReduce(flags, { op: 'max' });
+      const [stop, bad] = flags.dataSync() as Int32Array;
+      return { stop: stop > 0, lossFinite: bad === 0 };
     } finally {
-      flag.dispose();
+      flags.dispose();
     }
   }
 

@@ -10,7 +10,7 @@
 // the other ranks' parameters out. The state dict is the unsharded one, as the wrapped optimizer's
 // on one process would be: consolidateStateDict() gathers it (every rank calls it), loadStateDict
 // takes one from any world size and keeps this rank's share.
-import { noGrad } from '../autograd/grad_mode';
+import { enableGrad, noGrad } from '../autograd/grad_mode';
 import { DistError, ValueError } from '../errors';
 import { keep } from '../memory';
 import { empty, zeros } from '../ops/creation';
@@ -137,8 +137,8 @@ export class ZeroRedundancyOptimizer<O extends BaseOptions = BaseOptions> extend
   override step<L>(closure?: () => L): L | undefined {
     if (this.#pending.length) throw new DistError('ZeroRedundancyOptimizer.step', 'the last step\'s parameters are still being gathered: `await opt.synchronize()` first');
     checkGradSyncDone('ZeroRedundancyOptimizer.step');
-    this.#consolidated = null;
-    let loss: L | undefined;
+    this.disposeConsolidated();
+    let loss: L | undefined = closure && !this.local ? enableGrad(closure) : undefined;
     if (this.local) {
       this.paramGroups.forEach((g, i) => {
         const j = this.#localGroup[i];
@@ -309,6 +309,19 @@ export class ZeroRedundancyOptimizer<O extends BaseOptions = BaseOptions> extend
       for (const [k, v] of Object.entries(g)) if (k !== 'params') (this.paramGroups[i] as unknown as Record<string, unknown>)[k] = Array.isArray(v) ? [...v] : v;
     });
     this.disposeConsolidated();
+  }
+
+  /** Frees the wrapped optimizer's state, the gather buffers and any consolidated state. */
+  override dispose(): void {
+    this.local?.dispose();
+    for (const g of this.#gathers) {
+      g.input.dispose();
+      g.output.dispose();
+    }
+    this.#gathers = [];
+    this.disposeConsolidated();
+    markParamSyncPending(this, false);
+    super.dispose();
   }
 
   private disposeConsolidated(): void {

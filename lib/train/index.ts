@@ -4,7 +4,7 @@
 // charts.
 export { Trainer, CHECKPOINT_FILE } from './trainer';
 export { TrainStrategy } from './strategy';
-export type { StepContext, MicroBatchInfo } from './strategy';
+export type { StepContext, MicroBatchInfo, StepEndInfo, StepAgreement } from './strategy';
 export type { TrainerOptions, FitOptions, EvalOptions, BatchOptions, FitResult, StepInfo, EvalInfo, Callback, BatchSampler, BatchSource, MetricsRecord } from './trainer';
 export { windowSampler } from './lm';
 export type { WindowSource } from './lm';

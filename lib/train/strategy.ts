@@ -32,6 +32,22 @@ export interface StepContext<M extends Module = Module> {
   loss(batch: unknown): Tensor;
 }
 
+/** What agreeAfterStep is told about this process's step. */
+export interface StepEndInfo {
+  /** Whether this process was asked to stop (Trainer.stop()). */
+  stopRequested: boolean;
+  /** The step's mean loss, on the device. */
+  loss: Tensor;
+}
+
+/** What every process agreed on after a step. */
+export interface StepAgreement {
+  /** Whether the run stops after this step. */
+  stop: boolean;
+  /** false when some process's loss was not finite; undefined when not checked here. */
+  lossFinite?: boolean;
+}
+
 /** Where a micro-batch sits in its accumulation window. */
 export interface MicroBatchInfo {
   /** Its position in the window, from 0. */
@@ -93,13 +109,19 @@ export class TrainStrategy<M extends Module = Module> {
   /** Before a checkpoint is written (on every process): a sharded optimizer gathers its state here. */
   beforeCheckpoint(_ctx: StepContext<M>): void | Promise<void> {}
 
+  /** Before the first step of fit() (after a resume): data parallelism waits for its initial broadcast. */
+  beforeFit(_ctx: StepContext<M>): void | Promise<void> {}
+
   /**
    * After each step: whether the run stops now, given whether this process was asked to (stop(), a
-   * signal). Data parallelism makes every rank agree (all stop if one was asked), so no rank is left
-   * waiting in a collective the others never join.
+   * signal), and whether the step's loss (info.loss, on the device) was finite everywhere. One
+   * process answers without reading anything (lossFinite undefined: the Trainer checks the loss when
+   * it reads it). Data parallelism makes every rank agree, so that all stop, or all fail on a
+   * non-finite loss, at the same step and no rank is left waiting in a collective the others never
+   * join.
    */
-  agreeToStop(_ctx: StepContext<M>, requested: boolean): boolean | Promise<boolean> {
-    return requested;
+  agreeAfterStep(_ctx: StepContext<M>, info: StepEndInfo): StepAgreement | Promise<StepAgreement> {
+    return { stop: info.stopRequested };
   }
 
   /** Whether this process writes checkpoints, metrics, the loss curve and progress (rank 0's job). */

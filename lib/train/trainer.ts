@@ -723,6 +723,7 @@ export class Trainer<M extends Module = Module> {
     let savedStep = -1;
     let initialValLoss: number | null = null;
     this.stopRequested = false;
+    let stopAgreed = false;
     this.model.train();
     this.optimizer.zeroGrad();
 
@@ -762,7 +763,8 @@ export class Trainer<M extends Module = Module> {
         progress.log(valLine(initialValLoss));
         metrics?.write({ step: this.state.step, val_loss: initialValLoss, elapsed_s: elapsed() });
       }
-      while (this.state.step < total && !this.stopRequested) {
+      await this.strategy.beforeFit(ctx);
+      while (this.state.step < total && !stopAgreed) {
         const t0 = process.hrtime.bigint();
         const s = await this.trainStep(stream, ctx, fo);
         const dt = Number(process.hrtime.bigint() - t0) / 1e9;
@@ -780,11 +782,17 @@ export class Trainer<M extends Module = Module> {
         const info = new StepRecord(values, () => this.readPending(), step, s.lr, s.count, s.count / dt, elapsed());
         for (const cb of this.callbacks) await cb.onStepEnd?.(this, info);
 
-        this.stopRequested = await this.strategy.agreeToStop(ctx, this.stopRequested);
-        const last = step === total || this.stopRequested;
+        // stop() requests stay local; the strategy decides when every process stops together.
+        const agreed = await this.strategy.agreeAfterStep(ctx, { stopRequested: this.stopRequested, loss: values.loss! });
+        stopAgreed = agreed.stop;
+        if (agreed.lossFinite === false) {
+          this.readPending();   // throws naming this process's step when the loss here is the bad one
+          throw new ValueError('Trainer', `the loss became non-finite at step ${step} on another process; lower the learning rate or clip gradients`);
+        }
+        const last = step === total || stopAgreed;
         const checkpointNow = (opts.checkpointInterval && step % opts.checkpointInterval === 0) || last;
         let v: number | null = null;
-        if (val && ((opts.evalInterval && step % opts.evalInterval === 0) || (last && !this.stopRequested))) {
+        if (val && ((opts.evalInterval && step % opts.evalInterval === 0) || (last && !stopAgreed))) {
           v = await doEval();
           if (mode === 'bar') progress.log(valLine(v));
         }
@@ -811,7 +819,7 @@ export class Trainer<M extends Module = Module> {
       }
       this.readPending();
       // stop() from a signal handler lands between steps: keep the last one.
-      if (this.stopRequested && savedStep !== this.state.step) await save();
+      if (stopAgreed && savedStep !== this.state.step) await save();
     } finally {
       // Steps not read when the run ended (a callback or a step threw): free their tensors.
       for (const v of this.pending) dispose([v.loss, v.gradNorm]);
@@ -830,7 +838,7 @@ export class Trainer<M extends Module = Module> {
       elapsed: this.state.elapsed,
       throughput: runTime > 0 ? runCount / runTime : 0,
       unit: this.currentUnit ?? 'sample',
-      stopped: this.stopRequested,
+      stopped: stopAgreed,
       checkpoint,
     };
     for (const cb of this.callbacks) await cb.onFitEnd?.(this, result);

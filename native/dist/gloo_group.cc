@@ -39,6 +39,7 @@
 #include <cstring>
 #include <deque>
 #include <thread>
+#include <unordered_map>
 
 #include "../core/convert.h"
 #include "process_group.h"
@@ -274,7 +275,7 @@ class GlooGroup : public ProcessGroup {
   WorkPtr all_reduce(Tensor t, ReduceOp op) override {
     check_cpu("allReduce", t, "tensor");
     check_reduce("allReduce", t, op);
-    const uint32_t tag = next_tag_++;
+    const uint32_t tag = next_tag();
     return collective("allReduce", {0, int64_t(t.dtype), t.numel(), int64_t(op)}, tag, [ctx = ctx_, t, op, tag] {
       gloo_all_reduce(ctx, t.data_ptr(), size_t(t.numel()), t.dtype, op, tag);
     });
@@ -283,7 +284,7 @@ class GlooGroup : public ProcessGroup {
   WorkPtr broadcast(Tensor t, int root) override {
     check_cpu("broadcast", t, "tensor");
     check_peer("broadcast", root, "src");
-    const uint32_t tag = next_tag_++;
+    const uint32_t tag = next_tag();
     return collective("broadcast", {1, int64_t(t.dtype), t.numel(), root}, tag, [ctx = ctx_, t, root, tag] {
       const size_t n = size_t(t.numel()) * t.itemsize();
       if (n == 0) return;
@@ -299,7 +300,7 @@ class GlooGroup : public ProcessGroup {
     check_cpu("allGather", out, "output");
     check_cpu("allGather", in, "input");
     check_chunks("allGather", out, in, "output", "input");
-    const uint32_t tag = next_tag_++;
+    const uint32_t tag = next_tag();
     return collective("allGather", {2, int64_t(in.dtype), in.numel(), 0}, tag, [ctx = ctx_, out, in, tag] {
       const size_t n = size_t(in.numel()) * in.itemsize();
       if (n == 0) return;
@@ -316,7 +317,7 @@ class GlooGroup : public ProcessGroup {
     check_cpu("reduceScatter", in, "input");
     check_chunks("reduceScatter", in, out, "input", "output");
     check_reduce("reduceScatter", in, op);
-    const uint32_t tag = next_tag_++;
+    const uint32_t tag = next_tag();
     return collective("reduceScatter", {3, int64_t(in.dtype), in.numel(), int64_t(op)}, tag, [ctx = ctx_, out, in, op, tag] {
       const size_t bytes = size_t(in.numel()) * in.itemsize(), chunk = size_t(out.numel()) * out.itemsize();
       std::vector<char> tmp(static_cast<const char*>(in.data_ptr()), static_cast<const char*>(in.data_ptr()) + bytes);
@@ -326,7 +327,7 @@ class GlooGroup : public ProcessGroup {
   }
 
   WorkPtr barrier() override {
-    const uint32_t tag = next_tag_++;
+    const uint32_t tag = next_tag();
     return collective("barrier", {4, 0, 0, 0}, tag, [ctx = ctx_, tag] {
       gloo::BarrierOptions o(ctx);
       o.setTag(tag);
@@ -361,8 +362,8 @@ class GlooGroup : public ProcessGroup {
   }
 
   // Queues fn on the collective thread; its Work ends with fn's error (which also breaks the group).
-  // The signature exchange uses the op's tag too: Gloo keys slots by algorithm and tag, so the
-  // all-gather's slot differs from the op's own.
+  // The signature exchange has a tag of its own (the op's with the top bit set): Gloo keys slots by
+  // algorithm and tag, and an allGather op would otherwise share its signature's slot.
   WorkPtr collective(const char* op, Signature sig, uint32_t tag, std::function<void()> fn) {
     auto w = std::make_shared<Work>(op);
     std::string failed = health_->get();
@@ -371,7 +372,7 @@ class GlooGroup : public ProcessGroup {
       return w;
     }
     collectives_.push([w, sig, tag, ctx = ctx_, fn = std::move(fn), health = health_, who = who()] {
-      w->finish(run_guarded([&] { agree(ctx, sig, tag); fn(); }, *health, who));
+      w->finish(run_guarded([&] { agree(ctx, sig, tag | 0x80000000u); fn(); }, *health, who));
     });
     return w;
   }
@@ -406,8 +407,13 @@ class GlooGroup : public ProcessGroup {
       w->finish(failed);
       return w;
     }
-    // Gloo's collectives use slots with an algorithm prefix in the top byte; 0x7d and 0x7e are none of theirs.
-    const uint64_t header_slot = (uint64_t(0x7d) << 56) | tag, data_slot = (uint64_t(0x7e) << 56) | tag;
+    // Gloo's collectives use slots with an algorithm prefix in the top byte; 0x7d and 0x7e are none of
+    // theirs. Bits 32-55 count the messages of this (peer, tag) in issue order, the same count on the
+    // sending and the receiving side, so each data recv (posted later, from its own thread) can only
+    // match its own message even when several are in flight.
+    const uint64_t seq = (sending ? sent_ : received_)[(uint64_t(peer) << 32) | tag]++ & 0xffffff;
+    const uint64_t low = (seq << 32) | tag;
+    const uint64_t header_slot = (uint64_t(0x7d) << 56) | low, data_slot = (uint64_t(0x7e) << 56) | low;
     const int64_t nbytes = t.numel() * int64_t(t.itemsize());
     auto header = std::make_shared<int64_t>(sending ? nbytes : -1);
     std::shared_ptr<gloo::transport::UnboundBuffer> head, data;
@@ -462,7 +468,11 @@ class GlooGroup : public ProcessGroup {
   std::shared_ptr<gloo::transport::Device> dev_;
   int64_t timeout_ms_;
   std::shared_ptr<Health> health_;
+  // Collective tags count up from 0 and stay below 2^31 (the top bit marks signature exchanges).
+  uint32_t next_tag() { return next_tag_++ & 0x7fffffffu; }
   uint32_t next_tag_ = 0;
+  // Point-to-point messages so far per (peer << 32 | tag), sent and received (issuing thread only).
+  std::unordered_map<uint64_t, uint64_t> sent_, received_;
   std::mutex shutdown_mu_;
   bool shut_ = false;
   SerialThread collectives_;

@@ -79,6 +79,25 @@ t.test('DDP in a world of one', { skip: !gloo && 'built without Gloo' }, async (
     opt.step();   // allowed: nothing was all-reduced
   });
 
+  t.test('a second backward during the all-reduce, and a backward that throws midway', async (t) => {
+    const model = new TwoHeads();
+    const ddp = new dist.DistributedDataParallel(model, { bucketCapMB: 64 / 2 ** 20 });
+    await ddp.ready;
+    const x = kiln.randn([3, 4]);
+    const loss = ddp.forward(x).sum();
+    loss.backward({ retainGraph: true });
+    t.throws(() => loss.backward(), { name: 'DistError', message: /a backward started while the last one's gradients are still being all-reduced/ });
+    await ddp.synchronize();
+    // The first layer's gradient arrives last: by then the heads' buckets are all-reducing.
+    const hook = model.body.weight.registerHook(() => {
+      throw new Error('hook failed');
+    });
+    t.throws(() => ddp.forward(x).sum().backward(), /hook failed/, 'the backward\'s own error');
+    hook.remove();
+    await ddp.synchronize();
+    t.throws(() => ddp.forward(x), { name: 'DistError', message: /a backward failed after \d+ of \d+ gradient buckets had started/ }, 'the wrapper is failed, not silently out of step');
+  });
+
   t.test('findUnusedParameters counts missing gradients as zeros', async (t) => {
     const model = new TwoHeads();
     const ddp = new dist.DistributedDataParallel(model, { findUnusedParameters: true });
