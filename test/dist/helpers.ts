@@ -1,8 +1,10 @@
 // Runs a worker script as the ranks of one job on this machine (the environment torchrun sets,
-// MASTER_ADDR 127.0.0.1 and a free port), for the multi-process tests.
-import { spawn } from 'child_process';
+// MASTER_ADDR 127.0.0.1 and a free port), for the multi-process tests; and the one-process
+// reference a data-parallel run of workers/ddp_train.js is compared with.
+import { spawn, spawnSync } from 'child_process';
 import * as net from 'net';
 import * as path from 'path';
+import * as kiln from '../../lib';
 
 export const WORKERS = path.join(__dirname, 'workers');
 
@@ -56,4 +58,21 @@ export async function runRanks(script: string, world: number, args: string[] = [
     });
   }));
   return Promise.all(runs);
+}
+
+/** Trains workers/ddp_train.js with cfg in one process without a process group, writing its parameters to out: the reference. */
+export function trainPlain(out: string, cfg: object): string {
+  const r = spawnSync(process.execPath, [path.join(WORKERS, 'ddp_train.js'), JSON.stringify({ ...cfg, plain: true, out })], {
+    encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' }, timeout: 120_000,
+  });
+  if (r.status !== 0) throw new Error(`the one-process reference run failed (${r.signal ?? `exit ${r.status}`}): ${r.stderr}`);
+  return out;
+}
+
+/** The largest absolute difference between the same-named tensors of two safetensors files. */
+export function maxAbsDiff(a: string, b: string): number {
+  const x = kiln.io.loadSafetensors(a).tensors, y = kiln.io.loadSafetensors(b).tensors;
+  let m = 0;
+  for (const [k, v] of x) m = Math.max(m, kiln.tidy(() => v.sub(y.get(k)!).abs().max().item()));
+  return m;
 }
