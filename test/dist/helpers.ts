@@ -29,11 +29,24 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** Starts `world` processes of script with args; resolves when all have exited (or kills them after timeoutMs). */
-export async function runRanks(script: string, world: number, args: string[] = [], opts: { env?: Record<string, string>; timeoutMs?: number; port?: number } = {}): Promise<RankResult[]> {
+/** How runRanks and runCommandRanks start a job. */
+export interface RanksOptions {
+  env?: Record<string, string>;
+  /** Kills every rank still running after this long (default 120 s). */
+  timeoutMs?: number;
+  port?: number;
+}
+
+/** Starts `world` processes of the worker script with args; resolves when all have exited (or kills them after timeoutMs). */
+export async function runRanks(script: string, world: number, args: string[] = [], opts: RanksOptions = {}): Promise<RankResult[]> {
+  return runCommandRanks(process.execPath, [path.join(WORKERS, script), ...args], world, opts);
+}
+
+/** As runRanks, for any program (the PyTorch reference script, say). */
+export async function runCommandRanks(command: string, args: string[], world: number, opts: RanksOptions = {}): Promise<RankResult[]> {
   const port = opts.port ?? (await freePort());
   const runs = Array.from({ length: world }, (_, rank) => new Promise<RankResult>((resolve) => {
-    const child = spawn(process.execPath, [path.join(WORKERS, script), ...args], {
+    const child = spawn(command, args, {
       env: {
         ...process.env, RANK: String(rank), WORLD_SIZE: String(world), LOCAL_RANK: String(rank), LOCAL_WORLD_SIZE: String(world),
         MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), OMP_NUM_THREADS: '1', ...opts.env,
