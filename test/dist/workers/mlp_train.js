@@ -3,9 +3,10 @@
 // nn.Linear layers in a ModuleList named `layers` (the weights file's names layers.{i}.weight/bias),
 // tanh between layers, mean-squared-error loss; step s on rank r trains on rows [r*B/W, (r+1)*B/W) of
 // x[s], y[s], split into `accumulate` micro-batches whose losses / accumulate are backpropagated under
-// noSync but for the last. Several runs share one process group (each with its own model, DDP wrapper
-// and optimizer), so the test pays for process start and rendezvous once.
-// argv[2]: JSON { runs: [{ name, weights, data, steps, lr, optimizer: 'adamw'|'sgd', accumulate, out }] }
+// noSync but for the last. Computes in the run's dtype, rounding the files' weights and data to it as
+// the script's --dtype does. Several runs share one process group (each with its own model, DDP
+// wrapper and optimizer), so the test pays for process start and rendezvous once.
+// argv[2]: JSON { runs: [{ name, weights, data, dtype, steps, lr, optimizer: 'adamw'|'sgd', accumulate, out }] }
 // Prints per run {"name", "rank", "losses"}; rank 0 writes the final parameters to each run's out.
 const kiln = require('../../../dist');
 const { nn, optim, dist, io } = kiln;
@@ -45,10 +46,10 @@ function optimizer(name, params, lr) {
 
 async function train(run, rank, world) {
   const weights = io.loadSafetensors(run.weights).tensors;
-  const { x, y } = Object.fromEntries(io.loadSafetensors(run.data).tensors);
-  const dtype = weights.get('layers.0.weight').dtype;
-  const model = new MLP(sizesOf(weights), dtype);
-  model.loadStateDict(weights);
+  const data = io.loadSafetensors(run.data).tensors;
+  const x = data.get('x').to(run.dtype), y = data.get('y').to(run.dtype);
+  const model = new MLP(sizesOf(weights), run.dtype);
+  model.loadStateDict(weights);   // converts to the model's dtype
   const ddp = new dist.DistributedDataParallel(model);
   await ddp.ready;
   const opt = optimizer(run.optimizer, ddp.parameters(), run.lr);
