@@ -6,9 +6,8 @@ import t from 'tap';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { spawnSync } from 'child_process';
 import * as kiln from '../../lib';
-import { runRanks, WORKERS } from './helpers';
+import { maxAbsDiff, runRanks, trainPlain } from './helpers';
 
 const gloo = kiln.dist.isBackendAvailable('gloo');
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-ddp-'));
@@ -17,18 +16,8 @@ t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
 const BASE = { steps: 10, batch: 8, lr: 0.001 };
 const CONFIG = { vocabSize: 11, blockSize: 8, nLayer: 2, nHead: 2, nEmbd: 16 };   // as in workers/ddp_train.js
 
-function maxAbsDiff(a: string, b: string): number {
-  const x = kiln.io.loadSafetensors(a).tensors, y = kiln.io.loadSafetensors(b).tensors;
-  let m = 0;
-  for (const [k, v] of x) m = Math.max(m, kiln.tidy(() => v.sub(y.get(k)!).abs().max().item()));
-  return m;
-}
-
 function plain(name: string, extra: object = {}): string {
-  const out = path.join(dir, `${name}.safetensors`);
-  const r = spawnSync(process.execPath, [path.join(WORKERS, 'ddp_train.js'), JSON.stringify({ ...BASE, ...extra, plain: true, out })], { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' } });
-  if (r.status !== 0) throw new Error(r.stderr);
-  return out;
+  return trainPlain(path.join(dir, `${name}.safetensors`), { ...BASE, ...extra });
 }
 
 async function ddp(t: Tap.Test, name: string, world: number, extra: object): Promise<{ out: string; json: any[][] }> {

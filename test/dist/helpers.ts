@@ -1,8 +1,10 @@
 // Runs a worker script as the ranks of one job on this machine (the environment torchrun sets,
-// MASTER_ADDR 127.0.0.1 and a free port), for the multi-process tests.
-import { spawn } from 'child_process';
+// MASTER_ADDR 127.0.0.1 and a free port), for the multi-process tests; and the one-process
+// reference a data-parallel run of workers/ddp_train.js is compared with.
+import { spawn, spawnSync } from 'child_process';
 import * as net from 'net';
 import * as path from 'path';
+import * as kiln from '../../lib';
 
 export const WORKERS = path.join(__dirname, 'workers');
 
@@ -29,11 +31,24 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** Starts `world` processes of script with args; resolves when all have exited (or kills them after timeoutMs). */
-export async function runRanks(script: string, world: number, args: string[] = [], opts: { env?: Record<string, string>; timeoutMs?: number; port?: number } = {}): Promise<RankResult[]> {
+/** How runRanks and runCommandRanks start a job. */
+export interface RanksOptions {
+  env?: Record<string, string>;
+  /** Kills every rank still running after this long (default 120 s). */
+  timeoutMs?: number;
+  port?: number;
+}
+
+/** Starts `world` processes of the worker script with args; resolves when all have exited (or kills them after timeoutMs). */
+export async function runRanks(script: string, world: number, args: string[] = [], opts: RanksOptions = {}): Promise<RankResult[]> {
+  return runCommandRanks(process.execPath, [path.join(WORKERS, script), ...args], world, opts);
+}
+
+/** As runRanks, for any program (the PyTorch reference script, say). */
+export async function runCommandRanks(command: string, args: string[], world: number, opts: RanksOptions = {}): Promise<RankResult[]> {
   const port = opts.port ?? (await freePort());
   const runs = Array.from({ length: world }, (_, rank) => new Promise<RankResult>((resolve) => {
-    const child = spawn(process.execPath, [path.join(WORKERS, script), ...args], {
+    const child = spawn(command, args, {
       env: {
         ...process.env, RANK: String(rank), WORLD_SIZE: String(world), LOCAL_RANK: String(rank), LOCAL_WORLD_SIZE: String(world),
         MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), OMP_NUM_THREADS: '1', ...opts.env,
@@ -56,4 +71,21 @@ export async function runRanks(script: string, world: number, args: string[] = [
     });
   }));
   return Promise.all(runs);
+}
+
+/** Trains workers/ddp_train.js with cfg in one process without a process group, writing its parameters to out: the reference. */
+export function trainPlain(out: string, cfg: object): string {
+  const r = spawnSync(process.execPath, [path.join(WORKERS, 'ddp_train.js'), JSON.stringify({ ...cfg, plain: true, out })], {
+    encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' }, timeout: 120_000,
+  });
+  if (r.status !== 0) throw new Error(`the one-process reference run failed (${r.signal ?? `exit ${r.status}`}): ${r.stderr}`);
+  return out;
+}
+
+/** The largest absolute difference between the same-named tensors of two safetensors files. */
+export function maxAbsDiff(a: string, b: string): number {
+  const x = kiln.io.loadSafetensors(a).tensors, y = kiln.io.loadSafetensors(b).tensors;
+  let m = 0;
+  for (const [k, v] of x) m = Math.max(m, kiln.tidy(() => v.sub(y.get(k)!).abs().max().item()));
+  return m;
 }
