@@ -10,7 +10,7 @@ export type { TCPStoreOptions } from './store';
 export { readDistEnv, firstSlurmHost, DEFAULT_MASTER_PORT } from './env';
 export type { DistEnv } from './env';
 export { launch, planWorkers } from './launch';
-export type { LaunchOptions, WorkerPlan, WorkerExit, LaunchResult } from './launch';
+export type { LaunchOptions, WorkerPlan, WorkerExit, LaunchResult, LineSink, SignalName } from './launch';
 export { DistributedDataParallel } from './ddp';
 export type { DDPOptions } from './ddp';
 export { ZeroRedundancyOptimizer } from './zero';

@@ -31,14 +31,23 @@ export interface LaunchOptions {
   /** Milliseconds between SIGTERM (or a forwarded signal) and SIGKILL of survivors (default 10000). */
   gracePeriodMs?: number;
   /** Environment the workers' variables are added to (default process.env). */
-  env?: NodeJS.ProcessEnv;
+  env?: Record<string, string | undefined>;
   /** Where worker stdout lines go, prefixed (default process.stdout). */
-  stdout?: NodeJS.WritableStream;
+  stdout?: LineSink;
   /** Where worker stderr lines go, prefixed, and the launcher's own messages (default process.stderr). */
-  stderr?: NodeJS.WritableStream;
+  stderr?: LineSink;
   /** Forward SIGINT, SIGTERM and SIGHUP received by this process to the workers (default true). */
   forwardSignals?: boolean;
 }
+
+/** Where the launcher writes lines (a Node.js writable stream, or anything with write). */
+export interface LineSink {
+  /** Writes text (whole lines ending in "\n"); the return value is ignored. */
+  write(text: string): unknown;
+}
+
+/** A signal's name ('SIGTERM', 'SIGKILL', ...). */
+export type SignalName = `SIG${string}`;
 
 /** One worker's place in the job. */
 export interface WorkerPlan {
@@ -56,7 +65,7 @@ export interface WorkerExit {
   /** Exit code, or null when ended by a signal. */
   code: number | null;
   /** Signal that ended it, or null. */
-  signal: NodeJS.Signals | null;
+  signal: SignalName | null;
 }
 
 /** How the whole launch ended. */
@@ -72,7 +81,7 @@ export interface LaunchResult {
   /** The first worker that failed, if any. */
   failed: WorkerExit | null;
   /** The signal the launcher received and forwarded, if any. */
-  interrupted: NodeJS.Signals | null;
+  interrupted: SignalName | null;
   /** One line saying how it ended. */
   message: string;
 }
@@ -141,7 +150,7 @@ export function planWorkers(o: LaunchOptions): WorkerPlan[] {
  * until its newline arrives or the stream ends (then it is written with a newline added), so lines
  * of different workers never interleave mid-line.
  */
-function prefixLines(from: NodeJS.ReadableStream, out: NodeJS.WritableStream, prefix: string): void {
+function prefixLines(from: NodeJS.ReadableStream, out: LineSink, prefix: string): void {
   const decoder = new StringDecoder('utf8');
   let held = '';
   const emit = (text: string): void => {

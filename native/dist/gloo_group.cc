@@ -501,7 +501,9 @@ GroupPtr make_gloo_group(std::shared_ptr<StoreClient> store, const std::string& 
                         ": ", gloo_message(e)));
   }
   auto ctx = std::make_shared<gloo::rendezvous::Context>(rank, size);
-  ctx->setTimeout(ms(timeout_ms));
+  // Gloo's TCP pairs wait 5 x their context's timeout for the first connection: the pairs get a fifth,
+  // so an unreachable peer fails within timeout_ms; the collectives then use the whole timeout.
+  ctx->setTimeout(ms(std::max<int64_t>(1, timeout_ms / 5)));
   StoreAdapter adapter(std::move(store), prefix, timeout_ms);
   try {
     ctx->connectFullMesh(adapter, dev);
@@ -510,6 +512,7 @@ GroupPtr make_gloo_group(std::shared_ptr<StoreClient> store, const std::string& 
   } catch (const std::exception& e) {
     throw Error(ErrorCode::Dist, op, str_cat(where, ": connecting to the other ranks failed: ", gloo_message(e)));
   }
+  ctx->setTimeout(ms(timeout_ms));
   return std::make_shared<GlooGroup>(std::move(ctx), std::move(dev), timeout_ms);
 }
 

@@ -2,7 +2,7 @@
 // parameters of one process trained on the concatenated batches (max abs difference under 1e-5);
 // so does gradient accumulation under noSync, ZeroRedundancyOptimizer (with half the optimizer state
 // per rank), and the Trainer with both, whose rank-0 checkpoint resumes in one process.
-import t from 'tap';
+import t, { Test } from 'tap';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -20,7 +20,7 @@ function plain(name: string, extra: object = {}): string {
   return trainPlain(path.join(dir, `${name}.safetensors`), { ...BASE, ...extra });
 }
 
-async function ddp(t: Tap.Test, name: string, world: number, extra: object): Promise<{ out: string; json: any[][] }> {
+async function ddp(t: Test, name: string, world: number, extra: object): Promise<{ out: string; json: any[][] }> {
   const out = path.join(dir, `${name}.safetensors`);
   const rs = await runRanks('ddp_train.js', world, [JSON.stringify({ ...BASE, ...extra, out })]);
   for (const r of rs) t.equal(r.code, 0, `${name}: rank ${r.rank} exits 0 ${r.stderr}`);
