@@ -7,11 +7,15 @@
 // interface facing the master across machines), or on GLOO_SOCKET_IFNAME's interface.
 //
 // Collectives run one after another on the group's own thread, in the order they were issued (every
-// rank issues them in the same order, so the tag counter agrees across ranks). Each first exchanges a
-// 32-byte signature (op, dtype, element count, root) with an all-gather: Gloo's TCP transport aborts
-// the whole process when a message is longer than the buffer posted for it, so a rank that passes a
-// tensor of another size (or calls another op) must be caught before any data moves; it then fails on
-// every rank with a DistError naming the ranks and their sizes. Point-to-point ops send an 8-byte
+// rank issues them in the same order, so the tag counter agrees across ranks). Each is checked
+// first against the other ranks' calls with a 32-byte signature (op, dtype, element count, root):
+// Gloo's TCP transport aborts the whole process when a message is longer than the buffer posted for
+// it, so a rank that passes a tensor of another size (or calls another op) must be caught before any
+// data moves; it then fails on every rank with a DistError naming the ranks and their sizes. The
+// signature goes to every other rank point to point as soon as the collective is issued, from the
+// calling thread, so it travels while earlier collectives run and the group's thread usually finds
+// the others' signatures already there (an all-gather before each op cost DDP about 0.5 ms per
+// bucket on 2 processes). Point-to-point ops send an 8-byte
 // size header before the data for the same reason. Point-to-point ops are
 // posted at once from the calling thread, as torch does, and each is waited for on a thread of its
 // own, so sends and recvs in any order and to any peers never wait on each other (shutdown aborts
@@ -204,20 +208,53 @@ std::string describe(const Signature& s) {
   return str_cat(kOpNames[s.op], " of ", s.count, " ", dtype_name(DType(s.dtype)), " elements", extra);
 }
 
-// All-gathers the signatures and throws a Dist error naming the first rank whose differs from this one's.
-void agree(const std::shared_ptr<gloo::Context>& ctx, const Signature& mine, uint32_t tag) {
-  std::vector<Signature> all(size_t(ctx->size));
-  gloo::AllgatherOptions o(ctx);
-  o.setInput(reinterpret_cast<int64_t*>(const_cast<Signature*>(&mine)), 4);
-  o.setOutput(reinterpret_cast<int64_t*>(all.data()), 4 * all.size());
-  o.setTag(tag);
-  gloo::allgather(o);
+// One collective's signature exchange: this rank's signature sent to every other rank, theirs
+// received, all posted when the collective is issued. The buffers point into this object, which the
+// collective's task holds until every transfer has ended.
+struct SignatureExchange {
+  Signature mine;
+  std::vector<Signature> theirs;
+  std::vector<std::unique_ptr<gloo::transport::UnboundBuffer>> sends, recvs;
+};
+
+std::shared_ptr<SignatureExchange> post_signature(const std::shared_ptr<gloo::Context>& ctx, const Signature& sig,
+                                                  uint32_t tag) {
+  auto ex = std::make_shared<SignatureExchange>();
+  ex->mine = sig;
+  ex->theirs.resize(size_t(ctx->size));
+  ex->sends.resize(size_t(ctx->size));
+  ex->recvs.resize(size_t(ctx->size));
+  // 0x7c: a slot prefix none of Gloo's algorithms use (nor kiln's point-to-point ops, 0x7d and 0x7e).
+  const uint64_t slot = (uint64_t(0x7c) << 56) | tag;
   for (int r = 0; r < ctx->size; r++) {
-    const Signature& o2 = all[size_t(r)];
-    if (o2.op != mine.op || o2.dtype != mine.dtype || o2.count != mine.count || o2.root != mine.root) {
-      throw Error(ErrorCode::Dist, "", str_cat("rank ", r, " called ", describe(o2), " while this rank called ", describe(mine),
+    if (r == ctx->rank) continue;
+    ex->recvs[size_t(r)] = ctx->createUnboundBuffer(&ex->theirs[size_t(r)], sizeof(Signature));
+    ex->recvs[size_t(r)]->recv(r, slot);
+    ex->sends[size_t(r)] = ctx->createUnboundBuffer(&ex->mine, sizeof(Signature));
+    ex->sends[size_t(r)]->send(r, slot);
+  }
+  return ex;
+}
+
+// Waits for the other ranks' signatures (and for its own to leave) and throws a Dist error naming
+// the first rank whose differs from this one's.
+void agree(const SignatureExchange& ex, int rank, std::chrono::steady_clock::time_point deadline) {
+  auto left = [&] {
+    auto l = std::chrono::duration_cast<ms>(deadline - std::chrono::steady_clock::now());
+    return l.count() < 1 ? ms(1) : l;
+  };
+  const Signature& mine = ex.mine;
+  for (size_t r = 0; r < ex.theirs.size(); r++) {
+    if (int(r) == rank) continue;
+    KILN_CHECK(ex.recvs[r]->waitRecv(left()), Dist, "", "waiting for rank ", r, "'s call was aborted");
+    const Signature& o = ex.theirs[r];
+    if (o.op != mine.op || o.dtype != mine.dtype || o.count != mine.count || o.root != mine.root) {
+      throw Error(ErrorCode::Dist, "", str_cat("rank ", r, " called ", describe(o), " while this rank called ", describe(mine),
                                                " (every rank must issue the same collectives with the same sizes, in the same order)"));
     }
+  }
+  for (size_t r = 0; r < ex.sends.size(); r++) {
+    if (int(r) != rank) KILN_CHECK(ex.sends[r]->waitSend(left()), Dist, "", "sending to rank ", r, " was aborted");
   }
 }
 
@@ -362,8 +399,7 @@ class GlooGroup : public ProcessGroup {
   }
 
   // Queues fn on the collective thread; its Work ends with fn's error (which also breaks the group).
-  // The signature exchange has a tag of its own (the op's with the top bit set): Gloo keys slots by
-  // algorithm and tag, and an allGather op would otherwise share its signature's slot.
+  // Posts the signature exchange now and queues fn behind it on the collective thread.
   WorkPtr collective(const char* op, Signature sig, uint32_t tag, std::function<void()> fn) {
     auto w = std::make_shared<Work>(op);
     std::string failed = health_->get();
@@ -371,8 +407,18 @@ class GlooGroup : public ProcessGroup {
       w->finish(failed);
       return w;
     }
-    collectives_.push([w, sig, tag, ctx = ctx_, fn = std::move(fn), health = health_, who = who()] {
-      w->finish(run_guarded([&] { agree(ctx, sig, tag | 0x80000000u); fn(); }, *health, who));
+    std::shared_ptr<SignatureExchange> ex;
+    try {
+      ex = post_signature(ctx_, sig, tag);
+    } catch (const std::exception& e) {
+      std::string err = who() + ": " + gloo_message(e);
+      health_->fail(err);
+      w->finish(err);
+      return w;
+    }
+    const auto deadline = std::chrono::steady_clock::now() + ms(timeout_ms_);
+    collectives_.push([w, ex, deadline, rank = rank_, fn = std::move(fn), health = health_, who = who()] {
+      w->finish(run_guarded([&] { agree(*ex, rank, deadline); fn(); }, *health, who));
     });
     return w;
   }
@@ -468,8 +514,8 @@ class GlooGroup : public ProcessGroup {
   std::shared_ptr<gloo::transport::Device> dev_;
   int64_t timeout_ms_;
   std::shared_ptr<Health> health_;
-  // Collective tags count up from 0 and stay below 2^31 (the top bit marks signature exchanges).
-  uint32_t next_tag() { return next_tag_++ & 0x7fffffffu; }
+  // Collective tags count up from 0 (wrapping at 2^32, long after any collective with that tag ended).
+  uint32_t next_tag() { return next_tag_++; }
   uint32_t next_tag_ = 0;
   // Point-to-point messages so far per (peer << 32 | tag), sent and received (issuing thread only).
   std::unordered_map<uint64_t, uint64_t> sent_, received_;
