@@ -121,11 +121,7 @@ export class DistributedDataParallel<M extends Module = Module> extends Module {
     this.buildBuckets(named.filter(([, p]) => p.requiresGrad), capMB * 2 ** 20);
     this.ready = this.syncModule(named.map(([, p]) => p), opts.broadcastBuffers ?? true ? module.buffers() : []);
     this.ready.then(() => (this.#isReady = true), (e: Error) => (this.#failed = e));
-    for (const slot of this.#slots.values()) {
-      // Before accumulation: a backward must not add into buckets that are being all-reduced.
-      this.#hooks.push(slot.param.registerHook(() => this.checkNotInFlight()));
-      this.#hooks.push(slot.param.registerPostAccumulateGradHook(() => this.onGradReady(slot)));
-    }
+    for (const slot of this.#slots.values()) this.#hooks.push(slot.param.registerPostAccumulateGradHook(() => this.onGradReady(slot)));
   }
 
   /** Runs the wrapped module's forward (after checking that the broadcast is done and no all-reduce is pending). */
@@ -271,14 +267,23 @@ export class DistributedDataParallel<M extends Module = Module> extends Module {
     s.param.grad = view;
   }
 
+  /**
+   * A backward that reaches the buckets while the last one's all-reduces are in flight (a second
+   * backward of a retained graph, without `await ddp.synchronize()` between) has just added into a
+   * bucket the group's thread is reading: the averages are wrong, so the wrapper fails. (Checking
+   * before accumulation would need a gradient hook per parameter, which makes the engine copy every
+   * gradient.)
+   */
   private checkNotInFlight(): void {
     if (this.#failed) throw this.#failed;
     if (this.#inFlight.length && !this.#backwardQueued) {
-      throw new DistError('DistributedDataParallel', 'a backward started while the last one\'s gradients are still being all-reduced: `await ddp.synchronize()` after each synced backward');
+      this.#failed = new DistError('DistributedDataParallel', 'a backward added gradients while the last one\'s were still being all-reduced: `await ddp.synchronize()` after each synced backward; the averages are wrong, so this wrapper cannot be used again');
+      throw this.#failed;
     }
   }
 
   private onGradReady(s: Slot): void {
+    this.checkNotInFlight();
     this.repoint(s);
     if (!this.requireGradSync || s.ready) return;
     if (!this.#backwardQueued) {

@@ -80,14 +80,18 @@ t.test('DDP in a world of one', { skip: !gloo && 'built without Gloo' }, async (
   });
 
   t.test('a second backward during the all-reduce, and a backward that throws midway', async (t) => {
+    const x = kiln.randn([3, 4]);
+    const racing = new dist.DistributedDataParallel(new TwoHeads());
+    await racing.ready;
+    const loss = racing.forward(x).sum();
+    loss.backward({ retainGraph: true });
+    t.throws(() => loss.backward(), { name: 'DistError', message: /a backward added gradients while the last one's were still being all-reduced/ });
+    await racing.synchronize();
+    t.throws(() => racing.forward(x), { name: 'DistError', message: /cannot be used again/ });
+
     const model = new TwoHeads();
     const ddp = new dist.DistributedDataParallel(model, { bucketCapMB: 64 / 2 ** 20 });
     await ddp.ready;
-    const x = kiln.randn([3, 4]);
-    const loss = ddp.forward(x).sum();
-    loss.backward({ retainGraph: true });
-    t.throws(() => loss.backward(), { name: 'DistError', message: /a backward started while the last one's gradients are still being all-reduced/ });
-    await ddp.synchronize();
     // The first layer's gradient arrives last: by then the heads' buckets are all-reducing.
     const hook = model.body.weight.registerHook(() => {
       throw new Error('hook failed');
