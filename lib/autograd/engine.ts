@@ -257,7 +257,17 @@ export function runBackward(root: Tensor, gradient: Tensor | undefined, retainGr
       }
     }
   }
-  for (const fn of callbacks) fn(true);
+  // Every callback runs even when one throws (each resets its own per-backward state); the first
+  // error is rethrown.
+  let error: unknown = null;
+  for (const fn of callbacks) {
+    try {
+      fn(true);
+    } catch (e) {
+      error ??= e;
+    }
+  }
+  if (error !== null) throw error;
 }
 
 function backwardFrom(root: Tensor, gradient: Tensor | undefined, retainGraph: boolean): void {

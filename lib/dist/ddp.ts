@@ -62,6 +62,16 @@ interface Bucket {
 
 const FIRST_BUCKET_BYTES = 1 << 20;
 
+/** One gradient bucket of a DistributedDataParallel. */
+export interface BucketInfo {
+  /** Its parameters' names, in their order in the bucket. */
+  params: string[];
+  /** Its size in elements. */
+  numel: number;
+  /** The dtype of its parameters. */
+  dtype: string;
+}
+
 /**
  * Wraps a module for data-parallel training (torch.nn.parallel.DistributedDataParallel): parameters
  * and buffers are broadcast from rank 0 when it is made (await `ready` before the first forward), and
@@ -164,8 +174,8 @@ export class DistributedDataParallel<M extends Module = Module> extends Module {
     }
   }
 
-  /** The buckets' layout: for each, its parameters' names and its size in elements (for tests and tuning). */
-  bucketLayout(): Array<{ params: string[]; numel: number; dtype: string }> {
+  /** The buckets' layout, in launch order (for tests and tuning). */
+  bucketLayout(): BucketInfo[] {
     return this.#buckets.map((b) => ({ params: b.slots.map((s) => s.name), numel: b.flat.numel, dtype: b.flat.dtype }));
   }
 
@@ -312,10 +322,18 @@ export class DistributedDataParallel<M extends Module = Module> extends Module {
    */
   private abortBackward(): void {
     this.#backwardQueued = false;
-    if (this.#nextLaunch > 0) {
-      this.#failed = new DistError('DistributedDataParallel', `a backward failed after ${this.#nextLaunch} of ${this.#buckets.length} gradient buckets had started their all-reduce; the ranks' collectives no longer line up, so this wrapper cannot be used again`);
-    }
+    this.failIfOutOfStep('a backward failed');
     this.resetReadiness();
+  }
+
+  /**
+   * After a backward that did not launch every bucket: other ranks may have launched theirs, so the
+   * ranks' collectives may no longer line up, and equal-size buckets would then average the wrong
+   * gradients silently: the wrapper fails (alone in its group, it stays usable).
+   */
+  private failIfOutOfStep(what: string): void {
+    if (this.group.size === 1) return;
+    this.#failed = new DistError('DistributedDataParallel', `${what} after ${this.#nextLaunch} of ${this.#buckets.length} gradient buckets had started their all-reduce; the ranks' collectives may no longer line up, so this wrapper cannot be used again`);
   }
 
   private resetReadiness(): void {
@@ -332,6 +350,7 @@ export class DistributedDataParallel<M extends Module = Module> extends Module {
     try {
       if (missing.length && !this.findUnusedParameters) {
         const names = missing.slice(0, 8).map((s) => s.name).join(', ') + (missing.length > 8 ? `, ... (${missing.length} in all)` : '');
+        this.failIfOutOfStep('parameters got no gradient');
         throw new DistError('DistributedDataParallel', `parameters that require grad got no gradient in this backward: ${names}. Pass findUnusedParameters: true when some parameters are not used in every step (or freeze them before wrapping)`);
       }
       noGrad(() => {

@@ -51,7 +51,9 @@ export type SignalName = `SIG${string}`;
 
 /** One worker's place in the job. */
 export interface WorkerPlan {
+  /** Its rank in the whole job. */
   rank: number;
+  /** Its rank on this node. */
   localRank: number;
   /** The variables set for this worker (added to the base environment). */
   env: Record<string, string>;
@@ -59,8 +61,11 @@ export interface WorkerPlan {
 
 /** How one worker ended. */
 export interface WorkerExit {
+  /** Its rank in the whole job. */
   rank: number;
+  /** Its rank on this node. */
   localRank: number;
+  /** Its process id (undefined when it could not start). */
   pid: number | undefined;
   /** Exit code, or null when ended by a signal. */
   code: number | null;

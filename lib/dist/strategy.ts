@@ -62,11 +62,10 @@ export class DataParallelStrategy<M extends Module = Module> extends TrainStrate
    */
   override async agreeAfterStep(ctx: StepContext<M>, info: StepEndInfo): Promise<StepAgreement> {
     const group = this.ddp(ctx).group;
-    // x - x is 0 for a finite x and NaN otherwise.
     const flags = noGrad(() => tidy(() => cat([
-      tensor([info.stopRequested ? 1 : 0], { dtype: 'int32', device: info.loss.device }),
-      info.loss.sub(info.loss).ne(0).reshape([1]).to('int32'),
-    ]).to({ device: group.device })));
+      tensor([info.stopRequested ? 1 : 0], { dtype: 'int32', device: group.device }),
+      info.lossNotFinite ? info.lossNotFinite.reshape([1]).to({ dtype: 'int32', device: group.device }) : tensor([0], { dtype: 'int32', device: group.device }),
+    ])));
     try {
       await group.allReduce(flags, { op: 'max' });
       const [stop, bad] = flags.dataSync() as Int32Array;

@@ -30,6 +30,18 @@ export type ZeroOptions<O extends BaseOptions> = Partial<O> & {
   group?: ProcessGroup;
 };
 
+/** What one rank of a ZeroRedundancyOptimizer holds. */
+export interface ZeroMemoryReport {
+  /** The rank in the group. */
+  rank: number;
+  /** Parameters it updates. */
+  ownedParameters: number;
+  /** Their elements. */
+  ownedElements: number;
+  /** Bytes of optimizer state it holds (0 before the first step). */
+  stateBytes: number;
+}
+
 /** One all-gather of the parameters of one dtype and device. */
 interface Gather {
   /** params[r]: rank r's parameters in this gather, in order. */
@@ -194,7 +206,7 @@ export class ZeroRedundancyOptimizer<O extends BaseOptions = BaseOptions> extend
   }
 
   /** Bytes of optimizer state this rank holds, and the parameters it updates. */
-  memoryReport(): { rank: number; ownedParameters: number; ownedElements: number; stateBytes: number } {
+  memoryReport(): ZeroMemoryReport {
     let stateBytes = 0;
     for (const s of this.local?.state.values() ?? []) {
       for (const v of Object.values(s)) if (v instanceof Tensor) stateBytes += v.numel * v.itemsize;

@@ -36,8 +36,11 @@ export interface StepContext<M extends Module = Module> {
 export interface StepEndInfo {
   /** Whether this process was asked to stop (Trainer.stop()). */
   stopRequested: boolean;
-  /** The step's mean loss, on the device. */
-  loss: Tensor;
+  /**
+   * A one-element bool tensor on the device, true when the step's loss was NaN or infinite (null
+   * before the first step, when fit() asks whether a stop came in onFitStart).
+   */
+  lossNotFinite: Tensor | null;
 }
 
 /** What every process agreed on after a step. */
@@ -113,8 +116,8 @@ export class TrainStrategy<M extends Module = Module> {
   beforeFit(_ctx: StepContext<M>): void | Promise<void> {}
 
   /**
-   * After each step: whether the run stops now, given whether this process was asked to (stop(), a
-   * signal), and whether the step's loss (info.loss, on the device) was finite everywhere. One
+   * After each step (and once before the first): whether the run stops now, given whether this
+   * process was asked to (stop(), a signal), and whether the step's loss was finite everywhere. One
    * process answers without reading anything (lossFinite undefined: the Trainer checks the loss when
    * it reads it). Data parallelism makes every rank agree, so that all stop, or all fail on a
    * non-finite loss, at the same step and no rank is left waiting in a collective the others never

@@ -444,6 +444,8 @@ export class Trainer<M extends Module = Module> {
   private stopRequested = false;
   private trainHistory: Array<[number, number]> = [];
   private valHistory: Array<[number, number]> = [];
+  /** The first non-finite loss read in this fit() (thrown by checkLoss). */
+  private badLoss: { step: number; value: number } | null = null;
   /** Steps whose loss is still on the device, oldest first. */
   private pending: StepValues[] = [];
 
@@ -606,7 +608,7 @@ export class Trainer<M extends Module = Module> {
 
   /**
    * Reads every pending step's loss and gradient norm back from the device in one transfer, adds the
-   * losses to the history and checks that they are finite (naming the first step that is not).
+   * losses to the history and notes the first that is not finite (checkLoss throws for it).
    */
   private readPending(): void {
     const steps = this.pending;
@@ -630,10 +632,17 @@ export class Trainer<M extends Module = Module> {
     });
     for (const v of steps) {
       this.trainHistory.push([v.step, v.lossValue]);
-      if (!Number.isFinite(v.lossValue)) {
-        throw new ValueError('Trainer', `the loss became ${v.lossValue} at step ${v.step}; lower the learning rate or clip gradients`);
-      }
+      if (!Number.isFinite(v.lossValue)) this.badLoss ??= { step: v.step, value: v.lossValue };
     }
+  }
+
+  /**
+   * Throws for the first non-finite loss readPending saw. Not thrown from the read itself: a
+   * callback reading info.loss must not make one process leave the others in a collective.
+   */
+  private checkLoss(): void {
+    const bad = this.badLoss;
+    if (bad) throw new ValueError('Trainer', `the loss became ${bad.value} at step ${bad.step}; lower the learning rate or clip gradients`);
   }
 
   /** The mean loss over validation batches (weighted by their size), in eval mode without gradients. */
@@ -706,6 +715,9 @@ export class Trainer<M extends Module = Module> {
     const outDir = isMain ? checkpointDir : null;
     if (outDir) fs.mkdirSync(outDir, { recursive: true });
 
+    const ctx = this.context(fo);
+    // Data parallelism: rank 0's weights in place before a resume overwrites them or anything reads them.
+    await this.strategy.beforeFit(ctx);
     const resumed = !!fo.resume;
     if (fo.resume) {
       this.resume(fo.resume, stream, val, total);
@@ -752,8 +764,8 @@ export class Trainer<M extends Module = Module> {
       for (const cb of this.callbacks) await cb.onCheckpoint?.(this, { step: this.state.step, path: checkpoint });
     };
 
-    const ctx = this.context(fo);
     this.pending = [];
+    this.badLoss = null;
     let lastStep: StepValues | null = null;
     let runCount = 0, runTime = 0, emaStep = 0;
     let logCount = 0, logTime = 0;
@@ -763,7 +775,8 @@ export class Trainer<M extends Module = Module> {
         progress.log(valLine(initialValLoss));
         metrics?.write({ step: this.state.step, val_loss: initialValLoss, elapsed_s: elapsed() });
       }
-      await this.strategy.beforeFit(ctx);
+      // A stop() from onFitStart ends the run before its first step, on every process.
+      stopAgreed = (await this.strategy.agreeAfterStep(ctx, { stopRequested: this.stopRequested, lossNotFinite: null })).stop;
       while (this.state.step < total && !stopAgreed) {
         const t0 = process.hrtime.bigint();
         const s = await this.trainStep(stream, ctx, fo);
@@ -776,6 +789,9 @@ export class Trainer<M extends Module = Module> {
         logTime += dt;
         emaStep = emaStep === 0 ? dt : 0.9 * emaStep + 0.1 * dt;
         const step = this.state.step;
+        // x - x is 0 for a finite x and NaN otherwise; the flag outlives the loss, which a callback's
+        // read of info.loss may free.
+        const lossNotFinite = noGrad(() => tidy(() => s.loss.sub(s.loss).ne(0)));
         const values = new StepValues(step, keep(s.loss), s.gradNorm && keep(s.gradNorm));
         this.pending.push(values);
         lastStep = values;
@@ -783,12 +799,19 @@ export class Trainer<M extends Module = Module> {
         for (const cb of this.callbacks) await cb.onStepEnd?.(this, info);
 
         // stop() requests stay local; the strategy decides when every process stops together.
-        const agreed = await this.strategy.agreeAfterStep(ctx, { stopRequested: this.stopRequested, loss: values.loss! });
+        let agreed;
+        try {
+          agreed = await this.strategy.agreeAfterStep(ctx, { stopRequested: this.stopRequested, lossNotFinite });
+        } finally {
+          lossNotFinite.dispose();
+        }
         stopAgreed = agreed.stop;
         if (agreed.lossFinite === false) {
-          this.readPending();   // throws naming this process's step when the loss here is the bad one
+          this.readPending();
+          this.checkLoss();   // names this process's step when the loss here is the bad one
           throw new ValueError('Trainer', `the loss became non-finite at step ${step} on another process; lower the learning rate or clip gradients`);
         }
+        this.checkLoss();   // a callback may have read a non-finite loss
         const last = step === total || stopAgreed;
         const checkpointNow = (opts.checkpointInterval && step % opts.checkpointInterval === 0) || last;
         let v: number | null = null;
@@ -798,7 +821,10 @@ export class Trainer<M extends Module = Module> {
         }
         const logNow = step % logInterval === 0 || v !== null || last;
         // The interval's losses, read together (also before a checkpoint: a NaN run is not saved).
-        if (logNow || checkpointNow) this.readPending();
+        if (logNow || checkpointNow) {
+          this.readPending();
+          this.checkLoss();
+        }
         if (metrics && logNow) {
           const rec: MetricsRecord = { step, loss: values.lossValue, lr: s.lr, elapsed_s: info.elapsed };
           rec[unitLabels(this.currentUnit!).metricsField] = logCount / logTime;
@@ -818,6 +844,7 @@ export class Trainer<M extends Module = Module> {
         await new Promise((r) => setImmediate(r));
       }
       this.readPending();
+      this.checkLoss();
       // stop() from a signal handler lands between steps: keep the last one.
       if (stopAgreed && savedStep !== this.state.step) await save();
     } finally {

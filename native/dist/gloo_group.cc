@@ -77,10 +77,12 @@ class StoreAdapter : public gloo::rendezvous::Store {
     return std::vector<char>(v.begin(), v.end());
   }
   void wait(const std::vector<std::string>& keys) override { wait(keys, ms(timeout_ms_)); }
-  void wait(const std::vector<std::string>& keys, const ms& timeout) override {
+  // Gloo passes its context's timeout, which is shortened while pairs connect (make_gloo_group):
+  // waiting for the other ranks to arrive keeps the group's whole timeout.
+  void wait(const std::vector<std::string>& keys, const ms&) override {
     std::vector<std::string> full;
     for (const auto& k : keys) full.push_back(prefix_ + k);
-    c_->wait(full, timeout.count() > 0 ? timeout.count() : timeout_ms_);
+    c_->wait(full, timeout_ms_);
   }
 
  private:
@@ -143,16 +145,26 @@ class SerialThread {
 };
 
 // The first failure, after which every op fails; shared with the threads' tasks.
+// On the first failure the group's connections close (on_failure): the peers' pending ops then fail
+// at once with a closed connection instead of at their timeout, and buffers still posted for
+// transfers that will not happen are dropped with the connections.
 struct Health {
   std::mutex mu;
   std::string failure;
+  std::function<void()> on_failure;
   std::string get() {
     std::lock_guard<std::mutex> g(mu);
     return failure;
   }
   void fail(const std::string& why) {
-    std::lock_guard<std::mutex> g(mu);
-    if (failure.empty()) failure = why;
+    std::function<void()> first;
+    {
+      std::lock_guard<std::mutex> g(mu);
+      if (!failure.empty()) return;
+      failure = why;
+      first.swap(on_failure);
+    }
+    if (first) first();
   }
 };
 
@@ -240,25 +252,27 @@ std::shared_ptr<SignatureExchange> post_signature(const std::shared_ptr<gloo::Co
   return ex;
 }
 
-// Waits for the other ranks' signatures (and for its own to leave) and throws a Dist error naming
-// the first rank whose differs from this one's.
+// Waits (until deadline) for every other rank's signature and for this rank's to leave, so every rank
+// sees every signature, then throws a Dist error naming the first rank whose differs from this one's.
 void agree(const SignatureExchange& ex, int rank, std::chrono::steady_clock::time_point deadline) {
   auto left = [&] {
     auto l = std::chrono::duration_cast<ms>(deadline - std::chrono::steady_clock::now());
     return l.count() < 1 ? ms(1) : l;
   };
-  const Signature& mine = ex.mine;
   for (size_t r = 0; r < ex.theirs.size(); r++) {
     if (int(r) == rank) continue;
     KILN_CHECK(ex.recvs[r]->waitRecv(left()), Dist, "", "waiting for rank ", r, "'s call was aborted");
-    const Signature& o = ex.theirs[r];
-    if (o.op != mine.op || o.dtype != mine.dtype || o.count != mine.count || o.root != mine.root) {
-      throw Error(ErrorCode::Dist, "", str_cat("rank ", r, " called ", describe(o), " while this rank called ", describe(mine),
-                                               " (every rank must issue the same collectives with the same sizes, in the same order)"));
-    }
   }
   for (size_t r = 0; r < ex.sends.size(); r++) {
     if (int(r) != rank) KILN_CHECK(ex.sends[r]->waitSend(left()), Dist, "", "sending to rank ", r, " was aborted");
+  }
+  const Signature& mine = ex.mine;
+  for (size_t r = 0; r < ex.theirs.size(); r++) {
+    const Signature& o = ex.theirs[r];
+    if (int(r) != rank && (o.op != mine.op || o.dtype != mine.dtype || o.count != mine.count || o.root != mine.root)) {
+      throw Error(ErrorCode::Dist, "", str_cat("rank ", r, " called ", describe(o), " while this rank called ", describe(mine),
+                                               " (every rank must issue the same collectives with the same sizes, in the same order)"));
+    }
   }
 }
 
@@ -310,7 +324,11 @@ class GlooGroup : public ProcessGroup {
   GlooGroup(std::shared_ptr<gloo::rendezvous::Context> ctx, std::shared_ptr<gloo::transport::Device> dev,
             int64_t timeout_ms)
       : ProcessGroup(ctx->rank, ctx->size, "gloo"), ctx_(std::move(ctx)), dev_(std::move(dev)),
-        timeout_ms_(timeout_ms), health_(std::make_shared<Health>()) {}
+        timeout_ms_(timeout_ms), health_(std::make_shared<Health>()) {
+    health_->on_failure = [weak = std::weak_ptr<gloo::rendezvous::Context>(ctx_)] {
+      if (auto c = weak.lock()) c->closeConnections();
+    };
+  }
   ~GlooGroup() override { shutdown(); }
 
   WorkPtr all_reduce(Tensor t, ReduceOp op) override {
@@ -420,8 +438,9 @@ class GlooGroup : public ProcessGroup {
       w->finish(err);
       return w;
     }
-    const auto deadline = std::chrono::steady_clock::now() + ms(timeout_ms_);
-    collectives_.push([w, ex, deadline, rank = rank_, fn = std::move(fn), health = health_, who = who()] {
+    // The timeout counts from when the group's thread takes the op up, not from when it was queued.
+    collectives_.push([w, ex, timeout = timeout_ms_, rank = rank_, fn = std::move(fn), health = health_, who = who()] {
+      const auto deadline = std::chrono::steady_clock::now() + ms(timeout);
       w->finish(run_guarded([&] { agree(*ex, rank, deadline); fn(); }, *health, who));
     });
     return w;

@@ -86,9 +86,8 @@ class ProcessGroup {
   // Point to point: t's bytes go to rank dst, matched with dst's recv from this rank with the same tag.
   virtual WorkPtr send(Tensor t, int dst, uint32_t tag) = 0;
   virtual WorkPtr recv(Tensor t, int src, uint32_t tag) = 0;
-  // Ends the group: ops not started fail and the group's threads stop (an op already inside the
-  // library finishes or times out on its own); the connections close with the last reference to
-  // the library's context. Idempotent.
+  // Ends the group: its connections close (an op inside the library fails, the peers' pending ops
+  // fail at once), ops not started fail, the group's threads stop. Idempotent.
   virtual void shutdown() = 0;
 
   // "rank 1 of 4 (gloo)": how error messages name where an op failed (after the op's name).

@@ -80,6 +80,15 @@ t.test('what cannot finish ends in a DistError within the timeout, naming the op
   t.ok(e?.ms >= 1900 && e?.ms < 6000, `after about the timeout (${e?.ms} ms)`);
 });
 
+t.test('a DDP backward that throws on one rank midway: that wrapper refuses further use, the others fail fast', { skip: !gloo && 'built without Gloo' }, async (t) => {
+  const rs = await runRanks('failure.js', 2, ['ddp-abort', '20000']);
+  const refused = rs[0].json.find((j) => 'refused' in j);
+  t.match(refused?.refused, /a backward failed after [1-9]\d* of \d+ gradient buckets had started their all-reduce; the ranks' collectives may no longer line up/, rs[0].stdout + rs[0].stderr);
+  const e = rs[1].json.find((j) => 'error' in j);
+  t.equal(e?.code, 'DistError', rs[1].stdout + rs[1].stderr);
+  t.ok(e?.ms < 10_000, `rank 1 fails when rank 0 destroys its group, not at the 20 s timeout (${e?.ms} ms)`);
+});
+
 t.test('an unreachable master is a DistError naming the address', { skip: !gloo && 'built without Gloo' }, async (t) => {
   const port = await freePort();
   const t0 = Date.now();
