@@ -14,6 +14,8 @@ import { Dropout, Embedding, LayerNorm, Linear } from './layers';
 import { crossEntropy } from './losses';
 import { Module, ModuleList } from './module';
 import { SamplingOptions, sampleLogits } from './sampling';
+import { gpt2FromPretrained, gpt2SavePretrained } from './gpt_hf';
+import type { FromPretrainedOptions } from './gpt_hf';
 
 /**
  * The shape of a GPT model (the fields of nanoGPT's GPTConfig); GPT-2 small is { vocabSize: 50257,
@@ -34,6 +36,8 @@ export interface GPTConfig {
   dropout?: number;
   /** Biases in linear layers and layer norms (default true, as in GPT-2). */
   bias?: boolean;
+  /** The layer norms' epsilon (default 1e-5, GPT-2's layer_norm_epsilon). */
+  layerNormEps?: number;
 }
 
 /** fc (E -> 4E), tanh-GELU, proj (4E -> E), dropout. */
@@ -72,10 +76,10 @@ export class Block extends Module {
   /** One block of a GPT with configuration cfg (all fields given). */
   constructor(cfg: Required<GPTConfig>) {
     super();
-    this.ln1 = new LayerNorm(cfg.nEmbd, { bias: cfg.bias });
+    this.ln1 = new LayerNorm(cfg.nEmbd, { bias: cfg.bias, eps: cfg.layerNormEps });
     this.attn = new MultiheadAttention(cfg.nEmbd, cfg.nHead, { bias: cfg.bias, dropout: cfg.dropout });
     this.drop = new Dropout(cfg.dropout);
-    this.ln2 = new LayerNorm(cfg.nEmbd, { bias: cfg.bias });
+    this.ln2 = new LayerNorm(cfg.nEmbd, { bias: cfg.bias, eps: cfg.layerNormEps });
     this.mlp = new MLP(cfg.nEmbd, cfg.bias, cfg.dropout);
   }
   /** mask: bool [T, S] causal mask; kvCache: this layer's cache when decoding incrementally. */
@@ -134,7 +138,8 @@ export class GPT extends Module {
    */
   constructor(config: GPTConfig) {
     super();
-    const cfg: Required<GPTConfig> = { dropout: 0, bias: true, ...config };
+    const cfg: Required<GPTConfig> = { dropout: 0, bias: true, layerNormEps: 1e-5, ...config };
+    if (!(cfg.layerNormEps > 0)) throw new ValueError('GPT', `config.layerNormEps must be > 0, got ${cfg.layerNormEps}`);
     for (const k of ['vocabSize', 'blockSize', 'nLayer', 'nHead', 'nEmbd'] as const) {
       if (!Number.isInteger(cfg[k]) || cfg[k] <= 0) throw new ValueError('GPT', `config.${k} must be a positive integer, got ${cfg[k]}`);
     }
@@ -143,7 +148,7 @@ export class GPT extends Module {
     this.wpe = new Embedding(cfg.blockSize, cfg.nEmbd);
     this.drop = new Dropout(cfg.dropout);
     this.blocks = new ModuleList(Array.from({ length: cfg.nLayer }, () => new Block(cfg)));
-    this.lnF = new LayerNorm(cfg.nEmbd, { bias: cfg.bias });
+    this.lnF = new LayerNorm(cfg.nEmbd, { bias: cfg.bias, eps: cfg.layerNormEps });
     this.lmHead = new Linear(cfg.nEmbd, cfg.vocabSize, { bias: false, weight: this.wte.weight });
     this.causalMask = this.registerBuffer('causalMask', causalMask(cfg.blockSize), { persistent: false });
     this.initWeights();
@@ -166,6 +171,19 @@ export class GPT extends Module {
       normal_(b.attn.outProj.weight, 0, std);
       normal_(b.mlp.proj.weight, 0, std);
     }
+  }
+
+  /**
+   * A GPT from a Hugging Face GPT-2 folder (config.json and model.safetensors, as transformers'
+   * GPT2LMHeadModel.save_pretrained writes them, or the original openai-community layout).
+   */
+  static fromPretrained(dir: string, opts: FromPretrainedOptions = {}): GPT {
+    return gpt2FromPretrained(dir, opts);
+  }
+
+  /** Writes this model as a Hugging Face GPT-2 folder that GPT2LMHeadModel.from_pretrained loads. */
+  savePretrained(dir: string): void {
+    gpt2SavePretrained(this, dir);
   }
 
   /** Empty KV caches, one per layer, for forward({kvCache}). */

@@ -1,7 +1,7 @@
 // kiln.nn: modules, layers, attention, recurrent layers, Transformer blocks, GPT, losses, initialization
 // and sampling (what torch.nn offers for Transformer work).
 export { Module, Parameter, Sequential, ModuleList, ModuleDict } from './module';
-export type { StateDictLoadResult, TensorModule } from './module';
+export type { StateDictLoadResult, LoadStateDictOptions, TensorModule } from './module';
 export { Linear, Embedding, LayerNorm, RMSNorm, rmsNorm, Dropout, Identity, ReLU, GELU, Sigmoid, Tanh, SiLU } from './layers';
 export type { FactoryOptions, EmbeddingOptions, NormOptions } from './layers';
 export { MultiheadAttention, KVCache, scaledDotProductAttention, attention, causalMask } from './attention';
@@ -28,6 +28,7 @@ export type {
 } from './transformer';
 export { GPT, Block as GPTBlock, MLP as GPTMLP } from './gpt';
 export type { GPTConfig, GPTForwardOptions, GenerateOptions } from './gpt';
+export type { FromPretrainedOptions } from './gpt_hf';
 export {
   mseLoss,
   crossEntropy,

@@ -89,6 +89,14 @@ export class Parameter extends Tensor {
   }
 }
 
+/** Options of Module.loadStateDict. */
+export interface LoadStateDictOptions {
+  /** Require the keys to match exactly (default true). */
+  strict?: boolean;
+  /** Renames each key of the state dict to this module's name for it; null drops the key. */
+  keyMap?: (key: string) => string | null;
+}
+
 /**
  * What loadStateDict found: with strict false, the keys that did not match (with strict, a mismatch
  * throws).
@@ -359,12 +367,28 @@ export class Module {
   /**
    * Copies values from a state dict (a Map or a record of name -> tensor) into this module's
    * parameters and persistent buffers, converting dtype and device. Shapes must match. With strict
-   * (default) the keys must match exactly too. Everything is checked before anything is copied; the
-   * error lists every missing key, unexpected key and size mismatch.
+   * (default) the keys must match exactly too. keyMap renames the state dict's keys to this module's
+   * first (null drops a key), so other layouts load: `{ keyMap: (k) => k.replace(/^model\./, '') }`.
+   * Everything is checked before anything is copied; the error lists every missing key, unexpected
+   * key and size mismatch.
    */
-  loadStateDict(stateDict: Map<string, Tensor> | Record<string, Tensor>, opts: { strict?: boolean } = {}): StateDictLoadResult {
+  loadStateDict(stateDict: Map<string, Tensor> | Record<string, Tensor>, opts: LoadStateDictOptions = {}): StateDictLoadResult {
     const strict = opts.strict ?? true;
-    const entries = stateDict instanceof Map ? [...stateDict.entries()] : Object.entries(stateDict);
+    let entries = stateDict instanceof Map ? [...stateDict.entries()] : Object.entries(stateDict);
+    if (opts.keyMap) {
+      const keyMap = opts.keyMap;
+      const renamed: Array<[string, Tensor]> = [];
+      const from = new Map<string, string>();
+      for (const [k, t] of entries) {
+        const to = keyMap(k);
+        if (to === null) continue;
+        if (typeof to !== 'string') throw new ValueError('loadStateDict', `keyMap returned ${JSON.stringify(to)} for ${k}; expected a key or null`);
+        if (from.has(to)) throw new ValueError('loadStateDict', `keyMap maps both ${from.get(to)} and ${k} to ${to}`);
+        from.set(to, k);
+        renamed.push([to, t]);
+      }
+      entries = renamed;
+    }
     const given = new Map(entries);
     const own = new Map<string, Tensor>();
     for (const [mp, m] of this.namedModules()) {
