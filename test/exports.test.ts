@@ -76,6 +76,10 @@ const PUBLIC_API = [
   'nn.init.KaimingOptions (type)', 'nn.init.Nonlinearity (type)', 'nn.init.calculateGain', 'nn.init.computeFans',
   'nn.init.constant_', 'nn.init.kaimingNormal_', 'nn.init.kaimingUniform_', 'nn.init.normal_', 'nn.init.ones_',
   'nn.init.uniform_', 'nn.init.xavierNormal_', 'nn.init.xavierUniform_', 'nn.init.zeros_',
+  // kiln.nn.lora
+  'nn.InProjDelta (type)', 'nn.LinearDelta (type)', 'nn.lora', 'nn.lora.InProjLoRA', 'nn.lora.LoRA', 'nn.lora.LoRAOptions (type)',
+  'nn.lora.adapters', 'nn.lora.apply', 'nn.lora.merge', 'nn.lora.mergeAndUnload', 'nn.lora.parameters', 'nn.lora.stateDict',
+  'nn.lora.unmerge',
   // kiln.optim
   'optim.Adam', 'optim.AdamOptions (type)', 'optim.AdamW', 'optim.BaseOptions (type)', 'optim.ClipGradNormOptions (type)',
   'optim.CosineAnnealingLR', 'optim.CosineAnnealingOptions (type)', 'optim.ExponentialLR', 'optim.ExponentialLROptions (type)',

@@ -215,6 +215,14 @@ export interface AttentionForwardOptions {
   kvCache?: KVCache;
 }
 
+/** What nn.lora adds to a MultiheadAttention's q/k/v projections. */
+export interface InProjDelta extends Module {
+  /** Whether its terms are added (false once merged into the weights). */
+  readonly active: boolean;
+  /** The term projection i (0 q, 1 k, 2 v) adds for input x, or null when it adapts no such part. */
+  delta(i: 0 | 1 | 2, x: Tensor): Tensor | null;
+}
+
 /**
  * Multi-head attention like torch.nn.MultiheadAttention (batchFirst by default). When key and value
  * have embedDim features the three input projections are one packed weight inProjWeight [3E, E]
@@ -234,6 +242,12 @@ export class MultiheadAttention extends Module {
   inProjBias: Parameter | null;
   /** The output projection E -> E. */
   outProj: Linear;
+  /**
+   * A low-rank adapter of the q/k/v input projection (nn.lora.apply sets it; null without):
+   * delta(i, x) is what projection i (0 q, 1 k, 2 v) adds for input x, or null for a part it leaves
+   * alone.
+   */
+  inProjLora: InProjDelta | null = null;
   /** E, the model width: query features and output features. */
   readonly embedDim: number;
   /** Number of attention heads. */
@@ -327,6 +341,14 @@ export class MultiheadAttention extends Module {
         q = linear(q3, ...this.projection(0));
         k = linear(k3, ...this.projection(1));
         v = linear(v3, ...this.projection(2));
+      }
+      const lora = this.inProjLora;
+      if (lora && lora.active) {
+        const add = (i: 0 | 1 | 2, proj: Tensor, x: Tensor) => {
+          const d = lora.delta(i, x);
+          return d ? proj.add(d) : proj;
+        };
+        [q, k, v] = [add(0, q, q3), add(1, k, k3), add(2, v, v3)];
       }
       const heads = (x: Tensor) => x.reshape(B, x.shape[1], H, D).transpose(1, 2);
       [q, k, v] = [heads(q), heads(k), heads(v)];

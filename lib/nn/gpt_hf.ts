@@ -165,6 +165,9 @@ export function gpt2SavePretrained(model: GPT, dir: string): void {
     noGrad(() => {
       for (const [k, t] of own) {
         if (k === 'lmHead.weight') continue;
+        if (/(^|\.)(lora|inProjLora)\./.test(k)) {
+          throw new ValueError(op, `the model has LoRA adapters (${k}): fold them into the weights first with nn.lora.mergeAndUnload(model)`);
+        }
         const m = /^blocks\.(\d+)\.(.+)$/.exec(k);
         const hf = m ? `h.${m[1]}.${inverseBlock[m[2]]}` : inverseTop[k];
         if (!hf || hf.endsWith('.undefined')) throw new ValueError(op, `the model has a tensor ${k} with no GPT-2 name`);

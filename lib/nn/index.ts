@@ -45,3 +45,6 @@ export type { Reduction, CrossEntropyOptions, NLLLossOptions, BCELossOptions, BC
 export { sampleLogits } from './sampling';
 export type { SamplingOptions } from './sampling';
 export * as init from './init';
+export * as lora from './lora';
+export type { LinearDelta } from './layers';
+export type { InProjDelta } from './attention';

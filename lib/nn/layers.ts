@@ -40,6 +40,14 @@ function checkSize(op: string, name: string, v: number): void {
   if (!Number.isInteger(v) || v <= 0) throw new ValueError(op, `${name} must be a positive integer, got ${v}`);
 }
 
+/** What a layer adds to its output when adapted (nn.lora's LoRA modules). */
+export interface LinearDelta extends Module {
+  /** Whether forward's output is added (false once the adapter is merged into the weight). */
+  readonly active: boolean;
+  /** The term added to the layer's output for input x. */
+  forward(x: Tensor): Tensor;
+}
+
 /** y = x W^T + b with W of shape [outFeatures, inFeatures]; W and b start U(-1/sqrt(in), 1/sqrt(in)) like PyTorch. */
 export class Linear extends Module {
   /** The weight [outFeatures, inFeatures]. */
@@ -50,6 +58,11 @@ export class Linear extends Module {
   readonly inFeatures: number;
   /** Size of the last dim of the output. */
   readonly outFeatures: number;
+  /**
+   * A low-rank adapter whose output forward adds to the layer's (nn.lora.apply sets it; null
+   * without). It is a child module, so its parameters are the layer's `lora.A` and `lora.B`.
+   */
+  lora: LinearDelta | null = null;
   /** opts.weight: an existing [outFeatures, inFeatures] Parameter to use as the weight (weight tying). */
   constructor(inFeatures: number, outFeatures: number, opts: FactoryOptions & { bias?: boolean; weight?: Parameter } = {}) {
     super();
@@ -66,7 +79,9 @@ export class Linear extends Module {
     if (x.shape[x.ndim - 1] !== this.inFeatures) {
       throw new ShapeError('Linear', `expects inputs with last dim ${this.inFeatures}, got shape ${shapeStr(x.shape)}`);
     }
-    return linear(x, this.weight, this.bias);
+    const lora = this.lora;
+    if (!lora || !lora.active) return linear(x, this.weight, this.bias);
+    return tidy(() => linear(x, this.weight, this.bias).add(lora.forward(x)));
   }
   override extraRepr(): string {
     return `inFeatures=${this.inFeatures}, outFeatures=${this.outFeatures}, bias=${this.bias !== null}`;
