@@ -78,8 +78,8 @@ const PUBLIC_API = [
   'nn.init.uniform_', 'nn.init.xavierNormal_', 'nn.init.xavierUniform_', 'nn.init.zeros_',
   // kiln.nn.lora
   'nn.InProjDelta (type)', 'nn.LinearDelta (type)', 'nn.lora', 'nn.lora.InProjLoRA', 'nn.lora.LoRA', 'nn.lora.LoRAOptions (type)',
-  'nn.lora.adapters', 'nn.lora.apply', 'nn.lora.merge', 'nn.lora.mergeAndUnload', 'nn.lora.parameters', 'nn.lora.stateDict',
-  'nn.lora.unmerge',
+  'nn.lora.SaveAdapterOptions (type)', 'nn.lora.adapters', 'nn.lora.apply', 'nn.lora.loadAdapter', 'nn.lora.merge',
+  'nn.lora.mergeAndUnload', 'nn.lora.parameters', 'nn.lora.saveAdapter', 'nn.lora.stateDict', 'nn.lora.unmerge',
   // kiln.optim
   'optim.Adam', 'optim.AdamOptions (type)', 'optim.AdamW', 'optim.BaseOptions (type)', 'optim.ClipGradNormOptions (type)',
   'optim.CosineAnnealingLR', 'optim.CosineAnnealingOptions (type)', 'optim.ExponentialLR', 'optim.ExponentialLROptions (type)',

@@ -5,16 +5,22 @@
 // freezes everything else; merge() folds B A into the weights (inference at no extra cost) and
 // unmerge() takes it out again. The adapters are child modules (`lora.A`, `lora.B` under the layer),
 // so the base weights keep their names and a model's stateDict carries its adapters.
+import * as fs from 'fs';
+import * as path from 'path';
 import { noGrad } from '../autograd/grad_mode';
-import { ValueError } from '../errors';
+import { FormatError, ShapeError, ValueError } from '../errors';
+import { writeFileAtomic } from '../io/atomic';
+import { loadSafetensors, saveSafetensors } from '../io/safetensors';
 import { tidy } from '../memory';
 import { zeros } from '../ops/creation';
+import { shapeStr } from '../shape';
 import type { Tensor } from '../tensor';
 import { MultiheadAttention } from './attention';
 import type { InProjDelta } from './attention';
 import { kaimingUniform_, zeros_ } from './init';
 import { Dropout, Linear } from './layers';
 import type { LinearDelta } from './layers';
+import { GPT } from './gpt';
 import { Module, Parameter } from './module';
 
 /** Options of apply. */
@@ -245,5 +251,143 @@ export function mergeAndUnload(model: Module): void {
     if (host instanceof Linear) host.lora = null;
     else if (host instanceof MultiheadAttention) host.inProjLora = null;
     a.dispose();
+  }
+}
+
+// ---- PEFT's adapter folders (GPT models) ----
+
+/** A GPT module path's name in Hugging Face's GPT2LMHeadModel (what PEFT's keys use), or null. */
+function hfModuleName(path: string): string | null {
+  let m = /^blocks\.(\d+)\.attn(?:\.inProjLora)?$/.exec(path);
+  if (m) return `transformer.h.${m[1]}.attn.c_attn`;
+  m = /^blocks\.(\d+)\.(attn\.outProj|mlp\.fc|mlp\.proj)$/.exec(path);
+  if (m) return `transformer.h.${m[1]}.${{ 'attn.outProj': 'attn.c_proj', 'mlp.fc': 'mlp.c_fc', 'mlp.proj': 'mlp.c_proj' }[m[2]]}`;
+  return path === 'lmHead' ? 'lm_head' : null;
+}
+
+/** The kiln target (for apply) of a PEFT module name of a GPT-2, or null. */
+function kilnTarget(hf: string): string | null {
+  const name = hf.replace(/^transformer\./, '');
+  let m = /^h\.(\d+)\.attn\.c_attn$/.exec(name);
+  if (m) return `blocks.${m[1]}.attn.inProj`;
+  m = /^h\.(\d+)\.(attn\.c_proj|mlp\.c_fc|mlp\.c_proj)$/.exec(name);
+  if (m) return `blocks.${m[1]}.${{ 'attn.c_proj': 'attn.outProj', 'mlp.c_fc': 'mlp.fc', 'mlp.c_proj': 'mlp.proj' }[m[2]]}`;
+  return name === 'lm_head' ? 'lmHead' : null;
+}
+
+/** Options of saveAdapter. */
+export interface SaveAdapterOptions {
+  /** What adapter_config.json names as the base model (base_model_name_or_path; default null). */
+  baseModel?: string | null;
+}
+
+/**
+ * Writes a GPT's adapters as a PEFT LoRA folder: adapter_config.json and adapter_model.safetensors
+ * with keys `base_model.model.transformer.h.0.attn.c_attn.lora_A.weight` ([r, in]) and `...lora_B.weight`
+ * ([out, r]) in the layout PEFT saves for Hugging Face's GPT-2 (fan_in_fan_out: its Conv1D layers),
+ * for `PeftModel.from_pretrained(GPT2LMHeadModel, dir)`. An adapter on some of q/k/v is
+ * written as one on c_attn whose B rows for the other parts are zero (the same update).
+ */
+export function saveAdapter(model: GPT, dir: string, opts: SaveAdapterOptions = {}): void {
+  const op = 'lora.saveAdapter';
+  if (!(model instanceof GPT)) throw new ValueError(op, 'PEFT\'s layout is defined here for nn.GPT models (Hugging Face GPT-2 names)');
+  const list = adapters(model);
+  if (!list.length) throw new ValueError(op, 'the model has no LoRA adapters (nn.lora.apply first)');
+  const first = list[0][1];
+  const out = new Map<string, Tensor>();
+  const made: Tensor[] = [];
+  const modules: string[] = [];
+  try {
+    noGrad(() => {
+      for (const [path, a] of list) {
+        if (a.rank !== first.rank || a.alpha !== first.alpha) throw new ValueError(op, 'the adapters differ in rank or alpha; one adapter_config.json holds one of each');
+        const host = path.replace(/\.lora$/, '');
+        const hf = hfModuleName(host);
+        if (!hf) throw new ValueError(op, `${host} has no Hugging Face GPT-2 name`);
+        modules.push(hf);
+        let B: Tensor = a.B;
+        if (a instanceof InProjLoRA && a.parts.length < 3) {
+          const E = a.A.shape[1];
+          B = zeros([3 * E, a.rank], { dtype: a.B.dtype });
+          made.push(B);
+          a.parts.forEach((p, at) => B.narrow(0, p * E, E).copy_(a.B.narrow(0, at * E, E)));
+        }
+        const cpu = (x: Tensor) => {
+          if (x.device === 'cpu') return x;
+          const c = x.cpu();
+          made.push(c);
+          return c;
+        };
+        out.set(`base_model.model.${hf}.lora_A.weight`, cpu(a.A));
+        out.set(`base_model.model.${hf}.lora_B.weight`, cpu(B));
+      }
+    });
+    fs.mkdirSync(dir, { recursive: true });
+    saveSafetensors(path.join(dir, 'adapter_model.safetensors'), out, { format: 'pt' });
+  } finally {
+    for (const t of made) t.dispose();
+  }
+  const config = {
+    peft_type: 'LORA', task_type: 'CAUSAL_LM', r: first.rank, lora_alpha: first.alpha, lora_dropout: first.drop.p,
+    target_modules: [...new Set(modules)].sort(), fan_in_fan_out: true, bias: 'none', inference_mode: true, modules_to_save: null,
+    init_lora_weights: true, base_model_name_or_path: opts.baseModel ?? null,
+  };
+  writeFileAtomic(path.join(dir, 'adapter_config.json'), `${JSON.stringify(config, null, 2)}\n`);
+}
+
+/**
+ * Adds the adapters of a PEFT LoRA folder (adapter_config.json + adapter_model.safetensors, for a
+ * Hugging Face GPT-2) to a GPT with the base weights already loaded, freezing the rest as apply
+ * does. Returns the adapted module paths.
+ */
+export function loadAdapter(model: GPT, dir: string): string[] {
+  const op = 'lora.loadAdapter';
+  if (!(model instanceof GPT)) throw new ValueError(op, 'PEFT\'s layout is defined here for nn.GPT models (Hugging Face GPT-2 names)');
+  const configFile = path.join(dir, 'adapter_config.json'), weightsFile = path.join(dir, 'adapter_model.safetensors');
+  for (const f of [configFile, weightsFile]) if (!fs.existsSync(f)) throw new ValueError(op, `${dir} has no ${path.basename(f)}`);
+  let cfg: Record<string, unknown>;
+  try {
+    cfg = JSON.parse(fs.readFileSync(configFile, 'utf8'));
+  } catch (e) {
+    throw new FormatError(op, `${configFile} is not valid JSON: ${(e as Error).message}`);
+  }
+  if (cfg?.peft_type !== 'LORA') throw new ValueError(op, `${configFile}: peft_type is ${JSON.stringify(cfg?.peft_type)}, not "LORA"`);
+  const rank = cfg.r, alpha = cfg.lora_alpha ?? 8, dropout = cfg.lora_dropout ?? 0;
+  if (!Number.isInteger(rank) || (rank as number) < 1) throw new ValueError(op, `${configFile}: r must be a positive integer, got ${JSON.stringify(rank)}`);
+  if (typeof alpha !== 'number' || typeof dropout !== 'number') throw new ValueError(op, `${configFile}: lora_alpha and lora_dropout must be numbers`);
+  for (const k of ['rank_pattern', 'alpha_pattern']) {
+    const v = cfg[k];
+    if (v && typeof v === 'object' && Object.keys(v).length) throw new ValueError(op, `${configFile}: ${k} (per-module ranks) is not supported`);
+  }
+  if (cfg.use_dora === true) throw new ValueError(op, `${configFile}: DoRA adapters are not supported`);
+  const { tensors } = loadSafetensors(weightsFile);
+  try {
+    const pairs = new Map<string, { A?: Tensor; B?: Tensor }>();
+    for (const [k, t] of tensors) {
+      const m = /^base_model\.model\.(.+)\.lora_([AB])(?:\.default)?\.weight$/.exec(k);
+      const target = m && kilnTarget(m[1]);
+      if (!m || !target) throw new FormatError(op, `${weightsFile}: unexpected tensor ${k} (expected base_model.model.<GPT-2 module>.lora_A/B.weight)`);
+      const p = pairs.get(target) ?? {};
+      p[m[2] as 'A' | 'B'] = t;
+      pairs.set(target, p);
+    }
+    for (const [target, p] of pairs) if (!p.A || !p.B) throw new FormatError(op, `${weightsFile}: ${target} has lora_${p.A ? 'B' : 'A'} missing`);
+    const adapted = apply(model, { targets: [...pairs.keys()], rank: rank as number, alpha, dropout });
+    noGrad(() => {
+      for (const [target, p] of pairs) {
+        const host = model.getSubmodule(target.replace(/\.inProj$/, ''));
+        const a = host instanceof Linear ? host.lora : host instanceof MultiheadAttention ? host.inProjLora : null;
+        if (!(a instanceof LoRA)) throw new ValueError(op, `${target} got no adapter`);
+        for (const [name, src, dst] of [['lora_A', p.A!, a.A], ['lora_B', p.B!, a.B]] as const) {
+          if (src.shape.join() !== dst.shape.join()) {
+            throw new ShapeError(op, `${weightsFile}: ${target}'s ${name} has shape ${shapeStr(src.shape)}, the model needs ${shapeStr(dst.shape)}`);
+          }
+          dst.copy_(src);
+        }
+      }
+    });
+    return adapted;
+  } finally {
+    for (const t of tensors.values()) t.dispose();
   }
 }

@@ -118,3 +118,50 @@ t.test('bad targets and options are errors', async (t) => {
   t.throws(() => nn.lora.apply(model, { targets: ['mlp.fc'] }), /already has LoRA adapters/);
   t.throws(() => model.savePretrained('/tmp/kiln-lora-never'), /merge|mergeAndUnload/);
 });
+
+t.test('PEFT adapter folders: saveAdapter writes the layout PEFT uses for GPT-2, loadAdapter reads it back', async (t) => {
+  const fs = await import('fs'), os = await import('os'), path = await import('path');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-peft-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  kiln.manualSeed(6);
+  const base = new nn.GPT(CFG);
+  const baseSd = base.stateDict();
+  const model = new nn.GPT(CFG);
+  model.loadStateDict(baseSd);
+  nn.lora.apply(model, { targets: ['attn.q', 'attn.v', 'outProj', 'mlp.fc'], rank: 2, alpha: 4 });
+  const opt = new optim.SGD(nn.lora.parameters(model), { lr: 0.5 });
+  const x = kiln.randint(0, 16, [2, 8]);
+  for (let i = 0; i < 3; i++) {
+    model.forward(x, x).loss!.backward();
+    opt.step();
+    opt.zeroGrad();
+  }
+  nn.lora.saveAdapter(model, path.join(dir, 'a'), { baseModel: 'tiny-gpt2' });
+  const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'a', 'adapter_config.json'), 'utf8'));
+  t.match(cfg, { peft_type: 'LORA', task_type: 'CAUSAL_LM', r: 2, lora_alpha: 4, fan_in_fan_out: true, bias: 'none', base_model_name_or_path: 'tiny-gpt2' });
+  t.same(cfg.target_modules, ['transformer.h.0.attn.c_attn', 'transformer.h.0.attn.c_proj', 'transformer.h.0.mlp.c_fc', 'transformer.h.1.attn.c_attn', 'transformer.h.1.attn.c_proj', 'transformer.h.1.mlp.c_fc']);
+  const saved = kiln.io.loadSafetensors(path.join(dir, 'a', 'adapter_model.safetensors')).tensors;
+  t.same(saved.get('base_model.model.transformer.h.0.attn.c_attn.lora_A.weight')!.shape, [2, 16]);
+  const B = saved.get('base_model.model.transformer.h.0.attn.c_attn.lora_B.weight')!;
+  t.same(B.shape, [48, 2], 'c_attn\'s B covers q, k and v');
+  t.ok(kiln.tidy(() => B.narrow(0, 16, 16).abs().max().item()) === 0, 'zero rows for k, which was not adapted');
+  t.ok(kiln.tidy(() => B.narrow(0, 0, 16).abs().max().item()) > 0);
+  t.same(saved.get('base_model.model.transformer.h.1.mlp.c_fc.lora_B.weight')!.shape, [64, 2]);
+
+  const fresh = new nn.GPT(CFG);
+  fresh.loadStateDict(baseSd);
+  const adapted = nn.lora.loadAdapter(fresh, path.join(dir, 'a'));
+  t.same(adapted, ['blocks.0.attn.inProj', 'blocks.0.attn.outProj', 'blocks.0.mlp.fc', 'blocks.1.attn.inProj', 'blocks.1.attn.outProj', 'blocks.1.mlp.fc']);
+  const diff = kiln.tidy(() => fresh.forward(x).logits.sub(model.forward(x).logits).abs().max().item());
+  t.ok(diff < 1e-6, `the loaded adapters give the same logits (max abs diff ${diff.toExponential(2)})`);
+
+  // Bad folders.
+  t.throws(() => nn.lora.loadAdapter(new nn.GPT(CFG), path.join(dir, 'none')), { name: 'ValueError', message: /has no adapter_config\.json/ });
+  fs.mkdirSync(path.join(dir, 'b'));
+  fs.copyFileSync(path.join(dir, 'a', 'adapter_model.safetensors'), path.join(dir, 'b', 'adapter_model.safetensors'));
+  fs.writeFileSync(path.join(dir, 'b', 'adapter_config.json'), JSON.stringify({ ...cfg, peft_type: 'IA3' }));
+  t.throws(() => nn.lora.loadAdapter(new nn.GPT(CFG), path.join(dir, 'b')), { message: /peft_type is "IA3", not "LORA"/ });
+  fs.writeFileSync(path.join(dir, 'b', 'adapter_config.json'), JSON.stringify({ ...cfg, r: 3 }));
+  t.throws(() => nn.lora.loadAdapter(new nn.GPT(CFG), path.join(dir, 'b')), { name: 'ShapeError', message: /lora_A has shape \[2, 16\], the model needs \[3, 16\]/ });
+  t.throws(() => nn.lora.saveAdapter(new nn.GPT(CFG), path.join(dir, 'c')), /no LoRA adapters/);
+});
