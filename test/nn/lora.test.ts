@@ -8,6 +8,16 @@ import { nn, optim } from '../../lib';
 
 const CFG = { vocabSize: 16, blockSize: 8, nLayer: 2, nHead: 2, nEmbd: 16 };
 
+/** A few SGD steps of the adapters on repeating x (so that B is no longer zero). */
+function trainAdapters(model: nn.GPT, x: kiln.Tensor, steps: number): void {
+  const opt = new optim.SGD(nn.lora.parameters(model), { lr: 0.5 });
+  for (let i = 0; i < steps; i++) {
+    model.forward(x, x).loss!.backward();
+    opt.step();
+    opt.zeroGrad();
+  }
+}
+
 function snapshot(m: nn.Module): Map<string, Float32Array> {
   return new Map([...m.stateDict()].filter(([k]) => !/lora/i.test(k)).map(([k, v]) => [k, Float32Array.from(v.dataSync() as Float32Array)]));
 }
@@ -50,12 +60,7 @@ t.test('merged outputs equal unmerged ones; unmerge restores the weights; adapte
   const base = snapshot(model);
   const targets = ['attn.inProj', 'outProj', 'mlp.fc', 'mlp.proj'];
   nn.lora.apply(model, { targets, rank: 4, alpha: 8 });
-  const opt = new optim.SGD(nn.lora.parameters(model), { lr: 0.5 });
-  for (let i = 0; i < 5; i++) {   // so that B is no longer zero
-    model.forward(x, x).loss!.backward();
-    opt.step();
-    opt.zeroGrad();
-  }
+  trainAdapters(model, x, 5);   // so that B is no longer zero
   const unmerged = model.forward(x).logits;
   nn.lora.merge(model);
   const merged = model.forward(x).logits;
@@ -92,13 +97,8 @@ t.test('per-part q/k/v targets touch only their rows of the packed projection', 
   const a = model.blocks.at(0).attn.inProjLora as nn.lora.InProjLoRA;
   t.same(a.parts, [0, 2]);
   t.same(a.B.shape, [32, 2]);
-  const opt = new optim.SGD(nn.lora.parameters(model), { lr: 0.5 });
   const x = kiln.randint(0, 16, [2, 8]);
-  for (let i = 0; i < 3; i++) {
-    model.forward(x, x).loss!.backward();
-    opt.step();
-    opt.zeroGrad();
-  }
+  trainAdapters(model, x, 3);
   nn.lora.merge(model);
   const w1 = model.blocks.at(0).attn.inProjWeight!.dataSync() as Float32Array;
   const E = 16 * 16;
@@ -129,13 +129,8 @@ t.test('PEFT adapter folders: saveAdapter writes the layout PEFT uses for GPT-2,
   const model = new nn.GPT(CFG);
   model.loadStateDict(baseSd);
   nn.lora.apply(model, { targets: ['attn.q', 'attn.v', 'outProj', 'mlp.fc'], rank: 2, alpha: 4 });
-  const opt = new optim.SGD(nn.lora.parameters(model), { lr: 0.5 });
   const x = kiln.randint(0, 16, [2, 8]);
-  for (let i = 0; i < 3; i++) {
-    model.forward(x, x).loss!.backward();
-    opt.step();
-    opt.zeroGrad();
-  }
+  trainAdapters(model, x, 3);
   nn.lora.saveAdapter(model, path.join(dir, 'a'), { baseModel: 'tiny-gpt2' });
   const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'a', 'adapter_config.json'), 'utf8'));
   t.match(cfg, { peft_type: 'LORA', task_type: 'CAUSAL_LM', r: 2, lora_alpha: 4, fan_in_fan_out: true, bias: 'none', base_model_name_or_path: 'tiny-gpt2' });
