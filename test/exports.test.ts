@@ -64,7 +64,7 @@ const PUBLIC_API = [
   'nn.GPTForwardOptions (type)', 'nn.GPTMLP', 'nn.GenerateOptions (type)', 'nn.Identity', 'nn.KVCache', 'nn.LSTM', 'nn.LayerNorm',
   'nn.LearnedPositionalEmbedding', 'nn.LoadStateDictOptions (type)', 'nn.Linear', 'nn.MSELoss', 'nn.Module', 'nn.ModuleDict', 'nn.ModuleList',
   'nn.MultiheadAttention', 'nn.MultiheadAttentionOptions (type)', 'nn.NLLLoss', 'nn.NLLLossOptions (type)',
-  'nn.NormOptions (type)', 'nn.Parameter', 'nn.PositionalOptions (type)', 'nn.RMSNorm', 'nn.RNN', 'nn.RNNBase', 'nn.RNNBaseOptions (type)',
+  'nn.NormOptions (type)', 'nn.Parameter', 'nn.PositionalOptions (type)', 'nn.PromptTuning', 'nn.PromptTuningOptions (type)', 'nn.RMSNorm', 'nn.RNN', 'nn.RNNBase', 'nn.RNNBaseOptions (type)',
   'nn.RNNForwardOptions (type)', 'nn.RNNOptions (type)', 'nn.ReLU', 'nn.Reduction (type)',
   'nn.SamplingOptions (type)', 'nn.Sequential', 'nn.SiLU', 'nn.Sigmoid', 'nn.SinusoidalPositionalEncoding',
   'nn.StateDictLoadResult (type)', 'nn.Tanh', 'nn.TensorModule (type)', 'nn.Transformer', 'nn.TransformerDecoder',

@@ -99,6 +99,14 @@ export interface GPTForwardOptions {
   kvCache?: KVCache[];
   /** Compute logits for the last position only ([B, 1, V]), as generation needs. */
   lastOnly?: boolean;
+  /**
+   * Embeddings [B or 1, P, nEmbd] placed before the tokens' (prompt tuning's soft prompt): they take
+   * positions 0..P-1 and the tokens P..P+T-1; logits and the loss cover the tokens only. With a KV
+   * cache, pass it on the first call only (the cache then holds it).
+   */
+  prefixEmbeds?: Tensor;
+  /** The input embeddings [B, T, nEmbd] to use instead of wte(idx) (idx must then be null). */
+  inputsEmbeds?: Tensor;
 }
 
 /** Options of GPT.generate: the sampling options (temperature, topK, topP) and how to run. */
@@ -107,6 +115,8 @@ export interface GenerateOptions extends SamplingOptions {
   useCache?: boolean;
   /** Called each step with the last position's logits [B, V] (valid during the call). */
   onLogits?: (logits: Tensor, step: number) => void;
+  /** A soft prompt [1 or B, P, nEmbd] before the ids (forward's prefixEmbeds), e.g. a PromptTuning's. */
+  prefixEmbeds?: Tensor;
 }
 
 /**
@@ -195,34 +205,48 @@ export class GPT extends Module {
    * idx [B, T] token ids -> logits [B, T, V]; with targets [B, T] also the mean cross-entropy loss
    * (targets equal to -100 are ignored).
    */
-  override forward(idx: Tensor, targets?: Tensor | null, opts: GPTForwardOptions = {}): {
+  override forward(idx: Tensor | null, targets?: Tensor | null, opts: GPTForwardOptions = {}): {
     /** Next-token logits [B, T, V] ([B, 1, V] with lastOnly), in the model's dtype. */
     logits: Tensor;
     /** With targets: the mean cross-entropy over the non-ignored positions, a scalar. */
     loss?: Tensor;
   } {
-    if (idx.ndim !== 2 || !isIntegral(idx.dtype)) {
-      throw new (idx.ndim !== 2 ? ShapeError : DTypeError)('GPT', `expects token ids [B, T] of an integer dtype, got ${shapeStr(idx.shape)} ${idx.dtype}`);
+    const E = this.config.nEmbd;
+    const given = opts.inputsEmbeds;
+    if (given) {
+      if (idx) throw new ValueError('GPT', 'pass token ids or inputsEmbeds, not both (idx must be null with inputsEmbeds)');
+      if (given.ndim !== 3 || given.shape[2] !== E) throw new ShapeError('GPT', `inputsEmbeds must be [B, T, ${E}], got ${shapeStr(given.shape)}`);
+    } else if (!idx || idx.ndim !== 2 || !isIntegral(idx.dtype)) {
+      throw new (!idx || idx.ndim !== 2 ? ShapeError : DTypeError)('GPT', `expects token ids [B, T] of an integer dtype, got ${idx ? `${shapeStr(idx.shape)} ${idx.dtype}` : 'null'}`);
     }
-    const [B, T] = idx.shape;
+    const [B, T] = given ? given.shape : idx!.shape;
+    const prefix = opts.prefixEmbeds;
+    if (prefix && (prefix.ndim !== 3 || prefix.shape[2] !== E || (prefix.shape[0] !== 1 && prefix.shape[0] !== B))) {
+      throw new ShapeError('GPT', `prefixEmbeds must be [1 or ${B}, P, ${E}], got ${shapeStr(prefix.shape)}`);
+    }
+    const P = prefix ? prefix.shape[1] : 0;
     const past = opts.kvCache?.[0]?.length ?? 0;
     if (opts.kvCache && opts.kvCache.length !== this.config.nLayer) {
       throw new ValueError('GPT', `kvCache must hold one KVCache per layer (${this.config.nLayer}), got ${opts.kvCache.length}`);
     }
-    if (past + T > this.config.blockSize) {
-      throw new ValueError('GPT', `sequence of ${past + T} tokens is longer than blockSize ${this.config.blockSize}`);
+    if (past + P + T > this.config.blockSize) {
+      throw new ValueError('GPT', `sequence of ${past + P + T} positions${P ? ` (a prefix of ${P})` : ''} is longer than blockSize ${this.config.blockSize}`);
     }
     if (targets && (targets.ndim !== 2 || targets.shape[0] !== B || targets.shape[1] !== T)) {
       throw new ShapeError('GPT', `targets must be [${B}, ${T}] like idx, got ${shapeStr(targets.shape)}`);
     }
     return tidy(() => {
-      const pos = this.wpe.weight.narrow(0, past, T);
-      let x = this.drop.forward(this.wte.forward(idx).add(pos));
+      const L = P + T;
+      const pos = this.wpe.weight.narrow(0, past, L);
+      let emb = given ?? this.wte.forward(idx!);
+      if (prefix) emb = cat([prefix.shape[0] === B ? prefix : prefix.expand(B, P, E), emb], 1);
+      let x = this.drop.forward(emb.add(pos));
       // A single new token may see every cached position: no mask needed.
-      const mask = T > 1 ? causalView(this.causalMask, T, past + T) : null;
+      const mask = L > 1 ? causalView(this.causalMask, L, past + L) : null;
       let layer = 0;
       for (const block of this.blocks) x = block.forward(x, mask, opts.kvCache?.[layer++]);
-      if (opts.lastOnly) x = x.narrow(1, T - 1, 1);
+      if (opts.lastOnly) x = x.narrow(1, L - 1, 1);
+      else if (P) x = x.narrow(1, P, T);
       const logits = this.lmHead.forward(this.lnF.forward(x));
       if (!targets) return { logits };
       const V = this.config.vocabSize;
@@ -245,18 +269,22 @@ export class GPT extends Module {
       return noGrad(() => {
         let seq = idx;
         let cached = 0;
+        const prefix = opts.prefixEmbeds;
+        const room = this.config.blockSize - (prefix ? prefix.shape[1] : 0);
+        if (room < 1) throw new ValueError('generate', `the prefix of ${prefix!.shape[1]} positions leaves no room in blockSize ${this.config.blockSize}`);
         for (let step = 0; step < maxNewTokens; step++) {
           const next = tidy(() => {
             const T = seq.shape[1];
             let logits: Tensor;
-            if (caches && T <= this.config.blockSize) {
-              logits = this.forward(seq.narrow(1, cached, T - cached), null, { kvCache: caches, lastOnly: true }).logits;
+            if (caches && T <= room) {
+              // The prefix goes in with the first call; the cache holds it afterwards.
+              logits = this.forward(seq.narrow(1, cached, T - cached), null, { kvCache: caches, lastOnly: true, prefixEmbeds: cached === 0 ? prefix : undefined }).logits;
               cached = T;
             } else {
               caches?.forEach((c) => c.dispose());
               caches = null;
-              const context = T > this.config.blockSize ? seq.narrow(1, T - this.config.blockSize, this.config.blockSize) : seq;
-              logits = this.forward(context, null, { lastOnly: true }).logits;
+              const context = T > room ? seq.narrow(1, T - room, room) : seq;
+              logits = this.forward(context, null, { lastOnly: true, prefixEmbeds: prefix }).logits;
             }
             const last = logits.select(1, 0);
             opts.onLogits?.(last, step);

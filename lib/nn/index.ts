@@ -46,5 +46,7 @@ export { sampleLogits } from './sampling';
 export type { SamplingOptions } from './sampling';
 export * as init from './init';
 export * as lora from './lora';
+export { PromptTuning } from './prompt_tuning';
+export type { PromptTuningOptions } from './prompt_tuning';
 export type { LinearDelta } from './layers';
 export type { InProjDelta } from './attention';
