@@ -211,6 +211,23 @@ export class GPT extends Module {
     /** With targets: the mean cross-entropy over the non-ignored positions, a scalar. */
     loss?: Tensor;
   } {
+    const src = opts.inputsEmbeds ?? idx;
+    if (targets && src && (targets.ndim !== 2 || targets.shape[0] !== src.shape[0] || targets.shape[1] !== src.shape[1])) {
+      throw new ShapeError('GPT', `targets must be [${src.shape[0]}, ${src.shape[1]}] like idx, got ${shapeStr(targets.shape)}`);
+    }
+    return tidy(() => {
+      const logits = this.lmHead.forward(this.hiddenStates(idx, opts));
+      if (!targets) return { logits };
+      const V = this.config.vocabSize;
+      return { logits, loss: crossEntropy(logits.reshape(-1, V), targets.reshape(-1)) };
+    });
+  }
+
+  /**
+   * The final hidden states lnF(h) [B, T, nEmbd] ([B, 1, nEmbd] with lastOnly) of idx (or
+   * opts.inputsEmbeds): what lmHead maps to logits, and what a task head (classification) reads.
+   */
+  hiddenStates(idx: Tensor | null, opts: GPTForwardOptions = {}): Tensor {
     const E = this.config.nEmbd;
     const given = opts.inputsEmbeds;
     if (given) {
@@ -232,9 +249,6 @@ export class GPT extends Module {
     if (past + P + T > this.config.blockSize) {
       throw new ValueError('GPT', `sequence of ${past + P + T} positions${P ? ` (a prefix of ${P})` : ''} is longer than blockSize ${this.config.blockSize}`);
     }
-    if (targets && (targets.ndim !== 2 || targets.shape[0] !== B || targets.shape[1] !== T)) {
-      throw new ShapeError('GPT', `targets must be [${B}, ${T}] like idx, got ${shapeStr(targets.shape)}`);
-    }
     return tidy(() => {
       const L = P + T;
       const pos = this.wpe.weight.narrow(0, past, L);
@@ -247,10 +261,7 @@ export class GPT extends Module {
       for (const block of this.blocks) x = block.forward(x, mask, opts.kvCache?.[layer++]);
       if (opts.lastOnly) x = x.narrow(1, L - 1, 1);
       else if (P) x = x.narrow(1, P, T);
-      const logits = this.lmHead.forward(this.lnF.forward(x));
-      if (!targets) return { logits };
-      const V = this.config.vocabSize;
-      return { logits, loss: crossEntropy(logits.reshape(-1, V), targets.reshape(-1)) };
+      return this.lnF.forward(x);
     });
   }
 

@@ -47,6 +47,8 @@ export type { SamplingOptions } from './sampling';
 export * as init from './init';
 export * as lora from './lora';
 export { PromptTuning } from './prompt_tuning';
+export { GPTForSequenceClassification } from './gpt_classify';
+export type { SequenceClassificationOptions } from './gpt_classify';
 export type { PromptTuningOptions } from './prompt_tuning';
 export type { LinearDelta } from './layers';
 export type { InProjDelta } from './attention';
