@@ -83,13 +83,13 @@ const PUBLIC_API = [
   // kiln.optim
   'optim.Adam', 'optim.AdamOptions (type)', 'optim.AdamW', 'optim.BaseOptions (type)', 'optim.ClipGradNormOptions (type)',
   'optim.CosineAnnealingLR', 'optim.CosineAnnealingOptions (type)', 'optim.ExponentialLR', 'optim.ExponentialLROptions (type)',
-  'optim.FlatRange (type)', 'optim.FlatState (type)', 'optim.LRScheduler', 'optim.LRSchedulerStateDict (type)', 'optim.LambdaLR', 'optim.LambdaLROptions (type)', 'optim.LinearLR',
+  'optim.FlatRange (type)', 'optim.GroupRule (type)', 'optim.FlatState (type)', 'optim.LRScheduler', 'optim.LRSchedulerStateDict (type)', 'optim.LambdaLR', 'optim.LambdaLROptions (type)', 'optim.LinearLR',
   'optim.LinearLROptions (type)', 'optim.LinearWarmupLR', 'optim.LinearWarmupOptions (type)', 'optim.MultiStepLR',
   'optim.MultiStepLROptions (type)', 'optim.Optimizer', 'optim.OptimizerStateDict (type)', 'optim.ParamGroup (type)',
   'optim.ParamGroupInput (type)', 'optim.ParamState (type)', 'optim.Params (type)', 'optim.SGD', 'optim.SGDOptions (type)',
   'optim.Schedule (type)', 'optim.SchedulerOptions (type)', 'optim.SequentialLR', 'optim.SequentialLROptions (type)',
   'optim.StateSpec (type)', 'optim.StepLR', 'optim.StepLROptions (type)', 'optim.WarmupCosineLR',
-  'optim.WarmupCosineOptions (type)', 'optim.clipGradNorm', 'optim.gradNormPartial', 'optim.scaleGrads_',
+  'optim.WarmupCosineOptions (type)', 'optim.clipGradNorm', 'optim.groupsByName', 'optim.gradNormPartial', 'optim.scaleGrads_',
   // kiln.train
   'train.BatchOptions (type)', 'train.BatchSampler (type)', 'train.BatchSource (type)', 'train.BatchUnit (type)',
   'train.CHECKPOINT_FILE', 'train.Callback (type)', 'train.ChartOptions (type)', 'train.EvalInfo (type)',

@@ -13,4 +13,6 @@ export type {
   LinearLROptions, LinearWarmupOptions, CosineAnnealingOptions, WarmupCosineOptions, SequentialLROptions,
 } from './lr_scheduler';
 export { clipGradNorm, gradNormPartial, scaleGrads_ } from './clip_grad';
+export { groupsByName } from './groups';
+export type { GroupRule } from './groups';
 export type { ClipGradNormOptions } from './clip_grad';
