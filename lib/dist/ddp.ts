@@ -23,8 +23,8 @@ import { Module, Parameter } from '../nn/module';
 import { tensor, zeros } from '../ops/creation';
 import { Tensor } from '../tensor';
 import type { HookHandle } from '../tensor';
-import { checkParamSyncDone, markGradSyncPending } from './pending';
-import { ProcessGroup, Work, worldGroup } from './process_group';
+import { gradSync, paramSync } from './pending';
+import { ProcessGroup, worldGroup } from './process_group';
 
 /** Options of DistributedDataParallel. */
 export interface DDPOptions {
@@ -53,11 +53,9 @@ interface Slot {
 }
 
 interface Bucket {
-  index: number;
   flat: Tensor;
   slots: Slot[];
   readyCount: number;
-  work: Work | null;
 }
 
 const FIRST_BUCKET_BYTES = 1 << 20;
@@ -107,7 +105,6 @@ export class DistributedDataParallel<M extends Module = Module> extends Module {
   #slots = new Map<Parameter, Slot>();
   #nextLaunch = 0;
   #backwardQueued = false;
-  #inFlight: Work[] = [];
   #isReady = false;
   #failed: Error | null = null;
   #hooks: HookHandle[] = [];
@@ -139,8 +136,8 @@ export class DistributedDataParallel<M extends Module = Module> extends Module {
     const op = 'DistributedDataParallel.forward';
     if (this.#failed) throw this.#failed;
     if (!this.#isReady) throw new DistError(op, 'the parameters are still being broadcast from rank 0: `await ddp.ready` before the first forward');
-    if (this.#inFlight.length) throw new DistError(op, 'the last backward\'s gradients are still being all-reduced: `await ddp.synchronize()` before the next forward');
-    checkParamSyncDone(op);
+    if (gradSync.has(this)) throw new DistError(op, 'the last backward\'s gradients are still being all-reduced: `await ddp.synchronize()` before the next forward');
+    paramSync.check(op);
     return this.module.forward(...args) as ReturnType<M['forward']>;
   }
 
@@ -164,14 +161,7 @@ export class DistributedDataParallel<M extends Module = Module> extends Module {
    * is in flight (a noSync backward).
    */
   async synchronize(): Promise<void> {
-    const works = this.#inFlight;
-    if (!works.length) return;
-    try {
-      await Promise.all(works.map((w) => w.wait()));
-    } finally {
-      this.#inFlight = [];
-      markGradSyncPending(this, false);
-    }
+    await gradSync.settle(this);
   }
 
   /** The buckets' layout, in launch order (for tests and tuning). */
@@ -194,7 +184,7 @@ export class DistributedDataParallel<M extends Module = Module> extends Module {
     for (const b of this.#buckets) b.flat.dispose();
     this.#buckets = [];
     this.#slots.clear();
-    markGradSyncPending(this, false);
+    gradSync.clear(this);
     super.dispose();
   }
 
@@ -207,7 +197,7 @@ export class DistributedDataParallel<M extends Module = Module> extends Module {
       const numel = b.slots.reduce((n, [, p]) => n + p.numel, 0);
       const first = b.slots[0][1];
       const flat = keep(zeros([numel], { dtype: first.dtype, device: first.device }));
-      const bucket: Bucket = { index: this.#buckets.length, flat, slots: [], readyCount: 0, work: null };
+      const bucket: Bucket = { flat, slots: [], readyCount: 0 };
       let offset = 0;
       for (const [name, param] of b.slots) {
         const slot: Slot = { param, name, bucket, offset, view: null, ready: false };
@@ -286,7 +276,7 @@ export class DistributedDataParallel<M extends Module = Module> extends Module {
    */
   private checkNotInFlight(): void {
     if (this.#failed) throw this.#failed;
-    if (this.#inFlight.length && !this.#backwardQueued) {
+    if (gradSync.has(this) && !this.#backwardQueued) {
       this.#failed = new DistError('DistributedDataParallel', 'a backward added gradients while the last one\'s were still being all-reduced: `await ddp.synchronize()` after each synced backward; the averages are wrong, so this wrapper cannot be used again');
       throw this.#failed;
     }
@@ -309,8 +299,7 @@ export class DistributedDataParallel<M extends Module = Module> extends Module {
     while (this.#nextLaunch < this.#buckets.length) {
       const b = this.#buckets[this.#nextLaunch];
       if (b.readyCount < b.slots.length) return;
-      this.#inFlight.push(this.group.allReduce(b.flat, { op: 'avg' }));
-      markGradSyncPending(this, true);
+      gradSync.add(this, this.group.allReduce(b.flat, { op: 'avg' }));
       this.#nextLaunch++;
     }
   }

@@ -64,7 +64,8 @@ export class DataParallelStrategy<M extends Module = Module> extends TrainStrate
     const group = this.ddp(ctx).group;
     const flags = noGrad(() => tidy(() => cat([
       tensor([info.stopRequested ? 1 : 0], { dtype: 'int32', device: group.device }),
-      info.lossNotFinite ? info.lossNotFinite.reshape([1]).to({ dtype: 'int32', device: group.device }) : tensor([0], { dtype: 'int32', device: group.device }),
+      // x - x is 0 for a finite x and NaN otherwise.
+      info.loss ? info.loss.sub(info.loss).ne(0).reshape([1]).to({ dtype: 'int32', device: group.device }) : tensor([0], { dtype: 'int32', device: group.device }),
     ])));
     try {
       await group.allReduce(flags, { op: 'max' });

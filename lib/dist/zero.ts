@@ -16,7 +16,7 @@ import { keep } from '../memory';
 import { empty, zeros } from '../ops/creation';
 import { BaseOptions, Optimizer, OptimizerStateDict, ParamGroup, ParamGroupInput, Params, ParamState } from '../optim/optimizer';
 import { Tensor } from '../tensor';
-import { checkGradSyncDone, markParamSyncPending } from './pending';
+import { gradSync, paramSync } from './pending';
 import { ProcessGroup, Work, worldGroup } from './process_group';
 
 /** An optimizer class ZeroRedundancyOptimizer can wrap (optim.AdamW, optim.Adam, optim.SGD). */
@@ -73,7 +73,6 @@ export class ZeroRedundancyOptimizer<O extends BaseOptions = BaseOptions> extend
   /** The wrapped optimizer over this rank's share (null when the rank owns no parameter). */
   readonly local: Optimizer<O> | null;
   #gathers: Gather[] = [];
-  #pending: Work[] = [];
   #consolidated: OptimizerStateDict | null = null;
   /** For each outer group: the local group holding its owned parameters (-1: none). */
   #localGroup: number[] = [];
@@ -147,8 +146,8 @@ export class ZeroRedundancyOptimizer<O extends BaseOptions = BaseOptions> extend
    * synchronize() before the parameters are used again.
    */
   override step<L>(closure?: () => L): L | undefined {
-    if (this.#pending.length) throw new DistError('ZeroRedundancyOptimizer.step', 'the last step\'s parameters are still being gathered: `await opt.synchronize()` first');
-    checkGradSyncDone('ZeroRedundancyOptimizer.step');
+    if (paramSync.has(this)) throw new DistError('ZeroRedundancyOptimizer.step', 'the last step\'s parameters are still being gathered: `await opt.synchronize()` first');
+    gradSync.check('ZeroRedundancyOptimizer.step');
     this.disposeConsolidated();
     let loss: L | undefined = closure && !this.local ? enableGrad(closure) : undefined;
     if (this.local) {
@@ -169,23 +168,16 @@ export class ZeroRedundancyOptimizer<O extends BaseOptions = BaseOptions> extend
           dst.dispose();
           at += p.numel;
         }
-        this.#pending.push(this.group.allGather(g.output, g.input));
+        paramSync.add(this, this.group.allGather(g.output, g.input));
       }
     });
-    markParamSyncPending(this, true);
     return loss;
   }
 
   /** Waits for the parameter all-gather the last step started and copies the other ranks' parameters in. */
   async synchronize(): Promise<void> {
-    const works = this.#pending;
-    if (!works.length) return;
-    try {
-      await Promise.all(works.map((w) => w.wait()));
-    } finally {
-      this.#pending = [];
-      markParamSyncPending(this, false);
-    }
+    if (!paramSync.has(this)) return;
+    await paramSync.settle(this);
     const me = this.group.rank;
     noGrad(() => {
       for (const g of this.#gathers) {
@@ -332,7 +324,7 @@ export class ZeroRedundancyOptimizer<O extends BaseOptions = BaseOptions> extend
     }
     this.#gathers = [];
     this.disposeConsolidated();
-    markParamSyncPending(this, false);
+    paramSync.clear(this);
     super.dispose();
   }
 

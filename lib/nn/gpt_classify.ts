@@ -5,7 +5,8 @@
 // rows' labels.
 import { ValueError, ShapeError } from '../errors';
 import { tidy } from '../memory';
-import { tensor } from '../ops/creation';
+import { arange, full, ones, tensor } from '../ops/creation';
+import { cat } from '../ops/shape';
 import { shapeStr } from '../shape';
 import type { Tensor } from '../tensor';
 import { GPT } from './gpt';
@@ -65,34 +66,38 @@ export class GPTForSequenceClassification extends Module {
     const op = 'GPTForSequenceClassification';
     const [B, T] = idx.shape;
     if (labels && (labels.ndim !== 1 || labels.shape[0] !== B)) throw new ShapeError(op, `labels must be [${B}], got ${shapeStr(labels.shape)}`);
-    const last = this.lastPositions(idx, opts.lengths);
     return tidy(() => {
+      const last = this.lastPositions(idx, opts.lengths);
       const h = this.transformer.hiddenStates(idx);                          // [B, T, E]
-      const E = h.shape[2];
-      const at = tensor(last.map((t, b) => b * T + t), { dtype: 'int64', device: h.device });
-      const pooled = h.reshape(B * T, E).indexSelect(0, at);               // [B, E]
+      const rows = arange(0, B * T, T, { dtype: 'int64', device: h.device }).add(last);
+      const pooled = h.reshape(B * T, h.shape[2]).indexSelect(0, rows);   // [B, E]
       const logits = this.score.forward(pooled);
       return labels ? { logits, loss: crossEntropy(logits, labels) } : { logits };
     });
   }
 
-  /** Each row's last real position: lengths - 1, or before the first padding token, or T - 1. */
-  private lastPositions(idx: Tensor, lengths?: number[]): number[] {
+  /**
+   * Each row's last real position [B] (int64, on idx's device): lengths - 1, or the position before
+   * the first padding token (found on the device: no read back), or T - 1.
+   */
+  private lastPositions(idx: Tensor, lengths?: number[]): Tensor {
     const op = 'GPTForSequenceClassification';
     const [B, T] = idx.shape;
     if (lengths) {
       if (lengths.length !== B || !lengths.every((n) => Number.isInteger(n) && n >= 1 && n <= T)) {
         throw new ValueError(op, `lengths must be ${B} integers in [1, ${T}]`);
       }
-      return lengths.map((n) => n - 1);
+      return tensor(lengths.map((n) => n - 1), { dtype: 'int64', device: idx.device });
     }
-    if (this.padTokenId === null) return new Array(B).fill(T - 1);
-    const ids = Array.from(idx.dataSync() as ArrayLike<number | bigint>, Number);
-    return Array.from({ length: B }, (_, b) => {
-      const row = ids.slice(b * T, (b + 1) * T);
-      const first = row.indexOf(this.padTokenId!);
-      if (first === 0) throw new ValueError(op, `row ${b} starts with the padding token ${this.padTokenId}: it has no real token`);
-      return first < 0 ? T - 1 : first - 1;
-    });
+    if (this.padTokenId === null) return full([B], T - 1, { dtype: 'int64', device: idx.device });
+    // The first padding token of each row (T when there is none: a padding column is appended).
+    const first = cat([idx.eq(this.padTokenId), ones([B, 1], { dtype: 'bool', device: idx.device })], 1).to('int32').argmax(-1);
+    // A row that starts with padding has no real token. Checked where the ids are on the host (no
+    // device sync on a GPU, where such a row reads its position 0, as Hugging Face's does).
+    if (idx.device === 'cpu') {
+      const bad = (first.dataSync() as BigInt64Array).indexOf(0n);
+      if (bad >= 0) throw new ValueError(op, `row ${bad} starts with the padding token ${this.padTokenId}: it has no real token`);
+    }
+    return first.sub(1).clamp(0, T - 1);
   }
 }

@@ -28,14 +28,37 @@ export interface FromPretrainedOptions {
 
 const CONV1D = /^(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$/;
 
+/** GPT-2's Linear-like modules within a block and kiln's (c_attn is the attention's packed projection). */
+const BLOCK_MODULES: Record<string, string> = { 'attn.c_attn': 'attn', 'attn.c_proj': 'attn.outProj', 'mlp.c_fc': 'mlp.fc', 'mlp.c_proj': 'mlp.proj' };
+
 /** kiln's name (within block i) of a GPT-2 block tensor name. */
 const BLOCK_NAMES: Record<string, string> = {
   'ln_1.weight': 'ln1.weight', 'ln_1.bias': 'ln1.bias', 'ln_2.weight': 'ln2.weight', 'ln_2.bias': 'ln2.bias',
   'attn.c_attn.weight': 'attn.inProjWeight', 'attn.c_attn.bias': 'attn.inProjBias',
-  'attn.c_proj.weight': 'attn.outProj.weight', 'attn.c_proj.bias': 'attn.outProj.bias',
-  'mlp.c_fc.weight': 'mlp.fc.weight', 'mlp.c_fc.bias': 'mlp.fc.bias',
-  'mlp.c_proj.weight': 'mlp.proj.weight', 'mlp.c_proj.bias': 'mlp.proj.bias',
+  ...Object.fromEntries(Object.entries(BLOCK_MODULES).filter(([hf]) => hf !== 'attn.c_attn').flatMap(([hf, k]) => [
+    [`${hf}.weight`, `${k}.weight`], [`${hf}.bias`, `${k}.bias`],
+  ])),
 };
+
+/**
+ * Hugging Face's module name of a GPT module path: block Linear layers ('blocks.0.mlp.fc' ->
+ * 'transformer.h.0.mlp.c_fc'), an attention's packed projection ('blocks.0.attn' -> ...c_attn),
+ * 'lmHead' -> 'lm_head'; null for any other path.
+ */
+export function gpt2ModuleName(path: string): string | null {
+  if (path === 'lmHead') return 'lm_head';
+  const m = /^blocks\.(\d+)\.(.+)$/.exec(path);
+  const hf = m && Object.keys(BLOCK_MODULES).find((k) => BLOCK_MODULES[k] === m[2]);
+  return hf ? `transformer.h.${m![1]}.${hf}` : null;
+}
+
+/** The GPT module path of a Hugging Face module name (the inverse of gpt2ModuleName; the prefix optional), or null. */
+export function gptModulePath(hfModule: string): string | null {
+  const name = hfModule.replace(/^transformer\./, '');
+  if (name === 'lm_head') return 'lmHead';
+  const m = /^h\.(\d+)\.(.+)$/.exec(name);
+  return m && BLOCK_MODULES[m[2]] ? `blocks.${m[1]}.${BLOCK_MODULES[m[2]]}` : null;
+}
 const TOP_NAMES: Record<string, string> = {
   'wte.weight': 'wte.weight', 'wpe.weight': 'wpe.weight', 'ln_f.weight': 'lnF.weight', 'ln_f.bias': 'lnF.bias',
 };
@@ -157,7 +180,7 @@ export function gpt2SavePretrained(model: GPT, dir: string): void {
   if (!c.bias) throw new ValueError(op, 'GPT-2 has biases; a GPT built with bias: false has no GPT-2 layout');
   fs.mkdirSync(dir, { recursive: true });
   const out = new Map<string, Tensor>();
-  const made: Tensor[] = [];
+  const views: Tensor[] = [];
   const own = model.stateDict();
   const inverseBlock = Object.fromEntries(Object.entries(BLOCK_NAMES).map(([hf, k]) => [k, hf]));
   const inverseTop = Object.fromEntries(Object.entries(TOP_NAMES).map(([hf, k]) => [k, hf]));
@@ -171,19 +194,18 @@ export function gpt2SavePretrained(model: GPT, dir: string): void {
         const m = /^blocks\.(\d+)\.(.+)$/.exec(k);
         const hf = m ? `h.${m[1]}.${inverseBlock[m[2]]}` : inverseTop[k];
         if (!hf || hf.endsWith('.undefined')) throw new ValueError(op, `the model has a tensor ${k} with no GPT-2 name`);
-        const cpu = t.device === 'cpu' ? t : t.cpu();
-        if (cpu !== t) made.push(cpu);
-        let v = cpu;
+        // saveSafetensors reads any device and layout: a transposed view is enough.
+        let v = t;
         if (CONV1D.test(hf.replace(/^h\.\d+\./, ''))) {
-          v = cpu.transpose(0, 1).contiguous();
-          made.push(v);
+          v = t.transpose(0, 1);
+          views.push(v);
         }
         out.set(`transformer.${hf}`, v);
       }
     });
     saveSafetensors(path.join(dir, 'model.safetensors'), out, { format: 'pt' });
   } finally {
-    for (const t of made) t.dispose();
+    for (const t of [...views, ...own.values()]) t.dispose();
   }
   const config = {
     architectures: ['GPT2LMHeadModel'], model_type: 'gpt2', vocab_size: c.vocabSize, n_positions: c.blockSize, n_ctx: c.blockSize,

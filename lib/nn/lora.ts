@@ -21,6 +21,7 @@ import { kaimingUniform_, zeros_ } from './init';
 import { Dropout, Linear } from './layers';
 import type { LinearDelta } from './layers';
 import { GPT } from './gpt';
+import { gpt2ModuleName, gptModulePath } from './gpt_hf';
 import { Module, Parameter } from './module';
 
 /** Options of apply. */
@@ -176,7 +177,12 @@ export function apply(model: Module, opts: LoRAOptions): string[] {
   return adapted;
 }
 
-/** The model's LoRA adapters, with the path of the module each adapts. */
+/** The path of the module an adapter at `path` adapts (its parent: a Linear or a MultiheadAttention). */
+function hostPath(path: string): string {
+  return path.replace(/\.(lora|inProjLora)$/, '');
+}
+
+/** The model's LoRA adapters, with the path of each (a child of the module it adapts). */
 export function adapters(model: Module): Array<[string, LoRA]> {
   const out: Array<[string, LoRA]> = [];
   for (const [path, m] of model.namedModules()) if (m instanceof LoRA) out.push([path, m]);
@@ -190,8 +196,12 @@ export function parameters(model: Module): Parameter[] {
 
 /** The adapters' tensors by their names in the model's stateDict (e.g. 'blocks.0.mlp.fc.lora.A'). */
 export function stateDict(model: Module): Map<string, Tensor> {
-  const all = model.stateDict();
-  return new Map([...all].filter(([k]) => /(^|\.)(lora|inProjLora)\.[AB]$/.test(k)));
+  const out = new Map<string, Tensor>();
+  for (const [k, t] of model.stateDict()) {
+    if (/(^|\.)(lora|inProjLora)\.[AB]$/.test(k)) out.set(k, t);
+    else t.dispose();   // stateDict's handles on the base weights (the weights stay)
+  }
+  return out;
 }
 
 /**
@@ -203,28 +213,28 @@ export function merge(model: Module): void {
   const uses = new Map<Tensor, string[]>();
   for (const [name, p] of model.namedParameters({ removeDuplicate: false })) uses.set(p, [...(uses.get(p) ?? []), name]);
   for (const [path, a] of adapters(model)) {
-    const host = model.getSubmodule(path.replace(/\.(lora|inProjLora)$/, ''));
+    const host = model.getSubmodule(hostPath(path));
     const w = host instanceof Linear ? host.weight : null;
     const names = w ? uses.get(w) ?? [] : [];
     if (!a.merged && names.length > 1) {
-      throw new ValueError('lora.merge', `the adapter of ${path.replace(/\.lora$/, '')} cannot be merged: its weight is tied (${names.join(', ')}), and merging would change every use`);
+      throw new ValueError('lora.merge', `the adapter of ${hostPath(path)} cannot be merged: its weight is tied (${names.join(', ')}), and merging would change every use`);
     }
   }
-  for (const [path, a] of adapters(model)) {
-    if (a.merged) continue;
-    const host = model.getSubmodule(path.replace(/\.(lora|inProjLora)$/, ''));
-    noGrad(() => tidy(() => addToBase(host, a, 1)));
-    a.merged = true;
-  }
+  setMerged(model, true);
 }
 
 /** Takes every merged adapter back out of its base weight (W -= (alpha / rank) B A). */
 export function unmerge(model: Module): void {
+  setMerged(model, false);
+}
+
+/** Adds (merged) or subtracts each adapter's update to its base weight unless already so. */
+function setMerged(model: Module, merged: boolean): void {
   for (const [path, a] of adapters(model)) {
-    if (!a.merged) continue;
-    const host = model.getSubmodule(path.replace(/\.(lora|inProjLora)$/, ''));
-    noGrad(() => tidy(() => addToBase(host, a, -1)));
-    a.merged = false;
+    if (a.merged === merged) continue;
+    const host = model.getSubmodule(hostPath(path));
+    noGrad(() => tidy(() => addToBase(host, a, merged ? 1 : -1)));
+    a.merged = merged;
   }
 }
 
@@ -247,7 +257,7 @@ function addToBase(host: Module, a: LoRA, sign: 1 | -1): void {
 export function mergeAndUnload(model: Module): void {
   merge(model);
   for (const [path, a] of adapters(model)) {
-    const host = model.getSubmodule(path.replace(/\.(lora|inProjLora)$/, ''));
+    const host = model.getSubmodule(hostPath(path));
     if (host instanceof Linear) host.lora = null;
     else if (host instanceof MultiheadAttention) host.inProjLora = null;
     a.dispose();
@@ -255,25 +265,6 @@ export function mergeAndUnload(model: Module): void {
 }
 
 // ---- PEFT's adapter folders (GPT models) ----
-
-/** A GPT module path's name in Hugging Face's GPT2LMHeadModel (what PEFT's keys use), or null. */
-function hfModuleName(path: string): string | null {
-  let m = /^blocks\.(\d+)\.attn(?:\.inProjLora)?$/.exec(path);
-  if (m) return `transformer.h.${m[1]}.attn.c_attn`;
-  m = /^blocks\.(\d+)\.(attn\.outProj|mlp\.fc|mlp\.proj)$/.exec(path);
-  if (m) return `transformer.h.${m[1]}.${{ 'attn.outProj': 'attn.c_proj', 'mlp.fc': 'mlp.c_fc', 'mlp.proj': 'mlp.c_proj' }[m[2]]}`;
-  return path === 'lmHead' ? 'lm_head' : null;
-}
-
-/** The kiln target (for apply) of a PEFT module name of a GPT-2, or null. */
-function kilnTarget(hf: string): string | null {
-  const name = hf.replace(/^transformer\./, '');
-  let m = /^h\.(\d+)\.attn\.c_attn$/.exec(name);
-  if (m) return `blocks.${m[1]}.attn.inProj`;
-  m = /^h\.(\d+)\.(attn\.c_proj|mlp\.c_fc|mlp\.c_proj)$/.exec(name);
-  if (m) return `blocks.${m[1]}.${{ 'attn.c_proj': 'attn.outProj', 'mlp.c_fc': 'mlp.fc', 'mlp.c_proj': 'mlp.proj' }[m[2]]}`;
-  return name === 'lm_head' ? 'lmHead' : null;
-}
 
 /** Options of saveAdapter. */
 export interface SaveAdapterOptions {
@@ -301,25 +292,20 @@ export function saveAdapter(model: GPT, dir: string, opts: SaveAdapterOptions = 
     noGrad(() => {
       for (const [path, a] of list) {
         if (a.rank !== first.rank || a.alpha !== first.alpha) throw new ValueError(op, 'the adapters differ in rank or alpha; one adapter_config.json holds one of each');
-        const host = path.replace(/\.lora$/, '');
-        const hf = hfModuleName(host);
+        const host = hostPath(path);
+        const hf = gpt2ModuleName(host);
         if (!hf) throw new ValueError(op, `${host} has no Hugging Face GPT-2 name`);
         modules.push(hf);
         let B: Tensor = a.B;
         if (a instanceof InProjLoRA && a.parts.length < 3) {
           const E = a.A.shape[1];
-          B = zeros([3 * E, a.rank], { dtype: a.B.dtype });
+          B = zeros([3 * E, a.rank], { dtype: a.B.dtype, device: a.B.device });
           made.push(B);
           a.parts.forEach((p, at) => B.narrow(0, p * E, E).copy_(a.B.narrow(0, at * E, E)));
         }
-        const cpu = (x: Tensor) => {
-          if (x.device === 'cpu') return x;
-          const c = x.cpu();
-          made.push(c);
-          return c;
-        };
-        out.set(`base_model.model.${hf}.lora_A.weight`, cpu(a.A));
-        out.set(`base_model.model.${hf}.lora_B.weight`, cpu(B));
+        // saveSafetensors reads any device.
+        out.set(`base_model.model.${hf}.lora_A.weight`, a.A);
+        out.set(`base_model.model.${hf}.lora_B.weight`, B);
       }
     });
     fs.mkdirSync(dir, { recursive: true });
@@ -365,7 +351,9 @@ export function loadAdapter(model: GPT, dir: string): string[] {
     const pairs = new Map<string, { A?: Tensor; B?: Tensor }>();
     for (const [k, t] of tensors) {
       const m = /^base_model\.model\.(.+)\.lora_([AB])(?:\.default)?\.weight$/.exec(k);
-      const target = m && kilnTarget(m[1]);
+      const module = m && gptModulePath(m[1]);
+      // An attention's packed projection is targeted as '<path>.inProj'.
+      const target = module && (/\.attn$/.test(module) ? `${module}.inProj` : module);
       if (!m || !target) throw new FormatError(op, `${weightsFile}: unexpected tensor ${k} (expected base_model.model.<GPT-2 module>.lora_A/B.weight)`);
       const p = pairs.get(target) ?? {};
       p[m[2] as 'A' | 'B'] = t;

@@ -9,7 +9,7 @@
 // bfloat16 and float16 parameters are updated in float32 (native/ops/optim.h): their state tensors
 // are float32 (torch keeps them in the parameter's dtype; float32 moments keep small updates from
 // vanishing in rounding), and only each new parameter value is rounded to the parameter's dtype.
-import { checkGradSyncDone } from '../dist/pending';
+import { gradSync } from '../dist/pending';
 import { enableGrad, noGrad } from '../autograd/grad_mode';
 import { DType, isFloating } from '../dtype';
 import type { Device } from '../device';
@@ -245,7 +245,7 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
    */
   step<L>(closure?: () => L): L | undefined {
     const loss = closure ? enableGrad(closure) : undefined;
-    checkGradSyncDone(`${this.constructor.name}.step`);
+    gradSync.check(`${this.constructor.name}.step`);
     noGrad(() => {
       for (const group of this.paramGroups) {
         for (const p of group.params) if (p.grad) this.stepParam(p, p.grad, group);

@@ -37,10 +37,10 @@ export interface StepEndInfo {
   /** Whether this process was asked to stop (Trainer.stop()). */
   stopRequested: boolean;
   /**
-   * A one-element bool tensor on the device, true when the step's loss was NaN or infinite (null
-   * before the first step, when fit() asks whether a stop came in onFitStart).
+   * The step's mean loss, on the device (null before the first step, when fit() asks whether a stop
+   * came in onFitStart). Valid during the call.
    */
-  lossNotFinite: Tensor | null;
+  loss: Tensor | null;
 }
 
 /** What every process agreed on after a step. */

@@ -776,7 +776,7 @@ export class Trainer<M extends Module = Module> {
         metrics?.write({ step: this.state.step, val_loss: initialValLoss, elapsed_s: elapsed() });
       }
       // A stop() from onFitStart ends the run before its first step, on every process.
-      stopAgreed = (await this.strategy.agreeAfterStep(ctx, { stopRequested: this.stopRequested, lossNotFinite: null })).stop;
+      stopAgreed = (await this.strategy.agreeAfterStep(ctx, { stopRequested: this.stopRequested, loss: null })).stop;
       while (this.state.step < total && !stopAgreed) {
         const t0 = process.hrtime.bigint();
         const s = await this.trainStep(stream, ctx, fo);
@@ -789,9 +789,9 @@ export class Trainer<M extends Module = Module> {
         logTime += dt;
         emaStep = emaStep === 0 ? dt : 0.9 * emaStep + 0.1 * dt;
         const step = this.state.step;
-        // x - x is 0 for a finite x and NaN otherwise; the flag outlives the loss, which a callback's
-        // read of info.loss may free.
-        const lossNotFinite = noGrad(() => tidy(() => s.loss.sub(s.loss).ne(0)));
+        // A second handle on the loss for agreeAfterStep (no copy): a callback's read of info.loss
+        // frees the first.
+        const lossHandle = s.loss.detach();
         const values = new StepValues(step, keep(s.loss), s.gradNorm && keep(s.gradNorm));
         this.pending.push(values);
         lastStep = values;
@@ -801,9 +801,9 @@ export class Trainer<M extends Module = Module> {
         // stop() requests stay local; the strategy decides when every process stops together.
         let agreed;
         try {
-          agreed = await this.strategy.agreeAfterStep(ctx, { stopRequested: this.stopRequested, lossNotFinite });
+          agreed = await this.strategy.agreeAfterStep(ctx, { stopRequested: this.stopRequested, loss: lossHandle });
         } finally {
-          lossNotFinite.dispose();
+          lossHandle.dispose();
         }
         stopAgreed = agreed.stop;
         if (agreed.lossFinite === false) {

@@ -21,6 +21,16 @@ static const napi_type_tag kWorkTag = {0x6b696c6e776f726bull, 0x636f6c6c65637401
 
 using ClientRef = std::shared_ptr<dist::StoreClient>;
 
+// A type-tagged external holding a shared_ptr (a store client, a group, a work): the object goes
+// with its last holder (a group shuts itself down in its destructor).
+template <typename T>
+static Napi::Value wrap_shared(Napi::Env env, std::shared_ptr<T> p, const napi_type_tag* tag) {
+  auto e = Napi::External<std::shared_ptr<T>>::New(env, new std::shared_ptr<T>(std::move(p)),
+                                                   [](Napi::Env, std::shared_ptr<T>* h) { delete h; });
+  e.TypeTag(tag);
+  return e;
+}
+
 static std::string string_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
   KILN_CHECK(info.Length() > i && info[i].IsString(), Value, op, name, " must be a string");
   return info[i].As<Napi::String>().Utf8Value();
@@ -139,12 +149,7 @@ static Napi::Value client_connect(const Napi::CallbackInfo& info) {
   KILN_CHECK(timeout > 0, Value, op, "timeoutMs ", timeout, " is not positive");
   return run_async<ClientRef>(
       info.Env(), [=] { return std::make_shared<dist::StoreClient>(host, int(port), timeout); },
-      [](Napi::Env env, ClientRef& c) -> Napi::Value {
-        auto* holder = new ClientRef(c);
-        auto e = Napi::External<ClientRef>::New(env, holder, [](Napi::Env, ClientRef* p) { delete p; });
-        e.TypeTag(&kClientTag);
-        return e;
-      });
+      [](Napi::Env env, ClientRef& c) { return wrap_shared(env, c, &kClientTag); });
 }
 
 static Napi::Value client_close(const Napi::CallbackInfo& info) {
@@ -219,10 +224,7 @@ static dist::GroupPtr group_arg(const Napi::CallbackInfo& info, const char* op) 
 }
 
 static Napi::Value wrap_work(Napi::Env env, dist::WorkPtr w) {
-  auto e = Napi::External<dist::WorkPtr>::New(env, new dist::WorkPtr(std::move(w)),
-                                                [](Napi::Env, dist::WorkPtr* p) { delete p; });
-  e.TypeTag(&kWorkTag);
-  return e;
+  return wrap_shared(env, std::move(w), &kWorkTag);
 }
 
 static dist::ReduceOp reduce_op_arg(const Napi::CallbackInfo& info, size_t i, const char* op) {
@@ -267,14 +269,7 @@ static Napi::Value pg_create(const Napi::CallbackInfo& info) {
         if (backend == "gloo") return dist::make_gloo_group(c, prefix, rank, size, timeout, hostname, iface);
         return dist::make_nccl_group(c, prefix, rank, size, timeout, int(device));
       },
-      [](Napi::Env env, dist::GroupPtr& g) -> Napi::Value {
-        auto e = Napi::External<dist::GroupPtr>::New(env, new dist::GroupPtr(g), [](Napi::Env, dist::GroupPtr* p) {
-          (*p)->shutdown();
-          delete p;
-        });
-        e.TypeTag(&kGroupTag);
-        return e;
-      });
+      [](Napi::Env env, dist::GroupPtr& g) { return wrap_shared(env, g, &kGroupTag); });
 }
 
 static Napi::Value pg_shutdown(const Napi::CallbackInfo& info) {
@@ -316,20 +311,15 @@ static Napi::Value pg_barrier(const Napi::CallbackInfo& info) {
 }
 
 // pgSend(group, tensor, dst, tag) / pgRecv(group, tensor, src, tag) -> work.
-static Napi::Value pg_send(const Napi::CallbackInfo& info) {
-  const char* op = "send";
+template <bool Sending>
+static Napi::Value pg_point_to_point(const Napi::CallbackInfo& info) {
+  const char* op = Sending ? "send" : "recv";
   auto g = group_arg(info, op);
   int64_t tag = int_arg(info, 3, op, "tag");
   KILN_CHECK(tag >= 0 && tag <= 0xffffffffll, Value, op, "tag ", tag, " is not in [0, 2^32)");
-  return wrap_work(info.Env(), g->send(tensor_arg(info, 1, op, "tensor"), rank_arg(info, 2, op, "dst"), uint32_t(tag)));
-}
-
-static Napi::Value pg_recv(const Napi::CallbackInfo& info) {
-  const char* op = "recv";
-  auto g = group_arg(info, op);
-  int64_t tag = int_arg(info, 3, op, "tag");
-  KILN_CHECK(tag >= 0 && tag <= 0xffffffffll, Value, op, "tag ", tag, " is not in [0, 2^32)");
-  return wrap_work(info.Env(), g->recv(tensor_arg(info, 1, op, "tensor"), rank_arg(info, 2, op, "src"), uint32_t(tag)));
+  Tensor& t = tensor_arg(info, 1, op, "tensor");
+  int peer = rank_arg(info, 2, op, Sending ? "dst" : "src");
+  return wrap_work(info.Env(), Sending ? g->send(t, peer, uint32_t(tag)) : g->recv(t, peer, uint32_t(tag)));
 }
 
 static dist::WorkPtr work_arg(const Napi::CallbackInfo& info, const char* op) {
@@ -391,8 +381,8 @@ void register_dist(Napi::Env env, Napi::Object exports) {
   KILN_EXPORT(env, exports, "pgAllGather", pg_all_gather);
   KILN_EXPORT(env, exports, "pgReduceScatter", pg_reduce_scatter);
   KILN_EXPORT(env, exports, "pgBarrier", pg_barrier);
-  KILN_EXPORT(env, exports, "pgSend", pg_send);
-  KILN_EXPORT(env, exports, "pgRecv", pg_recv);
+  KILN_EXPORT(env, exports, "pgSend", pg_point_to_point<true>);
+  KILN_EXPORT(env, exports, "pgRecv", pg_point_to_point<false>);
   KILN_EXPORT(env, exports, "pgWorkDone", pg_work_done);
   KILN_EXPORT(env, exports, "pgWorkWait", pg_work_wait);
   KILN_EXPORT(env, exports, "storeServerStart", server_start);
