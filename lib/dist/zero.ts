@@ -12,7 +12,7 @@
 // takes one from any world size and keeps this rank's share.
 import { enableGrad, noGrad } from '../autograd/grad_mode';
 import { DistError, ValueError } from '../errors';
-import { keep } from '../memory';
+import { keep, tidy } from '../memory';
 import { empty, zeros } from '../ops/creation';
 import { BaseOptions, Optimizer, OptimizerStateDict, ParamGroup, ParamGroupInput, Params, ParamState } from '../optim/optimizer';
 import { Tensor } from '../tensor';
@@ -162,12 +162,12 @@ export class ZeroRedundancyOptimizer<O extends BaseOptions = BaseOptions> extend
     noGrad(() => {
       for (const g of this.#gathers) {
         let at = 0;
-        for (const p of g.params[me]) {
-          const dst = g.input.narrow(0, at, p.numel);
-          dst.copy_(p.reshape([-1]));
-          dst.dispose();
-          at += p.numel;
-        }
+        tidy(() => {
+          for (const p of g.params[me]) {
+            g.input.narrow(0, at, p.numel).copy_(p.reshape([-1]));
+            at += p.numel;
+          }
+        });
         paramSync.add(this, this.group.allGather(g.output, g.input));
       }
     });
@@ -179,22 +179,18 @@ export class ZeroRedundancyOptimizer<O extends BaseOptions = BaseOptions> extend
     if (!paramSync.has(this)) return;
     await paramSync.settle(this);
     const me = this.group.rank;
-    noGrad(() => {
+    noGrad(() => tidy(() => {
       for (const g of this.#gathers) {
         g.params.forEach((ps, r) => {
           if (r === me) return;
           let at = r * g.chunk;
           for (const p of ps) {
-            const src = g.output.narrow(0, at, p.numel);
-            const shaped = src.reshape(p.shape);
-            p.copy_(shaped);
-            shaped.dispose();
-            src.dispose();
+            p.copy_(g.output.narrow(0, at, p.numel).reshape(p.shape));
             at += p.numel;
           }
         });
       }
-    });
+    }));
   }
 
   /** Bytes of optimizer state this rank holds, and the parameters it updates. */
