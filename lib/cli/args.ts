@@ -128,6 +128,16 @@ export function readConfig(cmd: CommandSpec, file: string): OptionValues {
   return out;
 }
 
+/**
+ * The option values of a run: those of the --config file (when values.config names one) overlaid by
+ * the flags given.
+ */
+export function withConfig(cmd: CommandSpec, values: OptionValues): OptionValues {
+  const merged: OptionValues = values.config ? readConfig(cmd, values.config as string) : {};
+  for (const [k, v] of Object.entries(values)) if (v !== undefined) merged[k] = v;
+  return merged;
+}
+
 /** The --help text of a command. */
 export function helpText(cmd: CommandSpec): string {
   const rows = [...cmd.options.map((o) => [`--${o.name}${o.value ? ` ${o.value}` : ''}`, o]), ['-h, --help', null]] as Array<[string, OptionSpec | null]>;

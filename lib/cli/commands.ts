@@ -4,13 +4,17 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { UsageError } from './args';
+import { CLASSIFY, classify } from './classify';
+import { FINETUNE, finetune } from './finetune';
 import { GENERATE, generate } from './generate';
 import { LAUNCH, launchCommand } from './launch';
 import { TRAIN, train } from './train';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; summary: string }> = {
   train: { run: train, summary: 'train a GPT on the CPU or a GPU (on a generated toy language, or your text with --data)' },
-  generate: { run: generate, summary: 'sample text from a checkpoint written by kiln train' },
+  finetune: { run: finetune, summary: 'fine-tune a kiln or Hugging Face GPT-2 model (all weights, LoRA or a soft prompt) on text or labelled texts' },
+  generate: { run: generate, summary: 'sample text from a checkpoint written by kiln train or kiln finetune' },
+  classify: { run: classify, summary: 'label texts with a classifier written by kiln finetune --task classify' },
   launch: { run: launchCommand, summary: 'start N worker processes with rank variables set (like torchrun)' },
 };
 
@@ -57,4 +61,4 @@ export async function run(argv: string[]): Promise<number> {
   }
 }
 
-export { TRAIN, GENERATE, LAUNCH };
+export { TRAIN, FINETUNE, GENERATE, CLASSIFY, LAUNCH };

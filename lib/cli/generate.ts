@@ -1,15 +1,16 @@
-// `kiln generate`: samples text from a checkpoint written by `kiln train` (the checkpoint holds the
-// model configuration and the tokenizer, so nothing else is needed).
+// `kiln generate`: samples text from a checkpoint written by `kiln train` or by a language-model
+// `kiln finetune` (full, LoRA or soft prompt); the checkpoint holds the model configuration, the
+// tokenizer and the fine-tuning, so nothing else is needed.
 import * as kiln from '../index';
 import { CommandSpec, UsageError, helpText, parse } from './args';
-import { DEVICE_OPTION, checkpointFile, loadTrained, resolveDevice, sampleText } from './model';
+import { DEVICE_OPTION, TextGenerator, checkpointFile, loadRun, resolveDevice, sampleText } from './model';
 
 export const GENERATE: CommandSpec = {
   name: 'generate',
   usage: 'kiln generate --checkpoint <dir or file> [--prompt text] [options]',
-  summary: 'Samples text from a model trained with kiln train.',
+  summary: 'Samples text from a model trained with kiln train or fine-tuned with kiln finetune --task lm.',
   options: [
-    { name: 'checkpoint', kind: 'string', value: '<path>', help: 'a run folder (holding checkpoint.safetensors) or a checkpoint file' },
+    { name: 'checkpoint', kind: 'string', value: '<path>', help: 'a run folder of kiln train or kiln finetune (holding checkpoint.safetensors) or a checkpoint file' },
     { name: 'prompt', kind: 'string', value: '<text>', help: 'text to continue', defaultText: 'the start of a line (char models) or <|endoftext|> (gpt2)' },
     { name: 'max-tokens', kind: 'int', value: '<n>', min: 0, help: 'tokens to generate', defaultText: '200' },
     { name: 'temperature', kind: 'number', value: '<t>', min: 0, help: 'sampling temperature; 0 picks the most likely token', defaultText: '0.8' },
@@ -34,8 +35,9 @@ export async function generate(argv: string[], out: NodeJS.WritableStream = proc
   const file = checkpointFile(v.checkpoint as string);
   if (v.threads) kiln.setNumThreads(v.threads as number);
   kiln.manualSeed((v.seed as number | undefined) ?? Math.floor(Math.random() * 2 ** 32));
-  const { model, tokenizer, tokenizerState, config, step } = loadTrained(file, device);
+  const { module: model, finetune, tokenizer, tokenizerState, config, step } = loadRun(file, device, 'kiln generate');
   try {
+    if (finetune?.task === 'classify') throw new UsageError(`${file} holds a classifier (kiln finetune --task classify): use kiln classify --checkpoint ${v.checkpoint as string}`);
     let prompt: number[];
     if (v.prompt !== undefined) {
       try {
@@ -47,9 +49,11 @@ export async function generate(argv: string[], out: NodeJS.WritableStream = proc
     } else {
       prompt = tokenizerState.type === 'gpt2' ? [50256] : tokenizerState.chars.includes('\n') ? tokenizer.encode('\n') : [0];
     }
-    if (prompt.length > config.blockSize) prompt = prompt.slice(prompt.length - config.blockSize);
+    // A soft prompt takes positions of the context too.
+    const room = config.blockSize - (finetune?.prompt?.numVirtualTokens ?? 0);
+    if (prompt.length > room) prompt = prompt.slice(prompt.length - room);
     const n = (v.numSamples as number) ?? 1;
-    const texts = sampleText(model, tokenizer, prompt, n, {
+    const texts = sampleText(model as TextGenerator, tokenizer, prompt, n, {
       maxTokens: (v.maxTokens as number) ?? 200,
       temperature: (v.temperature as number) ?? 0.8,
       topK: (v.topK as number) ?? null,

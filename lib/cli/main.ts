@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// bin/kiln: the entry point of kiln's command line (`kiln train`, `kiln generate`, `kiln launch`; see commands.ts).
+// bin/kiln: the entry point of kiln's command line (`kiln train`, `kiln finetune`, `kiln generate`, `kiln classify`, `kiln launch`; see commands.ts).
 import { run } from './commands';
 
 run(process.argv.slice(2)).then(

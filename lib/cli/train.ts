@@ -21,8 +21,9 @@ import { windowSampler } from '../train/lm';
 import { formatCount, formatDuration } from '../train/progress';
 import { unitLabels } from '../train/progress';
 import { CHECKPOINT_FILE, Trainer, resumeNotice } from '../train/trainer';
-import type { BatchSampler } from '../train/trainer';
-import { CommandSpec, OptionValues, UsageError, helpText, parse, readConfig } from './args';
+import type { BatchSampler, FitOptions, FitResult } from '../train/trainer';
+import type { Module } from '../nn/module';
+import { CommandSpec, OptionValues, UsageError, helpText, parse, withConfig } from './args';
 import { DEVICE_OPTION, TokenizerState, resolveDevice, sampleText, tokenizerFromState } from './model';
 
 export const TRAIN: CommandSpec = {
@@ -135,7 +136,8 @@ function settings(v: OptionValues): Settings {
   return s;
 }
 
-interface Prepared {
+/** Tokenized text ready for training. */
+export interface Prepared {
   tokenizer: Tokenizer;
   tokenizerState: TokenizerState;
   train: TokenFileDataset;
@@ -173,10 +175,13 @@ function copyTokens(src: TokenFile, start: number, end: number, dest: string, se
 }
 
 /**
- * Tokenizes the text file into <dir>/tokens.tok and splits it into train.tok (90%) and val.tok (10%);
+ * Tokenizes the text file into <dir>/tokens.tok and splits it into train.tok (90%) and val.tok (10%)
+ * (also used by kiln finetune --task lm);
  * the training windows are sampled with --seed and stream `rank` (each data-parallel rank its own).
  */
-async function tokenize(textFile: string, tokenizer: Tokenizer, s: Settings, dir: string, rank: number): Promise<Pick<Prepared, 'train' | 'val' | 'count' | 'distinct'>> {
+export async function tokenize(
+  textFile: string, tokenizer: Tokenizer, s: { blockSize: number; seed: number }, dir: string, rank: number,
+): Promise<Pick<Prepared, 'train' | 'val' | 'count' | 'distinct'>> {
   const all = path.join(dir, 'tokens.tok');
   const count = await tokenizeFile(textFile, all, tokenizer);
   const need = s.blockSize + 1;
@@ -276,7 +281,6 @@ function savedRun(file: string): { step: number; plannedSteps: number | null; mo
   return { step: step as number, plannedSteps: Number.isSafeInteger(planned) ? (planned as number) : null, model: state.extra?.model };
 }
 
-/** A number without float noise (0.0006000000000000001 -> 0.0006). */
 /**
  * The training sampler of data-parallel rank `rank`: on resume, rank 0 continues the saved sampler
  * state exactly; another rank continues from a generator seeded by that state on its own stream, so
@@ -293,9 +297,29 @@ function rankSampler<B>(sampler: BatchSampler<B>, source: TokenFileDataset, rank
   };
 }
 
-const num = (x: number) => String(Number(x.toPrecision(6)));
-const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
-const pct = (a: number, b: number) => (b ? `${Math.round((100 * a) / b)}%` : '-');
+/**
+ * trainer.fit(fo), where Ctrl-C stops after the current step and saves a checkpoint (a second
+ * Ctrl-C quits at once).
+ */
+export async function fitStoppingOnSigint<M extends Module, B>(trainer: Trainer<M>, fo: FitOptions<M, B>): Promise<FitResult> {
+  let interrupts = 0;
+  const onSigint = () => {
+    if (++interrupts > 1) process.exit(130);
+    process.stderr.write('\nstopping after this step and saving a checkpoint (Ctrl-C again to quit at once)\n');
+    trainer.stop();
+  };
+  process.on('SIGINT', onSigint);
+  try {
+    return await trainer.fit(fo);
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}
+
+/** A number without float noise (0.0006000000000000001 -> 0.0006). */
+export const num = (x: number) => String(Number(x.toPrecision(6)));
+export const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+export const pct = (a: number, b: number) => (b ? `${Math.round((100 * a) / b)}%` : '-');
 
 export async function train(argv: string[], out: NodeJS.WritableStream = process.stdout): Promise<number> {
   const started = Date.now();
@@ -304,10 +328,7 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
     out.write(helpText(TRAIN));
     return 0;
   }
-  const fromConfig = values.config ? readConfig(TRAIN, values.config as string) : {};
-  const merged: OptionValues = { ...fromConfig };
-  for (const [k, v] of Object.entries(values)) if (v !== undefined) merged[k] = v;
-  const s = settings(merged);
+  const s = settings(withConfig(TRAIN, values));
   const device = resolveDevice(s.device);
   // Under `kiln launch`, torchrun, srun or mpirun (a world of several processes): data parallel, each
   // rank sampling its own windows, rank 0 printing and writing --out.
@@ -400,23 +421,15 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
     extraState: () => ({ model: config, tokenizer: data.tokenizerState }),
     title: data.toyText ? 'kiln train: GPT on the toy language' : `kiln train: GPT on ${path.basename(s.data!)}`,
   });
-  let interrupts = 0;
-  const onSigint = () => {
-    if (++interrupts > 1) process.exit(130);
-    process.stderr.write('\nstopping after this step and saving a checkpoint (Ctrl-C again to quit at once)\n');
-    trainer.stop();
-  };
-  process.on('SIGINT', onSigint);
   let result;
   try {
-    result = await trainer.fit({
+    result = await fitStoppingOnSigint(trainer, {
       train: rankSampler(windowSampler(data.train, s.batchSize), data.train, rank),
       val: new DataLoader(data.val, { batchSize: s.batchSize }),
       steps: s.steps,
       resume: s.resume ? ckptPath : null,
     });
   } finally {
-    process.off('SIGINT', onSigint);
     data.train.close();
     if (!isMain) {
       data.val.close();

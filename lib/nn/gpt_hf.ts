@@ -159,7 +159,12 @@ export function gpt2FromPretrained(dir: string, opts: FromPretrainedOptions = {}
     if (h && wte && !(h.shape.join() === wte.shape.join() && noGrad(() => h.sub(wte).abs().max().item()) === 0)) {
       throw new ValueError(op, `${weightsFile}: lm_head.weight differs from wte.weight; kiln's GPT ties them (tie_word_embeddings)`);
     }
-    model.loadStateDict(mapped);
+    try {
+      model.loadStateDict(mapped);
+    } catch (e) {
+      // The config made a model the weights do not fit: say so, with what loadStateDict found.
+      throw new FormatError(op, `${weightsFile} does not match ${configFile} (n_layer ${config.nLayer}, n_embd ${config.nEmbd}, vocab_size ${config.vocabSize}, n_positions ${config.blockSize}): ${(e as Error).message.replace(/^loadStateDict: error\(s\) loading the state dict into GPT: /, '')}`);
+    }
   } catch (e) {
     model.dispose();
     throw e;

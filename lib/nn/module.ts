@@ -403,11 +403,13 @@ export class Module {
         mismatches.push(`size mismatch for ${k}: shape ${shapeStr(src.shape)} in the state dict, ${shapeStr(t.shape)} in the model`);
       }
     }
-    const problems = [...mismatches];
-    if (strict && missingKeys.length) problems.push(`missing keys: ${missingKeys.join(', ')}`);
-    if (strict && unexpectedKeys.length) problems.push(`unexpected keys: ${unexpectedKeys.join(', ')}`);
+    // One line (a command prints only the first): long lists are cut after a few names.
+    const some = (keys: string[]) => `${keys.slice(0, 6).join(', ')}${keys.length > 6 ? `, ... (${keys.length} in all)` : ''}`;
+    const problems = mismatches.length > 3 ? [...mismatches.slice(0, 3), `${mismatches.length - 3} more size mismatches`] : [...mismatches];
+    if (strict && missingKeys.length) problems.push(`missing keys: ${some(missingKeys)}`);
+    if (strict && unexpectedKeys.length) problems.push(`unexpected keys: ${some(unexpectedKeys)}`);
     if (problems.length) {
-      const msg = `error(s) loading the state dict into ${this.constructor.name}:\n  ${problems.join('\n  ')}`;
+      const msg = `error(s) loading the state dict into ${this.constructor.name}: ${problems.join('; ')}`;
       throw mismatches.length ? new ShapeError('loadStateDict', msg) : new ValueError('loadStateDict', msg);
     }
     noGrad(() => {

@@ -84,6 +84,8 @@ export interface EvalInfo {
   valLoss: number;
   /** The lowest validation loss of the run so far. */
   bestValLoss: number;
+  /** The evalMetrics of this evaluation (weighted means over the batches); {} without evalMetrics. */
+  metrics: Record<string, number>;
 }
 
 /** What fit() resolves with. */
@@ -98,6 +100,8 @@ export interface FitResult {
   bestValLoss: number | null;
   /** Validation loss before the first step (null when resumed or without validation data). */
   initialValLoss: number | null;
+  /** The evalMetrics of the last evaluation ({} without validation data or evalMetrics). */
+  valMetrics: Record<string, number>;
   /** Seconds the run has taken (resumed runs include the earlier part). */
   elapsed: number;
   /** Mean training throughput of this fit() call, in units per second. */
@@ -198,6 +202,13 @@ export interface BatchOptions<M extends Module, B> {
   loss?: (model: M, batch: B) => Tensor;
   /** Tokens, characters or samples in a batch. Default: numel of its first tensor for tokens and chars, its first dimension for samples. */
   countBatch?: (batch: B) => number;
+  /**
+   * Validation metrics besides the loss (e.g. accuracy): for one validation batch, each metric's mean
+   * over the batch. They are averaged over the batches weighted by countBatch, as the loss is, and
+   * reported in onEval, metrics.jsonl (as val_<name>), the progress lines and the fit result. Runs
+   * after the batch's loss, in eval mode without gradients (its forward is a second one).
+   */
+  evalMetrics?: (model: M, batch: B) => Record<string, number>;
 }
 
 export interface FitOptions<M extends Module, B> extends BatchOptions<M, B> {
@@ -394,6 +405,8 @@ export interface MetricsRecord {
   loss: number;
   /** Validation loss, on steps where an evaluation ran. */
   val_loss?: number;
+  /** The evalMetrics of an evaluation, as val_<name> (e.g. val_accuracy). */
+  [valMetric: `val_${string}`]: number | undefined;
   /** Learning rate of the step. */
   lr: number;
   /** Throughput when the unit is 'token'. */
@@ -647,6 +660,11 @@ export class Trainer<M extends Module = Module> {
 
   /** The mean loss over validation batches (weighted by their size), in eval mode without gradients. */
   evaluate<B>(val: BatchSource<B>, eo: EvalOptions<M, B> = {}): number {
+    return this.evaluateWithMetrics(val, eo).loss;
+  }
+
+  /** evaluate(), with the weighted means of eo.evalMetrics over the same batches. */
+  evaluateWithMetrics<B>(val: BatchSource<B>, eo: EvalOptions<M, B> = {}): { loss: number; metrics: Record<string, number> } {
     if (typeof eo !== 'object' || eo === null) {
       throw new ValueError('Trainer.evaluate', `options must be an object, e.g. evaluate(val, { maxBatches: ${JSON.stringify(eo)} }); got ${JSON.stringify(eo)}`);
     }
@@ -656,12 +674,16 @@ export class Trainer<M extends Module = Module> {
     const wasTraining = this.model.training;
     this.model.eval();
     let sum = 0, weight = 0, n = 0;
+    const sums: Record<string, number> = {};
     try {
       noGrad(() => {
         const take = (batch: B): void => {
           try {
             const w = this.countOf(batch, eo) || 1;
             sum += tidy(() => this.lossOf(batch, eo).item()) * w;
+            if (eo.evalMetrics) {
+              for (const [k, v] of Object.entries(this.metricsOf(batch, eo.evalMetrics))) sums[k] = (sums[k] ?? 0) + v * w;
+            }
             weight += w;
           } finally {
             if (owned) dispose(batch);
@@ -684,7 +706,19 @@ export class Trainer<M extends Module = Module> {
       this.model.train(wasTraining);
     }
     if (weight === 0) throw new ValueError('Trainer.evaluate', 'the validation data yielded no batches');
-    return sum / weight;
+    return { loss: sum / weight, metrics: Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, v / weight])) };
+  }
+
+  /** evalMetrics of one batch (moved to the device, under the autocast option), checked to be finite numbers. */
+  private metricsOf<B>(batch: B, fn: (model: M, batch: B) => Record<string, number>): Record<string, number> {
+    return tidy(() => {
+      const b = this.device ? toDevice(batch, this.device) : batch;
+      const m = this.opts.autocast ? autocast({ dtype: this.opts.autocast }, () => fn(this.model, b)) : fn(this.model, b);
+      if (typeof m !== 'object' || m === null || !Object.values(m).every((v) => typeof v === 'number' && Number.isFinite(v))) {
+        throw new ValueError('Trainer', `evalMetrics must return an object of finite numbers, got ${JSON.stringify(m)}`);
+      }
+      return m;
+    });
   }
 
   /**
@@ -742,16 +776,20 @@ export class Trainer<M extends Module = Module> {
     for (const cb of this.callbacks) await cb.onFitStart?.(this, { step: this.state.step, totalSteps: total });
     const progress = new ProgressReporter(mode, total, this.state.step, logInterval, opts.progressStream);
     if (resumed) progress.log(resumeNotice(this.state.step, total, typeof opts.scheduler === 'function' ? this.state.plannedSteps : null));
+    let valMetrics: Record<string, number> = {};
     const valLine = (v: number) => {
       const unit = unitLabels(this.currentUnit!).loss;
-      return `step ${this.state.step}: val loss ${v.toFixed(4)}${unit ? ` ${unit}` : ''}`;
+      const extra = Object.entries(valMetrics).map(([k, x]) => ` | val ${k} ${Number(x.toPrecision(4))}`).join('');
+      return `step ${this.state.step}: val loss ${v.toFixed(4)}${unit ? ` ${unit}` : ''}${extra}`;
     };
+    const metricFields = (): Partial<MetricsRecord> => Object.fromEntries(Object.entries(valMetrics).map(([k, x]) => [`val_${k}`, x]));
     const doEval = async (): Promise<number> => {
-      const v = this.evaluate(val!, fo);
+      const { loss: v, metrics: m } = this.evaluateWithMetrics(val!, fo);
+      valMetrics = m;
       this.state.lastValLoss = v;
       if (this.state.bestValLoss === null || v < this.state.bestValLoss) this.state.bestValLoss = v;
       this.valHistory.push([this.state.step, v]);
-      for (const cb of this.callbacks) await cb.onEval?.(this, { step: this.state.step, valLoss: v, bestValLoss: this.state.bestValLoss });
+      for (const cb of this.callbacks) await cb.onEval?.(this, { step: this.state.step, valLoss: v, bestValLoss: this.state.bestValLoss, metrics: m });
       return v;
     };
     const save = async (): Promise<void> => {
@@ -773,7 +811,7 @@ export class Trainer<M extends Module = Module> {
       if (val && (opts.evalAtStart ?? !resumed) && this.state.step < total) {
         initialValLoss = await doEval();
         progress.log(valLine(initialValLoss));
-        metrics?.write({ step: this.state.step, val_loss: initialValLoss, elapsed_s: elapsed() });
+        metrics?.write({ step: this.state.step, val_loss: initialValLoss, ...metricFields(), elapsed_s: elapsed() });
       }
       // A stop() from onFitStart ends the run before its first step, on every process.
       stopAgreed = (await this.strategy.agreeAfterStep(ctx, { stopRequested: this.stopRequested, loss: null })).stop;
@@ -817,7 +855,7 @@ export class Trainer<M extends Module = Module> {
         let v: number | null = null;
         if (val && ((opts.evalInterval && step % opts.evalInterval === 0) || (last && !stopAgreed))) {
           v = await doEval();
-          if (mode === 'bar') progress.log(valLine(v));
+          if (mode === 'bar' || Object.keys(valMetrics).length) progress.log(valLine(v));
         }
         const logNow = step % logInterval === 0 || v !== null || last;
         // The interval's losses, read together (also before a checkpoint: a NaN run is not saved).
@@ -828,7 +866,7 @@ export class Trainer<M extends Module = Module> {
         if (metrics && logNow) {
           const rec: MetricsRecord = { step, loss: values.lossValue, lr: s.lr, elapsed_s: info.elapsed };
           rec[unitLabels(this.currentUnit!).metricsField] = logCount / logTime;
-          if (v !== null) rec.val_loss = v;
+          if (v !== null) Object.assign(rec, { val_loss: v, ...metricFields() });
           if (values.gradNormValue !== null) rec.grad_norm = values.gradNormValue;
           metrics.write(rec);
           logCount = logTime = 0;
@@ -862,6 +900,7 @@ export class Trainer<M extends Module = Module> {
       valLoss: this.state.lastValLoss,
       bestValLoss: this.state.bestValLoss,
       initialValLoss,
+      valMetrics,
       elapsed: this.state.elapsed,
       throughput: runTime > 0 ? runCount / runTime : 0,
       unit: this.currentUnit ?? 'sample',

@@ -11,17 +11,14 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { buildInfo, cuda } from '../../lib/index';
-import { ensureBuilt, main, root } from '../helpers/cli';
+import { ensureBuilt, expectOneLineError, main, root, runKiln } from '../helpers/cli';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-cli-'));
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 t.before(ensureBuilt);
 
-function kiln(args: string[], cwd = dir): { code: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [main, ...args], { cwd, encoding: 'utf8', timeout: 240_000, env: { ...process.env, KILN_DEBUG: '' } });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const kiln = (args: string[], cwd = dir) => runKiln(args, cwd);
 
 t.test('the package bin is executable (npx kiln runs it directly)', async (t) => {
   t.doesNotThrow(() => fs.accessSync(main, fs.constants.X_OK), `${main} has the executable bit`);
@@ -43,8 +40,10 @@ t.test('--help on every command', async (t) => {
   const top = kiln(['--help']);
   t.equal(top.code, 0);
   t.match(top.stdout, /Usage: kiln <command>/);
-  t.match(top.stdout, /train .*\n.*generate/);
-  for (const [cmd, flags] of [['train', ['--data', '--tokenizer', '--config', '--steps', '--grad-accum', '--autocast', '--eval-interval', '--out', '--resume', '--device']], ['generate', ['--checkpoint', '--prompt', '--max-tokens', '--temperature', '--top-k', '--top-p', '--seed', '--device']]] as const) {
+  t.match(top.stdout, /train .*\n.*finetune .*\n.*generate .*\n.*classify/);
+  for (const [cmd, flags] of [['train', ['--data', '--tokenizer', '--config', '--steps', '--grad-accum', '--autocast', '--eval-interval', '--out', '--resume', '--device']], ['generate', ['--checkpoint', '--prompt', '--max-tokens', '--temperature', '--top-k', '--top-p', '--seed', '--device']],
+    ['finetune', ['--base', '--data', '--val-data', '--task', '--mode', '--lora-rank', '--lora-targets', '--prompt-tokens', '--resume', '--device']],
+    ['classify', ['--checkpoint', '--text', '--data', '--predictions', '--json']]] as const) {
     const r = kiln([cmd, '--help']);
     t.equal(r.code, 0, `${cmd} --help exits 0`);
     t.match(r.stdout, new RegExp(`^Usage: kiln ${cmd}`));
@@ -57,15 +56,7 @@ t.test('--help on every command', async (t) => {
   t.match(none.stdout, /Usage/);
 });
 
-/** Asserts exit code 2 and one error line (plus the hint) naming the problem, with no stack trace. */
-function misuse(t: Test, args: string[], pattern: RegExp): void {
-  const r = kiln(args);
-  t.equal(r.code, 2, `${args.join(' ')}: exit code 2`);
-  const lines = r.stderr.trimEnd().split('\n');
-  t.ok(lines.length <= 2, `${args.join(' ')}: one line and a hint, got:\n${r.stderr}`);
-  t.match(lines[0], pattern, `${args.join(' ')}: ${lines[0]}`);
-  t.notMatch(r.stderr, /^\s+at /m, 'no stack trace');
-}
+const misuse = (t: Test, args: string[], pattern: RegExp) => expectOneLineError(t, args, dir, pattern);
 
 t.test('bad flags and values', async (t) => {
   misuse(t, ['train', '--bogus'], /^kiln train: unknown option --bogus$/);

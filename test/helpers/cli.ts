@@ -1,5 +1,7 @@
-// Test helper for the command-line tests: the path of the built CLI, and a tap `before` hook that
-// runs `npm run build:ts` when dist/ is older than the TypeScript sources in lib/.
+// Test helpers for the command-line tests: the path of the built CLI, a tap `before` hook that runs
+// `npm run build:ts` when dist/ is older than the TypeScript sources in lib/, running the CLI, and
+// the check that misuse gets one clear line.
+import type { Test } from 'tap';
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -22,4 +24,20 @@ export function ensureBuilt(): void {
   if (fs.existsSync(main) && fs.statSync(main).mtimeMs >= newestSource(path.join(root, 'lib'))) return;
   const r = spawnSync('npm', ['run', 'build:ts'], { cwd: root, encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`npm run build:ts failed:\n${r.stdout}${r.stderr}`);
+}
+
+/** Runs the built CLI (`kiln <args>`) in cwd and returns its exit code and output. */
+export function runKiln(args: string[], cwd: string): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [main, ...args], { cwd, encoding: 'utf8', timeout: 240_000, env: { ...process.env, KILN_DEBUG: '' } });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Asserts exit code (2: misuse) and one error line (plus the hint) matching pattern, with no stack trace. */
+export function expectOneLineError(t: Test, args: string[], cwd: string, pattern: RegExp, code = 2): void {
+  const r = runKiln(args, cwd);
+  t.equal(r.code, code, `${args.join(' ')}: exit code ${code}`);
+  const lines = r.stderr.trimEnd().split('\n');
+  t.ok(lines.length <= 2, `${args.join(' ')}: one line and a hint, got:\n${r.stderr}`);
+  t.match(lines[0], pattern, `${args.join(' ')}: ${lines[0]}`);
+  t.notMatch(r.stderr, /^\s+at /m, 'no stack trace');
 }

@@ -364,3 +364,30 @@ t.test('a one-element loss of shape [1] trains with clipping; step infos copy an
   t.same(Object.keys(JSON.parse(json[1])).sort(), ['count', 'elapsed', 'gradNorm', 'loss', 'lr', 'step', 'throughput']);
   t.equal(JSON.parse(json[1]).loss, seen[1].loss, 'JSON.stringify(info) carries the loss');
 });
+
+t.test('evalMetrics: weighted means over the validation batches, in onEval, metrics.jsonl, the progress and the result', async (t) => {
+  const mlp = new MLP();
+  const x = randomTensor([6, 4], 5), y = randomTensor([6, 1], 6);
+  // Batches of 4 and 2 rows; the metric is each batch's mean of x[:, 0], so the weighted mean is the mean over all rows.
+  const val = new DataLoader(new TensorDataset(x, y), { batchSize: 4 });
+  const expected = values(x.narrow(1, 0, 1)).reduce((a, b) => a + b, 0) / 6;
+  const out = path.join(dir, 'eval-metrics');
+  const seen: Array<Record<string, number>> = [];
+  const progress = collector();
+  const r = await new Trainer({ model: mlp, optimizer: new optim.SGD(mlp.parameters(), { lr: 0.1 }), progress: 'log', progressStream: progress, outDir: out, evalInterval: 2 })
+    .fit({
+      train: [[x, y]], val, loss: mse, steps: 2,
+      evalMetrics: (_m, [xb]) => ({ firstMean: xb.narrow(1, 0, 1).mean().item(), rows: xb.shape[0] }),
+    });
+  t.ok(Math.abs(r.valMetrics.firstMean - expected) < 1e-12, `weighted mean ${r.valMetrics.firstMean} vs ${expected}`);
+  t.ok(Math.abs(r.valMetrics.rows - (4 * 4 + 2 * 2) / 6) < 1e-12, 'weighted by batch size');
+  const records = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((rec) => 'val_loss' in rec);
+  t.equal(records.length, 2, 'at the start and at step 2');
+  t.ok(records.every((rec) => Math.abs(rec.val_firstMean - expected) < 1e-12), 'metrics.jsonl: val_firstMean');
+  t.match(progress.text, /step 2: val loss \d\.\d{4} \| val firstMean [-\d.e]+ \| val rows 3\.333/);
+  const trainer = new Trainer({ model: mlp, optimizer: new optim.SGD(mlp.parameters(), { lr: 0.1 }), progress: 'none', callbacks: [{ onEval: (_, info) => void seen.push(info.metrics) }] });
+  await trainer.fit({ train: [[x, y]], val, loss: mse, steps: 1, evalMetrics: () => ({ one: 1 }) });
+  t.same(seen, [{ one: 1 }, { one: 1 }], 'onEval gets the metrics');
+  await t.rejects(trainer.fit({ train: [[x, y]], val, loss: mse, steps: 1, evalMetrics: () => ({ bad: NaN }) }), { name: 'ValueError', message: /evalMetrics must return an object of finite numbers/ });
+  t.same(trainer.evaluateWithMetrics(val, { loss: mse }).metrics, {}, 'no evalMetrics: no metrics');
+});
