@@ -64,7 +64,7 @@ const PUBLIC_API = [
   'nn.GPTForwardOptions (type)', 'nn.GPTMLP', 'nn.GenerateOptions (type)', 'nn.Identity', 'nn.KVCache', 'nn.LSTM', 'nn.LayerNorm',
   'nn.LearnedPositionalEmbedding', 'nn.LoadStateDictOptions (type)', 'nn.Linear', 'nn.MSELoss', 'nn.Module', 'nn.ModuleDict', 'nn.ModuleList',
   'nn.MultiheadAttention', 'nn.MultiheadAttentionOptions (type)', 'nn.NLLLoss', 'nn.NLLLossOptions (type)',
-  'nn.NormOptions (type)', 'nn.Parameter', 'nn.Pooling (type)', 'nn.PositionalOptions (type)', 'nn.PromptTuning', 'nn.PromptTuningOptions (type)', 'nn.RMSNorm', 'nn.RNN', 'nn.RNNBase', 'nn.RNNBaseOptions (type)',
+  'nn.NormOptions (type)', 'nn.Parameter', 'nn.Pooling (type)', 'nn.PositionalOptions (type)', 'nn.PromptTunable (type)', 'nn.PromptTuning', 'nn.PromptTuningForward (type)', 'nn.PromptTuningOptions (type)', 'nn.RMSNorm', 'nn.RNN', 'nn.RNNBase', 'nn.RNNBaseOptions (type)',
   'nn.RNNForwardOptions (type)', 'nn.RNNOptions (type)', 'nn.ReLU', 'nn.Reduction (type)',
   'nn.SamplingOptions (type)', 'nn.SequenceBody (type)', 'nn.SequenceClassificationForwardOptions (type)', 'nn.SequenceClassificationOptions (type)',
   'nn.SequenceClassifier', 'nn.SequenceClassifierForwardOptions (type)', 'nn.SequenceClassifierOptions (type)', 'nn.SequenceClassifierOutput (type)', 'nn.Sequential', 'nn.SiLU', 'nn.Sigmoid', 'nn.SinusoidalPositionalEncoding',

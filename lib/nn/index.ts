@@ -49,7 +49,7 @@ export * as lora from './lora';
 export { PromptTuning } from './prompt_tuning';
 export { GPTForSequenceClassification } from './gpt_classify';
 export type { SequenceClassificationOptions, SequenceClassificationForwardOptions } from './gpt_classify';
-export type { PromptTuningOptions } from './prompt_tuning';
+export type { PromptTuningOptions, PromptTunable, PromptTuningForward } from './prompt_tuning';
 export { SequenceClassifier } from './sequence_classifier';
 export type {
   Pooling,
