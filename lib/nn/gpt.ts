@@ -16,6 +16,8 @@ import { Module, ModuleList } from './module';
 import { SamplingOptions, sampleLogits } from './sampling';
 import { gpt2FromPretrained, gpt2SavePretrained } from './gpt_hf';
 import type { FromPretrainedOptions } from './gpt_hf';
+import { GPTForSequenceClassification } from './gpt_classify';
+import type { SequenceClassificationOptions } from './gpt_classify';
 
 /**
  * The shape of a GPT model (the fields of nanoGPT's GPTConfig); GPT-2 small is { vocabSize: 50257,
@@ -194,6 +196,14 @@ export class GPT extends Module {
   /** Writes this model as a Hugging Face GPT-2 folder that GPT2LMHeadModel.from_pretrained loads. */
   savePretrained(dir: string): void {
     gpt2SavePretrained(this, dir);
+  }
+
+  /**
+   * A GPTForSequenceClassification over this model (shared, not copied): a new `score` head on the
+   * last real token of each row (padTokenId marks padding).
+   */
+  withHead(opts: SequenceClassificationOptions): GPTForSequenceClassification {
+    return new GPTForSequenceClassification(this, opts);
   }
 
   /** Empty KV caches, one per layer, for forward({kvCache}). */

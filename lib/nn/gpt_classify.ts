@@ -2,19 +2,20 @@
 // head without bias (`score`) on the final hidden state of each row's last real token. Padding-aware:
 // a row's last token is the one before its first padding token (padTokenId), or lengths[i] - 1 when
 // lengths are given; without either, the last position. The loss is the mean cross-entropy over the
-// rows' labels.
-import { ValueError, ShapeError } from '../errors';
+// rows' labels. A soft prompt (prefixEmbeds, prompt tuning's) goes before the tokens and leaves the
+// pooled position where it was: the last real token of idx.
+import { ValueError } from '../errors';
 import { tidy } from '../memory';
-import { arange, full, ones, tensor } from '../ops/creation';
+import { full, ones, tensor } from '../ops/creation';
 import { cat } from '../ops/shape';
-import { shapeStr } from '../shape';
 import type { Tensor } from '../tensor';
 import { GPT } from './gpt';
 import type { GPTConfig } from './gpt';
 import { normal_ } from './init';
 import { Linear } from './layers';
-import { crossEntropy } from './losses';
 import { Module } from './module';
+import { checkLabels, checkLengths, checkNumLabels, classifierOutput, rowsAt } from './sequence_classifier';
+import type { SequenceClassifierOutput } from './sequence_classifier';
 
 /** Options of GPTForSequenceClassification. */
 export interface SequenceClassificationOptions {
@@ -22,6 +23,17 @@ export interface SequenceClassificationOptions {
   numLabels: number;
   /** The padding token: each row is read at the token before its first one (default: none). */
   padTokenId?: number | null;
+}
+
+/** Options of GPTForSequenceClassification.forward. */
+export interface SequenceClassificationForwardOptions {
+  /** Each row's real length [B], integers in [1, T] (instead of finding the padding token). */
+  lengths?: readonly number[];
+  /**
+   * Embeddings [1 or B, P, nEmbd] placed before the tokens (GPT.forward's prefixEmbeds, e.g. a
+   * PromptTuning's soft prompt); the row is still read at its last real token.
+   */
+  prefixEmbeds?: Tensor;
 }
 
 /** A GPT body with a classification head on the last real token of each row. */
@@ -40,7 +52,7 @@ export class GPTForSequenceClassification extends Module {
     super();
     const op = 'GPTForSequenceClassification';
     const numLabels = opts?.numLabels;
-    if (!Number.isInteger(numLabels) || numLabels < 1) throw new ValueError(op, `numLabels must be a positive integer, got ${numLabels}`);
+    checkNumLabels(op, numLabels);
     this.transformer = body instanceof GPT ? body : new GPT(body);
     const pad = opts.padTokenId ?? null;
     if (pad !== null && (!Number.isInteger(pad) || pad < 0 || pad >= this.transformer.config.vocabSize)) {
@@ -55,24 +67,15 @@ export class GPTForSequenceClassification extends Module {
 
   /**
    * idx [B, T] -> logits [B, numLabels] from each row's last real token; with labels [B] (class
-   * indices) also the mean cross-entropy. opts.lengths [B] gives the real lengths explicitly.
+   * indices) also the mean cross-entropy. opts.lengths [B] gives the real lengths explicitly;
+   * opts.prefixEmbeds goes before idx.
    */
-  override forward(idx: Tensor, labels?: Tensor | null, opts: { lengths?: number[] } = {}): {
-    /** Class logits [B, numLabels]. */
-    logits: Tensor;
-    /** With labels: the mean cross-entropy, a scalar. */
-    loss?: Tensor;
-  } {
-    const op = 'GPTForSequenceClassification';
-    const [B, T] = idx.shape;
-    if (labels && (labels.ndim !== 1 || labels.shape[0] !== B)) throw new ShapeError(op, `labels must be [${B}], got ${shapeStr(labels.shape)}`);
+  override forward(idx: Tensor, labels?: Tensor | null, opts: SequenceClassificationForwardOptions = {}): SequenceClassifierOutput {
+    checkLabels('GPTForSequenceClassification', labels, idx.shape[0]);
     return tidy(() => {
+      const h = this.transformer.hiddenStates(idx, { prefixEmbeds: opts.prefixEmbeds }); // [B, T, E]; checks idx
       const last = this.lastPositions(idx, opts.lengths);
-      const h = this.transformer.hiddenStates(idx);                          // [B, T, E]
-      const rows = arange(0, B * T, T, { dtype: 'int64', device: h.device }).add(last);
-      const pooled = h.reshape(B * T, h.shape[2]).indexSelect(0, rows);   // [B, E]
-      const logits = this.score.forward(pooled);
-      return labels ? { logits, loss: crossEntropy(logits, labels) } : { logits };
+      return classifierOutput(this.score.forward(rowsAt(h, last)), labels);
     });
   }
 
@@ -80,13 +83,11 @@ export class GPTForSequenceClassification extends Module {
    * Each row's last real position [B] (int64, on idx's device): lengths - 1, or the position before
    * the first padding token (found on the device: no read back), or T - 1.
    */
-  private lastPositions(idx: Tensor, lengths?: number[]): Tensor {
+  private lastPositions(idx: Tensor, lengths?: readonly number[]): Tensor {
     const op = 'GPTForSequenceClassification';
     const [B, T] = idx.shape;
     if (lengths) {
-      if (lengths.length !== B || !lengths.every((n) => Number.isInteger(n) && n >= 1 && n <= T)) {
-        throw new ValueError(op, `lengths must be ${B} integers in [1, ${T}]`);
-      }
+      checkLengths(op, lengths, B, T);
       return tensor(lengths.map((n) => n - 1), { dtype: 'int64', device: idx.device });
     }
     if (this.padTokenId === null) return full([B], T - 1, { dtype: 'int64', device: idx.device });

@@ -48,7 +48,15 @@ export * as init from './init';
 export * as lora from './lora';
 export { PromptTuning } from './prompt_tuning';
 export { GPTForSequenceClassification } from './gpt_classify';
-export type { SequenceClassificationOptions } from './gpt_classify';
-export type { PromptTuningOptions } from './prompt_tuning';
+export type { SequenceClassificationOptions, SequenceClassificationForwardOptions } from './gpt_classify';
+export type { PromptTuningOptions, PromptTunable, PromptTuningForward } from './prompt_tuning';
+export { SequenceClassifier } from './sequence_classifier';
+export type {
+  Pooling,
+  SequenceBody,
+  SequenceClassifierOptions,
+  SequenceClassifierForwardOptions,
+  SequenceClassifierOutput,
+} from './sequence_classifier';
 export type { LinearDelta } from './layers';
 export type { InProjDelta } from './attention';

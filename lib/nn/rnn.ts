@@ -19,6 +19,8 @@ import { shapeStr } from '../shape';
 import { uniform_ } from './init';
 import { FactoryOptions, newParameter } from './layers';
 import { Module, Parameter } from './module';
+import { SequenceClassifier } from './sequence_classifier';
+import type { SequenceClassifierOptions } from './sequence_classifier';
 
 /** Options of RNN, LSTM and GRU (torch's constructor arguments in camelCase). */
 export interface RNNBaseOptions extends FactoryOptions {
@@ -122,6 +124,15 @@ export class RNNBase extends Module {
   /** 2 when bidirectional, else 1. */
   get numDirections(): number {
     return this.bidirectional ? 2 : 1;
+  }
+
+  /**
+   * A SequenceClassifier over this layer: embeddings in, each row's final state (default 'last': per
+   * direction, so both halves of a bidirectional layer have read the whole row) through a new Linear
+   * head to numLabels logits.
+   */
+  withHead<M extends RNN | LSTM | GRU>(this: M, opts: SequenceClassifierOptions): SequenceClassifier<M> {
+    return new SequenceClassifier(this, opts);
   }
 
   /**

@@ -9,6 +9,8 @@ import { AttentionForwardOptions, MultiheadAttention } from './attention';
 import { normal_, xavierUniform_ } from './init';
 import { Dropout, FactoryOptions, LayerNorm, Linear, newParameter } from './layers';
 import { Module, ModuleList, Parameter, TensorModule } from './module';
+import { SequenceClassifier } from './sequence_classifier';
+import type { SequenceClassifierOptions } from './sequence_classifier';
 
 /** The feed-forward activation of Transformer layers: 'relu' (default) or 'gelu'. */
 export type Activation = 'relu' | 'gelu';
@@ -210,6 +212,24 @@ export class TransformerEncoder extends Module {
       return this.norm ? this.norm.forward(x) : x;
     });
   }
+
+  /** The model width E (the first layer's). */
+  get dModel(): number {
+    return this.layers.at(0).dModel;
+  }
+
+  /** Whether inputs are [B, S, E] (the first layer's attention's batchFirst) or [S, B, E]. */
+  get batchFirst(): boolean {
+    return this.layers.at(0).selfAttn.batchFirst;
+  }
+
+  /**
+   * A SequenceClassifier over this encoder: embeddings in, pooled hidden states (default 'mean' over
+   * the real positions) through a new Linear head to numLabels logits.
+   */
+  withHead<M extends TransformerEncoder>(this: M, opts: SequenceClassifierOptions): SequenceClassifier<M> {
+    return new SequenceClassifier(this, opts);
+  }
 }
 
 /** A stack of decoder layers and an optional final norm (see TransformerEncoder for the layer argument). */
@@ -288,6 +308,11 @@ export class Transformer extends Module {
     this.encoder = new TransformerEncoder(() => new TransformerEncoderLayer(this.dModel, this.nHead, opts), opts.numEncoderLayers ?? 6, { norm: norm() });
     this.decoder = new TransformerDecoder(() => new TransformerDecoderLayer(this.dModel, this.nHead, opts), opts.numDecoderLayers ?? 6, { norm: norm() });
     for (const p of this.parameters()) if (p.ndim > 1) xavierUniform_(p);
+  }
+
+  /** Whether src and tgt are [B, L, E] (the layers' batchFirst) or [L, B, E]. */
+  get batchFirst(): boolean {
+    return this.encoder.batchFirst;
   }
 
   /** src [B, S, E] and tgt [B, T, E] (batchFirst) -> [B, T, E]. */

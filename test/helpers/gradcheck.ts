@@ -59,28 +59,73 @@ export function gradcheck(
   const evalAt = (vals: number[][]): number => {
     return kiln.noGrad(() => {
       const xs = vals.map((v, i) => kiln.tensor(Float64Array.from(v), { shape: [...inputs[i].shape], dtype: inputs[i].dtype }));
-      const y = flat(f(...xs));
-      let s = 0;
-      for (let k = 0; k < y.length; k++) s += y[k] * g[k];
-      return s;
+      return dot(flat(f(...xs)), g);
     });
   };
   const base = inputs.map(flat);
+  const analytic = leaves.map((leaf, i) => (skip.has(i) ? null : leaf.grad ? flat(leaf.grad) : new Array(base[i].length).fill(0)));
+  return compareDifferences(base, analytic, evalAt, eps, atol, rtol);
+}
+
+/**
+ * gradcheck for tensors f reads rather than takes (a module's parameters, float64): autograd's
+ * gradients of sum(f() * G) with respect to each of params against central differences, each
+ * element perturbed in place (and restored) under noGrad. The params' .grad is replaced.
+ */
+export function gradcheckParams(
+  f: () => Tensor,
+  params: Tensor[],
+  opts: { eps?: number; atol?: number; rtol?: number; seed?: number } = {},
+): GradcheckResult {
+  for (const p of params) p.grad = null;
+  const out = f();
+  const G = randomTensor([...out.shape], opts.seed ?? 1234, -1, 1, out.dtype);
+  const g = flat(G);
+  out.backward(G);
+  const analytic = params.map((p) => (p.grad ? flat(p.grad) : new Array(p.numel).fill(0)));
+  const base = params.map(flat);
+  const set = (vals: number[][]) => params.forEach((p, i) => p.copy_(kiln.tensor(Float64Array.from(vals[i]), { shape: [...p.shape], dtype: p.dtype })));
+  const evalAt = (vals: number[][]): number =>
+    kiln.noGrad(() => {
+      set(vals);
+      return dot(flat(f()), g);
+    });
+  try {
+    return compareDifferences(base, analytic, evalAt, opts.eps ?? 1e-6, opts.atol ?? 1e-5, opts.rtol ?? 1e-4);
+  } finally {
+    kiln.noGrad(() => set(base));
+  }
+}
+
+function dot(y: number[], g: number[]): number {
+  let s = 0;
+  for (let k = 0; k < y.length; k++) s += y[k] * g[k];
+  return s;
+}
+
+/** Each analytic gradient element (null: skipped input) against central differences of evalAt. */
+function compareDifferences(
+  base: number[][],
+  analytic: Array<number[] | null>,
+  evalAt: (vals: number[][]) => number,
+  eps: number,
+  atol: number,
+  rtol: number,
+): GradcheckResult {
   let maxError = 0;
   const problems: string[] = [];
-  leaves.forEach((leaf, i) => {
-    if (skip.has(i)) return;
-    const analytic = leaf.grad ? flat(leaf.grad) : new Array(base[i].length).fill(0);
+  analytic.forEach((a, i) => {
+    if (!a) return;
     for (let k = 0; k < base[i].length; k++) {
       const plus = base.map((v) => [...v]);
       const minus = base.map((v) => [...v]);
       plus[i][k] += eps;
       minus[i][k] -= eps;
       const numeric = (evalAt(plus) - evalAt(minus)) / (2 * eps);
-      const err = Math.abs(numeric - analytic[k]);
+      const err = Math.abs(numeric - a[k]);
       maxError = Math.max(maxError, err);
       if (err > atol + rtol * Math.abs(numeric) && problems.length < 5) {
-        problems.push(`input ${i} element ${k}: autograd ${analytic[k]} vs numeric ${numeric}`);
+        problems.push(`input ${i} element ${k}: autograd ${a[k]} vs numeric ${numeric}`);
       }
     }
   });
