@@ -51,7 +51,7 @@ export function wrapForFinetune(gpt: GPT, ft: FinetuneState, initTokens?: number
     lora.apply(body, ft.lora!);
     if (classifier) classifier.score.weight.requiresGrad = true;
   }
-  const module = ft.mode === 'prompt' ? new PromptTuning((classifier ?? gpt) as GPT, { numVirtualTokens: ft.prompt!.numVirtualTokens, initTokens }) : body;
+  const module = ft.mode === 'prompt' ? new PromptTuning(classifier ?? gpt, { numVirtualTokens: ft.prompt!.numVirtualTokens, initTokens }) : body;
   return { module, gpt, classifier };
 }
 

@@ -46,17 +46,18 @@ function weights(ckpt: string): Map<string, Buffer> {
   return out;
 }
 
-t.test('classification: full and LoRA fine-tunes reach 95% on held-out texts; kiln classify reads them', async (t) => {
-  for (const mode of ['full', 'lora']) {
+t.test('classification: full, LoRA and prompt fine-tunes reach 95% on held-out texts; kiln classify reads them', async (t) => {
+  const options: Record<string, string[]> = { full: ['--lr', '1e-3'], lora: ['--lr', '3e-3'], prompt: ['--lr', '3e-2', '--prompt-tokens', '8'] };
+  for (const [mode, extra] of Object.entries(options)) {
     const out = `cls-${mode}`;
-    const r = kiln(['finetune', '--base', 'base', '--data', 'train.jsonl', '--task', 'classify', '--mode', mode, '--steps', '80', '--eval-interval', '40', '--lr', mode === 'full' ? '1e-3' : '3e-3', '--out', out, ...quiet]);
+    const r = kiln(['finetune', '--base', 'base', '--data', 'train.jsonl', '--task', 'classify', '--mode', mode, '--steps', '80', '--eval-interval', '40', ...extra, '--out', out, ...quiet]);
     t.equal(r.code, 0, `${mode}: exit 0 ${r.stderr}`);
     t.match(r.stdout, /classifier over 2 classes/);
     t.match(r.stdout, /validation accuracy: \d+\.\d%/);
     const s = summary(out);
     t.ok(s.valAccuracy >= 0.95, `${mode}: validation accuracy ${s.valAccuracy}`);
     if (mode === 'full') t.equal(s.trainableParameters, s.totalParameters);
-    else t.ok(s.trainableParameters < 0.1 * s.totalParameters, `lora trains ${s.trainableParameters} of ${s.totalParameters}`);
+    else t.ok(s.trainableParameters < 0.1 * s.totalParameters, `${mode} trains ${s.trainableParameters} of ${s.totalParameters}`);
     const metrics = fs.readFileSync(file(`${out}/metrics.jsonl`), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     t.ok(metrics.some((m) => typeof m.val_accuracy === 'number'), 'metrics.jsonl has val_accuracy');
 
@@ -99,6 +100,22 @@ t.test('LoRA language model: the loss falls, base weights stay bit-identical, a 
   const again = kiln(['finetune', '--base', 'lm-lora', '--data', 'sums.txt', '--steps', '2', '--out', 'lm-again', ...quiet]);
   t.equal(again.code, 0, again.stderr);
   t.match(again.stdout, /LoRA \(merged\) fine-tuning of base/);
+});
+
+t.test('soft-prompt language model: the loss falls, the model stays bit-identical, generate uses the prompt', async (t) => {
+  const r = kiln(['finetune', '--base', 'base', '--data', 'sums.txt', '--mode', 'prompt', '--prompt-tokens', '4', '--steps', '60', '--eval-interval', '30', '--out', 'lm-prompt', ...quiet]);
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /a soft prompt of 4 tokens; 128 of [\d.k]+ parameters trainable/);
+  const m = /validation loss: ([\d.]+) -> ([\d.]+) nats\/char/.exec(r.stdout);
+  t.ok(m && Number(m[2]) < Number(m[1]) - 0.05, `validation loss falls: ${m?.[0]}`);
+  const base = weights('base/checkpoint.safetensors');
+  const tuned = weights('lm-prompt/checkpoint.safetensors');
+  for (const [k, v] of base) t.ok(tuned.get(`model.${k}`)?.equals(v), `${k} unchanged`);
+  t.ok(tuned.has('prompt'), 'the prompt is in the checkpoint');
+  const g = kiln(['generate', '--checkpoint', 'lm-prompt', '--prompt', '3 + ', '--max-tokens', '10', '--seed', '1']);
+  t.equal(g.code, 0, g.stderr);
+  t.match(g.stdout, /^3 \+ /);
+  fail(t, ['finetune', '--data', 'sums.txt', '--out', 'never', '--base', 'lm-prompt', ...quiet], /--base lm-prompt is a prompt fine-tuning for language modelling/);
 });
 
 t.test('a resumed fine-tuning ends with the weights of an uninterrupted one', async (t) => {
