@@ -93,7 +93,7 @@ const PUBLIC_API = [
   'optim.WarmupCosineOptions (type)', 'optim.clipGradNorm', 'optim.groupsByName', 'optim.gradNormPartial', 'optim.scaleGrads_',
   // kiln.train
   'train.BatchOptions (type)', 'train.BatchSampler (type)', 'train.BatchSource (type)', 'train.BatchUnit (type)',
-  'train.CHECKPOINT_FILE', 'train.Callback (type)', 'train.ChartOptions (type)', 'train.EvalInfo (type)',
+  'train.CHECKPOINT_FILE', 'train.Callback (type)', 'train.ChartOptions (type)', 'train.EvalInfo (type)', 'train.EvalResult (type)',
   'train.EvalOptions (type)', 'train.FitOptions (type)', 'train.FitResult (type)', 'train.MetricsRecord (type)',
   'train.MicroBatchInfo (type)', 'train.StepAgreement (type)', 'train.StepContext (type)', 'train.StepEndInfo (type)', 'train.TrainStrategy',
   'train.ProgressInfo (type)', 'train.ProgressMode (type)', 'train.ProgressReporter', 'train.ProgressStream (type)',

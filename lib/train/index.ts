@@ -5,7 +5,7 @@
 export { Trainer, CHECKPOINT_FILE } from './trainer';
 export { TrainStrategy } from './strategy';
 export type { StepContext, MicroBatchInfo, StepEndInfo, StepAgreement } from './strategy';
-export type { TrainerOptions, FitOptions, EvalOptions, BatchOptions, FitResult, StepInfo, EvalInfo, Callback, BatchSampler, BatchSource, MetricsRecord } from './trainer';
+export type { TrainerOptions, FitOptions, EvalOptions, BatchOptions, FitResult, StepInfo, EvalInfo, EvalResult, Callback, BatchSampler, BatchSource, MetricsRecord } from './trainer';
 export { windowSampler } from './lm';
 export type { WindowSource } from './lm';
 export { toyCorpus, checkToyLine, scoreToyText, unigramEntropy } from './corpus';

@@ -88,6 +88,14 @@ export interface EvalInfo {
   metrics: Record<string, number>;
 }
 
+/** What Trainer.evaluateWithMetrics returns. */
+export interface EvalResult {
+  /** The mean validation loss (weighted by batch size). */
+  loss: number;
+  /** The weighted means of evalMetrics ({} without it). */
+  metrics: Record<string, number>;
+}
+
 /** What fit() resolves with. */
 export interface FitResult {
   /** Optimizer steps done in all (resumed steps included). */
@@ -664,7 +672,7 @@ export class Trainer<M extends Module = Module> {
   }
 
   /** evaluate(), with the weighted means of eo.evalMetrics over the same batches. */
-  evaluateWithMetrics<B>(val: BatchSource<B>, eo: EvalOptions<M, B> = {}): { loss: number; metrics: Record<string, number> } {
+  evaluateWithMetrics<B>(val: BatchSource<B>, eo: EvalOptions<M, B> = {}): EvalResult {
     if (typeof eo !== 'object' || eo === null) {
       throw new ValueError('Trainer.evaluate', `options must be an object, e.g. evaluate(val, { maxBatches: ${JSON.stringify(eo)} }); got ${JSON.stringify(eo)}`);
     }
