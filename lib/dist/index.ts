@@ -16,5 +16,7 @@ export type { DDPOptions, BucketInfo } from './ddp';
 export { ZeroRedundancyOptimizer } from './zero';
 export type { ZeroOptions, OptimizerClass, ZeroMemoryReport } from './zero';
 export { DataParallelStrategy } from './strategy';
+export { pipeline, Pipeline, pipelineSchedule, bubbleFraction } from './pipeline';
+export type { PipelineOptions, PipelineSchedule, PipelineStepResult } from './pipeline';
 export { DistributedSampler } from '../data/sampler';
 export type { Sampler, DistributedSamplerOptions } from '../data/sampler';
