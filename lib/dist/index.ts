@@ -18,5 +18,7 @@ export type { ZeroOptions, OptimizerClass, ZeroMemoryReport } from './zero';
 export { DataParallelStrategy } from './strategy';
 export { pipeline, Pipeline, pipelineSchedule, bubbleFraction } from './pipeline';
 export type { PipelineOptions, PipelineSchedule, PipelineStepResult } from './pipeline';
+export { ParameterServer } from './parameter_server';
+export type { ParameterServerOptions, ParameterServerMode, PushResult, ParameterServerReport, ParameterServerWorkerReport } from './parameter_server';
 export { DistributedSampler } from '../data/sampler';
 export type { Sampler, DistributedSamplerOptions } from '../data/sampler';
