@@ -25,7 +25,9 @@
 // the start, for every expected worker to join); when some have not sent one workerTimeoutMs after
 // the first arrived, they are dropped and the step goes on with the others. A dropped or restarted
 // worker rejoins by sending a message: it is live again and counts from the next step. A server
-// ends serve() once no worker is live or expected.
+// ends serve() once no worker is live or expected. Each server decides for its own shard: a worker
+// that dies halfway through pushing to several servers can count in one shard's step and not in
+// another's.
 import * as os from 'os';
 import { noGrad } from '../autograd/grad_mode';
 import { DistError, ValueError } from '../errors';

@@ -350,7 +350,9 @@ export class Pipeline {
 
     const received: Array<Tensor | null> = new Array(m).fill(null);
     const outputs: Array<{ y: Tensor; sent: Work | null } | null> = new Array(m).fill(null);
-    let lossSum: Tensor | null = null;
+    // The micro-batches' losses (detached), added up once the step is done.
+    const losses: Tensor[] = [];
+    let loss: number | null = null;
     try {
       if (!this.isFirst) {
         const header = zeros([2 + MAX_DIMS], { dtype: 'int64', device: this.group.device });
@@ -375,7 +377,7 @@ export class Pipeline {
           if (this.isLast) {
             const loss = tidy(() => this.#loss(y, targets![i], weights[i]));
             y.dispose();
-            lossSum = tidy(() => (lossSum ? lossSum.add(loss.detach()) : loss.detach()));
+            losses.push(loss.detach());
             outputs[i] = { y: loss, sent: null };
             continue;
           }
@@ -415,6 +417,7 @@ export class Pipeline {
           sends.splice(k, 1);
         }
       }
+      if (losses.length) loss = tidy(() => losses.reduce((a, b) => a.add(b)).item());
       bytes.ties = await this.syncTies(waitFor);
       for (const s of sends.splice(0)) {
         await waitFor(s.work);
@@ -426,13 +429,9 @@ export class Pipeline {
       grads.close();
       for (const t of received) t?.dispose();
       for (const o of outputs) o?.y.dispose();
+      for (const l of losses) l.dispose();
       if (this.isFirst) inputs!.forEach((t) => t.dispose());
       if (this.isLast) targets!.forEach((t) => t.dispose());
-    }
-    let loss: number | null = null;
-    if (lossSum) {
-      loss = (lossSum as Tensor).item();
-      (lossSum as Tensor).dispose();
     }
     const stepMs = performance.now() - t0;
     return { loss, stepMs, idleMs: idle, measuredBubble: stepMs > 0 ? idle / stepMs : 0, bytesSent: bytes };
