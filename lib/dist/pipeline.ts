@@ -204,6 +204,7 @@ export class Pipeline {
   #lossWeights: (target: Tensor) => number[];
   /** This stage's parameters also held by other stages, with every holder, lowest first. */
   #ties: Array<{ param: Parameter; holders: number[] }>;
+  /** Tensors made for this stage (a GPT's causal mask on the group's device), freed by dispose(). */
   #owned: Tensor[];
 
   /** @internal dist.pipeline builds it. */
