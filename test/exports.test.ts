@@ -51,6 +51,10 @@ const PUBLIC_API = [
   'dist.isBackendAvailable', 'dist.isInitialized', 'dist.launch', 'dist.localRank', 'dist.localWorldSize',
   'dist.newGroup', 'dist.planWorkers', 'dist.rank', 'dist.readDistEnv', 'dist.recv', 'dist.reduceScatter', 'dist.send',
   'dist.worldGroup', 'dist.worldSize',
+  'dist.Pipeline', 'dist.PipelineOptions (type)', 'dist.PipelineSchedule (type)', 'dist.PipelineStepResult (type)', 'dist.bubbleFraction',
+  'dist.pipeline', 'dist.pipelineSchedule',
+  'dist.ParameterServer', 'dist.ParameterServerMode (type)', 'dist.ParameterServerOptions (type)', 'dist.ParameterServerReport (type)',
+  'dist.ParameterServerWorkerReport (type)', 'dist.PushResult (type)',
   // kiln.io
   'io.Checkpoint (type)', 'io.CheckpointContents (type)', 'io.Checksums (type)', 'io.LoadSafetensorsOptions (type)',
   'io.LoadedSafetensors (type)', 'io.MAX_HEADER_BYTES', 'io.SafetensorsEntry (type)', 'io.SafetensorsHeader (type)',

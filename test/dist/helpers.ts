@@ -1,7 +1,7 @@
 // Runs a worker script as the ranks of one job on this machine (the environment torchrun sets,
 // MASTER_ADDR 127.0.0.1 and a free port), for the multi-process tests; and the one-process
 // reference a data-parallel run of workers/ddp_train.js is compared with.
-import { spawn, spawnSync } from 'child_process';
+import { ChildProcess, spawn, spawnSync } from 'child_process';
 import * as net from 'net';
 import * as path from 'path';
 import * as kiln from '../../lib';
@@ -47,17 +47,37 @@ export async function runRanks(script: string, world: number, args: string[] = [
 /** As runRanks, for any program (the PyTorch reference script, say). */
 export async function runCommandRanks(command: string, args: string[], world: number, opts: RanksOptions = {}): Promise<RankResult[]> {
   const port = opts.port ?? (await freePort());
-  const runs = Array.from({ length: world }, (_, rank) => new Promise<RankResult>((resolve) => {
-    const child = spawn(command, args, {
-      env: {
-        ...process.env, RANK: String(rank), WORLD_SIZE: String(world), LOCAL_RANK: String(rank), LOCAL_WORLD_SIZE: String(world),
-        MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), OMP_NUM_THREADS: '1', ...opts.env,
-      },
-    });
-    let stdout = '', stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
+  return Promise.all(Array.from({ length: world }, (_, rank) => spawnRank(command, args, rank, world, port, opts).done));
+}
+
+/** One started rank: its process, each stdout line as it comes (onLine), and how it ended. */
+export interface StartedRank {
+  child: ChildProcess;
+  done: Promise<RankResult>;
+}
+
+/**
+ * Starts one rank of a job on this machine (the environment torchrun sets); onLine sees each stdout
+ * line as it arrives (to kill the rank mid-run, say). Killed after opts.timeoutMs (default 120 s).
+ */
+export function spawnRank(command: string, args: string[], rank: number, world: number, port: number, opts: RanksOptions = {}, onLine?: (line: string) => void): StartedRank {
+  const child = spawn(command, args, {
+    env: {
+      ...process.env, RANK: String(rank), WORLD_SIZE: String(world), LOCAL_RANK: String(rank), LOCAL_WORLD_SIZE: String(world),
+      MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), OMP_NUM_THREADS: '1', ...opts.env,
+    },
+  });
+  let stdout = '', stderr = '', partial = '';
+  child.stdout!.on('data', (d) => {
+    stdout += d;
+    if (!onLine) return;
+    const lines = (partial + d).split('\n');
+    partial = lines.pop()!;
+    for (const l of lines) onLine(l);
+  });
+  child.stderr!.on('data', (d) => (stderr += d));
+  const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
+  const done = new Promise<RankResult>((resolve) => {
     child.on('exit', (code, signal) => {
       clearTimeout(timer);
       const json = stdout.split('\n').flatMap((l) => {
@@ -69,8 +89,8 @@ export async function runCommandRanks(command: string, args: string[], world: nu
       });
       resolve({ rank, code, signal, stdout, stderr, json });
     });
-  }));
-  return Promise.all(runs);
+  });
+  return { child, done };
 }
 
 /** Trains workers/ddp_train.js with cfg in one process without a process group, writing its parameters to out: the reference. */
