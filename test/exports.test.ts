@@ -50,7 +50,15 @@ const PUBLIC_API = [
   'dist.broadcast', 'dist.destroyProcessGroup', 'dist.firstSlurmHost', 'dist.initProcessGroup',
   'dist.isBackendAvailable', 'dist.isInitialized', 'dist.launch', 'dist.localRank', 'dist.localWorldSize',
   'dist.newGroup', 'dist.planWorkers', 'dist.rank', 'dist.readDistEnv', 'dist.recv', 'dist.reduceScatter', 'dist.send',
-  'dist.worldGroup', 'dist.worldSize',
+  'dist.worldGroup', 'dist.worldSize', 'dist.CommStats (type)',
+  // kiln.dist.tp
+  'dist.tp', 'dist.tp.ColumnParallelLinear', 'dist.tp.ColumnParallelLinearOptions (type)', 'dist.tp.GatherStateDictOptions (type)',
+  'dist.tp.ParallelBlock', 'dist.tp.ParallelGPT', 'dist.tp.ParallelLinearOptions (type)', 'dist.tp.ParallelMLP',
+  'dist.tp.ParallelSelfAttention', 'dist.tp.ParallelSelfAttentionOptions (type)', 'dist.tp.RowParallelLinear',
+  'dist.tp.RowParallelLinearOptions (type)', 'dist.tp.VocabParallelCrossEntropyOptions (type)', 'dist.tp.VocabParallelEmbedding',
+  'dist.tp.VocabParallelEmbeddingOptions (type)', 'dist.tp.copyToParallel', 'dist.tp.gatherFromParallel', 'dist.tp.gatherStateDict',
+  'dist.tp.parallelize', 'dist.tp.reduceFromParallel', 'dist.tp.scatterToParallel', 'dist.tp.shardStateDict',
+  'dist.tp.vocabParallelCrossEntropy',
   // kiln.io
   'io.Checkpoint (type)', 'io.CheckpointContents (type)', 'io.Checksums (type)', 'io.LoadSafetensorsOptions (type)',
   'io.LoadedSafetensors (type)', 'io.MAX_HEADER_BYTES', 'io.SafetensorsEntry (type)', 'io.SafetensorsHeader (type)',

@@ -1,10 +1,11 @@
 // kiln.dist: distributed training (torch.distributed's shape): process groups on Gloo and NCCL, the
-// rendezvous store, the environment launchers set, and `kiln launch`'s programmatic form.
+// rendezvous store, the environment launchers set, `kiln launch`'s programmatic form, data parallelism
+// (DDP, ZeRO) and tensor parallelism (tp).
 export {
   initProcessGroup, destroyProcessGroup, isInitialized, isBackendAvailable, rank, worldSize, localRank, localWorldSize,
   worldGroup, newGroup, allReduce, broadcast, allGather, reduceScatter, barrier, send, recv, ProcessGroup, Work,
 } from './process_group';
-export type { Backend, ReduceOp, ReduceOptions, P2POptions, GroupOptions, InitProcessGroupOptions } from './process_group';
+export type { Backend, CommStats, ReduceOp, ReduceOptions, P2POptions, GroupOptions, InitProcessGroupOptions } from './process_group';
 export { TCPStore } from './store';
 export type { TCPStoreOptions } from './store';
 export { readDistEnv, firstSlurmHost, DEFAULT_MASTER_PORT } from './env';
@@ -16,5 +17,6 @@ export type { DDPOptions, BucketInfo } from './ddp';
 export { ZeroRedundancyOptimizer } from './zero';
 export type { ZeroOptions, OptimizerClass, ZeroMemoryReport } from './zero';
 export { DataParallelStrategy } from './strategy';
+export * as tp from './tp';
 export { DistributedSampler } from '../data/sampler';
 export type { Sampler, DistributedSamplerOptions } from '../data/sampler';
