@@ -53,11 +53,11 @@ const PUBLIC_API = [
   'dist.worldGroup', 'dist.worldSize', 'dist.CommStats (type)',
   // kiln.dist.tp
   'dist.tp', 'dist.tp.ColumnParallelLinear', 'dist.tp.ColumnParallelLinearOptions (type)', 'dist.tp.GatherStateDictOptions (type)',
-  'dist.tp.ParallelBlock', 'dist.tp.ParallelGPT', 'dist.tp.ParallelLinearOptions (type)', 'dist.tp.ParallelMLP',
+  'dist.tp.ParallelBlock', 'dist.tp.ParallelGPT', 'dist.tp.ParallelGroups (type)', 'dist.tp.ParallelLinearOptions (type)', 'dist.tp.ParallelMLP',
   'dist.tp.ParallelSelfAttention', 'dist.tp.ParallelSelfAttentionOptions (type)', 'dist.tp.RowParallelLinear',
   'dist.tp.RowParallelLinearOptions (type)', 'dist.tp.VocabParallelCrossEntropyOptions (type)', 'dist.tp.VocabParallelEmbedding',
   'dist.tp.VocabParallelEmbeddingOptions (type)', 'dist.tp.copyToParallel', 'dist.tp.gatherFromParallel', 'dist.tp.gatherStateDict',
-  'dist.tp.parallelize', 'dist.tp.reduceFromParallel', 'dist.tp.scatterToParallel', 'dist.tp.shardStateDict',
+  'dist.tp.newGroups', 'dist.tp.parallelize', 'dist.tp.reduceFromParallel', 'dist.tp.scatterToParallel', 'dist.tp.shardStateDict',
   'dist.tp.vocabParallelCrossEntropy',
   // kiln.io
   'io.Checkpoint (type)', 'io.CheckpointContents (type)', 'io.Checksums (type)', 'io.LoadSafetensorsOptions (type)',

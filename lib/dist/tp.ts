@@ -37,7 +37,7 @@ import { Block, GPT, GPTConfig, MLP } from '../nn/gpt';
 import { Dropout, Embedding, FactoryOptions, LayerNorm, Linear } from '../nn/layers';
 import type { LoadStateDictOptions, StateDictLoadResult } from '../nn/module';
 import { Module, ModuleList, Parameter } from '../nn/module';
-import { ProcessGroup, rank as worldRank } from './process_group';
+import { newGroup, ProcessGroup, rank as worldRank, worldGroup } from './process_group';
 import type { ReduceOp } from './process_group';
 
 // ---- groups and sizes ----
@@ -64,6 +64,34 @@ function checkDevice(layer: string, t: Tensor, group: ProcessGroup): void {
   if ((t._dev >= 0) !== (group.backend === 'nccl')) {
     throw new DeviceError(layer, `parameters on ${t.device} do not fit the group's ${group.backend} backend (${group.backend === 'nccl' ? 'CUDA' : 'CPU'} tensors); move the model first`);
   }
+}
+
+/** The groups of a 2-D layout: see newGroups. */
+export interface ParallelGroups {
+  /** This rank's tensor-parallel group: tensorParallelSize consecutive world ranks. */
+  tp: ProcessGroup;
+  /** This rank's data-parallel group: the ranks at the same place in every tensor-parallel group (null when there is one). */
+  dp: ProcessGroup | null;
+}
+
+/**
+ * Splits the world into tensor-parallel groups of tensorParallelSize consecutive ranks (kept on one
+ * machine by `kiln launch`, where their per-layer all-reduces are cheapest) and data-parallel groups
+ * across them: 4 processes with size 2 give TP groups {0, 1}, {2, 3} and DP groups {0, 2}, {1, 3}.
+ * Every rank must call it (it creates every group, in the same order, as newGroup requires).
+ */
+export async function newGroups(tensorParallelSize: number): Promise<ParallelGroups> {
+  const op = 'tp.newGroups';
+  const world = worldGroup().size;
+  const t = tensorParallelSize;
+  if (!Number.isInteger(t) || t < 1 || world % t !== 0) {
+    throw new ValueError(op, `tensorParallelSize must be a positive integer dividing the world size ${world}, got ${t}`);
+  }
+  const d = world / t;
+  let tp: ProcessGroup | null = null, dp: ProcessGroup | null = null;
+  for (let i = 0; i < d; i++) tp = (await newGroup(Array.from({ length: t }, (_, r) => i * t + r))) ?? tp;
+  for (let j = 0; d > 1 && j < t; j++) dp = (await newGroup(Array.from({ length: d }, (_, r) => r * t + j))) ?? dp;
+  return { tp: tp!, dp };
 }
 
 // ---- the conjugate collectives ----

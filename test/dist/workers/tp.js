@@ -135,8 +135,10 @@ function globalBatch(s) {
   const rows = 8, T = CONFIG.blockSize + 1;
   const ids = new Int32Array(rows * T);
   for (let i = 0; i < ids.length; i++) ids[i] = Math.floor(rng.next() * CONFIG.vocabSize);
-  const t = kiln.tensor(ids, { shape: [rows, T], dtype: 'int64' });
-  return [t.narrow(1, 0, CONFIG.blockSize).contiguous(), t.narrow(1, 1, CONFIG.blockSize).contiguous()];
+  return kiln.tidy(() => {
+    const t = kiln.tensor(ids, { shape: [rows, T], dtype: 'int64' });
+    return [t.narrow(1, 0, CONFIG.blockSize).contiguous(), t.narrow(1, 1, CONFIG.blockSize).contiguous()];
+  });
 }
 
 async function trainRun(tpGroup, dpGroup) {
@@ -155,70 +157,68 @@ async function trainRun(tpGroup, dpGroup) {
   const losses = [], plainLosses = [];
   let traffic = null;
   tpGroup.resetCommStats();
+  const tensors = [];
   for (let s = 0; s < cfg.steps; s++) {
     const [x, y] = globalBatch(s);
     const n = x.shape[0] / dp;
-    const loss = model.forward(x.narrow(0, dpRank * n, n).contiguous(), y.narrow(0, dpRank * n, n).contiguous()).loss;
-    loss.backward();
+    const loss = kiln.tidy(() => {
+      const l = model.forward(x.narrow(0, dpRank * n, n).contiguous(), y.narrow(0, dpRank * n, n).contiguous()).loss;
+      l.backward();
+      return l;
+    });
     if (s === 0) traffic = { stats: tpGroup.commStats(), B: n, T: CONFIG.blockSize, E: CONFIG.nEmbd, L: CONFIG.nLayer, itemsize: loss.itemsize };
     if (dpGroup) await model.synchronize();
     optPar.step();
     optPar.zeroGrad();
     losses.push(loss.item());
-    const lp = plain.forward(x, y).loss;
-    lp.backward();
+    kiln.tidy(() => {
+      const lp = plain.forward(x, y).loss;
+      lp.backward();
+      plainLosses.push(lp.item());
+    });
     optPlain.step();
     optPlain.zeroGrad();
-    plainLosses.push(lp.item());
+    for (const t of [x, y, loss]) t.dispose();
+    // Live tensors once the optimizers hold their state: steady from the second step on.
+    if (s >= 1) tensors.push(kiln.memory().tensors);
   }
   const full = tp.gatherStateDict(par);
   const diff = Math.max(...[...plain.stateDict()].map(([k, t]) => maxDiff(full.get(k), t)));
-  console.log(JSON.stringify({ rank: dist.rank(), diff, losses, plainLosses, traffic }));
+  console.log(JSON.stringify({ rank: dist.rank(), diff, losses, plainLosses, traffic, tensors: [tensors[0], tensors[tensors.length - 1]] }));
 }
 
-function errors(group) {
+async function errors(group) {
   const out = {};
-  const attempt = (name, fn) => {
+  const attempt = async (name, fn) => {
     try {
-      fn();
+      await fn();
       out[name] = 'no error';
     } catch (e) {
       out[name] = `${e.name}: ${e.message}`;
     }
   };
-  attempt('column not divisible', () => new tp.ColumnParallelLinear(4, 5, { group }));
-  attempt('row not divisible', () => new tp.RowParallelLinear(5, 4, { group }));
-  attempt('embedding not divisible', () => new tp.VocabParallelEmbedding(7, 4, { group }));
-  attempt('attention heads not divisible', () => new tp.ParallelSelfAttention(6, 3, { group }));
-  attempt('gpt vocab not divisible', () => tp.parallelize(new nn.GPT({ vocabSize: 11, blockSize: 4, nLayer: 1, nHead: 2, nEmbd: 8 }), group));
-  attempt('no group', () => new tp.ColumnParallelLinear(4, 4, { group: null }));
-  attempt('not a group', () => new tp.RowParallelLinear(4, 4, { group: 2 }));
-  attempt('row input size', () => new tp.RowParallelLinear(8, 4, { group, inputIsParallel: true }).forward(kiln.ones([2, 8])));
-  attempt('column input size', () => new tp.ColumnParallelLinear(8, 4, { group }).forward(kiln.ones([2, 6])));
-  attempt('source size', () => new tp.ColumnParallelLinear(8, 4, { group, source: new nn.Linear(8, 6) }));
-  attempt('cross-entropy shapes', () => tp.vocabParallelCrossEntropy(kiln.ones([3, 4]), kiln.zeros([2], { dtype: 'int64' }), group));
+  await attempt('column not divisible', () => new tp.ColumnParallelLinear(4, 5, { group }));
+  await attempt('row not divisible', () => new tp.RowParallelLinear(5, 4, { group }));
+  await attempt('embedding not divisible', () => new tp.VocabParallelEmbedding(7, 4, { group }));
+  await attempt('attention heads not divisible', () => new tp.ParallelSelfAttention(6, 3, { group }));
+  await attempt('gpt vocab not divisible', () => tp.parallelize(new nn.GPT({ vocabSize: 11, blockSize: 4, nLayer: 1, nHead: 2, nEmbd: 8 }), group));
+  await attempt('no group', () => new tp.ColumnParallelLinear(4, 4, { group: null }));
+  await attempt('not a group', () => new tp.RowParallelLinear(4, 4, { group: 2 }));
+  await attempt('row input size', () => new tp.RowParallelLinear(8, 4, { group, inputIsParallel: true }).forward(kiln.ones([2, 8])));
+  await attempt('column input size', () => new tp.ColumnParallelLinear(8, 4, { group }).forward(kiln.ones([2, 6])));
+  await attempt('source size', () => new tp.ColumnParallelLinear(8, 4, { group, source: new nn.Linear(8, 6) }));
+  await attempt('cross-entropy shapes', () => tp.vocabParallelCrossEntropy(kiln.ones([3, 4]), kiln.zeros([2], { dtype: 'int64' }), group));
+  await attempt('layout not dividing the world', () => tp.newGroups(3));
   console.log(JSON.stringify({ rank: dist.rank(), errors: out }));
 }
 
 (async () => {
   await dist.initProcessGroup({ backend: 'gloo', timeoutMs: 60000 });
-  const world = dist.worldSize(), rank = dist.rank();
-  const tpSize = cfg.tp ?? world, dpSize = world / tpSize;
-  // TP groups: consecutive ranks; DP groups: the ranks with the same place in their TP group.
-  let tpGroup = null, dpGroup = null;
-  for (let d = 0; d < dpSize; d++) {
-    const g = await dist.newGroup(Array.from({ length: tpSize }, (_, i) => d * tpSize + i));
-    tpGroup ??= g;
-  }
-  if (dpSize > 1) {
-    for (let t = 0; t < tpSize; t++) {
-      const g = await dist.newGroup(Array.from({ length: dpSize }, (_, i) => i * tpSize + t));
-      dpGroup ??= g;
-    }
-  }
+  const rank = dist.rank();
+  const { tp: tpGroup, dp: dpGroup } = await tp.newGroups(cfg.tp ?? dist.worldSize());
   if (cfg.mode === 'layers') layers(tpGroup);
   else if (cfg.mode === 'train') await trainRun(tpGroup, dpGroup);
-  else errors(tpGroup);
+  else await errors(tpGroup);
   if (cfg.mode === 'errors') {
     // A destroyed group is refused by name.
     dist.destroyProcessGroup(tpGroup);
