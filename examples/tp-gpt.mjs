@@ -69,6 +69,8 @@ for (let step = 1; step <= steps; step++) {
     return l.item();
   });
   if (dpGroup) await trained.synchronize();
+  // The whole model's gradient norm: split gradients summed over the group, replicated ones once.
+  dist.tp.clipGradNorm(model, 1).dispose();
   opt.step();
   opt.zeroGrad();
   sched.step();

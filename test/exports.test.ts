@@ -56,7 +56,7 @@ const PUBLIC_API = [
   'dist.tp.ParallelBlock', 'dist.tp.ParallelGPT', 'dist.tp.ParallelGroups (type)', 'dist.tp.ParallelLinearOptions (type)', 'dist.tp.ParallelMLP',
   'dist.tp.ParallelSelfAttention', 'dist.tp.ParallelSelfAttentionOptions (type)', 'dist.tp.RowParallelLinear',
   'dist.tp.RowParallelLinearOptions (type)', 'dist.tp.VocabParallelCrossEntropyOptions (type)', 'dist.tp.VocabParallelEmbedding',
-  'dist.tp.VocabParallelEmbeddingOptions (type)', 'dist.tp.copyToParallel', 'dist.tp.gatherFromParallel', 'dist.tp.gatherStateDict',
+  'dist.tp.VocabParallelEmbeddingOptions (type)', 'dist.tp.clipGradNorm', 'dist.tp.copyToParallel', 'dist.tp.gatherFromParallel', 'dist.tp.gatherStateDict',
   'dist.tp.newGroups', 'dist.tp.parallelize', 'dist.tp.reduceFromParallel', 'dist.tp.scatterToParallel', 'dist.tp.shardStateDict',
   'dist.tp.vocabParallelCrossEntropy',
   // kiln.io

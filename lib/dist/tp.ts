@@ -32,6 +32,7 @@ import { getRngState, setRngState } from '../ops/random';
 import { cat } from '../ops/shape';
 import { sameShape, shapeStr } from '../shape';
 import { Tensor } from '../tensor';
+import { clipGradNorm as optimClipGradNorm, gradNormPartial } from '../optim/clip_grad';
 import { attention, causalMask, causalView, MultiheadAttention } from '../nn/attention';
 import { Block, GPT, GPTConfig, MLP } from '../nn/gpt';
 import { Dropout, Embedding, FactoryOptions, LayerNorm, Linear } from '../nn/layers';
@@ -707,6 +708,37 @@ export class ParallelGPT extends Module {
 /** A GPT split across the tensor-parallel group: new ParallelGPT(gpt, group). Every rank of the group must call it. */
 export function parallelize(gpt: GPT, group: ProcessGroup): ParallelGPT {
   return new ParallelGPT(gpt, group);
+}
+
+// ---- gradient clipping ----
+
+/**
+ * optim.clipGradNorm for a model holding tensor-parallel layers: the norm is taken over the whole
+ * (plain) model's gradients, the split ones summed over their group and the replicated ones counted
+ * once, and every rank scales by the same coefficient. Returns the total norm (as optim.clipGradNorm).
+ * Every rank of the group must call it; under data parallelism, after the gradients were averaged.
+ */
+export function clipGradNorm(model: Module, maxNorm: number, normType = 2): Tensor {
+  const op = 'tp.clipGradNorm';
+  const params = model.parameters();
+  const groups = new Set(params.flatMap((p) => SHARDS.get(p)?.group ?? []));
+  if (groups.size > 1) throw new ValueError(op, `the model's parameters are split over ${groups.size} different groups; clip each part's gradients with optim.clipGradNorm and a reducePartial of your own`);
+  const [g] = groups;
+  if (!g) return optimClipGradNorm(params, maxNorm, normType);
+  const replicated = params.filter((p) => !SHARDS.has(p));
+  return optimClipGradNorm(params, maxNorm, normType, {
+    reducePartial: (partial) => tidy(() => {
+      if (normType === Infinity) {
+        g.allReduce(partial, { op: 'max' }).waitSync();
+        return;
+      }
+      // Sum the split gradients' partials over the group, then add the replicated ones' once.
+      const rep = gradNormPartial(replicated, normType).to(partial.dtype);
+      partial.sub_(rep);
+      g.allReduce(partial).waitSync();
+      partial.add_(rep);
+    }),
+  });
 }
 
 // ---- state dicts ----

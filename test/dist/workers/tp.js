@@ -115,6 +115,10 @@ function layers(group) {
     d['gpt logits'] = maxDiff(q.logits, ownPart(logits, group));
     d['gpt loss'] = maxDiff(q.loss, loss);
     gradDiffs(gpt, par, d, 'gpt');
+    // Clipping: the same total norm (2 and infinity) and the same scaled gradients.
+    d['clip 2-norm'] = maxDiff(tp.clipGradNorm(par, 0.05), optim.clipGradNorm(gpt.parameters(), 0.05));
+    d['clip inf-norm'] = maxDiff(tp.clipGradNorm(par, 0.001, Infinity), optim.clipGradNorm(gpt.parameters(), 0.001, Infinity));
+    gradDiffs(gpt, par, d, 'gpt clipped');
     // Saving gathers the plain state dict; loading it back cuts it again.
     const full = tp.gatherStateDict(par);
     d['gathered state dict'] = Math.max(...[...gpt.stateDict()].map(([k, t]) => maxDiff(full.get(k), t)));
