@@ -21,14 +21,14 @@
 //   node bench/dist.mjs [--rounds 4] [--sizes 4096,16384,...,67108864] [--iters 20] [--warmup 3]
 //                       [--width 1024] [--depth 6] [--batch 32] [--in-dim 1024] [--out-dim 1024]
 //                       [--steps 20] [--ddp-warmup 3] [--bucket-cap-mb 4] [--timeout 180] [--no-torch]
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as kiln from '../dist/index.mjs';
+import { runRanks } from './ranks.mjs';
 
 const spec = {
   rounds: 4, iters: 20, warmup: 3, width: 1024, depth: 6, batch: 32, 'in-dim': 1024, 'out-dim': 1024,
@@ -62,46 +62,12 @@ function median(xs) {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-/** A port nothing listens on now. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 /**
  * Runs `command args` as the WORLD ranks of one job; resolves with rank 0's JSON lines once all have
  * exited, or rejects (with their stderr) when one fails or outlives --timeout seconds.
  */
-async function runJob(name, command, args) {
-  const port = await freePort();
-  const ranks = Array.from({ length: WORLD }, (_, rank) => new Promise((resolve) => {
-    const child = spawn(command, args, {
-      cwd: root,
-      env: { ...process.env, RANK: String(rank), WORLD_SIZE: String(WORLD), LOCAL_RANK: String(rank), LOCAL_WORLD_SIZE: String(WORLD), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), OMP_NUM_THREADS: '1' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '', stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), a.timeout * 1000);
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ rank, code, signal, stdout, stderr });
-    });
-  }));
-  const done = await Promise.all(ranks);
-  const bad = done.filter((r) => r.code !== 0);
-  if (bad.length) {
-    const why = bad.map((r) => `rank ${r.rank} ${r.signal ? `killed by ${r.signal}${r.signal === 'SIGKILL' ? ` (over --timeout ${a.timeout} s)` : ''}` : `exited with ${r.code}`}:\n${r.stderr.trim()}`).join('\n');
-    throw new Error(`bench/dist: ${name} failed\n${why}`);
-  }
-  return done[0].stdout.split('\n').filter((l) => l.trim().startsWith('{')).map((l) => JSON.parse(l));
+function runJob(name, command, args) {
+  return runRanks({ bench: 'bench/dist', name, command, args, world: WORLD, timeoutS: a.timeout, cwd: root });
 }
 
 const common = ['--threads', '1', '--timeout', String(a.timeout)];
