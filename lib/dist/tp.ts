@@ -22,7 +22,7 @@
 // gradients reaching them are replicated.
 import { recordOp } from '../autograd/engine';
 import { noGrad } from '../autograd/grad_mode';
-import { DeviceError, DistError, ShapeError, ValueError } from '../errors';
+import { DeviceError, DistError, IndexError, ShapeError, ValueError } from '../errors';
 import { tidy } from '../memory';
 import { empty, tensor } from '../ops/creation';
 import { where } from '../ops/elementwise';
@@ -71,7 +71,7 @@ function checkDevice(layer: string, t: Tensor, group: ProcessGroup): void {
 export interface ParallelGroups {
   /** This rank's tensor-parallel group: tensorParallelSize consecutive world ranks. */
   tp: ProcessGroup;
-  /** This rank's data-parallel group: the ranks at the same place in every tensor-parallel group (null when there is one). */
+  /** This rank's data-parallel group: the ranks at the same place in every tensor-parallel group (null when the world is one tensor-parallel group). */
   dp: ProcessGroup | null;
 }
 
@@ -95,6 +95,16 @@ export async function newGroups(tensorParallelSize: number): Promise<ParallelGro
   return { tp: tp!, dp };
 }
 
+/**
+ * An IndexError when an element of ids is outside [0, size): each rank would find it in no rank's
+ * part and silently use zeros. (Reads two numbers back.)
+ */
+function checkRange(op: string, what: string, ids: Tensor, size: number, also = ''): void {
+  if (ids.numel === 0) return;
+  const lo = tidy(() => ids.min().item()), hi = tidy(() => ids.max().item());
+  if (lo < 0 || hi >= size) throw new IndexError(op, `${what} ${lo < 0 ? lo : hi} is out of range: expected 0 to ${size - 1}${also}`);
+}
+
 // ---- the conjugate collectives ----
 
 /** A contiguous copy of x reduced over the group (no autograd). */
@@ -104,13 +114,16 @@ function allReduced(x: Tensor, group: ProcessGroup, op: ReduceOp = 'sum'): Tenso
   return out;
 }
 
+/** Every rank's x, in group rank order: views of one gathered buffer (no autograd). */
+function gatherParts(x: Tensor, group: ProcessGroup): Tensor[] {
+  const flat = empty([group.size, ...x.shape], { dtype: x.dtype, device: x.device });
+  group.allGather(flat, x.contiguous()).waitSync();
+  return Array.from({ length: group.size }, (_, r) => flat.select(0, r));
+}
+
 /** Every rank's x concatenated along dim (no autograd). */
 function allGathered(x: Tensor, group: ProcessGroup, dim: number): Tensor {
-  return noGrad(() => tidy(() => {
-    const parts = Array.from({ length: group.size }, () => empty(x.shape, { dtype: x.dtype, device: x.device }));
-    group.allGather(parts, x.contiguous()).waitSync();
-    return cat(parts, dim);
-  }));
+  return noGrad(() => tidy(() => cat(gatherParts(x, group), dim)));
 }
 
 /** This rank's part of x's last dim, contiguous (no autograd). */
@@ -185,8 +198,7 @@ function shardParameter(full: Tensor, dim: number, group: ProcessGroup, sections
 /** The plain tensor gathered from every rank's shard (a collective over the shard's group). */
 function joinShard(local: Tensor, s: Shard): Tensor {
   return noGrad(() => tidy(() => {
-    const parts = Array.from({ length: s.group.size }, () => empty(local.shape, { dtype: local.dtype, device: local.device }));
-    s.group.allGather(parts, local.contiguous()).waitSync();
+    const parts = gatherParts(local, s.group);
     const n = local.shape[s.dim] / s.sections;
     const pieces = [];
     for (let j = 0; j < s.sections; j++) for (const p of parts) pieces.push(p.narrow(s.dim, j * n, n));
@@ -200,7 +212,7 @@ function joinShard(local: Tensor, s: Shard): Tensor {
 export interface ParallelLinearOptions extends FactoryOptions {
   /** The tensor-parallel group the weight is split over. */
   group: ProcessGroup;
-  /** A bias (default true). */
+  /** A bias (default true; with source, whether source has one). */
   bias?: boolean;
   /**
    * The plain layer whose weights to split (default: a fresh nn.Linear(inFeatures, outFeatures), so
@@ -213,7 +225,7 @@ export interface ParallelLinearOptions extends FactoryOptions {
 export interface ColumnParallelLinearOptions extends ParallelLinearOptions {
   /** Gather the output features from every rank (default true); false leaves them split (to feed a RowParallelLinear). */
   gatherOutput?: boolean;
-  /** This rank's [outFeatures / size, inFeatures] slice to use as the weight (weight tying), instead of source's. */
+  /** This rank's [outFeatures / size, inFeatures] slice to use as the weight (weight tying; then no bias), instead of source's. */
   weight?: Parameter;
 }
 
@@ -396,9 +408,10 @@ export class VocabParallelEmbedding extends Module {
     checkDevice(layer, this.weight, g);
   }
 
-  /** ids (int32/int64, any shape) -> [...ids.shape, embeddingDim], the same on every rank. */
+  /** ids (int32/int64, any shape) -> [...ids.shape, embeddingDim], the same on every rank; an IndexError for an id outside the table. */
   override forward(ids: Tensor): Tensor {
     return tidy(() => {
+      checkRange('VocabParallelEmbedding', 'id', ids, this.numEmbeddings);
       const mine = ids.ge(this.vocabStart).logicalAnd(ids.lt(this.vocabEnd));
       const rows = embedding(where(mine, ids.sub(this.vocabStart), 0), this.weight);
       return reduceFromParallel(rows.maskedFill(mine.logicalNot().unsqueeze(-1), 0), this.group);
@@ -438,12 +451,13 @@ export function vocabParallelCrossEntropy(localLogits: Tensor, targets: Tensor, 
   return tidy(() => {
     const n = localLogits.shape[localLogits.ndim - 1], start = g.rank * n;
     const x = localLogits.reshape(-1, n), t = targets.reshape(-1);
+    const valid = t.ne(opts.ignoreIndex ?? -100);
+    checkRange(op, 'target', where(valid, t, 0), n * g.size, ` (or ignoreIndex ${opts.ignoreIndex ?? -100})`);
     // The shift cancels in the loss and its gradient: it only keeps exp() in range.
     const shifted = x.sub(allReduced(noGrad(() => x.max(-1, true)), g, 'max'));
     const sumExp = reduceFromParallel(shifted.exp().sum(-1), g);
     const mine = t.ge(start).logicalAnd(t.lt(start + n));
     const picked = shifted.gather(1, where(mine, t.sub(start), 0).unsqueeze(1)).squeeze(1).maskedFill(mine.logicalNot(), 0);
-    const valid = t.ne(opts.ignoreIndex ?? -100);
     const loss = sumExp.log().sub(reduceFromParallel(picked, g)).maskedFill(valid.logicalNot(), 0);
     if (reduction === 'none') return loss.reshape(targets.shape);
     return reduction === 'sum' ? loss.sum() : loss.sum().div(valid.sum().to(loss.dtype));

@@ -99,6 +99,8 @@ t.test('bad sizes, groups and inputs name the layer and the sizes', { skip }, as
     'column input size': /^ShapeError: ColumnParallelLinear: expects inputs with last dim 8, got shape \[2, 6\]/,
     'source size': /^ShapeError: ColumnParallelLinear: source must be an nn\.Linear\(8, 4\), got nn\.Linear\(8, 6\)/,
     'cross-entropy shapes': /^ShapeError: vocabParallelCrossEntropy: localLogits \[3, 4\] and targets \[2\] do not fit/,
+    'embedding id out of range': /^IndexError: VocabParallelEmbedding: id 8 is out of range: expected 0 to 7/,
+    'target out of range': /^IndexError: vocabParallelCrossEntropy: target 9 is out of range: expected 0 to 7 \(or ignoreIndex -100\)/,
     'layout not dividing the world': /^ValueError: tp\.newGroups: tensorParallelSize must be a positive integer dividing the world size 2, got 3/,
   };
   t.same(Object.keys(errors).sort(), Object.keys(want).sort());

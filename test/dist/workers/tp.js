@@ -212,6 +212,8 @@ async function errors(group) {
   await attempt('column input size', () => new tp.ColumnParallelLinear(8, 4, { group }).forward(kiln.ones([2, 6])));
   await attempt('source size', () => new tp.ColumnParallelLinear(8, 4, { group, source: new nn.Linear(8, 6) }));
   await attempt('cross-entropy shapes', () => tp.vocabParallelCrossEntropy(kiln.ones([3, 4]), kiln.zeros([2], { dtype: 'int64' }), group));
+  await attempt('embedding id out of range', () => new tp.VocabParallelEmbedding(8, 4, { group }).forward(kiln.tensor([1, 8], { dtype: 'int64' })));
+  await attempt('target out of range', () => tp.vocabParallelCrossEntropy(kiln.ones([2, 4]), kiln.tensor([-100, 9], { dtype: 'int64' }), group));
   await attempt('layout not dividing the world', () => tp.newGroups(3));
   console.log(JSON.stringify({ rank: dist.rank(), errors: out }));
 }
