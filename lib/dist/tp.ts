@@ -22,7 +22,8 @@
 // gradients reaching them are replicated.
 import { recordOp } from '../autograd/engine';
 import { noGrad } from '../autograd/grad_mode';
-import { DeviceError, DistError, IndexError, ShapeError, ValueError } from '../errors';
+import { isIntegral } from '../dtype';
+import { DeviceError, DistError, DTypeError, IndexError, ShapeError, ValueError } from '../errors';
 import { tidy } from '../memory';
 import { empty, tensor } from '../ops/creation';
 import { where } from '../ops/elementwise';
@@ -631,8 +632,9 @@ export class ParallelGPT extends Module {
    * The tensor-parallel form of source (its weights are copied; source is left as it was). Every rank
    * of the group must call it. Replicated parameters and the random generator's state are broadcast
    * from the group's rank 0, so replicated activations and their dropout agree across the group even
-   * when the ranks were seeded differently. A ValueError when the group size does not divide
-   * vocabSize or nHead.
+   * when the ranks were seeded differently. (Attention dropout then draws the same stream on every
+   * rank, for different heads: Megatron keeps a second generator per rank for it, kiln does not yet.)
+   * A ValueError when the group size does not divide vocabSize or nHead.
    */
   constructor(source: GPT, group: ProcessGroup) {
     super();
@@ -670,8 +672,8 @@ export class ParallelGPT extends Module {
 
   /** idx [B, T] token ids -> the final hidden states lnF(h) [B, T, nEmbd], the same on every rank. */
   hiddenStates(idx: Tensor): Tensor {
-    if (idx.ndim !== 2 || idx.dtype !== 'int32' && idx.dtype !== 'int64') {
-      throw new ShapeError('ParallelGPT', `expects token ids [B, T] of an integer dtype, got ${shapeStr(idx.shape)} ${idx.dtype}`);
+    if (idx.ndim !== 2 || !isIntegral(idx.dtype)) {
+      throw new (idx.ndim !== 2 ? ShapeError : DTypeError)('ParallelGPT', `expects token ids [B, T] of an integer dtype, got ${shapeStr(idx.shape)} ${idx.dtype}`);
     }
     const T = idx.shape[1];
     if (T > this.config.blockSize) throw new ValueError('ParallelGPT', `sequence of ${T} positions is longer than blockSize ${this.config.blockSize}`);
