@@ -28,7 +28,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as kiln from '../dist/index.mjs';
-import { runRanks } from './ranks.mjs';
+import { median, spawnJob } from './jobs.mjs';
 
 const spec = {
   rounds: 4, iters: 20, warmup: 3, width: 1024, depth: 6, batch: 32, 'in-dim': 1024, 'out-dim': 1024,
@@ -56,18 +56,18 @@ if (values['no-torch']) torchSkipped = '--no-torch';
 else if (spawnSync(python, ['-c', 'import torch'], { stdio: 'ignore' }).status !== 0) torchSkipped = `${python} cannot import torch`;
 const torchVersion = torchSkipped ? undefined : spawnSync(python, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' }).stdout.trim();
 
-function median(xs) {
-  const s = [...xs].sort((p, q) => p - q);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
 /**
  * Runs `command args` as the WORLD ranks of one job; resolves with rank 0's JSON lines once all have
  * exited, or rejects (with their stderr) when one fails or outlives --timeout seconds.
  */
-function runJob(name, command, args) {
-  return runRanks({ bench: 'bench/dist', name, command, args, world: WORLD, timeoutS: a.timeout, cwd: root });
+async function runJob(name, command, args) {
+  const done = await spawnJob(command, args, WORLD, { timeoutSec: a.timeout, cwd: root });
+  const bad = done.filter((r) => r.code !== 0);
+  if (bad.length) {
+    const why = bad.map((r) => `rank ${r.rank} ${r.signal ? `killed by ${r.signal}${r.signal === 'SIGKILL' ? ` (over --timeout ${a.timeout} s)` : ''}` : `exited with ${r.code}`}:\n${r.stderr.trim()}`).join('\n');
+    throw new Error(`bench/dist: ${name} failed\n${why}`);
+  }
+  return done[0].stdout.split('\n').filter((l) => l.trim().startsWith('{')).map((l) => JSON.parse(l));
 }
 
 const common = ['--threads', '1', '--timeout', String(a.timeout)];

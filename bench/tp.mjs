@@ -23,7 +23,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as kiln from '../dist/index.mjs';
-import { runRanks } from './ranks.mjs';
+import { median, spawnJob } from './jobs.mjs';
 
 const spec = { rounds: 3, steps: 10, warmup: 2, batch: 8, block: 64, layers: 2, embd: 256, heads: 8, vocab: 1024, timeout: 300 };
 const { values } = parseArgs({
@@ -34,10 +34,6 @@ for (const [k, v] of Object.entries(a)) {
   if (!Number.isInteger(v) || v < (k === 'warmup' ? 0 : 1)) throw new Error(`bench/tp: --${k} must be a positive integer, got ${values[k]}`);
 }
 const config = { vocabSize: a.vocab, blockSize: a.block, nLayer: a.layers, nHead: a.heads, nEmbd: a.embd };
-const median = (xs) => {
-  const s = [...xs].sort((p, q) => p - q), m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
 
 /** One rank of a layout: prints rank 0's JSON record. */
 async function worker(layout) {
@@ -100,8 +96,10 @@ async function worker(layout) {
 async function runLayout(layout, args) {
   const world = layout.split('x').map(Number).reduce((p, q) => p * q, 1);
   const command = [fileURLToPath(import.meta.url), ...args, '--worker', layout];
-  const [record] = await runRanks({ bench: 'bench/tp', name: `layout ${layout}`, command: process.execPath, args: command, world, timeoutS: a.timeout });
-  return record;
+  const done = await spawnJob(process.execPath, command, world, { timeoutSec: a.timeout });
+  const bad = done.filter((r) => r.code !== 0);
+  if (bad.length) throw new Error(`bench/tp: layout ${layout} failed\n${bad.map((r) => `rank ${r.rank} ${r.signal ?? `exited with ${r.code}`}:\n${r.stderr.trim()}`).join('\n')}`);
+  return JSON.parse(done[0].stdout.split('\n').find((l) => l.startsWith('{')));
 }
 
 if (values.worker) {
