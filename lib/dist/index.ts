@@ -1,10 +1,11 @@
 // kiln.dist: distributed training (torch.distributed's shape): process groups on Gloo and NCCL, the
-// rendezvous store, the environment launchers set, and `kiln launch`'s programmatic form.
+// rendezvous store, the environment launchers set, `kiln launch`'s programmatic form, data parallelism
+// (DDP, ZeRO) and tensor parallelism (tp).
 export {
   initProcessGroup, destroyProcessGroup, isInitialized, isBackendAvailable, rank, worldSize, localRank, localWorldSize,
   worldGroup, newGroup, allReduce, broadcast, allGather, reduceScatter, barrier, send, recv, ProcessGroup, Work,
 } from './process_group';
-export type { Backend, ReduceOp, ReduceOptions, P2POptions, GroupOptions, InitProcessGroupOptions } from './process_group';
+export type { Backend, CommStats, ReduceOp, ReduceOptions, P2POptions, GroupOptions, InitProcessGroupOptions } from './process_group';
 export { TCPStore } from './store';
 export type { TCPStoreOptions } from './store';
 export { readDistEnv, firstSlurmHost, DEFAULT_MASTER_PORT } from './env';
@@ -20,5 +21,6 @@ export { pipeline, Pipeline, pipelineSchedule, bubbleFraction } from './pipeline
 export type { PipelineOptions, PipelineSchedule, PipelineStepResult } from './pipeline';
 export { ParameterServer } from './parameter_server';
 export type { ParameterServerOptions, ParameterServerMode, PushResult, ParameterServerReport, ParameterServerWorkerReport } from './parameter_server';
+export * as tp from './tp';
 export { DistributedSampler } from '../data/sampler';
 export type { Sampler, DistributedSamplerOptions } from '../data/sampler';

@@ -2,7 +2,8 @@
 // environment describes (lib/dist/env.ts), through a TCPStore at MASTER_ADDR:MASTER_PORT that rank
 // 0 hosts; a group then runs collectives in place on CPU tensors (Gloo) or CUDA tensors (NCCL),
 // natively (native/dist). Every collective returns at once with a Work: `await` it (or its wait()) to
-// know it is done; the JavaScript thread never blocks on the network. Every rank must issue the same
+// know it is done; the JavaScript thread never blocks on the network, except in Work.waitSync (for
+// autograd rules, which cannot await). Every rank must issue the same
 // collectives in the same order. A failure (peer gone, timeout) rejects with a DistError naming the
 // op, the rank and the backend, and breaks the group: later ops fail at once.
 import { distNative as N, GroupHandle, WorkHandle } from '../ops/dist_runtime';
@@ -32,8 +33,8 @@ const DEFAULT_TIMEOUT_MS = 300_000;
  */
 export class Work implements PromiseLike<void> {
   private readonly handle: WorkHandle;
-  private readonly onDone: (() => void) | null;
-  private readonly onFail: (() => void) | null;
+  private onDone: (() => void) | null;
+  private onFail: (() => void) | null;
   private settled: Promise<void> | null = null;
 
   /** @internal onDone runs once the op succeeded (copies out of a temporary), onFail once it failed. */
@@ -47,14 +48,38 @@ export class Work implements PromiseLike<void> {
   wait(): Promise<void> {
     if (!this.settled) {
       this.settled = N.pgWorkWait(this.handle).then(
-        () => this.onDone?.(),
+        () => this.finish(true),
         (e: unknown) => {
-          this.onFail?.();
+          this.finish(false);
           throw e;
         },
       );
     }
     return this.settled;
+  }
+
+  /**
+   * Blocks the calling thread until the op has finished (for NCCL: until later work on the current
+   * stream is ordered after it); throws its DistError. For code that cannot await, such as the
+   * collectives inside tensor-parallel autograd rules. The op never needs the JavaScript thread to
+   * progress (it runs on the group's own thread), so this cannot deadlock this process, but the event
+   * loop stands still meanwhile: up to the group's timeout if a peer never issues the op.
+   */
+  waitSync(): void {
+    try {
+      N.pgWorkWaitSync(this.handle);
+    } catch (e) {
+      this.finish(false);
+      throw e;
+    }
+    this.finish(true);
+  }
+
+  /** Runs onDone or onFail, once, whichever of wait() and waitSync() sees the end first. */
+  private finish(ok: boolean): void {
+    const fn = ok ? this.onDone : this.onFail;
+    this.onDone = this.onFail = null;
+    fn?.();
   }
 
   /** Whether the op has finished (successfully or not), without waiting. */
@@ -73,6 +98,14 @@ export interface ReduceOptions {
   /** How values combine (default 'sum'). */
   op?: ReduceOp;
 }
+
+/** What went through a group, per op name ('allReduce', 'send', ...): see ProcessGroup.commStats. */
+export type CommStats = Record<string, {
+  /** Ops issued. */
+  calls: number;
+  /** Bytes of tensor data in them (the message size, as nccl-tests count it: allGather's output, reduceScatter's input). */
+  bytes: number;
+}>;
 
 /** Options of send and recv. */
 export interface P2POptions {
@@ -98,6 +131,7 @@ export class ProcessGroup {
   /** Where its tensors live: 'cpu' for Gloo, this process's GPU for NCCL. */
   readonly device: Device;
   private handle: GroupHandle | null;
+  private traffic: CommStats = {};
 
   /** @internal */
   constructor(handle: GroupHandle, rank: number, size: number, backend: Backend, ranks: readonly number[], device: Device) {
@@ -107,6 +141,25 @@ export class ProcessGroup {
     this.backend = backend;
     this.ranks = ranks;
     this.device = device;
+  }
+
+  /**
+   * Ops issued through this group and their bytes since it was made (or resetCommStats), per op: what
+   * a benchmark compares with the analytic communication volume of a layout.
+   */
+  commStats(): CommStats {
+    return Object.fromEntries(Object.entries(this.traffic).map(([k, v]) => [k, { ...v }]));
+  }
+
+  /** Starts commStats() afresh. */
+  resetCommStats(): void {
+    this.traffic = {};
+  }
+
+  private count(op: string, bytes: number): void {
+    const c = (this.traffic[op] ??= { calls: 0, bytes: 0 });
+    c.calls++;
+    c.bytes += bytes;
   }
 
   private live(op: string): GroupHandle {
@@ -143,6 +196,7 @@ export class ProcessGroup {
     const op = 'allReduce';
     this.check(op, t, 'tensor');
     const w = new Work(N.pgAllReduce(this.live(op), t._h, this.reduceCode(op, opts.op)));
+    this.count(op, t.numel * t.itemsize);
     t._bumpVersion();
     return w;
   }
@@ -152,6 +206,7 @@ export class ProcessGroup {
     const op = 'broadcast';
     this.check(op, t, 'tensor');
     const w = new Work(N.pgBroadcast(this.live(op), t._h, this.peer(op, src, 'src')));
+    this.count(op, t.numel * t.itemsize);
     t._bumpVersion();
     return w;
   }
@@ -163,9 +218,11 @@ export class ProcessGroup {
   allGather(output: Tensor | readonly Tensor[], input: Tensor): Work {
     const op = 'allGather';
     this.check(op, input, 'input');
+    const bytes = this.size * input.numel * input.itemsize;
     if (output instanceof Tensor) {
       this.check(op, output, 'output');
       const w = new Work(N.pgAllGather(this.live(op), output._h, input._h));
+      this.count(op, bytes);
       output._bumpVersion();
       return w;
     }
@@ -178,6 +235,7 @@ export class ProcessGroup {
       flat.dispose();
       throw e;
     }
+    this.count(op, bytes);
     const n = input.numel;
     return new Work(native, () => {
       outs.forEach((o, i) => {
@@ -213,6 +271,7 @@ export class ProcessGroup {
       if (owned) flat.dispose();
       throw e;
     }
+    this.count(op, flat.numel * flat.itemsize);
     output._bumpVersion();
     const free = owned ? () => flat.dispose() : null;
     return new Work(native, free, free);
@@ -220,14 +279,18 @@ export class ProcessGroup {
 
   /** Resolves once every rank of the group has reached it. */
   barrier(): Work {
-    return new Work(N.pgBarrier(this.live('barrier')));
+    const w = new Work(N.pgBarrier(this.live('barrier')));
+    this.count('barrier', 0);
+    return w;
   }
 
   /** Sends t to group rank dst (its recv from this rank with the same tag receives it). */
   send(t: Tensor, dst: number, opts: P2POptions = {}): Work {
     const op = 'send';
     this.check(op, t, 'tensor');
-    return new Work(N.pgSend(this.live(op), t._h, this.peer(op, dst, 'dst'), this.tag(op, opts.tag)));
+    const w = new Work(N.pgSend(this.live(op), t._h, this.peer(op, dst, 'dst'), this.tag(op, opts.tag)));
+    this.count(op, t.numel * t.itemsize);
+    return w;
   }
 
   /** Receives into t what group rank src sends with the same tag (t's size must match the send's). */
@@ -235,6 +298,7 @@ export class ProcessGroup {
     const op = 'recv';
     this.check(op, t, 'tensor');
     const w = new Work(N.pgRecv(this.live(op), t._h, this.peer(op, src, 'src'), this.tag(op, opts.tag)));
+    this.count(op, t.numel * t.itemsize);
     t._bumpVersion();
     return w;
   }

@@ -55,13 +55,15 @@ export interface DistNative {
   pgWorkDone(w: WorkHandle): boolean;
   /** Settles when the op has finished (rejecting with its DistError). */
   pgWorkWait(w: WorkHandle): Promise<void>;
+  /** Blocks until the op has finished (a device op: the current stream waits for it); throws its DistError. */
+  pgWorkWaitSync(w: WorkHandle): void;
 }
 
 const NAMES: Array<keyof DistNative> = [
   'storeServerStart', 'storeServerPort', 'storeServerStop', 'storeConnect', 'storeClientClose', 'storeSet',
   'storeGet', 'storeAdd', 'storeCheck', 'storeWait', 'storeDeleteKey', 'storeNumKeys', 'distBackends', 'pgCreate',
   'pgShutdown', 'pgAllReduce', 'pgBroadcast', 'pgAllGather', 'pgReduceScatter', 'pgBarrier', 'pgSend', 'pgRecv',
-  'pgWorkDone', 'pgWorkWait',
+  'pgWorkDone', 'pgWorkWait', 'pgWorkWaitSync',
 ];
 
 function load(): DistNative {

@@ -372,6 +372,18 @@ static Napi::Value pg_work_wait(const Napi::CallbackInfo& info) {
   return p;
 }
 
+// pgWorkWaitSync(work): blocks the JavaScript thread until the op has finished, then (device ops)
+// makes the current stream wait for it; throws its DistError. For the collectives inside autograd
+// (tensor parallelism), where a rule cannot await. Safe because no op needs this thread to finish:
+// Gloo runs collectives on the group's thread (its signature exchange was posted when the op was
+// issued), and an NCCL Work is finished as soon as it is enqueued.
+static Napi::Value pg_work_wait_sync(const Napi::CallbackInfo& info) {
+  dist::WorkPtr w = work_arg(info, "Work.waitSync");
+  w->wait_host();
+  w->wait_stream();
+  return info.Env().Undefined();
+}
+
 void register_dist(Napi::Env env, Napi::Object exports) {
   KILN_EXPORT(env, exports, "distBackends", dist_backends);
   KILN_EXPORT(env, exports, "pgCreate", pg_create);
@@ -385,6 +397,7 @@ void register_dist(Napi::Env env, Napi::Object exports) {
   KILN_EXPORT(env, exports, "pgRecv", pg_point_to_point<false>);
   KILN_EXPORT(env, exports, "pgWorkDone", pg_work_done);
   KILN_EXPORT(env, exports, "pgWorkWait", pg_work_wait);
+  KILN_EXPORT(env, exports, "pgWorkWaitSync", pg_work_wait_sync);
   KILN_EXPORT(env, exports, "storeServerStart", server_start);
   KILN_EXPORT(env, exports, "storeServerPort", server_port);
   KILN_EXPORT(env, exports, "storeServerStop", server_stop);
