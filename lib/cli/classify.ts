@@ -3,6 +3,7 @@
 // (--data) prints accuracy, per-class precision and recall and the confusion matrix when its records
 // carry labels, and writes each record's prediction with --predictions.
 import * as fs from 'fs';
+import * as path from 'path';
 import * as kiln from '../index';
 import { noGrad } from '../autograd/grad_mode';
 import { dispose, tidy } from '../memory';
@@ -43,6 +44,10 @@ export async function classify(argv: string[], out: NodeJS.WritableStream = proc
   if (v.checkpoint === undefined) throw new UsageError('--checkpoint is required (a folder written by kiln finetune --task classify)');
   if ((v.text === undefined) === (v.data === undefined)) throw new UsageError('give either --text or --data');
   if (v.predictions !== undefined && v.data === undefined) throw new UsageError('--predictions needs --data');
+  if (v.predictions !== undefined) {
+    const dir = path.dirname(path.resolve(v.predictions as string));
+    if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new UsageError(`--predictions: no such folder: ${path.dirname(v.predictions as string)}`);
+  }
   const device = resolveDevice((v.device as string | undefined) ?? 'cpu');
   const file = checkpointFile(v.checkpoint as string);
   const fields = { text: (v.textField as string) ?? 'text', label: (v.labelField as string) ?? 'label' };

@@ -51,12 +51,12 @@ export const FINETUNE: CommandSpec = {
     { name: 'out', kind: 'string', value: '<dir>', help: 'folder for the checkpoint, metrics.jsonl, loss.svg and summary.json', defaultText: 'kiln-finetune' },
     { name: 'steps', kind: 'int', value: '<n>', min: 1, help: 'optimizer steps', defaultText: '300' },
     { name: 'batch-size', kind: 'int', value: '<n>', min: 1, help: 'sequences (or texts) per micro-batch', defaultText: '16' },
-    { name: 'block-size', kind: 'int', value: '<n>', min: 1, help: 'lm: context length in tokens', defaultText: "the base's, at most 128" },
-    { name: 'max-length', kind: 'int', value: '<n>', min: 1, help: 'classify: tokens read from the start of each text', defaultText: "the base's context, at most 128" },
+    { name: 'block-size', kind: 'int', value: '<n>', min: 1, help: 'lm: context length in tokens', defaultText: "the base's context (less the soft prompt), at most 128" },
+    { name: 'max-length', kind: 'int', value: '<n>', min: 1, help: 'classify: tokens read from the start of each text', defaultText: "the base's context (less the soft prompt), at most 128" },
     { name: 'lr', kind: 'number', value: '<x>', min: 0, minExclusive: true, help: 'peak learning rate (AdamW)', defaultText: 'full 1e-4, lora 1e-3, prompt 3e-2' },
     { name: 'min-lr-ratio', kind: 'number', value: '<x>', min: 0, max: 1, help: 'final learning rate as a fraction of --lr (cosine decay)', defaultText: '0.1' },
     { name: 'warmup', kind: 'int', value: '<n>', min: 0, help: 'steps of linear learning-rate warmup', defaultText: '20' },
-    { name: 'weight-decay', kind: 'number', value: '<x>', min: 0, help: 'AdamW weight decay of weight matrices', defaultText: '0' },
+    { name: 'weight-decay', kind: 'number', value: '<x>', min: 0, help: 'AdamW weight decay of 2-D parameters (matrices, embeddings, a soft prompt)', defaultText: '0' },
     { name: 'grad-accum', kind: 'int', value: '<n>', min: 1, help: 'micro-batches per optimizer step', defaultText: '1' },
     { name: 'clip', kind: 'number', value: '<x>', min: 0, minExclusive: true, help: 'clip the gradient norm to this', defaultText: '1' },
     { name: 'autocast', kind: 'string', value: '<dtype>', choices: ['bf16', 'off'], help: 'run the forward under bfloat16 autocast', defaultText: 'off' },
@@ -125,13 +125,25 @@ function settings(v: OptionValues): Settings {
   if (v.base === undefined) throw new UsageError('--base is required (a kiln train run folder or checkpoint, or a Hugging Face GPT-2 folder)');
   if (v.data === undefined) throw new UsageError('--data is required (a text file for --task lm, JSON Lines of {"text", "label"} records for --task classify)');
   const mode = (v.mode as Settings['mode']) ?? 'full';
+  const task = (v.task as Settings['task']) ?? 'lm';
+  // Options of another mode or task would be ignored: say so rather than train without them.
+  const onlyFor: Array<[string[], boolean, string]> = [
+    [['loraRank', 'loraAlpha', 'loraDropout', 'loraTargets'], mode === 'lora', '--mode lora'],
+    [['promptTokens', 'promptInit'], mode === 'prompt', '--mode prompt'],
+    [['maxLength', 'textField', 'labelField'], task === 'classify', '--task classify'],
+    [['blockSize'], task === 'lm', '--task lm'],
+  ];
+  for (const [keys, applies, where] of onlyFor) {
+    const given = keys.find((k) => v[k] !== undefined);
+    if (given && !applies) throw new UsageError(`--${given.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} applies to ${where} only`);
+  }
   const targets = ((v.loraTargets as string | undefined) ?? 'attn.inProj').split(',').map((t) => t.trim()).filter(Boolean);
   if (!targets.length) throw new UsageError('--lora-targets needs at least one layer, e.g. attn.inProj');
   return {
     base: v.base as string,
     data: v.data as string,
     valData: (v.valData as string | undefined) ?? null,
-    task: (v.task as Settings['task']) ?? 'lm',
+    task,
     mode,
     out: (v.out as string) ?? 'kiln-finetune',
     steps: (v.steps as number) ?? 300,
@@ -193,6 +205,7 @@ function loadBase(where: string, device: Device): Base {
     }
     return { gpt, config: gpt.config, tokenizerState: { type: 'gpt2' }, kind: 'hf', description: `Hugging Face GPT-2 folder ${where}` };
   }
+  if (!isDir && !where.endsWith('.safetensors')) throw new UsageError(`--base ${where} is not a checkpoint (a .safetensors file of kiln train or kiln finetune, or a folder)`);
   const file = isDir ? path.join(where, CHECKPOINT_FILE) : where;
   const run = loadRun(file, device, 'kiln finetune');
   const ft = run.finetune;
@@ -201,7 +214,12 @@ function loadBase(where: string, device: Device): Base {
     throw new UsageError(`--base ${where} is a ${ft.mode} fine-tuning for ${ft.task === 'lm' ? 'language modelling' : 'classification'}; start from its base (${ft.base}) or from a language model`);
   }
   if (ft?.mode === 'lora') {
-    lora.mergeAndUnload(run.gpt);
+    try {
+      lora.mergeAndUnload(run.gpt);
+    } catch (e) {
+      run.module.dispose();
+      throw new UsageError(`--base ${where}: its LoRA adapters cannot be merged into the weights (${(e as Error).message.replace(/^[\w.]+: /, '')}); start from its base (${ft.base})`);
+    }
     for (const p of run.gpt.parameters()) p.requiresGrad = true;   // apply() had frozen the base
   }
   const what = ft ? `a ${ft.mode === 'lora' ? 'LoRA (merged)' : 'full'} fine-tuning of ${ft.base}` : 'kiln train';
@@ -222,8 +240,20 @@ interface TaskData {
 
 /** --task lm: the text (and --val-data, else a 10% split) tokenized into token files in the out folder. */
 async function lmData(s: Settings, tokenizer: Tokenizer, blockSize: number, unit: 'token' | 'char'): Promise<TaskData> {
-  let train: TokenFileDataset, val: TokenFileDataset, count: number;
+  const made = !fs.existsSync(s.out);
   fs.mkdirSync(s.out, { recursive: true });
+  try {
+    return await tokenizeLm(s, tokenizer, blockSize, unit);
+  } catch (e) {
+    // Text too short (or unreadable): leave --out as it was.
+    for (const f of ['tokens.tok', 'train.tok', 'val.tok']) fs.rmSync(path.join(s.out, f), { force: true });
+    if (made) fs.rmSync(s.out, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+async function tokenizeLm(s: Settings, tokenizer: Tokenizer, blockSize: number, unit: 'token' | 'char'): Promise<TaskData> {
+  let train: TokenFileDataset, val: TokenFileDataset, count: number;
   if (s.valData) {
     const tok = (file: string, name: string) => tokenizeFile(file, path.join(s.out, name), tokenizer);
     count = await tok(s.data, 'train.tok');
@@ -239,7 +269,7 @@ async function lmData(s: Settings, tokenizer: Tokenizer, blockSize: number, unit
   return {
     train: windowSampler(train, s.batchSize),
     val: new DataLoader(val, { batchSize: s.batchSize }),
-    description: `${s.data}: ${formatCount(count)} tokens`,
+    description: `${s.data}: ${formatCount(count)} ${unit}s`,
     unit,
     close: () => {
       train.close();
@@ -267,7 +297,9 @@ function classifyData(s: Settings, tokenizer: Tokenizer, maxLength: number, say:
     val = Array.from(order.subarray(0, nVal), (i) => all[i]);
     train = Array.from(order.subarray(nVal), (i) => all[i]);
   }
-  if (!train.length || !val.length) throw new UsageError(`${s.data}: too few texts to train and validate (${train.length} and ${val.length})`);
+  if (!train.length || !val.length) {
+    throw new UsageError(`${s.data}: too few texts to train and validate (${train.length} and ${val.length})${empty ? `; ${empty} had no tokens the base model knows` : ''}`);
+  }
   if (empty) say(`note: ${plural(empty, 'text')} without tokens left out`);
   const counts = labels.map((l, i) => `${l} ${train.filter((e) => e.label === i).length}`).join(', ');
   return {
@@ -306,10 +338,15 @@ export async function finetune(argv: string[], out: NodeJS.WritableStream = proc
   const say = (line = '') => void out.write(`${line}\n`);
   const ckptPath = path.join(s.out, CHECKPOINT_FILE);
   if (s.resume && !fs.existsSync(ckptPath)) throw new UsageError(`--resume: no checkpoint to resume (${ckptPath} not found)`);
+  if (fs.existsSync(s.base)) {
+    const baseDir = fs.statSync(s.base).isDirectory() ? s.base : path.dirname(s.base);
+    if (path.resolve(baseDir) === path.resolve(s.out)) throw new UsageError(`--out ${s.out} is where the base model is: fine-tuning would overwrite it; choose another --out`);
+  }
   for (const f of [s.data, s.valData]) {
     if (f === null) continue;
     if (!fs.existsSync(f)) throw new UsageError(`no such file: ${f}`);
     if (!fs.statSync(f).isFile()) throw new UsageError(`not a file: ${f}`);
+    if (fs.statSync(f).size === 0) throw new UsageError(`${f} is empty`);
   }
   if (s.threads) kiln.setNumThreads(s.threads);
   kiln.manualSeed(s.seed);
@@ -341,7 +378,9 @@ export async function finetune(argv: string[], out: NodeJS.WritableStream = proc
     const { base: _b, ...want } = ft;
     const { base: _s, ...had } = saved.finetune ?? {};
     if (JSON.stringify(had) !== JSON.stringify(want) || JSON.stringify(saved.model) !== JSON.stringify(base.config)) {
-      throw new UsageError(`--resume: ${ckptPath} holds another fine-tuning (${JSON.stringify(had)}) than these options make (${JSON.stringify(want)})`);
+      throw new UsageError(saved.finetune
+        ? `--resume: ${ckptPath} holds another fine-tuning (${JSON.stringify(had)}) than these options make (${JSON.stringify(want)})`
+        : `--resume: ${ckptPath} is not a fine-tuning (a run of kiln train?)`);
     }
   }
   let initTokens: number[] | undefined;
@@ -428,7 +467,7 @@ export async function finetune(argv: string[], out: NodeJS.WritableStream = proc
     task: s.task, mode: s.mode, base: s.base, steps: result.step,
     trainableParameters: nTrainable, totalParameters: total,
     valLoss: result.valLoss, ...Object.fromEntries(Object.entries(result.valMetrics).map(([k, v]) => [`val${k[0].toUpperCase()}${k.slice(1)}`, v])),
-    trainSeconds: result.elapsed, seconds, throughput: result.throughput, unit: result.unit,
+    trainSeconds: result.elapsed, throughput: result.throughput, unit: result.unit,
     peakRssMiB: Math.round(peakRssMiB()),
     ...(device === 'cpu' ? {} : { peakDeviceMiB: Math.round(kiln.cuda.memoryStats(device).peakAllocated / 2 ** 20) }),
   };

@@ -270,7 +270,7 @@ function toyScore(model: GPT, tok: Tokenizer): { sentences: number; valid: numbe
 
 /** What --resume needs from a checkpoint before loading it: the step, the planned steps and the model config. */
 function savedRun(file: string): { step: number; plannedSteps: number | null; model: unknown } {
-  let state: { trainer?: { step?: unknown; plannedSteps?: unknown }; extra?: { model?: unknown } } = {};
+  let state: { trainer?: { step?: unknown; plannedSteps?: unknown }; extra?: { model?: unknown; finetune?: unknown } } = {};
   try {
     state = JSON.parse(readSafetensorsHeader(file).metadata['kiln.state'] ?? '{}');
   } catch (e) {
@@ -278,6 +278,7 @@ function savedRun(file: string): { step: number; plannedSteps: number | null; mo
   }
   const step = state.trainer?.step, planned = state.trainer?.plannedSteps;
   if (!Number.isSafeInteger(step)) throw new FormatError('kiln train', `${file} is not a checkpoint of kiln train (its state has no step)`);
+  if (state.extra?.finetune !== undefined) throw new UsageError(`--resume: ${file} was written by kiln finetune; continue it with kiln finetune --resume`);
   return { step: step as number, plannedSteps: Number.isSafeInteger(planned) ? (planned as number) : null, model: state.extra?.model };
 }
 

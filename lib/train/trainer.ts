@@ -398,6 +398,8 @@ interface TrainerState {
   tokens: number;
   bestValLoss: number | null;
   lastValLoss: number | null;
+  /** The evalMetrics of the last evaluation (kept in checkpoints, so a resumed run reports them). */
+  lastValMetrics?: Record<string, number>;
   /** The steps the run was first planned for, which a schedule factory is given on resume (null: unknown, older checkpoints). */
   plannedSteps: number | null;
 }
@@ -725,6 +727,7 @@ export class Trainer<M extends Module = Module> {
       if (typeof m !== 'object' || m === null || !Object.values(m).every((v) => typeof v === 'number' && Number.isFinite(v))) {
         throw new ValueError('Trainer', `evalMetrics must return an object of finite numbers, got ${JSON.stringify(m)}`);
       }
+      if ('loss' in m) throw new ValueError('Trainer', "evalMetrics cannot name a metric 'loss' (the validation loss is reported as val_loss already)");
       return m;
     });
   }
@@ -784,7 +787,7 @@ export class Trainer<M extends Module = Module> {
     for (const cb of this.callbacks) await cb.onFitStart?.(this, { step: this.state.step, totalSteps: total });
     const progress = new ProgressReporter(mode, total, this.state.step, logInterval, opts.progressStream);
     if (resumed) progress.log(resumeNotice(this.state.step, total, typeof opts.scheduler === 'function' ? this.state.plannedSteps : null));
-    let valMetrics: Record<string, number> = {};
+    let valMetrics: Record<string, number> = this.state.lastValMetrics ?? {};
     const valLine = (v: number) => {
       const unit = unitLabels(this.currentUnit!).loss;
       const extra = Object.entries(valMetrics).map(([k, x]) => ` | val ${k} ${Number(x.toPrecision(4))}`).join('');
@@ -794,6 +797,7 @@ export class Trainer<M extends Module = Module> {
     const doEval = async (): Promise<number> => {
       const { loss: v, metrics: m } = this.evaluateWithMetrics(val!, fo);
       valMetrics = m;
+      this.state.lastValMetrics = m;
       this.state.lastValLoss = v;
       if (this.state.bestValLoss === null || v < this.state.bestValLoss) this.state.bestValLoss = v;
       this.valHistory.push([this.state.step, v]);
@@ -961,6 +965,8 @@ export class Trainer<M extends Module = Module> {
       const num = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
       if (!t || !Number.isSafeInteger(t.step) || t.step! < 0 || !num(t.elapsed) || !num(t.tokens)) throw bad('no valid trainer state (step, elapsed, tokens)');
       if (!(t.bestValLoss === null || num(t.bestValLoss)) || !(t.lastValLoss === null || num(t.lastValLoss))) throw bad('invalid validation losses');
+      const metrics = t.lastValMetrics;
+      if (metrics !== undefined && (metrics === null || typeof metrics !== 'object' || !Object.values(metrics).every(num))) throw bad('invalid validation metrics');
       if (t.plannedSteps != null && (!Number.isSafeInteger(t.plannedSteps) || t.plannedSteps < 0)) throw bad(`invalid planned steps ${JSON.stringify(t.plannedSteps)}`);
       if (!c.optimizer) throw bad('no optimizer state');
       const plannedSteps = t.plannedSteps ?? totalSteps;
@@ -981,6 +987,7 @@ export class Trainer<M extends Module = Module> {
       }
       this.state = {
         step: t.step!, elapsed: t.elapsed!, tokens: t.tokens!, bestValLoss: t.bestValLoss ?? null, lastValLoss: t.lastValLoss ?? null, plannedSteps,
+        ...(metrics ? { lastValMetrics: metrics } : {}),
       };
     } finally {
       disposeCheckpoint(c);

@@ -125,6 +125,9 @@ t.test('a resumed fine-tuning ends with the weights of an uninterrupted one', as
   t.equal(kiln([...args, '--steps', '10', '--out', 'resumed']).code, 0);
   const r = kiln([...args, '--steps', '20', '--out', 'resumed', '--resume']);
   t.equal(r.code, 0, r.stderr);
+  const accuracy = summary('resumed').valAccuracy;
+  t.equal(kiln([...args, '--steps', '20', '--out', 'resumed', '--resume']).code, 0, 'resuming a finished run');
+  t.equal(summary('resumed').valAccuracy, accuracy, 'still reports the accuracy of its last evaluation');
   const a = weights('straight/checkpoint.safetensors'), b = weights('resumed/checkpoint.safetensors');
   t.same([...a.keys()].sort(), [...b.keys()].sort());
   for (const [k, v] of a) t.ok(b.get(k)!.equals(v), `${k} equal`);
@@ -184,6 +187,20 @@ t.test('bad inputs get one clear line', async (t) => {
   fail(t, [...cls, '--data', 'nolabel.jsonl'], /nolabel.jsonl:1 has no field "label"/);
   fs.writeFileSync(file('oneclass.jsonl'), '{"text": "a cat.", "label": "x"}\n{"text": "a dog.", "label": "x"}\n');
   fail(t, [...cls, '--data', 'oneclass.jsonl'], /has one class \(x\)/);
+  fs.writeFileSync(file('short.txt'), 'a cat sees a dog.');
+  fail(t, [...ft, '--base', 'base', '--data', 'short.txt'], /short.txt has \d+ tokens/);
+  fail(t, [...ft, '--base', 'base', '--mode', 'full', '--lora-rank', '4'], /--lora-rank applies to --mode lora only/);
+  fail(t, [...ft, '--base', 'base', '--prompt-init', 'sum'], /--prompt-init applies to --mode prompt only/);
+  fail(t, [...ft, '--base', 'base', '--max-length', '8'], /--max-length applies to --task classify only/);
+  fail(t, [...ft, '--base', 'sums.txt'], /--base sums.txt is not a checkpoint/);
   t.notOk(fs.existsSync(file('never')), 'no output folder made');
+  fail(t, ['finetune', '--base', 'base', '--data', 'sums.txt', '--out', 'base', ...quiet], /--out base is where the base model is/);
+  fail(t, ['finetune', '--base', 'hf-base', '--data', 'sums.txt', '--out', 'hf-base', ...quiet], /--out hf-base is where the base model is/);
+  fail(t, ['train', '--resume', '--out', 'cls-lora', ...quiet], /was written by kiln finetune; continue it with kiln finetune --resume/);
+  fail(t, ['finetune', '--base', 'base', '--data', 'sums.txt', '--out', 'base-copy', '--resume', ...quiet], /no checkpoint to resume/);
   fail(t, ['classify', '--checkpoint', 'cls-lora'], /give either --text or --data/);
+  fail(t, ['classify', '--checkpoint', 'cls-lora', '--data', 'test.jsonl', '--predictions', 'nodir/p.jsonl'], /--predictions: no such folder: nodir/);
+  // A LoRA adapter on the tied lmHead cannot be merged into a base.
+  t.equal(kiln(['finetune', '--base', 'base', '--data', 'sums.txt', '--mode', 'lora', '--lora-targets', 'lmHead,mlp.fc', '--steps', '2', '--out', 'lora-head', ...quiet]).code, 0);
+  fail(t, ['finetune', '--base', 'lora-head', '--data', 'sums.txt', '--out', 'never', ...quiet], /--base lora-head: its LoRA adapters cannot be merged .*tied/);
 });

@@ -389,5 +389,6 @@ t.test('evalMetrics: weighted means over the validation batches, in onEval, metr
   await trainer.fit({ train: [[x, y]], val, loss: mse, steps: 1, evalMetrics: () => ({ one: 1 }) });
   t.same(seen, [{ one: 1 }, { one: 1 }], 'onEval gets the metrics');
   await t.rejects(trainer.fit({ train: [[x, y]], val, loss: mse, steps: 1, evalMetrics: () => ({ bad: NaN }) }), { name: 'ValueError', message: /evalMetrics must return an object of finite numbers/ });
+  await t.rejects(trainer.fit({ train: [[x, y]], val, loss: mse, steps: 1, evalMetrics: () => ({ loss: 1 }) }), { name: 'ValueError', message: /cannot name a metric 'loss'/ });
   t.same(trainer.evaluateWithMetrics(val, { loss: mse }).metrics, {}, 'no evalMetrics: no metrics');
 });
