@@ -59,16 +59,17 @@ function fetchPackage(cacheDir) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Cleaning. A small character-level model sees a few hundred characters of each message, so those
-// should be words, not transport noise. Kept: the Subject (the densest signal) and the text of the
-// body. Dropped: every other header (Received chains, ids, dates; and From, whose domain here is
-// mostly a corpus artifact: the collectors' own addresses were rewritten to spamassassin.taint.org,
-// which would let a model tell ham by the address alone), non-text MIME parts, HTML markup, and the
-// paths and queries of URLs (the host is kept: it says where a link goes). Quoted-printable and base64
-// parts and RFC 2047 encoded words are decoded; text/plain parts are preferred over text/html ones of
-// the same message. Characters are folded to printable ASCII (accents stripped, typographic quotes and
-// dashes mapped, the rest dropped) so that the vocabulary stays small and every split shares it;
-// whitespace collapses to single spaces and runs of one punctuation character to three.
+// Cleaning. A small character-level model sees the first hundred or so characters of each message,
+// so those should be words, not transport noise. Kept: the Subject (the densest signal) and the
+// text of the body. Dropped: every other header (Received chains, ids, dates; and From, whose
+// domain is often a corpus artifact: the collectors' addresses were rewritten to
+// spamassassin.taint.org, the sender of 675 ham messages and 7 spam, which would let a model tell
+// ham by it), non-text MIME parts, HTML markup, and the paths and queries of URLs (the host is
+// kept: it says where a link goes). Quoted-printable and base64 parts and RFC 2047 encoded words
+// are decoded; text/plain parts are preferred over text/html ones of the same message. Characters
+// are folded to printable ASCII (accents stripped, typographic quotes and dashes mapped, the rest
+// dropped) so that the vocabulary stays small and every split shares it; whitespace collapses to
+// single spaces and runs of one punctuation character to three.
 
 /**
  * Every character cleanMessage can produce: the newline after the subject and printable ASCII, in
