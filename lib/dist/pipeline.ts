@@ -11,12 +11,21 @@
 // backward the holders add their gradients, so every copy takes the same optimizer step (Megatron's
 // embedding group, done with send/recv instead of a subgroup every rank would have to create).
 //
+// Frozen layers: a stage whose output needs no gradient (every parameter up to it frozen, as when
+// fine-tuning only the upper blocks) says so in its activation header; the next stage then takes its
+// input as a constant and sends no gradient back, and a frozen tied parameter is not synced.
+//
 // Each message goes with a (peer, tag) pair; the group matches repeated sends of one tag in the
 // order they were issued, which is the order of the micro-batches on both sides, so one tag per
 // kind of message is enough.
+//
+// Stages run over Gloo groups only. NCCL runs a group's point-to-point ops in order on one stream,
+// each blocking the ones after it until its peer matches it: the recv posted ahead here, and 1F1B's
+// steady state (a send and a recv in flight together), would deadlock without batched send/recv
+// (ncclGroupStart/End), which kiln does not have yet.
 import { noGrad } from '../autograd/grad_mode';
 import { DTYPES, DType, ITEMSIZE } from '../dtype';
-import { ShapeError, ValueError } from '../errors';
+import { DistError, ShapeError, ValueError } from '../errors';
 import { keep, tidy } from '../memory';
 import { causalMask, causalView } from '../nn/attention';
 import { Block, GPT } from '../nn/gpt';
@@ -41,7 +50,10 @@ export interface PipelineOptions {
   stages?: number;
   /** The micro-batch schedule (default '1f1b'). */
   schedule?: PipelineSchedule;
-  /** The group whose ranks run the stages (default: the world). */
+  /**
+   * The Gloo group whose ranks run the stages (default: the world). Null is an error (dist.newGroup
+   * returns null on ranks outside the group: those ranks must not build the pipeline).
+   */
   group?: ProcessGroup;
   /**
    * Layers per stage (GPT blocks for a GPT; modules for a list), summing to all of them; default as
@@ -72,9 +84,9 @@ export interface PipelineStepResult {
     activations: number;
     /** Gradients of its input to the previous stage. */
     gradients: number;
-    /** Gradients of parameters shared with other stages (GPT's tied embedding). */
+    /** Gradients of parameters shared with other stages (GPT's tied embedding), with a flag (8 bytes) before each. */
     ties: number;
-    /** The activation's dtype and shape, once a step. */
+    /** The activation's dtype, shape and whether its gradient goes back, once a step. */
     headers: number;
   };
 }
@@ -93,8 +105,10 @@ const TAG_ACT = 2;
 const TAG_GRAD = 3;
 const TAG_TIE = 4;
 const TAG_STATE = 5;
-/** An activation header: dtype code, rank, then up to MAX_DIMS sizes. */
+/** Most dimensions an activation between stages may have. */
 const MAX_DIMS = 8;
+/** An activation header's length: dtype code, whether a gradient goes back (1/0), rank, up to MAX_DIMS sizes. */
+const HEADER = 3 + MAX_DIMS;
 
 /**
  * The order in which one stage runs its micro-batches' forward ('F') and backward ('B') passes:
@@ -354,13 +368,17 @@ export class Pipeline {
     // The micro-batches' losses (detached), added up once the step is done.
     const losses: Tensor[] = [];
     let loss: number | null = null;
+    // Whether the previous stage wants the gradient of this stage's input, and the next one sends the
+    // gradient of its output (false where every parameter below is frozen): told in the header.
+    let inputNeedsGrad = false, outputNeedsGrad = false;
     try {
       if (!this.isFirst) {
-        const header = zeros([2 + MAX_DIMS], { dtype: 'int64', device: this.group.device });
+        const header = zeros([HEADER], { dtype: 'int64', device: this.group.device });
         try {
           await waitFor(this.group.recv(header, this.stage - 1, { tag: TAG_HEADER }));
           const h = Array.from(header.dataSync() as BigInt64Array, Number);
-          acts.expect(h.slice(2, 2 + h[1]), DTYPES[h[0]], m);
+          inputNeedsGrad = h[1] === 1;
+          acts.expect(h.slice(3, 3 + h[2]), DTYPES[h[0]], m);
         } finally {
           header.dispose();
         }
@@ -371,7 +389,7 @@ export class Pipeline {
           if (this.isFirst) x = inputs![i];
           else {
             x = await waitFor(acts.next());
-            x.requiresGrad = true;
+            x.requiresGrad = inputNeedsGrad;
             received[i] = x;
           }
           const y = tidy(() => this.#layers.reduce((h, l) => l.forward(h), x));
@@ -384,31 +402,39 @@ export class Pipeline {
           }
           if (i === 0) {
             if (y.ndim > MAX_DIMS) throw new ShapeError(op, `stage ${this.stage}'s output has ${y.ndim} dimensions; a pipeline passes at most ${MAX_DIMS}`);
-            const h = [DTYPES.indexOf(y.dtype), y.ndim, ...y.shape];
-            while (h.length < 2 + MAX_DIMS) h.push(0);
+            outputNeedsGrad = y.requiresGrad;
+            const h = [DTYPES.indexOf(y.dtype), outputNeedsGrad ? 1 : 0, y.ndim, ...y.shape];
+            while (h.length < HEADER) h.push(0);
             const header = tensor(h, { dtype: 'int64', device: this.group.device });
             send(header, this.stage + 1, TAG_HEADER, 'headers', [header]);
-            grads.expect(y.shape, y.dtype, m);
+            if (outputNeedsGrad) grads.expect(y.shape, y.dtype, m);
           }
-          const wire = y.detach().contiguous();
+          // tidy frees the detached handle when contiguous() copies.
+          const wire = tidy(() => y.detach().contiguous());
           outputs[i] = { y, sent: send(wire, this.stage + 1, TAG_ACT, 'activations', [wire]) };
         } else {
           const out = outputs[i]!;
           outputs[i] = null;
-          if (this.isLast) out.y.backward();
-          else {
-            const dy = await waitFor(grads.next());
-            out.y.backward(dy);
-            dy.dispose();
+          // No backward where nothing below the output trains (a frozen first stage, or all of them).
+          if (this.isLast) {
+            if (out.y.requiresGrad) out.y.backward();
+          } else {
+            if (outputNeedsGrad) {
+              const dy = await waitFor(grads.next());
+              out.y.backward(dy);
+              dy.dispose();
+            }
             await waitFor(out.sent!);
           }
           out.y.dispose();
           if (!this.isFirst) {
             const x = received[i]!;
             received[i] = null;
-            const dx = x.grad ?? zeros(x.shape, { dtype: x.dtype, device: x.device });
-            x.grad = null;
-            send(dx, this.stage - 1, TAG_GRAD, 'gradients', [dx, x]);
+            if (inputNeedsGrad) {
+              const dx = x.grad ?? zeros(x.shape, { dtype: x.dtype, device: x.device });
+              x.grad = null;
+              send(dx, this.stage - 1, TAG_GRAD, 'gradients', [dx, x]);
+            } else x.dispose();
           }
         }
         for (let k = sends.length - 1; k >= 0; k--) {
@@ -440,34 +466,71 @@ export class Pipeline {
 
   /**
    * Adds up the gradients of parameters held by several stages: the lowest holder receives the
-   * others', sums in holder order and sends the sum back. Returns the bytes this stage sent.
+   * others', sums in holder order and sends the sum back. Each gradient goes after a flag saying
+   * whether the holder has one, so a tie no holder has a gradient for keeps .grad null. Frozen ties
+   * (requiresGrad false, alike on every holder) are skipped: a zero .grad would let weight decay move
+   * them. Returns the bytes this stage sent.
    */
   private async syncTies(waitFor: <T>(p: PromiseLike<T>) => Promise<T>): Promise<number> {
     let sent = 0;
+    const device = this.group.device;
+    const sendFlag = async (on: boolean, dst: number): Promise<void> => {
+      const f = tensor([on ? 1 : 0], { dtype: 'int64', device });
+      try {
+        await waitFor(this.group.send(f, dst, { tag: TAG_TIE }));
+        sent += ITEMSIZE.int64;
+      } finally {
+        f.dispose();
+      }
+    };
+    const recvFlag = async (src: number): Promise<boolean> => {
+      const f = empty([1], { dtype: 'int64', device });
+      try {
+        await waitFor(this.group.recv(f, src, { tag: TAG_TIE }));
+        return (f.dataSync() as BigInt64Array)[0] === 1n;
+      } finally {
+        f.dispose();
+      }
+    };
     for (const { param, holders } of this.#ties) {
-      if (!param.grad) param.grad = keep(zeros(param.shape, { dtype: param.dtype, device: param.device }));
-      if (!param.grad.isContiguous()) {
+      if (!param.requiresGrad) continue;
+      if (param.grad && !param.grad.isContiguous()) {
         const c = keep(param.grad.contiguous());
         param.grad.dispose();
         param.grad = c;
       }
-      const g = param.grad;
       if (this.stage === holders[0]) {
         for (const h of holders.slice(1)) {
-          const other = empty(g.shape, { dtype: g.dtype, device: g.device });
+          if (!(await recvFlag(h))) continue;
+          const other = keep(empty(param.shape, { dtype: param.dtype, device }));
           try {
             await waitFor(this.group.recv(other, h, { tag: TAG_TIE }));
-            noGrad(() => g.add_(other));
-          } finally {
+          } catch (e) {
+            other.dispose();
+            throw e;
+          }
+          if (!param.grad) param.grad = other;
+          else {
+            noGrad(() => param.grad!.add_(other));
             other.dispose();
           }
         }
-        await waitFor(Promise.all(holders.slice(1).map((h) => this.group.send(g, h, { tag: TAG_TIE }).wait())));
-        sent += (holders.length - 1) * g.numel * ITEMSIZE[g.dtype];
+        const g = param.grad;
+        for (const h of holders.slice(1)) {
+          await sendFlag(g !== null, h);
+          if (g) await waitFor(this.group.send(g, h, { tag: TAG_TIE }));
+        }
+        if (g) sent += (holders.length - 1) * g.numel * ITEMSIZE[g.dtype];
       } else {
-        await waitFor(this.group.send(g, holders[0], { tag: TAG_TIE }));
-        await waitFor(this.group.recv(g, holders[0], { tag: TAG_TIE }));
-        sent += g.numel * ITEMSIZE[g.dtype];
+        const g = param.grad;
+        await sendFlag(g !== null, holders[0]);
+        if (g) {
+          await waitFor(this.group.send(g, holders[0], { tag: TAG_TIE }));
+          sent += g.numel * ITEMSIZE[g.dtype];
+        }
+        if (!(await recvFlag(holders[0]))) continue;
+        if (!param.grad) param.grad = keep(empty(param.shape, { dtype: param.dtype, device }));
+        await waitFor(this.group.recv(param.grad, holders[0], { tag: TAG_TIE }));
       }
     }
     return sent;
@@ -597,8 +660,9 @@ class Inbox {
  * tied to wte, lives on both and the two gradients are added). A list of modules (each mapping one
  * tensor to the next) is split into consecutive runs and needs options.loss. Every rank builds the
  * whole model the same way and calls pipeline(); each then frees the parameters of the other stages
- * and moves its own to the group's device (the CPU for Gloo, its GPU for NCCL), so a model larger
- * than one device trains. The model is the pipeline's from then on.
+ * and moves its own to the group's device, so a model larger than one process's memory trains. The
+ * model is the pipeline's from then on. The group must be a Gloo group (CPU stages): over NCCL the
+ * stages' send/recv would deadlock without batched point-to-point ops, which kiln lacks (a DistError).
  *
  * ```ts
  * await kiln.dist.initProcessGroup();
@@ -617,7 +681,14 @@ export function pipeline(model: GPT | readonly TensorModule[], opts: PipelineOpt
   const microBatches = positiveInt(op, 'microBatches', opts.microBatches);
   const schedule = opts.schedule ?? '1f1b';
   if (schedule !== 'gpipe' && schedule !== '1f1b') throw new ValueError(op, `schedule must be 'gpipe' or '1f1b', got ${String(schedule)}`);
+  if (opts.group === null) {
+    throw new ValueError(op, 'group is null: dist.newGroup returns null on ranks outside the group, and those ranks must not build the pipeline (leave group out for the world)');
+  }
   const group = opts.group ?? worldGroup();
+  if (!(group instanceof ProcessGroup)) throw new ValueError(op, 'group must be a ProcessGroup (from dist.initProcessGroup or dist.newGroup)');
+  if (group.backend === 'nccl') {
+    throw new DistError(op, `pipeline runs over Gloo groups; NCCL needs batched send/recv (ncclGroupStart/End), not built: make the group with dist.newGroup(ranks, { backend: 'gloo' }) and keep the stages on the CPU`);
+  }
   const stages = opts.stages === undefined ? group.size : positiveInt(op, 'stages', opts.stages);
   let built: { layers: Layer[]; cuts: number[]; mask?: Tensor };
   let loss: (output: Tensor, target: Tensor, weight: number) => Tensor;

@@ -18,8 +18,9 @@
 // Each split parameter keeps the plain layer's name and records how it was cut (SHARDS), so a
 // model's plain state dict loads into its shards (shardStateDict) and the shards gather back into a
 // plain state dict (gatherStateDict). Replicated parameters (LayerNorms, a row layer's bias, the
-// position embedding) get the same gradient on every rank of the group, as their inputs and the
-// gradients reaching them are replicated.
+// position embedding) are broadcast from the group's rank 0 by the constructor that makes them, so
+// they start equal even on ranks seeded differently (or given different sources), and then get the
+// same gradient on every rank, as their inputs and the gradients reaching them are replicated.
 import { recordOp } from '../autograd/engine';
 import { noGrad } from '../autograd/grad_mode';
 import { isIntegral } from '../dtype';
@@ -196,6 +197,22 @@ function shardParameter(full: Tensor, dim: number, group: ProcessGroup, sections
   return p;
 }
 
+/** Replicated parameters already broadcast by a constructor (so an enclosing layer skips them). */
+const SYNCED = new WeakSet<Parameter>();
+
+/**
+ * Broadcasts the replicated (unsplit) parameters among params from group rank 0, so every rank of
+ * the group holds the same values; the shards stay each rank's own. A collective: every rank of the
+ * group constructs the same layers in the same order, as their forward already requires.
+ */
+function syncReplicated(params: Iterable<Parameter>, group: ProcessGroup): void {
+  for (const p of params) {
+    if (SHARDS.has(p) || SYNCED.has(p)) continue;
+    group.broadcast(p, 0).waitSync();
+    SYNCED.add(p);
+  }
+}
+
 /** The plain tensor gathered from every rank's shard (a collective over the shard's group). */
 function joinShard(local: Tensor, s: Shard): Tensor {
   return noGrad(() => tidy(() => {
@@ -326,7 +343,10 @@ export class RowParallelLinear extends Module {
   /** The tensor-parallel group. */
   readonly group: ProcessGroup;
 
-  /** A ValueError when the group size does not divide inFeatures or the group is missing. */
+  /**
+   * A ValueError when the group size does not divide inFeatures or the group is missing. Every rank
+   * of the group must construct it: the bias is broadcast from group rank 0.
+   */
   constructor(inFeatures: number, outFeatures: number, opts: RowParallelLinearOptions) {
     super();
     const layer = 'RowParallelLinear';
@@ -338,9 +358,10 @@ export class RowParallelLinear extends Module {
     this.group = g;
     const src = sourceLinear(layer, inFeatures, outFeatures, opts);
     this.weight = shardParameter(src.weight, 1, g);
-    this.bias = src.bias ? Parameter.own(noGrad(() => src.bias!.clone())) : null;
+    this.bias = src.bias ? Parameter.own(noGrad(() => src.bias!.clone()), src.bias.requiresGrad) : null;
     if (!opts.source) src.dispose();
     checkDevice(layer, this.weight, g);
+    if (this.bias) syncReplicated([this.bias], g);
   }
 
   /** x [..., inFeatures] (or [..., inFeatures / size] with inputIsParallel) -> [..., outFeatures]. */
@@ -501,7 +522,10 @@ export class ParallelSelfAttention extends Module {
   /** The tensor-parallel group. */
   readonly group: ProcessGroup;
 
-  /** A ValueError when the group size does not divide numHeads or the group is missing. */
+  /**
+   * A ValueError when the group size does not divide numHeads or the group is missing. Every rank of
+   * the group must construct it: the output projection's bias is broadcast from group rank 0.
+   */
   constructor(embedDim: number, numHeads: number, opts: ParallelSelfAttentionOptions) {
     super();
     const layer = 'ParallelSelfAttention';
@@ -549,7 +573,7 @@ export class ParallelMLP extends Module {
   proj: RowParallelLinear;
   /** Dropout on the output (training only). */
   drop: Dropout;
-  /** The tensor-parallel form of source (a plain GPT MLP), over group. */
+  /** The tensor-parallel form of source (a plain GPT MLP), over group. Every rank of the group must call it (proj's bias is broadcast). */
   constructor(source: MLP, group: ProcessGroup) {
     super();
     const g = checkGroup('ParallelMLP', group);
@@ -575,7 +599,11 @@ export class ParallelBlock extends Module {
   ln2: LayerNorm;
   /** The feed-forward part, split. */
   mlp: ParallelMLP;
-  /** The tensor-parallel form of source (a plain GPT block; its weights are copied, it is left as it was), over group. */
+  /**
+   * The tensor-parallel form of source (a plain GPT block; its weights are copied, it is left as it
+   * was), over group. Every rank of the group must call it: the LayerNorms and the row layers' biases
+   * are broadcast from group rank 0.
+   */
   constructor(source: Block, group: ProcessGroup) {
     super();
     const g = checkGroup('ParallelBlock', group);
@@ -584,6 +612,7 @@ export class ParallelBlock extends Module {
     this.drop = new Dropout(source.drop.p);
     this.ln2 = copyLayerNorm(source.ln2);
     this.mlp = new ParallelMLP(source.mlp, g);
+    syncReplicated(this.parameters(), g);
   }
   /** x [B, T, E] -> [B, T, E]; mask: the bool causal mask [T, T]. */
   override forward(x: Tensor, mask: Tensor | null): Tensor {
@@ -654,11 +683,12 @@ export class ParallelGPT extends Module {
     this.lnF = copyLayerNorm(source.lnF);
     this.lmHead = new ColumnParallelLinear(cfg.nEmbd, cfg.vocabSize, { group: g, bias: false, gatherOutput: false, weight: this.wte.weight });
     this.causalMask = this.registerBuffer('causalMask', causalMask(cfg.blockSize, cfg.blockSize, { device: pos.device }), { persistent: false });
-    this.syncReplicated();
+    syncReplicated(this.parameters(), g);
+    this.syncRng();
   }
 
-  private syncReplicated(): void {
-    for (const p of this.parameters()) if (!SHARDS.has(p)) this.group.broadcast(p, 0).waitSync();
+  /** Broadcasts the random generator's state from group rank 0, so replicated dropout agrees. */
+  private syncRng(): void {
     const { seed, offset } = getRngState();
     const state = tensor(new BigInt64Array([BigInt.asIntN(64, BigInt(seed)), BigInt.asIntN(64, BigInt(offset))]), { dtype: 'int64', device: this.group.device });
     try {

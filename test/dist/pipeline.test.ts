@@ -2,8 +2,11 @@
 // and 1F1B schedules gives the unsplit model's first-step gradients (float32: max abs difference
 // under 1e-6; float64: under 1e-13) and, after 10 AdamW steps, its parameters (under 1e-5; float64
 // 1e-12); the gathered checkpoint equals the unsplit model's state dict and loads back into the
-// stages. A list of modules pipelines the same way. In a world of one: the schedules' order, the
-// bubble formula, and the errors for bad partitions and batches.
+// stages. A list of modules pipelines the same way. With the embeddings (wte tied to the head) and
+// the lower blocks frozen, so whole first stages train nothing, the pipeline still equals the
+// unsplit model, gives frozen parameters no .grad and leaves wte as it was under AdamW's weight
+// decay. In a world of one: the schedules' order, the bubble formula, and the errors for bad
+// partitions, batches and groups.
 import t, { Test } from 'tap';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -54,7 +57,7 @@ async function piped(t: Test, name: string, stages: number, extra: object): Prom
   return { out, json: rs.map((r) => r.json[0]) };
 }
 
-async function compare(t: Test, { ref, losses }: { ref: string; losses: number[] }, name: string, stages: number, extra: object, tol: { grad: number; param: number }): Promise<void> {
+async function compare(t: Test, { ref, losses }: { ref: string; losses: number[] }, name: string, stages: number, extra: object, tol: { grad: number; param: number }): Promise<{ out: string; json: any[] }> {
   const { out, json } = await piped(t, name, stages, { reload: `${ref}.init`, ...extra });
   const refGrads = load(`${ref}.grads.0`);
   const seen = new Set<string>();
@@ -75,6 +78,7 @@ async function compare(t: Test, { ref, losses }: { ref: string; losses: number[]
   t.equal(last.losses.length, 10);
   t.ok(last.losses.every((l: number, i: number) => Math.abs(l - losses[i]) < 1e-5), `${name}: the last stage reports the unsplit model's losses`);
   t.equal(json[0].analytic, (stages - 1) / (4 + stages - 1), `${name}: analytic bubble`);
+  return { out, json };
 }
 
 t.test('a pipelined GPT equals the unsplit model', { skip: !gloo && 'built without Gloo' }, async (t) => {
@@ -94,6 +98,17 @@ t.test('float64: to rounding', { skip: !gloo && 'built without Gloo' }, async (t
 t.test('a list of modules', { skip: !gloo && 'built without Gloo' }, async (t) => {
   const ref = plain('mlp', { mlp: true });
   await compare(t, ref, 'mlp-2-gpipe', 2, { schedule: 'gpipe', mlp: true }, { grad: 1e-6, param: 1e-5 });
+});
+
+t.test('frozen embeddings and lower blocks (whole frozen stages, a frozen tie)', { skip: !gloo && 'built without Gloo' }, async (t) => {
+  const ref = plain('frozen', { freeze: true });
+  // 2 stages: the first (embedding, blocks 0-1) is all frozen; 4 stages: the first two are.
+  for (const [stages, schedule] of [[2, '1f1b'], [4, 'gpipe']] as const) {
+    const name = `frozen-${stages}-${schedule}`;
+    const { out, json } = await compare(t, ref, name, stages, { schedule, freeze: true }, { grad: 1e-6, param: 1e-5 });
+    t.same(json.map((j) => j.frozenGrads), new Array(stages).fill(0), `${name}: no frozen parameter (the tied wte/lmHead included) gets a .grad`);
+    t.equal(maxDiff(t, load(`${out}.init`), new Map([['wte.weight', load(out).get('wte.weight')!]])), 0, `${name}: wte unchanged after 10 AdamW steps with weight decay`);
+  }
 });
 
 t.test('schedules', async (t) => {
@@ -124,6 +139,8 @@ t.test('bad input', { skip: !gloo && 'built without Gloo' }, async (t) => {
   t.throws(() => dist.pipeline(gpt(), { microBatches: 2, balance: [3] }), { name: 'ValueError', message: /balance \[3\] sums to 3, but the model has 2 blocks/ });
   t.throws(() => dist.pipeline(gpt(), { microBatches: 2, schedule: 'zigzag' as any }), { name: 'ValueError', message: /schedule must be 'gpipe' or '1f1b'/ });
   t.throws(() => dist.pipeline([new nn.Linear(2, 2)], { microBatches: 2 }), { name: 'ValueError', message: /needs options.loss/ });
+  t.throws(() => dist.pipeline(gpt(), { microBatches: 2, group: null as any }), { name: 'ValueError', message: /group is null: dist.newGroup returns null on ranks outside the group/ });
+  t.throws(() => dist.pipeline(gpt(), { microBatches: 2, group: {} as any }), { name: 'ValueError', message: /group must be a ProcessGroup/ });
 
   // One stage: micro-batching alone, the same gradients as one backward.
   kiln.manualSeed(3);

@@ -2,7 +2,8 @@
 // forward and gradients on 2 and 4 ranks (float64, max abs difference under 1e-12); a TP GPT trained
 // 10 AdamW steps ends with the plain model's parameters (float32 under 1e-5, float64 under 1e-12),
 // alone and as 2 TP x 2 DP under DDP on the concatenated batch; the TP group carries the analytic
-// number of bytes; bad sizes, groups and inputs are named. In this process (a world of one):
+// number of bytes; bad sizes, groups and inputs are named; layers built fresh on ranks seeded
+// differently hold the same replicated biases and give the same outputs. In this process (a world of one):
 // Work.waitSync and the byte counter.
 import t, { Test } from 'tap';
 import * as kiln from '../../lib';
@@ -82,6 +83,13 @@ t.test('a TP GPT trains to the plain parameters; 2 TP x 2 DP on the concatenated
     if (!('tp' in extra)) t.equal(res[0].tensors[1], res[0].tensors[0], `${name}: ${res[0].tensors[0]} live tensors after step 2 and after step 10`);
     if ('tp' in extra) t.notSame(res[0].losses, res[2].losses, 'the DP groups trained on different halves of the batch');
   }
+});
+
+t.test('ranks seeded differently: replicated parameters broadcast from group rank 0', { skip }, async (t) => {
+  const [a, b] = (await ranks(t, 2, { mode: 'seeded' })).map((lines) => lines.find((j) => j.rowBias));
+  for (const k of ['rowBias', 'rowOut', 'attnBias', 'attnOut']) t.same(b[k], a[k], `${k}: the same on both ranks`);
+  t.same(a.rowBias, a.plainBias, "the row layer's bias is rank 0's draw");
+  t.ok(a.rowBias.some((v: number) => v !== 0), 'a drawn bias, not zeros');
 });
 
 t.test('bad sizes, groups and inputs name the layer and the sizes', { skip }, async (t) => {

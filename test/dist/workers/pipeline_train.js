@@ -4,8 +4,10 @@
 // first step's gradients (`${out}.grads.<rank>`; the stage's own parameters), the initial and final
 // whole-model state dicts (`${out}.init`, `${out}`, gathered on rank 0), and, with `reload`, the state
 // dict gathered after every stage loaded that plain checkpoint (`${out}.reload`).
-// With `mlp`, the model is a list of five modules (an MLP, mean squared error) instead.
-// argv[2]: JSON { out, steps, plain, stages, microBatches, schedule, dtype, reload, mlp }
+// With `mlp`, the model is a list of five modules (an MLP, mean squared error) instead. With
+// `freeze`, the embeddings (wte tied to the head) and blocks 0 and 1 are frozen (fine-tuning the top):
+// the run then reports how many frozen parameters got a .grad (`frozenGrads`, after the first step).
+// argv[2]: JSON { out, steps, plain, stages, microBatches, schedule, dtype, reload, mlp, freeze }
 const kiln = require('../../../dist');
 const { nn, optim, dist, io, data } = kiln;
 
@@ -42,6 +44,7 @@ function gradsOf(named) {
   const layers = cfg.mlp ? [new nn.Linear(4, 16), new nn.Tanh(), new nn.Linear(16, 16), new nn.Tanh(), new nn.Linear(16, 1)] : null;
   const model = layers ? new nn.Sequential(...layers) : new nn.GPT(CONFIG);
   if (cfg.dtype) model.to(cfg.dtype);
+  if (cfg.freeze) for (const [n, p] of model.namedParameters()) if (/^(wte|wpe|blocks\.[01])\./.test(n)) p.requiresGrad = false;
   let pipe = null, rank = 0;
   if (cfg.plain) {
     io.saveSafetensors(`${cfg.out}.init`, model.stateDict());
@@ -56,6 +59,7 @@ function gradsOf(named) {
   const params = pipe ? pipe.namedParameters() : model.namedParameters();
   const opt = new optim.AdamW(params.map(([, p]) => p), { lr: 0.001, weightDecay: 0.1 });
   const losses = [], bubbles = [];
+  let frozenGrads = 0;
   for (let s = 0; s < cfg.steps; s++) {
     const [x, y] = layers ? mlpBatch(s) : batch(s);
     if (pipe) {
@@ -67,7 +71,10 @@ function gradsOf(named) {
       loss.backward();
       losses.push(loss.item());
     }
-    if (s === 0) io.saveSafetensors(`${cfg.out}.grads.${rank}`, gradsOf(params));
+    if (s === 0) {
+      io.saveSafetensors(`${cfg.out}.grads.${rank}`, gradsOf(params));
+      frozenGrads = params.filter(([, p]) => !p.requiresGrad && p.grad !== null).length;
+    }
     opt.step();
     opt.zeroGrad();
   }
@@ -78,7 +85,7 @@ function gradsOf(named) {
     const again = await pipe.stateDict();
     if (again) io.saveSafetensors(`${cfg.out}.reload`, again);
   }
-  console.log(JSON.stringify({ rank, losses, bubbles, partition: pipe?.partition, analytic: pipe?.bubbleFraction }));
+  console.log(JSON.stringify({ rank, losses, bubbles, frozenGrads, partition: pipe?.partition, analytic: pipe?.bubbleFraction }));
   if (pipe) dist.destroyProcessGroup();
 })().catch((e) => {
   console.error(`rank ${process.env.RANK}: ${e.stack}`);

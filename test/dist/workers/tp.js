@@ -1,11 +1,13 @@
 // Tensor-parallel checks for test/dist/tp.test.ts, one rank of a Gloo job. Each rank also builds the
 // plain (unsplit) modules from the same seed, so it compares its shards with them in process.
-// argv[2]: JSON { mode: 'layers' | 'train' | 'errors', steps, dtype, tp, dp }
+// argv[2]: JSON { mode: 'layers' | 'train' | 'errors' | 'seeded', steps, dtype, tp, dp }
 //   layers: every TP layer, the TP block and the TP GPT in float64 against the plain ones: forward
 //           and gradients (max abs differences printed as JSON).
 //   train:  a TP GPT (tp ranks per group, dp groups under DDP) trained `steps` AdamW steps against
 //           the plain GPT on the whole global batch; the TP group's bytes in one step.
 //   errors: the messages of bad sizes, groups and inputs.
+//   seeded: layers built fresh (no source) on ranks seeded differently: the replicated biases and the
+//           outputs, printed for comparison across ranks, with rank 0's own plain draw of the row layer.
 const kiln = require('../../../dist');
 const { nn, optim, dist, data } = kiln;
 const { tp } = dist;
@@ -191,6 +193,18 @@ async function trainRun(tpGroup, dpGroup) {
   console.log(JSON.stringify({ rank: dist.rank(), diff, losses, plainLosses, traffic, tensors: [tensors[0], tensors[tensors.length - 1]] }));
 }
 
+function seeded(group) {
+  const vals = (t) => Array.from(t.dataSync());
+  kiln.manualSeed(200 + group.rank);
+  const row = new tp.RowParallelLinear(4, 2, { group });
+  const rowOut = vals(row.forward(kiln.ones([3, 4])));
+  const attn = new tp.ParallelSelfAttention(8, 2, { group });
+  const attnOut = vals(attn.forward(kiln.ones([1, 3, 8]), nn.causalMask(3)));
+  kiln.manualSeed(200);
+  const plain = new nn.Linear(4, 2);
+  console.log(JSON.stringify({ rank: dist.rank(), rowBias: vals(row.bias), rowOut, attnBias: vals(attn.outProj.bias), attnOut, plainBias: vals(plain.bias) }));
+}
+
 async function errors(group) {
   const out = {};
   const attempt = async (name, fn) => {
@@ -224,6 +238,7 @@ async function errors(group) {
   const { tp: tpGroup, dp: dpGroup } = await tp.newGroups(cfg.tp ?? dist.worldSize());
   if (cfg.mode === 'layers') layers(tpGroup);
   else if (cfg.mode === 'train') await trainRun(tpGroup, dpGroup);
+  else if (cfg.mode === 'seeded') seeded(tpGroup);
   else await errors(tpGroup);
   if (cfg.mode === 'errors') {
     // A destroyed group is refused by name.
