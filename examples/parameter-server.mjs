@@ -9,7 +9,10 @@
 // `kiln launch` stops the whole job when one process fails. To watch that, start the ranks yourself:
 //   for r in 0 1 2 3; do RANK=$r WORLD_SIZE=4 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 node examples/parameter-server.mjs --mode async & done
 // then kill one worker (say rank 3) and start it again with RANK=3: it pulls the current parameters
-// and carries on.
+// and carries on. (In sync mode the others' steps go on without it 10 s after their first gradient;
+// a worker that is merely slow or pausing is waited for.) The servers stop once every worker has
+// closed, and each writes its trained shard back into its model: with one server, the server's model
+// is the trained model (it prints its accuracy).
 import { parseArgs } from 'node:util';
 import * as kiln from 'kiln';
 
@@ -44,16 +47,18 @@ const ps = await dist.ParameterServer.create(model, {
   servers: Number(args.servers), mode: args.mode, maxStaleness: Number(args['max-staleness']), workerTimeoutMs: 10_000,
 });
 
+const [xVal, yVal] = moons(400, 1);
+const accuracy = () => kiln.noGrad(() => kiln.tidy(() => model.forward(xVal).gt(0).to('float32').eq(yVal).to('float32').mean().item()));
+
 if (ps.isServer) {
   const from = ps.shardStarts[ps.rank], to = ps.shardStarts[ps.rank + 1];
   console.log(`server ${ps.rank}: parameters ${from}..${to} of ${ps.numel}, ${args.mode} mode`);
   const report = await ps.serve();
   console.log(`server ${ps.rank}: ${report.version} updates; per worker ${JSON.stringify(report.workers)}`);
+  if (ps.servers === 1) console.log(`server: the trained model's validation accuracy ${(100 * accuracy()).toFixed(1)}%`);
 } else {
   // Each worker draws its own data; the validation set is shared.
   const [x, y] = moons(2000, 100 + ps.rank);
-  const [xVal, yVal] = moons(400, 1);
-  const accuracy = () => kiln.noGrad(() => kiln.tidy(() => model.forward(xVal).gt(0).to('float32').eq(yVal).to('float32').mean().item()));
   const rng = new data.Rng(ps.rank);
   let rejected = 0;
   for (let s = 0; s < Number(args.steps); s++) {

@@ -1,9 +1,12 @@
 // The parameter server: synchronous mode equals SGD on the concatenated batch (2 servers x 2
 // workers in float64: max abs difference under 1e-12; 1 server x 3 workers in float32: under 1e-6);
-// a synchronous step goes on without a killed worker after the timeout and the restarted worker
-// rejoins; asynchronous training lowers the loss with a worker killed mid-run and restarted; in one
-// process, the staleness bound (a gradient one version old is rejected at maxStaleness 0, applied at
-// 1) and the errors for bad options.
+// a worker slower than workerTimeoutMs (but within it of the other's push) is not dropped; workers
+// that start late and pause longer than workerTimeoutMs are served on, and after serve() each
+// server's model holds its trained shard; a synchronous step goes on without a killed worker after
+// the timeout and the restarted worker rejoins; asynchronous training lowers the loss with a worker
+// killed mid-run and restarted; in one process, the staleness bound (a gradient one version old is
+// rejected at maxStaleness 0, applied at 1) with a garbage message and a slot never written in the
+// queue, a worker of another dtype, and the errors for bad options.
 import t, { Test } from 'tap';
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
@@ -16,6 +19,12 @@ const { dist, nn, optim } = kiln;
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-ps-'));
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
 const WORKER = path.join(__dirname, 'workers', 'ps_train.js');
+
+/** The parameters of ps_train.js's model in a saved file, flattened in the model's order. */
+function flat(file: string): Float64Array {
+  const x = kiln.io.loadSafetensors(file).tensors;
+  return Float64Array.from(['0.weight', '0.bias', '2.weight', '2.bias'].flatMap((k) => [...x.get(k)!.to('float64').dataSync()]));
+}
 
 function maxDiff(a: string, b: string): number {
   const x = kiln.io.loadSafetensors(a).tensors, y = kiln.io.loadSafetensors(b).tensors;
@@ -31,6 +40,14 @@ function start(rank: number, world: number, port: number, cfg: object, onLine?: 
   }));
 }
 
+/** Trains ps_train.js's model on the whole global batches of base in one process; the saved file. */
+function reference(t: Test, name: string, base: object): string {
+  const out = path.join(dir, `plain-${name}`);
+  const p = spawnSync(process.execPath, [WORKER, JSON.stringify({ ...base, plain: true, out })], { encoding: 'utf8' });
+  t.equal(p.status, 0, p.stderr);
+  return out;
+}
+
 function exitsZero(t: Test, r: RankResult, what: string): void {
   t.equal(r.code, 0, `${what} exits 0 ${r.stderr}`);
 }
@@ -41,9 +58,7 @@ t.test('synchronous: equal to SGD on the concatenated batch', async (t) => {
     { servers: 1, workers: 3, dtype: 'float32', tol: 1e-6 },
   ]) {
     const base = { workers, steps: 10, lr: 0.1, dtype };
-    const ref = path.join(dir, `plain-${dtype}`);
-    const p = spawnSync(process.execPath, [WORKER, JSON.stringify({ ...base, plain: true, out: ref })], { encoding: 'utf8' });
-    t.equal(p.status, 0, p.stderr);
+    const ref = reference(t, dtype, base);
     const out = path.join(dir, `sync-${dtype}`);
     const port = await freePort();
     const world = servers + workers;
@@ -58,6 +73,47 @@ t.test('synchronous: equal to SGD on the concatenated batch', async (t) => {
       t.equal(report.version, 10, `server ${s} took 10 steps`);
       t.ok(Object.values(report.workers).every((w: any) => w.applied === 10 && w.state === 'left'), `server ${s}: every worker's 10 gradients applied, then it left`);
     }
+  }
+});
+
+t.test('synchronous: a worker slower than workerTimeoutMs is not dropped while it is within it of the first push', async (t) => {
+  // Each step worker 2 pushes 1.6 s after the last step (silent longer than the timeout), worker 1 at 1 s.
+  const base = { workers: 2, steps: 3, lr: 0.1, dtype: 'float64' };
+  const ref = reference(t, 'slow', base);
+  const out = path.join(dir, 'slow');
+  const port = await freePort();
+  const cfg = { ...base, mode: 'sync', servers: 1, workerTimeoutMs: 1200, computeMs: { 1: 1000, 2: 1600 }, out };
+  const rs = await Promise.all([0, 1, 2].map((r) => start(r, 3, port, cfg).done));
+  rs.forEach((r) => exitsZero(t, r, `rank ${r.rank}`));
+  const { report } = rs[0].json[0];
+  t.equal(report.dropped, 0, 'no worker dropped');
+  t.ok([1, 2].every((w) => report.workers[w].applied === 3), "both workers' 3 gradients applied");
+  for (const w of [1, 2]) {
+    const d = maxDiff(ref, `${out}.${w}`);
+    t.ok(d < 1e-12, `worker ${w}'s parameters equal SGD on the concatenated batch: max abs difference ${d.toExponential(2)}`);
+  }
+});
+
+t.test('synchronous: workers that start late and pause longer than workerTimeoutMs are served on; the servers keep the trained model', async (t) => {
+  const base = { workers: 2, steps: 4, lr: 0.1, dtype: 'float64' };
+  const ref = reference(t, 'pause', base);
+  const out = path.join(dir, 'pause');
+  const port = await freePort();
+  const cfg = { ...base, mode: 'sync', servers: 2, workerTimeoutMs: 1000, startDelayMs: 1500, pause: { step: 1, ms: 2000 }, out };
+  const rs = await Promise.all([0, 1, 2, 3].map((r) => start(r, 4, port, cfg).done));
+  rs.forEach((r) => exitsZero(t, r, `rank ${r.rank}`));
+  const trained = flat(`${out}.2`);
+  const d = maxDiff(ref, `${out}.2`);
+  t.ok(d < 1e-12, `the workers trained as SGD on the concatenated batch: max abs difference ${d.toExponential(2)}`);
+  t.same(flat(`${out}.3`), trained, 'both workers pulled the same parameters');
+  for (const s of [0, 1]) {
+    const { report } = rs[s].json[0];
+    t.equal(report.version, 4, `server ${s} took 4 steps`);
+    t.equal(report.dropped, 0, `server ${s} dropped no worker`);
+    t.ok([2, 3].every((w) => report.workers[w].applied === 4 && report.workers[w].state === 'left'), `server ${s}: every gradient applied, every worker left`);
+    // Server s's model holds its shard trained (97 parameters: 0..48 and 48..97).
+    const [from, to] = s === 0 ? [0, 48] : [48, 97];
+    t.same(flat(`${out}.${s}`).subarray(from, to), trained.subarray(from, to), `server ${s}'s model holds the trained values of its shard after serve()`);
   }
 });
 
@@ -129,7 +185,7 @@ t.test('asynchronous: the loss falls with a worker killed mid-run, and the resta
   t.ok(rejoined < 0.8 * start0, `the restarted worker started from the trained parameters (loss ${rejoined.toFixed(4)}), not its own initialization`);
 });
 
-t.test('in one process: the staleness bound, and bad options', async (t) => {
+t.test('in one process: the staleness bound with bad messages in the queue, a worker of another dtype, and bad options', async (t) => {
   const model = () => {
     kiln.manualSeed(1);
     return new nn.Linear(3, 1);
@@ -139,6 +195,14 @@ t.test('in one process: the staleness bound, and bad options', async (t) => {
     const base = { optimizer: optim.SGD, lr: 0.1, mode: 'async' as const, maxStaleness, worldSize: 3, masterAddr: '127.0.0.1', masterPort: port, workerTimeoutMs: 5000 };
     const server = await dist.ParameterServer.create(model(), { ...base, rank: 0 });
     const served = server.serve();
+    // Ahead of the workers, a garbage message, one whose header runs past its end, and a slot taken
+    // but never written (its writer died): serving goes on, and not after a wait of workerTimeoutMs.
+    const began = Date.now();
+    const raw = await dist.TCPStore.create({ host: '127.0.0.1', port, isServer: false });
+    raw.set(`ps/q/${raw.add('ps/next', 1)}`, new Uint8Array([1, 2, 3]));
+    raw.set(`ps/q/${raw.add('ps/next', 1)}`, new Uint8Array([255, 255, 0, 0, 1, 2, 3, 4]));
+    raw.add('ps/next', 1);
+    raw.close();
     const nets = [model(), model()];
     const [a, b] = await Promise.all(nets.map((net, i) => dist.ParameterServer.create(net, { ...base, rank: i + 1 })));
     const backward = (net: kiln.nn.Linear) => net.forward(kiln.ones([2, 3])).sum().backward();
@@ -150,14 +214,27 @@ t.test('in one process: the staleness bound, and bad options', async (t) => {
     backward(nets[1]);
     const r = await b.push();
     t.same(r, { applied: maxStaleness >= 1, versions: [maxStaleness >= 1 ? 2 : 1] }, `maxStaleness ${maxStaleness}: a gradient one version old is ${r.applied ? 'applied' : 'rejected'}`);
+    t.ok(Date.now() - began < base.workerTimeoutMs, `the slot never written held nothing up (${Date.now() - began} ms)`);
     await a.close();
     await b.close();
     const report = await served;
     t.equal(report.workers[2].rejected, maxStaleness >= 1 ? 0 : 1);
   }
+  {
+    const port = await freePort();
+    const base = { optimizer: optim.SGD, lr: 0.1, worldSize: 2, masterAddr: '127.0.0.1', masterPort: port };
+    const server = await dist.ParameterServer.create(model().to('float64'), { ...base, rank: 0 });
+    const served = server.serve();
+    const worker = await dist.ParameterServer.create(model(), { ...base, rank: 1 });
+    await t.rejects(worker.pull(), { name: 'ValueError', message: /server 0's parameters are float64, this worker's float32: every rank must build the model in one dtype/ });
+    await worker.close();
+    t.equal((await served).workers[1].state, 'left', 'the server ends once the worker of another dtype has closed');
+  }
   const ok = { optimizer: optim.SGD, lr: 0.1, worldSize: 2, rank: 0, masterAddr: '127.0.0.1', masterPort: 1 };
   await t.rejects(dist.ParameterServer.create(model(), { ...ok, servers: 2 }), { name: 'ValueError', message: /servers must be an integer in \[1, 1\] \(world of 2: at least one worker\), got 2/ });
   await t.rejects(dist.ParameterServer.create(model(), { ...ok, mode: 'eventual' as any }), { name: 'ValueError', message: /mode must be 'sync' or 'async'/ });
   await t.rejects(dist.ParameterServer.create(model().to('float16'), ok), { name: 'ValueError', message: /every parameter must be float32, or every one float64; got float16/ });
+  await t.rejects(dist.ParameterServer.create(model(), { ...ok, idleTimeoutMs: 0 }), { name: 'ValueError', message: /idleTimeoutMs must be a positive integer, got 0/ });
+  await t.rejects(dist.ParameterServer.create(new nn.Linear(4096, 2049).to('float64'), ok), { name: 'ValueError', message: /does not fit in one store value \(64 MiB, 8388096 elements\); use at least 2 servers/ });
   await t.rejects(dist.ParameterServer.create(model(), { ...ok, optimizer: undefined as any }), { name: 'ValueError', message: /options.optimizer must be an optimizer class/ });
 });
