@@ -1,0 +1,100 @@
+// The kiln side of bench/gpt2 (run.sh runs it first, then bench/gpt2/torch_gpt2.py on what it writes).
+// Builds nn.GPT at the given size (GPT-2 124M by default), writes its initial weights and the
+// batches (random tokens from a fixed LCG, so nothing depends on either framework's RNG) to
+// <work>/init.safetensors for PyTorch to load, then trains under bfloat16 autocast with AdamW
+// (lr 3e-4, betas 0.9/0.999, eps 1e-8, weight decay 0.1 on every parameter): --check steps on
+// batches 0..check-1 (their losses are what run.sh compares), --warmup more, then --steps timed
+// steps. A step is forward + loss (+ loss.item(), which waits for the device), backward, optimizer
+// step, zeroing the gradients. Writes <out>/kiln.json.
+//   node bench/gpt2/kiln.mjs --work DIR --out DIR [--device cuda] [--steps 20] [--warmup 3]
+//        [--check 20] [--batch 16] [--block 1024] [--layers 12] [--embd 768] [--heads 12] [--vocab 50304]
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+import * as kiln from '../../dist/index.mjs';
+
+const spec = { steps: 20, warmup: 3, check: 20, batch: 16, block: 1024, layers: 12, embd: 768, heads: 12, vocab: 50304, threads: 0 };
+const { values } = parseArgs({
+  options: { ...Object.fromEntries(Object.keys(spec).map((k) => [k, { type: 'string' }])), device: { type: 'string' }, work: { type: 'string' }, out: { type: 'string' } },
+});
+const a = Object.fromEntries(Object.entries(spec).map(([k, d]) => [k, values[k] === undefined ? d : Number(values[k])]));
+for (const [k, v] of Object.entries(a)) if (!Number.isInteger(v) || v < (k === 'warmup' || k === 'threads' ? 0 : 1)) throw new Error(`--${k} must be a positive integer, got ${values[k]}`);
+if (!values.work || !values.out) throw new Error('--work and --out are required');
+const device = values.device ?? 'cpu';
+const cuda = device.startsWith('cuda');
+if (a.threads) kiln.setNumThreads(a.threads);
+
+// ---- model and data, written for PyTorch ----
+kiln.manualSeed(0);
+const model = new kiln.nn.GPT({ vocabSize: a.vocab, blockSize: a.block, nLayer: a.layers, nHead: a.heads, nEmbd: a.embd });
+let seed = 12345;
+const rand = (n) => {
+  seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+  return Math.floor((seed / 4294967296) * n);
+};
+const tokens = (n) => {
+  const v = new BigInt64Array(n);
+  for (let i = 0; i < n; i++) v[i] = BigInt(rand(a.vocab));
+  return kiln.tensor(v, { shape: [a.batch, a.block], dtype: 'int64' });
+};
+const batches = Array.from({ length: a.check }, () => [tokens(a.batch * a.block), tokens(a.batch * a.block)]);
+const saved = Object.fromEntries(model.namedParameters());
+batches.forEach(([x, y], i) => Object.assign(saved, { [`batch.${i}.x`]: x, [`batch.${i}.y`]: y }));
+fs.mkdirSync(values.work, { recursive: true });
+kiln.io.saveSafetensors(path.join(values.work, 'init.safetensors'), saved, { tied: 'lmHead.weight=wte.weight' });
+
+model.to({ device });
+const onDevice = batches.map((b) => b.map((t) => t.to({ device })));
+const optimizer = new kiln.optim.AdamW(model.parameters(), { lr: 3e-4, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0.1 });
+
+function step(i) {
+  const [x, y] = onDevice[i % onDevice.length];
+  const loss = kiln.tidy(() => {
+    const l = kiln.autocast({ dtype: 'bfloat16' }, () => model.forward(x, y).loss);
+    l.backward();
+    return l.item();
+  });
+  optimizer.step();
+  optimizer.zeroGrad();
+  return loss;
+}
+
+if (cuda) kiln.cuda.resetPeakMemoryStats();
+kiln.resetPeakMemory();
+const losses = [];
+for (let i = 0; i < a.check + a.warmup; i++) losses.push(step(i));
+const times = [];
+for (let i = 0; i < a.steps; i++) {
+  const t0 = process.hrtime.bigint();
+  losses.push(step(i));
+  if (cuda) kiln.cuda.synchronize();
+  times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+}
+const sorted = [...times].sort((p, q) => p - q);
+const median = sorted.length % 2 ? sorted[sorted.length >> 1] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
+const stats = cuda ? kiln.cuda.memoryStats() : null;
+const info = kiln.buildInfo();
+const result = {
+  framework: 'kiln',
+  variant: 'kiln bf16 autocast',
+  device: cuda ? kiln.cuda.getDeviceName() : `cpu (${os.cpus()[0]?.model}, ${info.threads} threads)`,
+  model: { vocab: a.vocab, block: a.block, layers: a.layers, embd: a.embd, heads: a.heads, parameters: model.numParameters() },
+  batch: a.batch,
+  tokens_per_step: a.batch * a.block,
+  timed_steps: a.steps,
+  ms_per_step: median,
+  ms_per_step_best: sorted[0],
+  check_losses: losses.slice(0, a.check),
+  last_loss: losses[losses.length - 1],
+  // Peak bytes held by tensors (the caching allocator's on CUDA, the native CPU allocations otherwise),
+  // and the process's view: what the allocator took from the driver, and the host RSS.
+  peak_memory_bytes: cuda ? stats.peakAllocated : kiln.memory().peakBytes,
+  reserved_memory_bytes: cuda ? stats.reserved : null,
+  host_rss_bytes: process.memoryUsage().rss,
+  versions: { node: process.version, kiln_blas: info.blas },
+  date: new Date().toISOString(),
+};
+fs.mkdirSync(values.out, { recursive: true });
+fs.writeFileSync(path.join(values.out, 'kiln.json'), JSON.stringify(result, null, 2) + '\n');
+console.log(`kiln: ${median.toFixed(1)} ms/step (median of ${a.steps}), loss ${losses[0].toFixed(4)} -> ${result.last_loss.toFixed(4)}`);
