@@ -5,8 +5,8 @@
 // (lr 3e-4, betas 0.9/0.999, eps 1e-8, weight decay 0.1 on every parameter): --check steps on
 // batches 0..check-1 (their losses are what run.sh compares), --warmup more, then --steps timed
 // steps. A step is forward + loss (+ loss.item(), which waits for the device), backward, optimizer
-// step, zeroing the gradients. Writes <out>/kiln.json.
-//   node bench/gpt2/kiln.mjs --work DIR --out DIR [--device cuda] [--steps 20] [--warmup 3]
+// step, zeroing the gradients. Writes <work>/kiln.json.
+//   node bench/gpt2/kiln.mjs --work DIR [--device cuda] [--steps 20] [--warmup 3]
 //        [--check 20] [--batch 16] [--block 1024] [--layers 12] [--embd 768] [--heads 12] [--vocab 50304]
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -16,11 +16,11 @@ import * as kiln from '../../dist/index.mjs';
 
 const spec = { steps: 20, warmup: 3, check: 20, batch: 16, block: 1024, layers: 12, embd: 768, heads: 12, vocab: 50304, threads: 0 };
 const { values } = parseArgs({
-  options: { ...Object.fromEntries(Object.keys(spec).map((k) => [k, { type: 'string' }])), device: { type: 'string' }, work: { type: 'string' }, out: { type: 'string' } },
+  options: { ...Object.fromEntries(Object.keys(spec).map((k) => [k, { type: 'string' }])), device: { type: 'string' }, work: { type: 'string' } },
 });
 const a = Object.fromEntries(Object.entries(spec).map(([k, d]) => [k, values[k] === undefined ? d : Number(values[k])]));
 for (const [k, v] of Object.entries(a)) if (!Number.isInteger(v) || v < (k === 'warmup' || k === 'threads' ? 0 : 1)) throw new Error(`--${k} must be a positive integer, got ${values[k]}`);
-if (!values.work || !values.out) throw new Error('--work and --out are required');
+if (!values.work) throw new Error('--work is required');
 const device = values.device ?? 'cpu';
 const cuda = device.startsWith('cuda');
 if (a.threads) kiln.setNumThreads(a.threads);
@@ -63,13 +63,18 @@ function step(i) {
 if (cuda) kiln.cuda.resetPeakMemoryStats();
 kiln.resetPeakMemory();
 const losses = [];
-for (let i = 0; i < a.check + a.warmup; i++) losses.push(step(i));
+const t0 = performance.now();
+for (let i = 0; i < a.check + a.warmup; i++) {
+  losses.push(step(i));
+  // One line per untimed step: a run cut short by its timeout still shows how far it got.
+  console.log(`kiln step ${i}: loss ${losses[i].toFixed(4)}, ${((performance.now() - t0) / 1e3).toFixed(1)} s`);
+}
 const times = [];
 for (let i = 0; i < a.steps; i++) {
-  const t0 = process.hrtime.bigint();
+  const s0 = performance.now();
   losses.push(step(i));
   if (cuda) kiln.cuda.synchronize();
-  times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  times.push(performance.now() - s0);
 }
 const sorted = [...times].sort((p, q) => p - q);
 const median = sorted.length % 2 ? sorted[sorted.length >> 1] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
@@ -95,6 +100,5 @@ const result = {
   versions: { node: process.version, kiln_blas: info.blas },
   date: new Date().toISOString(),
 };
-fs.mkdirSync(values.out, { recursive: true });
-fs.writeFileSync(path.join(values.out, 'kiln.json'), JSON.stringify(result, null, 2) + '\n');
+fs.writeFileSync(path.join(values.work, 'kiln.json'), JSON.stringify(result, null, 2) + '\n');
 console.log(`kiln: ${median.toFixed(1)} ms/step (median of ${a.steps}), loss ${losses[0].toFixed(4)} -> ${result.last_loss.toFixed(4)}`);

@@ -1,5 +1,5 @@
 // The summary of bench/gpt2: reads kiln.json, torch_eager.json and torch_compile.json (whichever ran)
-// from --out, and writes gpt2.json and gpt2.md there (the markdown table is the README's), printing
+// from --work, and writes gpt2.json (the summary and those three) and gpt2.md to --out (the markdown table is the README's), printing
 // the table. Per run: ms/step (median of the timed steps), tokens/s, MFU and peak memory; kiln's
 // ratio_vs_eager and ratio_vs_compile are kiln's tokens/s over theirs (above 1: kiln is faster).
 // MFU = flops/token * tokens/s / peak, with flops/token = 6*N + 12*L*T*E (PaLM's appendix B, as
@@ -8,19 +8,19 @@
 // (causal masking is not subtracted). Peak: --peak-tflops, 989 for CUDA (the H200's dense bf16
 // tensor-core peak), none on the CPU (no MFU). Numerics: kiln's loss at each check step against
 // PyTorch eager's, |kiln - torch| / |torch|; passes when the largest is under 1%.
-//   node bench/gpt2/report.mjs --out DIR [--peak-tflops 989] [--note TEXT]
+//   node bench/gpt2/report.mjs --work DIR --out DIR [--peak-tflops 989] [--note TEXT]
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 
-const { values } = parseArgs({ options: { out: { type: 'string' }, 'peak-tflops': { type: 'string' }, note: { type: 'string', multiple: true } } });
-if (!values.out) throw new Error('--out is required');
+const { values } = parseArgs({ options: { work: { type: 'string' }, out: { type: 'string' }, 'peak-tflops': { type: 'string' }, note: { type: 'string', multiple: true } } });
+if (!values.work || !values.out) throw new Error('--work and --out are required');
 const read = (f) => {
-  const p = path.join(values.out, f);
+  const p = path.join(values.work, f);
   return fs.existsSync(p) ? JSON.parse(fs.readFileSync(p, 'utf8')) : null;
 };
 const kiln = read('kiln.json'), eager = read('torch_eager.json'), compiled = read('torch_compile.json');
-if (!kiln) throw new Error(`no kiln.json in ${values.out}: the kiln side did not finish`);
+if (!kiln) throw new Error(`no kiln.json in ${values.work}: the kiln side did not finish`);
 const peakTflops = values['peak-tflops'] !== undefined ? Number(values['peak-tflops']) : null;
 
 const m = kiln.model;
@@ -61,6 +61,7 @@ const summary = {
   numerics,
   notes: values.note ?? [],
   versions: { kiln: kiln.versions, torch: (eager ?? compiled)?.versions ?? null },
+  results: { kiln, torch_eager: eager, torch_compile: compiled },
   date: new Date().toISOString(),
 };
 
@@ -87,6 +88,7 @@ if (numerics) {
 }
 for (const n of summary.notes) lines.push(`Note: ${n}`);
 const md = lines.join('\n') + '\n';
+fs.mkdirSync(values.out, { recursive: true });
 fs.writeFileSync(path.join(values.out, 'gpt2.json'), JSON.stringify(summary, null, 2) + '\n');
 fs.writeFileSync(path.join(values.out, 'gpt2.md'), md);
 process.stdout.write(md);

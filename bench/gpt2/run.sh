@@ -3,8 +3,9 @@
 # `npm run build`): bench/gpt2/kiln.mjs builds the model, writes its initial weights and batches and
 # trains; bench/gpt2/torch_gpt2.py loads them and trains the same way, eager then compiled;
 # bench/gpt2/report.mjs prints ms/step, tokens/s, MFU, peak memory, kiln's ratios and the loss check,
-# and writes gpt2.json and gpt2.md. Each side runs under its own timeout, so a hang costs at most that.
-# Results go to $OUT/gpt2 when OUT is set (the GPU host), else bench/results/gpt2.
+# and writes gpt2.json (with each side's own results), gpt2.md and gpt2.log (everything printed). Each
+# side runs under its own timeout, so a hang costs at most that. Results go to $OUT/gpt2 when OUT is
+# set (the GPU host, which returns at most 8 files), else bench/results/gpt2.
 #   bash bench/gpt2/run.sh [--device cuda] [--steps 20] [--warmup 3] [--batch 16] [--block 1024] [--quick]
 # --quick: a tiny model (2 layers, 64 wide, 2 heads, context 64, vocab 512, batch 4, 5 timed steps)
 # to check the script end to end on the CPU. Timeouts (seconds): KILN_TIMEOUT, TORCH_TIMEOUT (eager),
@@ -29,37 +30,37 @@ out="${out:-bench/results/gpt2}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$out"
-rm -f "$out"/kiln.json "$out"/torch_eager.json "$out"/torch_compile.json
+rm -f "$out"/gpt2.json "$out"/gpt2.md "$out"/gpt2.log
 py="${PYTHON:-python3}"
 notes=()
 peak=()
 case "$device" in cuda*) peak=(--peak-tflops 989) ;; esac
 
-phase() { # name, timeout, command...: runs it, logs to $out/<name>.log, notes a failure
+phase() { # name, timeout, command...: runs it, logs to $out/gpt2.log, notes a failure
   local name="$1" limit="$2"; shift 2
   echo "== $name (timeout ${limit}s): $*"
   local t0=$SECONDS
-  timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$out/$name.log"
+  timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$out/gpt2.log"
   local rc=${PIPESTATUS[0]}
   echo "== $name: exit $rc after $((SECONDS - t0)) s"
-  if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then notes+=("$name timed out after ${limit}s"); elif [ "$rc" != 0 ]; then notes+=("$name failed (exit $rc, see $name.log)"); fi
+  if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then notes+=("$name timed out after ${limit}s"); elif [ "$rc" != 0 ]; then notes+=("$name failed (exit $rc, see gpt2.log)"); fi
   return "$rc"
 }
 
-phase kiln "${KILN_TIMEOUT:-240}" node bench/gpt2/kiln.mjs --device "$device" --work "$work" --out "$out" "${args[@]}" || {
+phase kiln "${KILN_TIMEOUT:-240}" node bench/gpt2/kiln.mjs --device "$device" --work "$work" "${args[@]}" || {
   echo "run.sh: the kiln side failed; nothing to compare against" >&2
   exit 1
 }
 if ! "$py" -c 'import torch' >/dev/null 2>&1; then
   notes+=("$py cannot import torch: no PyTorch columns")
 else
-  phase torch_eager "${TORCH_TIMEOUT:-120}" "$py" bench/gpt2/torch_gpt2.py --device "$device" --work "$work" --out "$out" "${args[@]}"
+  phase torch_eager "${TORCH_TIMEOUT:-120}" "$py" bench/gpt2/torch_gpt2.py --device "$device" --work "$work" "${args[@]}"
   if "$py" -c 'import torch, sys; sys.exit(0 if hasattr(torch, "compile") else 1)'; then
-    phase torch_compile "${COMPILE_TIMEOUT:-240}" "$py" bench/gpt2/torch_gpt2.py --compile --device "$device" --work "$work" --out "$out" "${args[@]}"
+    phase torch_compile "${COMPILE_TIMEOUT:-240}" "$py" bench/gpt2/torch_gpt2.py --compile --device "$device" --work "$work" "${args[@]}"
   else
     notes+=("PyTorch $("$py" -c 'import torch; print(torch.__version__)') has no torch.compile: no compiled column")
   fi
 fi
 note_args=()
 for n in "${notes[@]}"; do note_args+=(--note "$n"); done
-node bench/gpt2/report.mjs --out "$out" "${peak[@]}" "${note_args[@]}"
+node bench/gpt2/report.mjs --work "$work" --out "$out" "${peak[@]}" "${note_args[@]}"

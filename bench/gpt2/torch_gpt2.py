@@ -8,9 +8,9 @@ weight decay 0.1 on every parameter; fused on CUDA), --check steps on the stored
 more, then --steps timed steps, each ending with loss.item(). Attention is
 F.scaled_dot_product_attention (flash on CUDA), or explicit matmul/softmax on a PyTorch without it
 (1.13). With --compile the model goes through torch.compile; the first step (which compiles) is
-reported as compile_s and is never a timed step. Writes <out>/torch_eager.json or torch_compile.json.
+reported as compile_s and is never a timed step. Writes <work>/torch_eager.json or torch_compile.json.
 
-  python3 bench/gpt2/torch_gpt2.py --work DIR --out DIR [--device cuda] [--compile] [--steps 20] ...
+  python3 bench/gpt2/torch_gpt2.py --work DIR [--device cuda] [--compile] [--steps 20] ...
 """
 import argparse
 import datetime
@@ -61,7 +61,6 @@ def main():
     p.add_argument('--device', default='cpu')
     p.add_argument('--compile', action='store_true')
     p.add_argument('--work', required=True)
-    p.add_argument('--out', required=True)
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -100,10 +99,14 @@ def main():
 
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    losses = [step(0)]
-    first_step_s = time.perf_counter() - t0
-    losses += [step(i) for i in range(1, a.check + a.warmup)]
+    start = time.perf_counter()
+    losses = []
+    for i in range(a.check + a.warmup):
+        losses.append(step(i))
+        if i == 0:
+            first_step_s = time.perf_counter() - start
+        # One line per untimed step: a run cut short by its timeout still shows how far it got.
+        print(f'torch step {i}: loss {losses[i]:.4f}, {time.perf_counter() - start:.1f} s', flush=True)
     times = []
     for i in range(a.steps):
         t0 = time.perf_counter()
@@ -131,8 +134,7 @@ def main():
         'versions': {'torch': torch.__version__, 'cuda': torch.version.cuda, 'python': sys.version.split()[0]},
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(),
     }
-    os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, f'torch_{label}.json'), 'w') as f:
+    with open(os.path.join(a.work, f'torch_{label}.json'), 'w') as f:
         json.dump(result, f, indent=2)
         f.write('\n')
     extra = f', first step (compiling) {first_step_s:.1f} s' if a.compile else ''
