@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# One GPU-host session in one call, about 8 minutes: restores Node.js and the staged CUDA build
+# (.gpu/, from `bash ../shared/gpu/stage.sh` after a KILN_CUDA=ON KILN_CUDA_ARCHS=90 KILN_GLOO=0
+# build here), records nvidia-smi, runs `npm run test:cuda`, then the GPT-2 benchmark
+# (bench/gpt2/run.sh --device cuda), and prints a short summary last. Every phase has its own
+# timeout (seconds: TEST_TIMEOUT 120, and run.sh's KILN_TIMEOUT 150, TORCH_TIMEOUT 60,
+# COMPILE_TIMEOUT 120), so one that hangs costs its limit and the rest still run. Everything goes
+# under $OUT (./gpu-session without it), six files: session.log, nvidia-smi.txt, test-cuda.log,
+# gpt2/gpt2.{json,md,log}. Options after the script's name go to run.sh (--steps, --batch, ...).
+#   bash scripts/gpu-session.sh [--steps 20]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export OUT="${OUT:-$PWD/gpu-session}"
+mkdir -p "$OUT"
+exec > >(tee "$OUT/session.log") 2>&1
+start=$SECONDS
+stamp() { echo "== [$((SECONDS - start)) s] $*"; }
+
+stamp boot
+# shellcheck disable=SC1091
+source .gpu/boot.sh || { echo "gpu-session: .gpu/boot.sh failed (stage with ../shared/gpu/stage.sh first)"; exit 1; }
+timeout 20 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
+node -e 'const k = require("./dist/index.js"); console.log("kiln:", JSON.stringify(k.buildInfo()), "GPUs:", k.cuda.deviceCount())'
+python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name())'
+
+stamp "npm run test:cuda (timeout ${TEST_TIMEOUT:-120}s)"
+timeout --kill-after=10 "${TEST_TIMEOUT:-120}" npm run test:cuda > "$OUT/test-cuda.log" 2>&1
+test_rc=$?
+tail -25 "$OUT/test-cuda.log"
+
+stamp "bench/gpt2/run.sh --device cuda $*"
+KILN_TIMEOUT="${KILN_TIMEOUT:-150}" TORCH_TIMEOUT="${TORCH_TIMEOUT:-60}" COMPILE_TIMEOUT="${COMPILE_TIMEOUT:-120}" \
+  bash bench/gpt2/run.sh --device cuda "$@"
+bench_rc=$?
+
+stamp summary
+case "$test_rc" in
+  0) echo "test:cuda: passed" ;;
+  124|137) echo "test:cuda: TIMED OUT after ${TEST_TIMEOUT:-120}s (see test-cuda.log)" ;;
+  *) echo "test:cuda: FAILED, exit $test_rc (see test-cuda.log)" ;;
+esac
+echo "bench/gpt2: exit $bench_rc"
+[ -f "$OUT/gpt2/gpt2.md" ] && cat "$OUT/gpt2/gpt2.md"
