@@ -79,14 +79,21 @@ const flashDef = defineOp<[q: Tensor, k: Tensor, v: Tensor, causal: boolean, sca
  * softmax(q k^T * scale) v for q [B, H, L, D] and k, v [B, H, S, D], fused: the keys are walked in
  * tiles with an online softmax, so memory grows with L + S, not L x S, and the backward recomputes
  * the probabilities from a saved per-row log-sum-exp. Differentiable in q, k and v. Only where
- * flashAttentionApplies (float32 / float64 on the CPU so far); nn.scaledDotProductAttention picks
+ * flashAttentionApplies (float32 / float64 on the CPU; float32 / bfloat16 with head dims up to 128 on CUDA); nn.scaledDotProductAttention picks
  * it or the unfused path by itself.
  */
 export function flashAttention(q: Tensor, k: Tensor, v: Tensor, opts: FlashAttentionOptions = {}): Tensor {
   return flashDef(q, k, v, opts.causal ?? false, opts.scale ?? 1 / Math.sqrt(q.shape[q.ndim - 1]));
 }
 
-/** @internal Whether flashAttention has a kernel for t's device (half dtypes compute in float32 where it lacks them). */
-export function flashAttentionApplies(t: Tensor): boolean {
-  return isFloating(t.dtype) && kernelDTypes('attentionForward', t._dev).includes('float32');
+// The largest head dim the CUDA kernels take (kAttentionCudaMaxHeadDim in native/ops/attention.h).
+const CUDA_MAX_HEAD_DIM = 128;
+
+/**
+ * @internal Whether flashAttention has a kernel for q's device and head dim (half dtypes compute in
+ * float32 where it lacks them).
+ */
+export function flashAttentionApplies(q: Tensor): boolean {
+  if (q._dev !== -1 && q.shape[q.ndim - 1] > CUDA_MAX_HEAD_DIM) return false;
+  return isFloating(q.dtype) && kernelDTypes('attentionForward', q._dev).includes('float32');
 }

@@ -3,7 +3,7 @@
 // [L, S] score matrix is never held (FlashAttention-2). The forward saves each query row's
 // log-sum-exp of the scaled scores; the backward recomputes the probabilities tile by tile from q, k,
 // v, out, dout and that log-sum-exp. Kernel signatures, the dtypes each backend takes and the
-// argument checks every implementation runs first. native/cpu implements the kernels;
+// argument checks every implementation runs first. native/cpu and native/cuda implement the kernels;
 // native/binding/attention.cc exports them.
 #pragma once
 #include "../core/tensor.h"
@@ -22,9 +22,11 @@ using AttentionBackward = void(const Tensor& q, const Tensor& k, const Tensor& v
                                const Tensor& dout, const Tensor& lse, bool causal, double scale, const Tensor& dq,
                                const Tensor& dk, const Tensor& dv);
 
-// What the CPU computes natively. There is no CUDA kernel yet: lib/ takes the unfused path on CUDA
-// and for other dtypes.
+// What each backend computes natively (lib/ takes the unfused path for other dtypes). CUDA takes
+// head dims up to kAttentionCudaMaxHeadDim (lib/ops/attention.ts falls back above it).
 inline constexpr DTypeSet kAttentionCpuDTypes = kFloat32And64;
+inline constexpr DTypeSet kAttentionCudaDTypes{DType::Float32, DType::BFloat16};
+inline constexpr int64_t kAttentionCudaMaxHeadDim = 128;
 
 // The dtype of the saved log-sum-exp: float64 for float64 inputs, float32 otherwise (half inputs
 // accumulate in float32).
@@ -43,3 +45,8 @@ namespace kiln::cpu {
 ops::AttentionForward attention_forward;
 ops::AttentionBackward attention_backward;
 }  // namespace kiln::cpu
+
+namespace kiln::cuda {
+ops::AttentionForward attention_forward;
+ops::AttentionBackward attention_backward;
+}  // namespace kiln::cuda
