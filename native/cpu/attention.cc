@@ -1,7 +1,8 @@
 // CPU fused attention (the contract is native/ops/attention.h), the twin the CUDA kernels are
 // checked against. Per (batch, head) the keys are walked in tiles of kBc with an online softmax,
 // so no [L, S] matrix exists: a work item is a tile of kBr query rows of one head, and only a
-// kBr x D accumulator and one row of kBc scores are held. Inputs are read through their strides
+// kBr x D accumulator, one row of kBc scores and the key tile (transposed, so scores are vectorized
+// multiply-adds) are held. Inputs are read through their strides
 // (rows of D elements at any row stride; a non-unit stride along D is copied first).
 //
 // The backward recomputes p = exp(s - lse) tile by tile. It runs as two passes so no two threads
@@ -76,6 +77,28 @@ inline void axpy(T a, const T* __restrict x, T* __restrict y, int64_t n) {
   for (int64_t d = 0; d < n; d++) y[d] += a * x[d];
 }
 
+// Rows j0..j0+cols of X transposed into xt (D x kBc, zero past cols), so the scores of a query row
+// against a tile are kBc-wide multiply-adds over D (vectorized) rather than one reduction per key.
+template <typename T>
+void transpose_tile(const Rows<const T>& X, int64_t j0, int64_t cols, int64_t D, T* xt) {
+  for (int64_t d = 0; d < D; d++) std::fill(xt + d * kBc + cols, xt + (d + 1) * kBc, T(0));
+  for (int64_t c = 0; c < cols; c++) {
+    const T* x = X.row(j0 + c);
+    for (int64_t d = 0; d < D; d++) xt[d * kBc + c] = x[d];
+  }
+}
+
+// s[c] = a . x_c for the kBc rows of a transposed tile xt.
+template <typename T>
+inline void tile_dots(const T* __restrict a, const T* __restrict xt, int64_t D, T* __restrict s) {
+  std::fill(s, s + kBc, T(0));
+  for (int64_t d = 0; d < D; d++) {
+    const T ad = a[d];
+    const T* x = xt + d * kBc;
+    for (int64_t c = 0; c < kBc; c++) s[c] += ad * x[c];
+  }
+}
+
 // Scaled copies of query rows i0..i0+rows into qs (rows x D).
 template <typename T>
 void load_queries(const Rows<const T>& Q, int64_t i0, int64_t rows, int64_t D, T scale, T* qs) {
@@ -90,7 +113,7 @@ void forward(const Tensor& q, const Tensor& k, const Tensor& v, const Dims& n, T
              const Tensor& lse) {
   const int64_t D = n.D, qtiles = (n.L + kBr - 1) / kBr;
   parallel_for(n.B * n.H * qtiles, 1, [&](int64_t wb, int64_t we) {
-    std::vector<T> qs(kBr * D), acc(kBr * D), m(kBr), l(kBr), s(kBc);
+    std::vector<T> qs(kBr * D), acc(kBr * D), m(kBr), l(kBr), s(kBc), kt(D * kBc);
     run_simd([&] {
       for (int64_t w = wb; w < we; w++) {
         const int64_t bh = w / qtiles, i0 = (w % qtiles) * kBr, rows = std::min(kBr, n.L - i0);
@@ -101,15 +124,13 @@ void forward(const Tensor& q, const Tensor& k, const Tensor& v, const Dims& n, T
         std::fill(l.begin(), l.end(), T(0));
         const int64_t jend = n.keys(i0 + rows - 1);
         for (int64_t j0 = 0; j0 < jend; j0 += kBc) {
+          transpose_tile(K, j0, std::min(kBc, n.S - j0), D, kt.data());
           for (int64_t r = 0; r < rows; r++) {
             const int64_t cols = std::min(kBc, n.keys(i0 + r) - j0);
             if (cols <= 0) continue;
-            const T* qr = qs.data() + r * D;
+            tile_dots(qs.data() + r * D, kt.data(), D, s.data());
             T mx = m[r];
-            for (int64_t c = 0; c < cols; c++) {
-              s[c] = dot(qr, K.row(j0 + c), D);
-              mx = std::max(mx, s[c]);
-            }
+            for (int64_t c = 0; c < cols; c++) mx = std::max(mx, s[c]);
             const T corr = std::exp(m[r] - mx);
             T* ar = acc.data() + r * D;
             for (int64_t d = 0; d < D; d++) ar[d] *= corr;
@@ -138,18 +159,20 @@ void forward(const Tensor& q, const Tensor& k, const Tensor& v, const Dims& n, T
 // The backward's shared inner loop over one tile: calls f(r, c, p, ds) for each query row r < rows of
 // the tile at i0 (qs: its scaled rows) and each key c < cols of the tile at j0 that the row sees,
 // with p = exp(s - lse) the recomputed probability and ds = p * (dout . v - delta) the score gradient.
+// kt and vt are the key tile's k and v rows transposed (transpose_tile); sp and dp scratch of kBc.
 template <typename T, typename F>
 void tile_grads(const Dims& n, int64_t bh, int64_t i0, int64_t rows, int64_t j0, int64_t cols, const T* qs,
-                const Rows<const T>& K, const Rows<const T>& V, const Rows<const T>& dO, const T* lse,
-                const T* delta, F f) {
+                const T* kt, const T* vt, const Rows<const T>& dO, const T* lse, const T* delta, T* sp, T* dp,
+                F f) {
   for (int64_t r = 0; r < rows; r++) {
     const int64_t i = i0 + r, seen = std::min(cols, n.keys(i) - j0);
+    if (seen <= 0) continue;
     const T li = lse[bh * n.L + i], di = delta[bh * n.L + i];
-    const T* qr = qs + r * n.D;
-    const T* g = dO.row(i);
+    tile_dots(qs + r * n.D, kt, n.D, sp);
+    tile_dots(dO.row(i), vt, n.D, dp);
     for (int64_t c = 0; c < seen; c++) {
-      const T p = std::exp(dot(qr, K.row(j0 + c), n.D) - li);
-      f(r, c, p, p * (dot(g, V.row(j0 + c), n.D) - di));
+      const T p = std::exp(sp[c] - li);
+      f(r, c, p, p * (dp[c] - di));
     }
   }
 }
@@ -170,7 +193,7 @@ void backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o
   // Pass 1: dk and dv of a tile of keys, over every query tile that sees them.
   const int64_t ktiles = (n.S + kBc - 1) / kBc;
   parallel_for(BH * ktiles, 1, [&](int64_t wb, int64_t we) {
-    std::vector<T> qs(kBr * D), gk(kBc * D), gv(kBc * D);
+    std::vector<T> qs(kBr * D), gk(kBc * D), gv(kBc * D), kt(D * kBc), vt(D * kBc), sp(kBc), dp(kBc);
     run_simd([&] {
       for (int64_t w = wb; w < we; w++) {
         const int64_t bh = w / ktiles, j0 = (w % ktiles) * kBc, cols = std::min(kBc, n.S - j0);
@@ -178,10 +201,13 @@ void backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o
         const Rows<const T> dO = head<const T>(dout, bh, n.H);
         std::fill(gk.begin(), gk.end(), T(0));
         std::fill(gv.begin(), gv.end(), T(0));
+        transpose_tile(K, j0, cols, D, kt.data());
+        transpose_tile(V, j0, cols, D, vt.data());
         for (int64_t i0 = n.first_query(j0) / kBr * kBr; i0 < n.L; i0 += kBr) {
           const int64_t rows = std::min(kBr, n.L - i0);
           load_queries(Q, i0, rows, D, scale, qs.data());
-          tile_grads(n, bh, i0, rows, j0, cols, qs.data(), K, V, dO, lsp, delta.data(), [&](int64_t r, int64_t c, T p, T ds) {
+          tile_grads(n, bh, i0, rows, j0, cols, qs.data(), kt.data(), vt.data(), dO, lsp, delta.data(), sp.data(),
+                     dp.data(), [&](int64_t r, int64_t c, T p, T ds) {
             axpy(p, dO.row(i0 + r), gv.data() + c * D, D);
             axpy(ds, qs.data() + r * D, gk.data() + c * D, D);
           });
@@ -194,7 +220,7 @@ void backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o
   // Pass 2: dq of a tile of queries, over every key they see.
   const int64_t qtiles = (n.L + kBr - 1) / kBr;
   parallel_for(BH * qtiles, 1, [&](int64_t wb, int64_t we) {
-    std::vector<T> qs(kBr * D), gq(kBr * D);
+    std::vector<T> qs(kBr * D), gq(kBr * D), kt(D * kBc), vt(D * kBc), sp(kBc), dp(kBc);
     run_simd([&] {
       for (int64_t w = wb; w < we; w++) {
         const int64_t bh = w / qtiles, i0 = (w % qtiles) * kBr, rows = std::min(kBr, n.L - i0);
@@ -205,7 +231,10 @@ void backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o
         const int64_t jend = n.keys(i0 + rows - 1);
         for (int64_t j0 = 0; j0 < jend; j0 += kBc) {
           const int64_t cols = std::min(kBc, n.S - j0);
-          tile_grads(n, bh, i0, rows, j0, cols, qs.data(), K, V, dO, lsp, delta.data(), [&](int64_t r, int64_t c, T, T ds) {
+          transpose_tile(K, j0, cols, D, kt.data());
+          transpose_tile(V, j0, cols, D, vt.data());
+          tile_grads(n, bh, i0, rows, j0, cols, qs.data(), kt.data(), vt.data(), dO, lsp, delta.data(), sp.data(),
+                     dp.data(), [&](int64_t r, int64_t c, T, T ds) {
             axpy(ds, K.row(j0 + c), gq.data() + r * D, D);
           });
         }
