@@ -119,14 +119,14 @@ __device__ void for_keys(const Dims& n, int64_t i0, bool live, const T* kb, cons
   }
 }
 
-// grid (ceil(L / kWarps), B * H), block (32, kWarps): warp y owns query i.
+// grid (B * H, ceil(L / kWarps)), block (32, kWarps): warp y owns query i.
 template <typename T, int P>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                              Layout lq, Layout lk, Layout lv, Dims n, float scale, T* __restrict__ out,
                              float* __restrict__ lse) {
   extern __shared__ float sh[];
-  const int64_t bh = blockIdx.y, i0 = int64_t(blockIdx.x) * kWarps, i = i0 + threadIdx.y;
+  const int64_t bh = blockIdx.x, i0 = int64_t(blockIdx.y) * kWarps, i = i0 + threadIdx.y;
   const bool live = i < n.L;
   const T* kb = k + lk.base(bh, n.H);
   const T* vb = v + lv.base(bh, n.H);
@@ -167,7 +167,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   if (threadIdx.x == 0) delta[r] = s;
 }
 
-// grid (ceil(S / kWarps), B * H): warp y owns key j and accumulates dk_j and dv_j over the queries
+// grid (B * H, ceil(S / kWarps)): warp y owns key j and accumulates dk_j and dv_j over the queries
 // that see it, staged kTile at a time (scaled q, dout, lse, delta).
 template <typename T, int P>
 __global__ void __launch_bounds__(kWarps * 32)
@@ -180,7 +180,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   float* gs = sh + kTile * n.D;
   float* ls = gs + kTile * n.D;
   float* ds = ls + kTile;
-  const int64_t bh = blockIdx.y, j0 = int64_t(blockIdx.x) * kWarps, j = j0 + threadIdx.y;
+  const int64_t bh = blockIdx.x, j0 = int64_t(blockIdx.y) * kWarps, j = j0 + threadIdx.y;
   const bool live = j < n.S;
   Frag<P> kf, vf, gk, gv;
   if (live) {
@@ -212,14 +212,14 @@ __global__ void __launch_bounds__(kWarps * 32)
   gv.store(dv + (bh * n.S + j) * n.D, n.D);
 }
 
-// grid (ceil(L / kWarps), B * H): warp y owns query i and accumulates dq_i over the keys it sees.
+// grid (B * H, ceil(L / kWarps)): warp y owns query i and accumulates dq_i over the keys it sees.
 template <typename T, int P>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_dq_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                         const T* __restrict__ g, Layout lq, Layout lk, Layout lv, Layout lg, Dims n, float scale,
                         const float* __restrict__ lse, const float* __restrict__ delta, T* __restrict__ dq) {
   extern __shared__ float sh[];
-  const int64_t bh = blockIdx.y, i0 = int64_t(blockIdx.x) * kWarps, i = i0 + threadIdx.y;
+  const int64_t bh = blockIdx.x, i0 = int64_t(blockIdx.y) * kWarps, i = i0 + threadIdx.y;
   const bool live = i < n.L;
   Frag<P> qf, gf, gq;
   float li = 0.f, di = 0.f;
@@ -262,9 +262,13 @@ void dispatch(DType dt, const char* op, F f) {
   else throw_dtype_unsupported(op, dt);
 }
 
-void check_head_dim(const char* op, const Tensor& q) {
+// Head dims up to kMaxDim; rows (query or key tiles) up to the grid's 65535 blocks along y.
+void check_cuda_limits(const char* op, const Tensor& q, const Tensor& k) {
   KILN_CHECK(q.shape[3] <= kMaxDim, Shape, op, "on CUDA takes head dims up to ", kMaxDim, ", got q ",
              shape_str(q.shape));
+  const int64_t most = int64_t(65535) * kWarps;
+  KILN_CHECK(q.shape[2] <= most && k.shape[2] <= most, Shape, op, "on CUDA takes up to ", most,
+             " queries and keys, got q ", shape_str(q.shape), " and k ", shape_str(k.shape));
 }
 
 unsigned blocks_for(int64_t rows) { return unsigned((rows + kWarps - 1) / kWarps); }
@@ -275,14 +279,14 @@ void attention_forward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_i
                        const Tensor& out, const Tensor& lse) {
   const char* op = "flashAttention";
   ops::check_attention_forward(q_in, k_in, v_in, causal, scale, out, lse);
-  check_head_dim(op, q_in);
+  check_cuda_limits(op, q_in, k_in);
   const int64_t B = q_in.shape[0], H = q_in.shape[1], L = q_in.shape[2], S = k_in.shape[2], D = q_in.shape[3];
   if (B * H * L == 0) return;
   const Tensor q = unit_rows(q_in), k = unit_rows(k_in), v = unit_rows(v_in);
   const Dims n{H, L, S, D, causal};
   const Device dev = q.device();
   const size_t shared = size_t(2 * kTile * D) * sizeof(float);
-  const dim3 grid(blocks_for(L), unsigned(B * H)), block(32, kWarps);
+  const dim3 grid(unsigned(B * H), blocks_for(L)), block(32, kWarps);
   dispatch(q.dtype, op, [&](auto tag) {
     using T = decltype(tag);
     with_per_lane(D, [&](auto P) {
@@ -299,7 +303,7 @@ void attention_backward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_
                         const Tensor& dk, const Tensor& dv) {
   const char* op = "flashAttention backward";
   ops::check_attention_backward(q_in, k_in, v_in, out_in, dout_in, lse, causal, scale, dq, dk, dv);
-  check_head_dim(op, q_in);
+  check_cuda_limits(op, q_in, k_in);
   const int64_t B = q_in.shape[0], H = q_in.shape[1], L = q_in.shape[2], S = k_in.shape[2], D = q_in.shape[3];
   if (B * H * S == 0) return;
   if (L == 0) {
@@ -321,11 +325,11 @@ void attention_backward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_
       attention_delta_kernel<T, PL><<<blocks_for(B * H * L), block, 0, s>>>(
           o.data<T>(), g.data<T>(), layout_of(o), layout_of(g), n, B * H * L, delta.data<float>());
       const size_t kv_shared = size_t(2 * kTile * D + 2 * kTile) * sizeof(float);
-      attention_dkv_kernel<T, PL><<<dim3(blocks_for(S), unsigned(B * H)), block, kv_shared, s>>>(
+      attention_dkv_kernel<T, PL><<<dim3(unsigned(B * H), blocks_for(S)), block, kv_shared, s>>>(
           q.data<T>(), k.data<T>(), v.data<T>(), g.data<T>(), layout_of(q), layout_of(k), layout_of(v),
           layout_of(g), n, float(scale), lse.data<float>(), delta.data<float>(), dk.data<T>(), dv.data<T>());
       const size_t q_shared = size_t(2 * kTile * D) * sizeof(float);
-      attention_dq_kernel<T, PL><<<dim3(blocks_for(L), unsigned(B * H)), block, q_shared, s>>>(
+      attention_dq_kernel<T, PL><<<dim3(unsigned(B * H), blocks_for(L)), block, q_shared, s>>>(
           q.data<T>(), k.data<T>(), v.data<T>(), g.data<T>(), layout_of(q), layout_of(k), layout_of(v),
           layout_of(g), n, float(scale), lse.data<float>(), delta.data<float>(), dq.data<T>());
     });

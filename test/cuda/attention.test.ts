@@ -23,12 +23,12 @@ function maxRel(a: Tensor, b: Tensor): number {
 // Output and gradients of q, k, v on device (in dtype) from the same float32 values.
 function run(q0: Tensor, k0: Tensor, v0: Tensor, g0: Tensor, causal: boolean, device: string, dtype: kiln.DType) {
   const [q, k, v] = [q0, k0, v0].map((x) => {
-    const y = x.to(dtype).to(device).detach();
+    const y = x.to({ dtype, device }).detach();
     y.requiresGrad = true;
     return y;
   });
   const out = kiln.flashAttention(q, k, v, { causal });
-  out.backward(g0.to(dtype).to(device));
+  out.backward(g0.to({ dtype, device }));
   return [out, q.grad!, k.grad!, v.grad!];
 }
 
