@@ -39,6 +39,8 @@ export type { DimArg, VarianceOptions } from './ops/reduce';
 export { matmul, linear } from './ops/matmul';
 export { softmax, logSoftmax, crossEntropy } from './ops/softmax';
 export type { CrossEntropyOptions } from './ops/softmax';
+export { flashAttention } from './ops/attention';
+export type { FlashAttentionOptions } from './ops/attention';
 export { layerNorm } from './ops/norm';
 export { embedding, indexSelect, gather, scatterAdd } from './ops/indexing';
 export {

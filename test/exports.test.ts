@@ -12,12 +12,12 @@ const { publicExports } = require('../scripts/public-api') as { publicExports(op
 const PUBLIC_API = [
   // kiln
   'AutocastDType (type)', 'AutocastOptions (type)', 'AutogradError', 'BackwardFn (type)', 'BackwardOptions (type)', 'BuildInfo (type)', 'CrossEntropyOptions (type)', 'CudaError',
-  'DType (type)', 'DTypeError', 'Device (type)', 'DeviceError', 'DimArg (type)', 'DisposedError', 'DistError', 'FormatError',
+  'DType (type)', 'DTypeError', 'Device (type)', 'DeviceError', 'DimArg (type)', 'DisposedError', 'DistError', 'FlashAttentionOptions (type)', 'FormatError',
   'GradNode', 'HookHandle (type)', 'IndexError', 'KilnError', 'MemoryInfo (type)', 'NestedArray (type)', 'OutOfMemoryError',
   'RngState (type)', 'ShapeError', 'Tensor', 'TensorOptions (type)', 'TensorOrScalar (type)', 'ValueError',
   'VarianceOptions (type)', 'abs', 'add', 'add_', 'all', 'allclose', 'any', 'arange', 'argmax', 'argmin', 'autocast', 'buildInfo', 'cat',
   'ceil', 'chunk', 'clamp', 'clone', 'contiguous', 'copy_', 'cos', 'crossEntropy', 'cuda', 'data', 'dispose', 'dist', 'div', 'div_',
-  'dropout', 'embedding', 'empty', 'emptyCache', 'emptyLike', 'enableGrad', 'eq', 'exp', 'expand', 'eye', 'fill_', 'flatten',
+  'dropout', 'embedding', 'empty', 'emptyCache', 'emptyLike', 'enableGrad', 'eq', 'exp', 'expand', 'eye', 'fill_', 'flashAttention', 'flatten',
   'floor', 'full', 'fullLike', 'gather', 'ge', 'gelu', 'getRngState', 'gt', 'indexSelect', 'initialSeed', 'io', 'isAutocastEnabled', 'isGradEnabled',
   'isclose', 'keep', 'layerNorm', 'le', 'linear', 'linspace', 'log', 'log1p', 'logSoftmax', 'logicalAnd', 'logicalNot',
   'logicalOr', 'logsumexp', 'lt', 'manualSeed', 'maskedFill', 'matmul', 'max', 'maximum', 'mean', 'memory', 'min', 'minimum',

@@ -27,13 +27,11 @@ import { noGrad } from '../autograd/grad_mode';
 import { DTYPES, DType, ITEMSIZE } from '../dtype';
 import { DistError, ShapeError, ValueError } from '../errors';
 import { keep, tidy } from '../memory';
-import { causalMask, causalView } from '../nn/attention';
 import { Block, GPT } from '../nn/gpt';
 import { Dropout, Embedding, LayerNorm, Linear } from '../nn/layers';
 import { crossEntropy } from '../nn/losses';
 import { Module, Parameter } from '../nn/module';
 import type { TensorModule } from '../nn/module';
-import type { Device } from '../device';
 import { empty, tensor, zeros } from '../ops/creation';
 import { shapeStr } from '../shape';
 import { Tensor } from '../tensor';
@@ -173,13 +171,12 @@ class GPTHead extends Module {
   }
 }
 
-/** A GPT as pipeline layers: the embedding, each block (under its causal mask), the head; stages cut between blocks. */
-function gptLayers(op: string, model: GPT, stages: number, balance: readonly number[] | undefined, device: Device): { layers: Layer[]; cuts: number[]; mask: Tensor } {
+/** A GPT as pipeline layers: the embedding, each block (attending causally), the head; stages cut between blocks. */
+function gptLayers(op: string, model: GPT, stages: number, balance: readonly number[] | undefined): { layers: Layer[]; cuts: number[] } {
   const counts = partition(op, model.config.nLayer, 'blocks', stages, balance);
-  const mask = keep(causalMask(model.config.blockSize, model.config.blockSize, { device }));
   const blockLayer = (b: Block, i: number): Layer => ({
     name: `blocks.${i}`, prefix: `blocks.${i}`, module: b,
-    forward: (x) => { const T = x.shape[1]; return b.forward(x, T > 1 ? causalView(mask, T, T) : null); },
+    forward: (x) => b.forward(x, x.shape[1] > 1 ? 'causal' : null),
   });
   const embed = new GPTEmbedding(model.wte, model.wpe, model.drop);
   const head = new GPTHead(model.lnF, model.lmHead);
@@ -192,7 +189,7 @@ function gptLayers(op: string, model: GPT, stages: number, balance: readonly num
   let end = 1;
   const cuts = counts.map((c) => (end += c));
   cuts[stages - 1] = layers.length;
-  return { layers, cuts, mask };
+  return { layers, cuts };
 }
 
 /**
@@ -218,12 +215,10 @@ export class Pipeline {
   #lossWeights: (target: Tensor) => number[];
   /** This stage's parameters also held by other stages, with every holder, lowest first. */
   #ties: Array<{ param: Parameter; holders: number[] }>;
-  /** Tensors made for this stage (a GPT's causal mask on the group's device), freed by dispose(). */
-  #owned: Tensor[];
 
   /** @internal dist.pipeline builds it. */
   constructor(o: {
-    group: ProcessGroup; microBatches: number; schedule: PipelineSchedule; layers: Layer[]; cuts: number[]; owned: Tensor[];
+    group: ProcessGroup; microBatches: number; schedule: PipelineSchedule; layers: Layer[]; cuts: number[];
     loss: (output: Tensor, target: Tensor, weight: number) => Tensor; lossWeights: (target: Tensor) => number[];
   }) {
     this.group = o.group;
@@ -237,7 +232,6 @@ export class Pipeline {
     this.#layers = o.layers.slice(from, to);
     this.#loss = o.loss;
     this.#lossWeights = o.lossWeights;
-    this.#owned = o.owned;
     // Which stages hold each parameter; a stage keeps only its own and frees the rest.
     const holders = new Map<Parameter, number[]>();
     ranges.forEach(([a, b], s) => {
@@ -598,7 +592,6 @@ export class Pipeline {
   /** Frees this stage's parameters, gradients and buffers. */
   dispose(): void {
     for (const l of this.#layers) l.module.dispose();
-    for (const t of this.#owned) t.dispose();
   }
 }
 
@@ -690,12 +683,12 @@ export function pipeline(model: GPT | readonly TensorModule[], opts: PipelineOpt
     throw new DistError(op, `pipeline runs over Gloo groups; NCCL needs batched send/recv (ncclGroupStart/End), not built: make the group with dist.newGroup(ranks, { backend: 'gloo' }) and keep the stages on the CPU`);
   }
   const stages = opts.stages === undefined ? group.size : positiveInt(op, 'stages', opts.stages);
-  let built: { layers: Layer[]; cuts: number[]; mask?: Tensor };
+  let built: { layers: Layer[]; cuts: number[] };
   let loss: (output: Tensor, target: Tensor, weight: number) => Tensor;
   let lossWeights: (target: Tensor) => number[];
   if (model instanceof GPT) {
     if (opts.loss) throw new ValueError(op, 'a GPT computes its own loss; options.loss is for a list of modules');
-    built = gptLayers(op, model, stages, opts.balance, group.device);
+    built = gptLayers(op, model, stages, opts.balance);
     const V = model.config.vocabSize;
     // Each micro-batch's summed cross-entropy over the batch's non-ignored targets: the losses add up
     // to the whole batch's mean, with ignored targets (-100) anywhere.
@@ -720,8 +713,7 @@ export function pipeline(model: GPT | readonly TensorModule[], opts: PipelineOpt
     throw new ValueError(op, 'model must be a GPT or an array of modules');
   }
   if (stages !== group.size) {
-    built.mask?.dispose();
     throw new ValueError(op, `${stages} stages need a group of ${stages} ranks, the group has ${group.size}`);
   }
-  return new Pipeline({ group, microBatches, schedule, layers: built.layers, cuts: built.cuts, owned: built.mask ? [built.mask] : [], loss, lossWeights });
+  return new Pipeline({ group, microBatches, schedule, layers: built.layers, cuts: built.cuts, loss, lossWeights });
 }

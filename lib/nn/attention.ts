@@ -6,9 +6,15 @@
 // mask is added to the attention scores (-Infinity blocks). Causal masks are aligned to the end:
 // with L queries and S keys, query i sits at position S - L + i and sees keys 0..S-L+i, which is the
 // usual lower triangle when L = S and the right mask when queries extend a KV cache.
+//
+// Where no attention weights are asked for, there is no dropout on the probabilities and the only
+// mask is the causal one, scaledDotProductAttention and MultiheadAttention run the fused
+// flashAttention (lib/ops/attention.ts), which never holds the [L, S] scores; elsewhere (other
+// masks, weights, dropout, devices without its kernel) they take the unfused path below.
 import { isGradEnabled } from '../autograd/grad_mode';
 import { ShapeError, ValueError } from '../errors';
 import { keep, tidy } from '../memory';
+import { flashAttention, flashAttentionApplies } from '../ops/attention';
 import { empty, tensor } from '../ops/creation';
 import { linear } from '../ops/matmul';
 import { dropout } from '../ops/random';
@@ -75,6 +81,16 @@ export function attention(
   });
 }
 
+// Whether flashAttention takes these operands: q [B, H, L, D] and k, v [B, H, S, D] of one dtype and
+// device with a fused kernel (and L <= S when causal: the end-aligned mask needs it).
+function fusedFits(q: Tensor, k: Tensor, v: Tensor, causal: boolean): boolean {
+  const same = (a: Tensor) => a.ndim === 4 && a.dtype === q.dtype && a._dev === q._dev;
+  if (q.ndim !== 4 || !same(k) || !same(v) || !flashAttentionApplies(q)) return false;
+  const [B, H, L, D] = q.shape;
+  const S = k.shape[2];
+  return k.shape[0] === B && k.shape[1] === H && k.shape[3] === D && v.shape.every((n, i) => n === k.shape[i]) && S > 0 && (!causal || L <= S);
+}
+
 /**
  * Attention over q [..., L, D], k [..., S, D], v [..., S, Dv] (like torch's
  * F.scaled_dot_product_attention, except that a bool attnMask is true where attention is BLOCKED,
@@ -86,6 +102,9 @@ export function scaledDotProductAttention(
   v: Tensor,
   opts: { attnMask?: Tensor | null; dropoutP?: number; isCausal?: boolean; scale?: number } = {},
 ): Tensor {
+  if (!opts.attnMask && !opts.dropoutP && fusedFits(q, k, v, opts.isCausal ?? false)) {
+    return flashAttention(q, k, v, { causal: opts.isCausal, scale: opts.scale });
+  }
   return tidy(() => {
     const L = q.shape[q.ndim - 2], S = k.shape[k.ndim - 2];
     const causal = opts.isCausal ? causalMask(L, S, { device: q.device }) : null;
@@ -355,25 +374,34 @@ export class MultiheadAttention extends Module {
       if (opts.kvCache) [k, v] = opts.kvCache.append(k, v);
       const S = k.shape[2];
 
+      const dropoutP = this.training ? this.dropout : 0;
+      const kpm = opts.keyPaddingMask;
+      if (!opts.needWeights && !opts.attnMask && !kpm && !dropoutP && fusedFits(q, k, v, opts.isCausal ?? false)) {
+        return { output: this.finish(flashAttention(q, k, v, { causal: opts.isCausal }), B, L, unbatched) };
+      }
       const masks: Tensor[] = [];
       if (opts.attnMask) masks.push(this.attnMask(opts.attnMask, B, L, S));
       if (opts.isCausal) masks.push(this.causal(L, S, query.device));
-      const kpm = opts.keyPaddingMask;
       if (kpm) {
         if (kpm.ndim !== 2 || kpm.shape[0] !== B || kpm.shape[1] !== S) {
           throw new ShapeError('MultiheadAttention', `keyPaddingMask must be [${B}, ${S}] (batch, keys), got ${shapeStr(kpm.shape)}`);
         }
         masks.push(kpm.reshape(B, 1, 1, S));
       }
-      const { output, probs } = attention(q, k, v, { masks, dropoutP: this.training ? this.dropout : 0 });
-      let out = this.outProj.forward(output.transpose(1, 2).reshape(B, L, E));
-      if (unbatched) out = out.squeeze(0);
-      else if (!this.batchFirst) out = out.transpose(0, 1);
+      const { output, probs } = attention(q, k, v, { masks, dropoutP });
+      const out = this.finish(output, B, L, unbatched);
       if (!opts.needWeights) return { output: out };
       let weights = (opts.averageAttnWeights ?? true) ? probs.mean(1) : probs;
       if (unbatched) weights = weights.squeeze(0);
       return { output: out, weights };
     });
+  }
+
+  /** The heads' outputs [B, H, L, D] merged and projected, in the layout of the query. */
+  private finish(heads: Tensor, B: number, L: number, unbatched: boolean): Tensor {
+    const out = this.outProj.forward(heads.transpose(1, 2).reshape(B, L, this.embedDim));
+    if (unbatched) return out.squeeze(0);
+    return this.batchFirst ? out : out.transpose(0, 1);
   }
 
   private attnMask(m: Tensor, B: number, L: number, S: number): Tensor {

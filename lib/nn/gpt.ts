@@ -8,7 +8,7 @@ import { tidy } from '../memory';
 import { cat } from '../ops/shape';
 import { shapeStr } from '../shape';
 import type { Tensor } from '../tensor';
-import { KVCache, MultiheadAttention, causalMask, causalView } from './attention';
+import { KVCache, MultiheadAttention } from './attention';
 import { normal_, zeros_ } from './init';
 import { Dropout, Embedding, LayerNorm, Linear } from './layers';
 import { crossEntropy } from './losses';
@@ -84,11 +84,15 @@ export class Block extends Module {
     this.ln2 = new LayerNorm(cfg.nEmbd, { bias: cfg.bias, eps: cfg.layerNormEps });
     this.mlp = new MLP(cfg.nEmbd, cfg.bias, cfg.dropout);
   }
-  /** mask: bool [T, S] causal mask; kvCache: this layer's cache when decoding incrementally. */
-  override forward(x: Tensor, mask: Tensor | null, kvCache?: KVCache): Tensor {
+  /**
+   * mask: a bool [T, S] mask (true = blocked), or 'causal' for the end-aligned causal mask (which
+   * lets attention run fused); kvCache: this layer's cache when decoding incrementally.
+   */
+  override forward(x: Tensor, mask: Tensor | 'causal' | null, kvCache?: KVCache): Tensor {
     return tidy(() => {
       const h = this.ln1.forward(x);
-      const a = this.attn.forward(h, h, h, { attnMask: mask, kvCache }).output;
+      const causal = mask === 'causal';
+      const a = this.attn.forward(h, h, h, { attnMask: causal ? null : mask, isCausal: causal, kvCache }).output;
       const y = x.add(this.drop.forward(a));
       return y.add(this.mlp.forward(this.ln2.forward(y)));
     });
@@ -141,8 +145,6 @@ export class GPT extends Module {
   lmHead: Linear;
   /** The configuration, defaults filled in. */
   readonly config: Required<GPTConfig>;
-  /** The bool [blockSize, blockSize] causal mask (a non-persistent buffer: not in stateDict()). */
-  readonly causalMask: Tensor;
 
   /**
    * A freshly initialized model on the CPU in float32 (move it with to()); a ValueError for a
@@ -162,7 +164,6 @@ export class GPT extends Module {
     this.blocks = new ModuleList(Array.from({ length: cfg.nLayer }, () => new Block(cfg)));
     this.lnF = new LayerNorm(cfg.nEmbd, { bias: cfg.bias, eps: cfg.layerNormEps });
     this.lmHead = new Linear(cfg.nEmbd, cfg.vocabSize, { bias: false, weight: this.wte.weight });
-    this.causalMask = this.registerBuffer('causalMask', causalMask(cfg.blockSize), { persistent: false });
     this.initWeights();
   }
 
@@ -266,7 +267,7 @@ export class GPT extends Module {
       if (prefix) emb = cat([prefix.shape[0] === B ? prefix : prefix.expand(B, P, E), emb], 1);
       let x = this.drop.forward(emb.add(pos));
       // A single new token may see every cached position: no mask needed.
-      const mask = L > 1 ? causalView(this.causalMask, L, past + L) : null;
+      const mask = L > 1 ? 'causal' : null;
       let layer = 0;
       for (const block of this.blocks) x = block.forward(x, mask, opts.kvCache?.[layer++]);
       if (opts.lastOnly) x = x.narrow(1, L - 1, 1);

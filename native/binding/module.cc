@@ -7,6 +7,7 @@ void register_elementwise(Napi::Env env, Napi::Object exports);
 void register_reduce(Napi::Env env, Napi::Object exports);
 void register_matmul(Napi::Env env, Napi::Object exports);
 void register_softmax(Napi::Env env, Napi::Object exports);
+void register_attention(Napi::Env env, Napi::Object exports);
 void register_norm(Napi::Env env, Napi::Object exports);
 void register_rnn(Napi::Env env, Napi::Object exports);
 void register_index(Napi::Env env, Napi::Object exports);
@@ -24,6 +25,7 @@ static Napi::Object init(Napi::Env env, Napi::Object exports) {
   register_reduce(env, exports);
   register_matmul(env, exports);
   register_softmax(env, exports);
+  register_attention(env, exports);
   register_norm(env, exports);
   register_rnn(env, exports);
   register_index(env, exports);
