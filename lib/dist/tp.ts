@@ -99,10 +99,11 @@ export async function newGroups(tensorParallelSize: number): Promise<ParallelGro
 
 /**
  * An IndexError when an element of ids is outside [0, size): each rank would find it in no rank's
- * part and silently use zeros. (Reads two numbers back.)
+ * part and silently use zeros. Checked where the ids are on the host only: on a GPU the two reads
+ * would be a device sync per call (as the unsharded embedding, which checks inside its kernel).
  */
 function checkRange(op: string, what: string, ids: Tensor, size: number, also = ''): void {
-  if (ids.numel === 0) return;
+  if (ids.numel === 0 || ids.device !== 'cpu') return;
   const lo = tidy(() => ids.min().item()), hi = tidy(() => ids.max().item());
   if (lo < 0 || hi >= size) throw new IndexError(op, `${what} ${lo < 0 ? lo : hi} is out of range: expected 0 to ${size - 1}${also}`);
 }
