@@ -1,5 +1,6 @@
 // kiln.cuda: whether CUDA is usable, devices, synchronization, allocator statistics and cache
-// control, TF32 for float32 matmul, and streams and events (torch.cuda.Stream / Event / stream()).
+// control, TF32 for float32 matmul, streams and events (torch.cuda.Stream / Event / stream()), and
+// CUDA graphs (torch.cuda.CUDAGraph).
 import { DeviceError, ValueError } from './errors';
 import { cudaRuntime } from './ops/runtime';
 import { deviceName, type Device } from './device';
@@ -9,6 +10,8 @@ import type { Tensor } from './tensor';
 type StreamHandle = { readonly __kilnStream: unique symbol };
 /** A native event (an N-API external). */
 type EventHandle = { readonly __kilnEvent: unique symbol };
+/** A native CUDA graph (an N-API external). */
+type GraphHandle = { readonly __kilnGraph: unique symbol };
 
 interface CudaNative {
   cudaDeviceCount(): number;
@@ -33,6 +36,12 @@ interface CudaNative {
   cudaEventSynchronize?(e: EventHandle): void;
   cudaEventElapsedTime?(start: EventHandle, end: EventHandle): number;
   cudaRecordStream?(t: Tensor['_h'], s: StreamHandle): void;
+  cudaGraphCaptureBegin?(s: StreamHandle): GraphHandle;
+  cudaGraphCaptureEnd?(g: GraphHandle): void;
+  cudaGraphCaptureAbort?(g: GraphHandle): void;
+  cudaGraphReplay?(g: GraphHandle): void;
+  cudaGraphDispose?(g: GraphHandle): void;
+  cudaIsCapturing?(): boolean;
 }
 const N: CudaNative = cudaRuntime;
 
@@ -355,4 +364,111 @@ export function recordStream(tensor: Tensor, stream: Stream): void {
     throw new DeviceError('recordStream', `the tensor is on ${tensor.device} and the stream on ${stream.device}`);
   }
   need('cudaRecordStream', 'recordStream')(tensor._h, stream._h);
+}
+
+/**
+ * True while a CUDAGraph is capturing on this thread (like torch.cuda.is_current_stream_capturing):
+ * ops then enqueue into the graph instead of running, and reads of tensors are refused.
+ */
+export function isCapturing(): boolean {
+  return N.cudaIsCapturing ? N.cudaIsCapturing() : false;
+}
+
+/**
+ * The GPU work of a function, captured once and replayed as a single launch (like
+ * torch.cuda.CUDAGraph): `replay()` reruns every captured kernel on the same memory, with no
+ * JavaScript and no per-op launch cost. Use it for work whose shapes and control flow do not change
+ * between calls, a training step say:
+ *
+ *     step();                                   // warm up eagerly first (optimizer state, workspaces)
+ *     const g = new kiln.cuda.CUDAGraph();
+ *     const loss = g.capture(() => step());     // enqueues nothing: records the step
+ *     for (...) { x.copy_(next()); g.replay(); } // loss holds each replay's value
+ *
+ * What the captured function reads must be tensors that exist before the capture and stay alive and
+ * in place (copy new inputs into them with copy_ before each replay); what it returns, and any
+ * tensor it made and kept, is rewritten by every replay. Host numbers are baked in at capture: an
+ * optimizer's learning rate must come from a tensor (the optimizers' `capturable` option). While
+ * capturing, reading a tensor (item, toArray), synchronizing, making a tensor from host data and
+ * drawing random numbers throw a ValueError. The memory the graph uses stays reserved for it until
+ * dispose() (or garbage collection).
+ */
+export class CUDAGraph {
+  /** The GPU whose work the graph holds. */
+  readonly device: Device;
+  /** @internal */
+  private readonly _dev: number;
+  /** @internal the graph's private stream: captures and replays run on it */
+  private _stream: Stream | null = null;
+  /** @internal */
+  private _h: GraphHandle | null = null;
+  /** @internal */
+  private _state: 'new' | 'capturing' | 'ready' | 'disposed' = 'new';
+
+  /** A graph for device (a number or 'cuda:N', default 0); a DeviceError without CUDA. */
+  constructor(device?: number | string) {
+    this._dev = deviceIndex('CUDAGraph', device);
+    need('cudaGraphCaptureBegin', 'CUDAGraph');
+    if (this._dev >= deviceCount()) throw new DeviceError('CUDAGraph', `cuda:${this._dev} does not exist (${deviceCount()} visible)`);
+    this.device = deviceName(this._dev);
+  }
+
+  /**
+   * Runs fn once with its GPU work captured into this graph instead of executed, and returns fn's
+   * result (the tensors it returns are the graph's outputs: every replay rewrites them). fn must be
+   * synchronous and must have run eagerly at least once before (lazily made state, such as optimizer
+   * moments and library workspaces, must exist first). A graph captures once; if fn throws, the
+   * capture is discarded and the error rethrown.
+   */
+  capture<T>(fn: () => T): T {
+    const op = 'CUDAGraph.capture';
+    if (typeof fn !== 'function') throw new ValueError(op, `fn must be a function, got ${describe(fn)}`);
+    if (this._state !== 'new') throw new ValueError(op, `this graph is ${this._state === 'disposed' ? 'disposed' : 'already captured'}; make a new CUDAGraph`);
+    const d = this._dev;
+    const prev = currentStream(d);
+    this._stream = new Stream({ device: d });
+    this._h = need('cudaGraphCaptureBegin', op)(this._stream._h);
+    this._state = 'capturing';
+    current.set(d, this._stream);
+    let result: T;
+    try {
+      result = fn();
+      if (result instanceof Promise) {
+        result.catch(() => {});
+        throw new ValueError(op, 'fn returned a Promise; a capture is synchronous');
+      }
+    } catch (e) {
+      need('cudaGraphCaptureAbort', op)(this._h);
+      current.set(d, prev);
+      this.dispose();
+      throw e;
+    }
+    current.set(d, prev);
+    try {
+      need('cudaGraphCaptureEnd', op)(this._h);
+    } catch (e) {
+      this.dispose();
+      throw e;
+    }
+    this._state = 'ready';
+    return result;
+  }
+
+  /**
+   * Enqueues every captured kernel again, after the work enqueued on the device's current stream so
+   * far and before what is enqueued there next; returns at once.
+   */
+  replay(): void {
+    const op = 'CUDAGraph.replay';
+    if (this._state !== 'ready') throw new ValueError(op, this._state === 'new' ? 'nothing captured yet (call capture first)' : `the graph is ${this._state}`);
+    need('cudaGraphReplay', op)(this._h!);
+  }
+
+  /** Frees the graph; its memory is reused once the replays enqueued so far are done. Idempotent. */
+  dispose(): void {
+    if (this._h) need('cudaGraphDispose', 'CUDAGraph.dispose')(this._h);
+    this._h = null;
+    this._stream = null;
+    this._state = 'disposed';
+  }
 }

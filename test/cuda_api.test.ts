@@ -51,6 +51,9 @@ if (kiln.cuda.isAvailable()) {
     t.throws(() => new Event({ enableTiming: true }), { name: 'DeviceError', op: 'Event', message: noDevice });
     t.throws(() => kiln.cuda.defaultStream(), { name: 'DeviceError', op: 'defaultStream', message: noDevice });
     t.throws(() => kiln.cuda.currentStream(), { name: 'DeviceError', message: noDevice });
+    t.throws(() => new kiln.cuda.CUDAGraph(), { name: 'DeviceError', op: 'CUDAGraph', message: noDevice });
+    t.throws(() => new kiln.cuda.CUDAGraph('cpu'), { name: 'DeviceError', op: 'CUDAGraph', message: /not a CUDA device/ });
+    t.equal(kiln.cuda.isCapturing(), false);
     const err = t.throws(() => new Stream()) as unknown as kiln.DeviceError;
     t.ok(err instanceof kiln.DeviceError);
     t.match(err.message, /^Stream: /, 'the message starts with the op');

@@ -1,8 +1,10 @@
 // kiln.cuda: device count and names, synchronize, allocator stats and cache control, TF32, the
-// host-synchronization counter, streams, events and recordStream. Without a CUDA build the device
-// count is 0 and the rest are absent (lib/cuda.ts throws DeviceError).
+// host-synchronization counter, streams, events, recordStream and CUDA graphs. Without a CUDA build
+// the device count is 0 and the rest are absent (lib/cuda.ts throws DeviceError).
 #include "common.h"
 #ifdef KILN_CUDA
+#include <memory>
+#include <utility>
 #include "../cuda/runtime.h"
 #endif
 
@@ -170,6 +172,61 @@ static Napi::Value record_stream(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// A graph crosses as an external too; dispose() destroys it before its finalizer would (which then
+// finds nothing left), so the holder, not the graph, is what the external owns.
+static const napi_type_tag kGraphTag = {0x6b696c6e67726170ull, 0x6800000000000001ull};
+struct GraphHolder {
+  cuda::Graph* graph = nullptr;
+};
+
+static GraphHolder* graph_arg(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  return external_arg<GraphHolder>(info, i, op, "kiln.cuda.CUDAGraph", &kGraphTag);
+}
+
+static cuda::Graph* live_graph(const Napi::CallbackInfo& info, const char* op) {
+  GraphHolder* h = graph_arg(info, 0, op);
+  KILN_CHECK(h->graph, Value, op, "the graph was disposed");
+  return h->graph;
+}
+
+// cudaGraphCaptureBegin(stream) -> a graph capturing on that stream.
+static Napi::Value graph_capture_begin(const Napi::CallbackInfo& info) {
+  auto holder = std::make_unique<GraphHolder>();
+  holder->graph = cuda::graph_capture_begin(stream_arg(info, 0, "CUDAGraph.capture"));
+  auto e = Napi::External<GraphHolder>::New(info.Env(), holder.get(), [](Napi::Env, GraphHolder* h) {
+    if (h->graph) cuda::graph_destroy(h->graph);
+    delete h;
+  });
+  holder.release();
+  e.TypeTag(&kGraphTag);
+  return e;
+}
+
+static Napi::Value graph_capture_end(const Napi::CallbackInfo& info) {
+  cuda::graph_capture_end(live_graph(info, "CUDAGraph.capture"));
+  return info.Env().Undefined();
+}
+
+static Napi::Value graph_capture_abort(const Napi::CallbackInfo& info) {
+  cuda::graph_capture_abort(live_graph(info, "CUDAGraph.capture"));
+  return info.Env().Undefined();
+}
+
+static Napi::Value graph_replay(const Napi::CallbackInfo& info) {
+  cuda::graph_replay(live_graph(info, "CUDAGraph.replay"));
+  return info.Env().Undefined();
+}
+
+static Napi::Value graph_dispose(const Napi::CallbackInfo& info) {
+  GraphHolder* h = graph_arg(info, 0, "CUDAGraph.dispose");
+  if (h->graph) cuda::graph_destroy(std::exchange(h->graph, nullptr));
+  return info.Env().Undefined();
+}
+
+static Napi::Value is_capturing(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), cuda::capturing());
+}
+
 void register_cuda(Napi::Env env, Napi::Object exports) {
   cuda::init();
   KILN_EXPORT(env, exports, "cudaDeviceCount", device_count);
@@ -194,6 +251,12 @@ void register_cuda(Napi::Env env, Napi::Object exports) {
   KILN_EXPORT(env, exports, "cudaEventSynchronize", event_synchronize);
   KILN_EXPORT(env, exports, "cudaEventElapsedTime", event_elapsed_time);
   KILN_EXPORT(env, exports, "cudaRecordStream", record_stream);
+  KILN_EXPORT(env, exports, "cudaGraphCaptureBegin", graph_capture_begin);
+  KILN_EXPORT(env, exports, "cudaGraphCaptureEnd", graph_capture_end);
+  KILN_EXPORT(env, exports, "cudaGraphCaptureAbort", graph_capture_abort);
+  KILN_EXPORT(env, exports, "cudaGraphReplay", graph_replay);
+  KILN_EXPORT(env, exports, "cudaGraphDispose", graph_dispose);
+  KILN_EXPORT(env, exports, "cudaIsCapturing", is_capturing);
 }
 #else
 static Napi::Value no_devices(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), 0); }

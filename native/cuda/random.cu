@@ -122,6 +122,7 @@ __global__ void fill_kernel(T* __restrict__ out, int64_t n, int64_t blocks, uint
 
 template <typename T, typename Gen>
 uint64_t draw(const Tensor& out, uint64_t seed, uint64_t offset, const Gen& gen, const char* op) {
+  refuse_during_capture(op, "replays would draw the same numbers every time (draw them outside the graph)");
   const int64_t n = out.numel();
   const int64_t blocks = int64_t(philox_blocks(n, 4 / Gen::E));
   if (blocks == 0) return 0;
@@ -248,6 +249,7 @@ uint64_t rand_int(const Tensor& out, uint64_t seed, uint64_t offset, int64_t low
 uint64_t dropout_forward(const Tensor& x, double p, uint64_t seed, uint64_t offset, const Tensor& out, const Tensor& mask) {
   const char* op = "dropout";
   ops::check_dropout(x, p, out, mask);
+  refuse_during_capture(op, "replays would draw the same numbers every time (draw them outside the graph)");
   const int64_t n = x.numel();
   const int64_t blocks = int64_t(philox_blocks(n, 1));
   if (blocks == 0) return 0;

@@ -13,6 +13,14 @@
 // reference goes (release_stream) passes its cached blocks on to the device's default stream behind
 // an event on it, the same way. None of this waits on the host, so sync_count counts only what the
 // user asked for.
+//
+// CUDA graphs. A graph captures on its own stream, so its blocks live in that stream's cache, which
+// only the graph's capture allocates from: the addresses baked into the graph are not handed to
+// other work while the graph lives (PyTorch's private memory pool, by the same per-stream rule).
+// A block of another stream freed during capture may have been used by a captured kernel that every
+// replay runs again, so the graph holds it (off every free list) until it is destroyed. During
+// capture the allocator polls no events and frees nothing to the driver (both are illegal then),
+// and everything that would wait on the host is refused before CUDA invalidates the capture.
 #include "runtime.h"
 #include "device_errors.h"
 #include <algorithm>
@@ -35,6 +43,18 @@ class Stream {
   int64_t refs = 1;  // see runtime.h; guarded by g_mutex
   struct Block;
   std::unordered_map<size_t, std::vector<Block*>> free_blocks;  // size class -> cached blocks
+};
+
+class Graph {
+ public:
+  enum class State { Capturing, Ready, Failed };
+  Device device;
+  Stream* stream = nullptr;    // private: capture and replays run on it (a reference)
+  Stream* previous = nullptr;  // this thread's current stream before capture (a reference while capturing)
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  std::vector<Stream::Block*> held;  // other streams' blocks freed during capture (see the header)
+  State state = State::Capturing;
 };
 
 class Event {
@@ -68,6 +88,7 @@ struct DeviceState {
   std::unordered_map<void*, Block*> live;    // blocks handed to storages
   std::vector<Pending> pending;
   std::vector<cudaEvent_t> spare_events;     // timing off, for the allocator's own use
+  Graph* capture = nullptr;                  // the graph being captured on the device, if any
   AllocStats stats{};
 };
 
@@ -76,6 +97,8 @@ DeviceState g_devices[kMaxDevices];
 thread_local int t_current = -1;
 // This thread's current stream per device; null means the default stream. A slot holds a reference.
 thread_local Stream* t_streams[kMaxDevices] = {};
+// Graphs this thread is capturing (captures are thread-local: cudaStreamCaptureModeThreadLocal).
+thread_local int t_captures = 0;
 std::atomic<int64_t> g_syncs{0};
 std::atomic<bool> g_tf32{false};
 
@@ -207,7 +230,7 @@ void* device_alloc(size_t n, Device d) {
   Stream* s = current_stream(d);
   std::lock_guard<std::mutex> lock(g_mutex);
   DeviceState& ds = g_devices[d.index];
-  if (!ds.pending.empty()) collect_pending(ds);
+  if (!ds.pending.empty() && !ds.capture) collect_pending(ds);
   Block* b = nullptr;
   auto it = s->free_blocks.find(size);
   if (it != s->free_blocks.end() && !it->second.empty()) {
@@ -217,8 +240,8 @@ void* device_alloc(size_t n, Device d) {
     set_device(d);
     void* p = nullptr;
     cudaError_t e = cudaMalloc(&p, size);
-    if (e == cudaErrorMemoryAllocation) {
-      cudaGetLastError();  // clear the (non-sticky) error, free the cache, retry once
+    if (e == cudaErrorMemoryAllocation && !ds.capture) {
+      cudaGetLastError();  // clear the (non-sticky) error, free the cache, retry once (not while capturing)
       release_cached(ds, d.index);
       set_device(d);
       e = cudaMalloc(&p, size);
@@ -230,7 +253,8 @@ void* device_alloc(size_t n, Device d) {
         throw Error(ErrorCode::OutOfMemory, "alloc",
                     str_cat("CUDA out of memory on cuda:", d.index, ": tried to allocate ", n, " bytes (", size,
                             " rounded); tensors hold ", ds.stats.allocated, " bytes, kiln has reserved ",
-                            ds.stats.reserved, " bytes; the device has ", free_b, " of ", total_b, " bytes free"));
+                            ds.stats.reserved, " bytes; the device has ", free_b, " of ", total_b, " bytes free",
+                            ds.capture ? " (while capturing a CUDA graph, when the cache cannot be freed)" : ""));
       }
     }
     if (e != cudaSuccess) throw_cuda(e, "alloc", __FILE__, __LINE__);
@@ -255,6 +279,10 @@ void device_free(void* p, size_t, Device d) {
   Block* b = it->second;
   ds.live.erase(it);
   ds.stats.allocated -= int64_t(b->size);
+  if (ds.capture && (b->stream != ds.capture->stream || !b->uses.empty())) {
+    ds.capture->held.push_back(b);  // keeps its stream references until the graph is destroyed
+    return;
+  }
   if (b->uses.empty()) {
     b->stream->free_blocks[b->size].push_back(b);
     unref(b->stream);
@@ -364,13 +392,22 @@ void release_stream(Stream* s) {
   unref(s);
 }
 
+bool capturing() { return t_captures > 0; }
+
+void refuse_during_capture(const char* op, const char* why) {
+  KILN_CHECK(t_captures == 0, Value, op, "not allowed while a CUDA graph is being captured: ", why,
+             " (do it before the capture or after it)");
+}
+
 bool query(Stream* s) {
+  refuse_during_capture("Stream.query", "the stream may be the one capturing");
   set_device(s->device);
   return completed(cudaStreamQuery(s->handle), "Stream.query");
 }
 
 // Index errors that kernels recorded since the last synchronization surface here (device_errors.h).
 static void sync_stream(Stream* s, const char* op) {
+  refuse_during_capture(op, "reading a tensor or synchronizing waits for the device");
   g_syncs++;
   set_device(s->device);
   KILN_CUDA_CHECK(cudaStreamSynchronize(s->handle), op);
@@ -424,12 +461,14 @@ void wait(Stream* s, Event* e) {
 }
 
 bool query(Event* e) {
+  refuse_during_capture("Event.query", "a captured event cannot be queried");
   if (!e->handle) return true;
   set_device(e->device);
   return completed(cudaEventQuery(e->handle), "Event.query");
 }
 
 void synchronize(Event* e) {
+  refuse_during_capture("Event.synchronize", "it would wait for the device");
   if (!e->handle) return;
   g_syncs++;
   set_device(e->device);
@@ -439,6 +478,7 @@ void synchronize(Event* e) {
 
 double elapsed_ms(Event* start, Event* end) {
   const char* op = "Event.elapsedTime";
+  refuse_during_capture(op, "it would wait for the device");
   KILN_CHECK(start->timing && end->timing, Value, op, "both events need enableTiming: true");
   KILN_CHECK(start->handle && end->handle, Value, op, "both events must be recorded first");
   KILN_CHECK(start->device == end->device, Device, op, "the events belong to cuda:", start->device.index,
@@ -454,6 +494,7 @@ double elapsed_ms(Event* start, Event* end) {
 }
 
 void synchronize(Device d) {
+  refuse_during_capture("synchronize", "it would wait for the device");
   g_syncs++;
   set_device(d);
   KILN_CUDA_CHECK(cudaDeviceSynchronize(), "synchronize");
@@ -478,11 +519,13 @@ void record_stream(const Storage& storage, Stream* s) {
 
 void copy_to_device(void* dst, const void* src, size_t n, Device d) {
   if (!n) return;
+  refuse_during_capture("copyToDevice", "the graph would copy from host memory that is gone by its replay; make the tensor before");
   KILN_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, stream(d)), "copyToDevice");
 }
 
 void copy_to_host(void* dst, const void* src, size_t n, Device d) {
   if (!n) return;
+  refuse_during_capture("copyToHost", "reading a tensor waits for the device");
   Stream* s = current_stream(d);
   KILN_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, s->handle), "copyToHost");
   sync_stream(s, "synchronize");
@@ -501,6 +544,7 @@ void reset_peak(int device) {
 }
 
 void empty_cache() {
+  refuse_during_capture("emptyCache", "it would wait for the device");
   std::lock_guard<std::mutex> lock(g_mutex);
   for (int i = 0; i < device_count() && i < kMaxDevices; i++) {
     if (g_devices[i].streams.empty()) continue;  // never used
@@ -508,6 +552,102 @@ void empty_cache() {
     KILN_CUDA_CHECK(cudaDeviceSynchronize(), "emptyCache");
     release_cached(g_devices[i], i);
   }
+}
+
+Graph* graph_capture_begin(Stream* s) {
+  const char* op = "CUDAGraph.capture";
+  refuse_during_capture(op, "graphs do not nest");
+  const Device d = s->device;
+  KILN_CHECK(!s->is_default, Value, op, "a graph captures on a stream of its own, not a default stream");
+  Stream* previous = current_stream(d);
+  auto g = std::make_unique<Graph>();
+  g->device = d;
+  g->stream = s;
+  g->previous = previous;
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    DeviceState& ds = g_devices[d.index];
+    KILN_CHECK(!ds.capture, Value, op, "cuda:", d.index, " is already capturing a graph");
+    ref(s);
+    ref(previous);
+    ds.capture = g.get();
+  }
+  t_captures++;
+  wait_stream(s, previous);  // recorded before the capture starts: not part of the graph
+  set_current_stream(s);
+  const cudaError_t e = cudaStreamBeginCapture(s->handle, cudaStreamCaptureModeThreadLocal);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    graph_capture_abort(g.get());
+    graph_destroy(g.release());
+    throw_cuda(e, op, __FILE__, __LINE__);
+  }
+  return g.release();
+}
+
+// Ends g's capture on the CUDA side and in the allocator; returns what cudaStreamEndCapture said.
+static cudaError_t end_capture(Graph* g, cudaGraph_t* graph) {
+  *graph = nullptr;
+  const cudaError_t e = cudaStreamEndCapture(g->stream->handle, graph);
+  if (e != cudaSuccess) cudaGetLastError();
+  t_captures--;
+  set_current_stream(g->previous);
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_devices[g->device.index].capture = nullptr;
+  unref(g->previous);
+  g->previous = nullptr;
+  return e;
+}
+
+void graph_capture_end(Graph* g) {
+  const char* op = "CUDAGraph.capture";
+  KILN_CHECK(g->state == Graph::State::Capturing, Value, op, "the graph is not capturing");
+  g->state = Graph::State::Failed;
+  cudaError_t e = end_capture(g, &g->graph);
+  if (e == cudaSuccess) e = cudaGraphInstantiate(&g->exec, g->graph, 0);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    throw Error(ErrorCode::Cuda, op,
+                str_cat("the capture failed: ", cudaGetErrorName(e), ": ", cudaGetErrorString(e),
+                        " (something in the function cannot be captured, or ran on another thread or stream)"));
+  }
+  g->state = Graph::State::Ready;
+}
+
+void graph_capture_abort(Graph* g) {
+  if (g->state != Graph::State::Capturing) return;
+  g->state = Graph::State::Failed;
+  end_capture(g, &g->graph);
+}
+
+void graph_replay(Graph* g) {
+  const char* op = "CUDAGraph.replay";
+  KILN_CHECK(g->state == Graph::State::Ready, Value, op,
+             g->state == Graph::State::Capturing ? "the graph is still capturing" : "the graph's capture failed");
+  refuse_during_capture(op, "graphs do not nest");
+  Stream* cur = current_stream(g->device);
+  wait_stream(g->stream, cur);
+  KILN_CUDA_CHECK(cudaGraphLaunch(g->exec, g->stream->handle), op);
+  wait_stream(cur, g->stream);
+}
+
+void graph_destroy(Graph* g) {
+  graph_capture_abort(g);
+  set_device(g->device);
+  if (g->exec) cudaGraphExecDestroy(g->exec);
+  if (g->graph) cudaGraphDestroy(g->graph);
+  std::lock_guard<std::mutex> lock(g_mutex);
+  // Held blocks become reusable after the replays enqueued so far, as a free after record_stream.
+  for (Block* b : g->held) {
+    std::vector<Stream*> on = std::move(b->uses);
+    b->uses.clear();
+    on.push_back(g->stream);
+    hold_back(b, on, b->stream);
+    on.pop_back();
+    for (Stream* u : on) unref(u);
+  }
+  unref(g->stream);
+  delete g;
 }
 
 void init() { register_device_allocator(DeviceAllocator{device_alloc, device_free}); }

@@ -94,6 +94,34 @@ void reset_peak(int device);
 // Returns every cached block of every device to the driver (after waiting for the devices).
 void empty_cache();
 
+// CUDA graphs (torch.cuda.CUDAGraph): the work a function enqueues on one device, captured once and
+// replayed as one launch. Capture runs on a stream made for the graph alone, current on this thread
+// for the duration; what the captured kernels allocate comes from that stream's cache, which
+// nothing else allocates from, so the addresses baked into the graph stay the graph's across
+// replays. Blocks of other streams freed during capture (captured kernels may have used them) are
+// held by the graph until it is destroyed. While capturing, host reads and synchronizations,
+// host-to-device copies and random draws are refused with a ValueError (they would wait on the
+// device, bake a host pointer in, or repeat the same numbers on every replay).
+class Graph;
+// Starts capturing the work this thread enqueues on s's device, on s (made current; a stream made
+// for the graph alone, whose cache becomes the graph's memory), after the work enqueued on the
+// current stream so far. One capture per device at a time.
+Graph* graph_capture_begin(Stream* s);
+// Ends the capture and instantiates the graph (a CudaError when the capture was invalidated).
+void graph_capture_end(Graph* g);
+// Ends a capture that failed in between (the function threw), discarding what was captured.
+void graph_capture_abort(Graph* g);
+// Enqueues the whole graph: after the work enqueued on the device's current stream so far, and
+// before what is enqueued there next.
+void graph_replay(Graph* g);
+// Destroys the graph (replays already enqueued finish first); its memory becomes reusable once
+// they have.
+void graph_destroy(Graph* g);
+// True while this thread captures a graph on any device.
+bool capturing();
+// A ValueError naming op when this thread is capturing a graph (what op does cannot be captured).
+void refuse_during_capture(const char* op, const char* why);
+
 // Installs the caching allocator for Storage (called once at load).
 void init();
 
