@@ -1,9 +1,10 @@
 // kiln.cuda: whether CUDA is usable, devices, synchronization, allocator statistics and cache
-// control, TF32 for float32 matmul, streams and events (torch.cuda.Stream / Event / stream()), and
-// CUDA graphs (torch.cuda.CUDAGraph).
+// control, TF32 for float32 matmul, streams and events (torch.cuda.Stream / Event / stream()), CUDA
+// graphs (torch.cuda.CUDAGraph), and GPU time per kernel (profileKernels).
 import { DeviceError, ValueError } from './errors';
 import { cudaRuntime } from './ops/runtime';
 import { deviceName, type Device } from './device';
+import { withKernelMarks } from './ops/dispatch';
 import type { Tensor } from './tensor';
 
 /** A native stream (an N-API external; see native/binding/cuda.cc). */
@@ -42,6 +43,8 @@ interface CudaNative {
   cudaGraphReplay?(g: GraphHandle): void;
   cudaGraphDispose?(g: GraphHandle): void;
   cudaIsCapturing?(): boolean;
+  cudaProfileMark?(d: number, tag: number): void;
+  cudaProfileCollect?(d: number): Float64Array;
 }
 const N: CudaNative = cudaRuntime;
 
@@ -471,4 +474,82 @@ export class CUDAGraph {
     this._stream = null;
     this._state = 'disposed';
   }
+}
+
+/** One kernel's share of a profileKernels run. */
+export interface KernelTime {
+  /** The native kernel ('bmm', 'layerNormForward', ...; elementwise and reduce add the op: 'unary:exp'). */
+  name: string;
+  /** Its op family: matmul, attention, norm, softmax, elementwise, reduce, index, optim, random, rnn, copy. */
+  family: string;
+  /** GPU milliseconds from its calls' starts to the next kernel call's start, summed. */
+  ms: number;
+  /** Calls made. */
+  calls: number;
+}
+
+/** What profileKernels measured, with fn's result. */
+export interface KernelProfile<T> {
+  /** What fn returned. */
+  result: T;
+  /** GPU milliseconds from the first kernel call to the end of fn's work. */
+  gpuMs: number;
+  /** Host milliseconds fn took to run (to enqueue its work; the GPU catches up after). */
+  hostMs: number;
+  /** Per kernel, most time first. */
+  kernels: KernelTime[];
+  /** Milliseconds per family, most time first. */
+  families: Record<string, number>;
+}
+
+/**
+ * GPU time per native kernel while fn runs on device (default 0): a timing event is recorded on the
+ * current stream before every kernel call, and each call is charged the time from its event to the
+ * next, which is its kernels' time when the GPU has work queued. When the GPU waits for the host
+ * (gpuMs close to hostMs), the wait is charged to the call before it. Marks cost a few microseconds
+ * of host time per call; the profile waits for the device once at the end. Not during graph capture.
+ */
+export function profileKernels<T>(fn: () => T, device?: number | string): KernelProfile<T> {
+  const op = 'profileKernels';
+  if (typeof fn !== 'function') throw new ValueError(op, `fn must be a function, got ${describe(fn)}`);
+  const d = deviceIndex(op, device);
+  const mark = need('cudaProfileMark', op);
+  const labels: string[] = [], families: string[] = [];
+  const tags = new Map<string, number>();
+  const collect = need('cudaProfileCollect', op);
+  const t0 = performance.now();
+  let result: T;
+  try {
+    result = withKernelMarks((family, kernel) => {
+      let tag = tags.get(kernel);
+      if (tag === undefined) {
+        tag = labels.length;
+        tags.set(kernel, tag);
+        labels.push(kernel);
+        families.push(family);
+      }
+      mark(d, tag);
+    }, fn);
+  } catch (e) {
+    if (!isCapturing()) collect(d); // drops this run's marks
+    throw e;
+  }
+  const hostMs = performance.now() - t0;
+  const marks = collect(d);
+  if (result instanceof Promise) {
+    result.catch(() => {});
+    throw new ValueError(op, 'fn returned a Promise; profiles are synchronous (await outside profileKernels)');
+  }
+  const byKernel = labels.map((name, i) => ({ name, family: families[i], ms: 0, calls: 0 }));
+  let gpuMs = 0;
+  for (let i = 0; i < marks.length; i += 2) {
+    const k = byKernel[marks[i]];
+    k.ms += marks[i + 1];
+    k.calls++;
+    gpuMs += marks[i + 1];
+  }
+  const kernels = byKernel.sort((a, b) => b.ms - a.ms);
+  const perFamily = new Map<string, number>();
+  for (const k of kernels) perFamily.set(k.family, (perFamily.get(k.family) ?? 0) + k.ms);
+  return { result, gpuMs, hostMs, kernels, families: Object.fromEntries([...perFamily].sort((a, b) => b[1] - a[1])) };
 }

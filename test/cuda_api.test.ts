@@ -1,6 +1,7 @@
 // kiln.cuda streams and events where no GPU is needed: argument checks (made before any native
 // call, so they hold on every machine) and, without CUDA, a DeviceError naming the op for
-// everything that needs a device. test/cuda/streams.test.ts runs them on a GPU.
+// everything that needs a device (streams, events, graphs, kernel profiles). test/cuda/ runs them on
+// a GPU.
 import t from 'tap';
 import * as kiln from '../lib/index';
 
@@ -54,6 +55,7 @@ if (kiln.cuda.isAvailable()) {
     t.throws(() => new kiln.cuda.CUDAGraph(), { name: 'DeviceError', op: 'CUDAGraph', message: noDevice });
     t.throws(() => new kiln.cuda.CUDAGraph('cpu'), { name: 'DeviceError', op: 'CUDAGraph', message: /not a CUDA device/ });
     t.equal(kiln.cuda.isCapturing(), false);
+    t.throws(() => kiln.cuda.profileKernels(() => 1), { name: 'DeviceError', op: 'profileKernels', message: noDevice });
     const err = t.throws(() => new Stream()) as unknown as kiln.DeviceError;
     t.ok(err instanceof kiln.DeviceError);
     t.match(err.message, /^Stream: /, 'the message starts with the op');

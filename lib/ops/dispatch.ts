@@ -2,11 +2,12 @@
 // native kernels, checked at load against the signatures the addon reports (native/binding/op_table.h);
 // defineOp wraps an op's forward with its argument checks and the dtype policy: autocast's choice of
 // compute dtype, and float32 compute where a backend has no kernel for a half dtype (the addon says
-// which dtypes each kernel takes). withDType is the one cast helper; fillOutputs frees outputs on throw.
+// which dtypes each kernel takes). withDType is the one cast helper; fillOutputs frees outputs on throw;
+// withKernelMarks hooks every kernel call for kernel profiling.
 import { autocastFor } from '../autocast';
 import { DType, isFloating } from '../dtype';
 import { DTypeError } from '../errors';
-import { NativeHandle, nativeExports, nativeKernels } from '../native';
+import { NativeHandle, native, nativeExports, nativeKernels } from '../native';
 import { Tensor } from '../tensor';
 import { to } from './creation';
 
@@ -64,7 +65,49 @@ export function bindKernels<const S extends Record<string, string>>(family: stri
     }
     bound[name] = fn;
   }
+  profiled.push({ family, table: bound, names: Object.keys(spec) });
   return bound as { [K in keyof S]: KernelFn<S[K]> };
+}
+
+// Every table of native functions that enqueue device work (each family's kernels, and the core's
+// copy and fill), for kernel profiling: withKernelMarks swaps them for marking wrappers.
+const profiled: Array<{ family: string; table: Record<string, unknown>; names: string[] }> = [
+  { family: 'copy', table: native as unknown as Record<string, unknown>, names: ['copy', 'fill'] },
+];
+
+// Kernels whose first argument is an op code, and the enum table that names the codes: profiles
+// tell unary:exp from unary:gelu_tanh.
+const CODE_TABLES: Record<string, string> = { unary: 'unaryOps', binary: 'binaryOps', reduce: 'reduceOps' };
+
+function codeNames(kernel: string): Map<number, string> | null {
+  const table = nativeExports[CODE_TABLES[kernel] ?? ''];
+  if (typeof table !== 'object' || table === null) return null;
+  return new Map(Object.entries(table).map(([name, code]) => [code as number, name]));
+}
+
+/**
+ * @internal Runs fn with mark(family, kernel) called before every native kernel call (lib/cuda.ts's
+ * profileKernels records a timing event there); kernel is the kernel's name, with the op's name for
+ * the code-taking elementwise and reduce kernels ('unary:exp'). The plain functions come back when
+ * fn returns or throws.
+ */
+export function withKernelMarks<T>(mark: (family: string, kernel: string) => void, fn: () => T): T {
+  const saved = profiled.map(({ table, names }) => names.map((n) => table[n]));
+  profiled.forEach(({ family, table, names }, i) =>
+    names.forEach((name, j) => {
+      const call = saved[i][j] as (...args: unknown[]) => unknown;
+      const codes = codeNames(name);
+      table[name] = (...args: unknown[]) => {
+        mark(family, codes ? `${name}:${codes.get(args[0] as number) ?? args[0]}` : name);
+        return call(...args);
+      };
+    }),
+  );
+  try {
+    return fn();
+  } finally {
+    profiled.forEach(({ table, names }, i) => names.forEach((name, j) => (table[name] = saved[i][j])));
+  }
 }
 
 /**

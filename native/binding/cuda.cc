@@ -1,6 +1,7 @@
 // kiln.cuda: device count and names, synchronize, allocator stats and cache control, TF32, the
-// host-synchronization counter, streams, events, recordStream and CUDA graphs. Without a CUDA build
-// the device count is 0 and the rest are absent (lib/cuda.ts throws DeviceError).
+// host-synchronization counter, streams, events, recordStream, CUDA graphs and kernel profiling
+// marks. Without a CUDA build the device count is 0 and the rest are absent (lib/cuda.ts throws
+// DeviceError).
 #include "common.h"
 #ifdef KILN_CUDA
 #include <memory>
@@ -227,6 +228,24 @@ static Napi::Value is_capturing(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), cuda::capturing());
 }
 
+static Napi::Value profile_mark(const Napi::CallbackInfo& info) {
+  const int64_t tag = int_arg(info, 1, "profileKernels", "tag");
+  KILN_CHECK(tag >= 0 && tag <= INT32_MAX, Value, "profileKernels", "tag ", tag, " is out of range");
+  cuda::profile_mark(cuda_device_arg(info, 0, "profileKernels"), int32_t(tag));
+  return info.Env().Undefined();
+}
+
+// -> Float64Array [tag0, ms0, tag1, ms1, ...] in mark order.
+static Napi::Value profile_collect(const Napi::CallbackInfo& info) {
+  const auto marks = cuda::profile_collect(cuda_device_arg(info, 0, "profileKernels"));
+  auto out = Napi::Float64Array::New(info.Env(), marks.size() * 2);
+  for (size_t i = 0; i < marks.size(); i++) {
+    out[2 * i] = marks[i].first;
+    out[2 * i + 1] = marks[i].second;
+  }
+  return out;
+}
+
 void register_cuda(Napi::Env env, Napi::Object exports) {
   cuda::init();
   KILN_EXPORT(env, exports, "cudaDeviceCount", device_count);
@@ -257,6 +276,8 @@ void register_cuda(Napi::Env env, Napi::Object exports) {
   KILN_EXPORT(env, exports, "cudaGraphReplay", graph_replay);
   KILN_EXPORT(env, exports, "cudaGraphDispose", graph_dispose);
   KILN_EXPORT(env, exports, "cudaIsCapturing", is_capturing);
+  KILN_EXPORT(env, exports, "cudaProfileMark", profile_mark);
+  KILN_EXPORT(env, exports, "cudaProfileCollect", profile_collect);
 }
 #else
 static Napi::Value no_devices(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), 0); }

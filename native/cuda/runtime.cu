@@ -650,6 +650,62 @@ void graph_destroy(Graph* g) {
   delete g;
 }
 
+namespace {
+// A device's profiling marks: events (kept for reuse across profiles) and the tags of the first
+// `count`. Used from the JavaScript thread only.
+struct ProfileMarks {
+  std::vector<cudaEvent_t> events;
+  std::vector<int32_t> tags;
+  size_t count = 0;
+};
+ProfileMarks g_marks[kMaxDevices];
+
+void record_mark(Device d, ProfileMarks& m) {
+  if (m.count == m.events.size()) {
+    cudaEvent_t e = nullptr;
+    KILN_CUDA_CHECK(cudaEventCreate(&e), "profileKernels");
+    m.events.push_back(e);
+    m.tags.push_back(0);
+  }
+  KILN_CUDA_CHECK(cudaEventRecord(m.events[m.count], stream(d)), "profileKernels");
+  m.count++;
+}
+}  // namespace
+
+void profile_mark(Device d, int32_t tag) {
+  refuse_during_capture("profileKernels", "profiling times work as it runs");
+  check_index(d.index, "profileKernels");
+  ProfileMarks& m = g_marks[d.index];
+  record_mark(d, m);
+  m.tags[m.count - 1] = tag;
+}
+
+std::vector<std::pair<int32_t, double>> profile_collect(Device d) {
+  const char* op = "profileKernels";
+  refuse_during_capture(op, "it would wait for the device");
+  check_index(d.index, op);
+  ProfileMarks& m = g_marks[d.index];
+  std::vector<std::pair<int32_t, double>> out;
+  const size_t marks = m.count;
+  if (marks == 0) return out;
+  struct StartOver {
+    ProfileMarks& m;
+    ~StartOver() { m.count = 0; }  // even when reading the times fails
+  } start_over{m};
+  set_device(d);
+  record_mark(d, m);
+  g_syncs++;
+  KILN_CUDA_CHECK(cudaEventSynchronize(m.events[marks]), op);
+  check_device_errors(d);
+  out.reserve(marks);
+  for (size_t i = 0; i < marks; i++) {
+    float ms = 0;
+    KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, m.events[i], m.events[i + 1]), op);
+    out.emplace_back(m.tags[i], double(ms));
+  }
+  return out;
+}
+
 void init() { register_device_allocator(DeviceAllocator{device_alloc, device_free}); }
 
 void set_allow_tf32(bool on) { g_tf32 = on; }

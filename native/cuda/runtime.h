@@ -5,6 +5,8 @@
 #pragma once
 #include <cuda_runtime.h>
 #include <cstdint>
+#include <utility>
+#include <vector>
 #include "../core/error.h"
 #include "../core/storage.h"
 
@@ -121,6 +123,13 @@ void graph_destroy(Graph* g);
 bool capturing();
 // A ValueError naming op when this thread is capturing a graph (what op does cannot be captured).
 void refuse_during_capture(const char* op, const char* why);
+
+// Kernel profiling (kiln.cuda.profileKernels): profile_mark records a timing event tagged `tag` on
+// d's current stream before an op enqueues its work; profile_collect records a last one, waits for
+// it (one host synchronization) and returns, for each mark in order, its tag and the milliseconds of
+// GPU time until the next mark, then starts over. Marks are not allowed during graph capture.
+void profile_mark(Device d, int32_t tag);
+std::vector<std::pair<int32_t, double>> profile_collect(Device d);
 
 // Installs the caching allocator for Storage (called once at load).
 void init();

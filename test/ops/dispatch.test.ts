@@ -1,11 +1,11 @@
 // The op path of lib/ops/dispatch.ts as the elementwise, reduce and softmax families use it: the
 // kernels the addon reports (signatures and dtypes per backend), the float32 fallback where a backend
-// has no half kernel, and autocast's categories.
+// has no half kernel, and autocast's categories; withKernelMarks' hook for kernel profiling.
 import t from 'tap';
 import * as kiln from '../../lib/index';
 import { autocast } from '../../lib/autocast';
 import { native } from '../../lib/native';
-import { kernelDTypes } from '../../lib/ops/dispatch';
+import { kernelDTypes, withKernelMarks } from '../../lib/ops/dispatch';
 import { randomTensor, values } from '../helpers/gradcheck';
 
 const ALL = ['float32', 'float64', 'bfloat16', 'float16', 'int32', 'int64', 'bool'];
@@ -102,4 +102,21 @@ t.test('under autocast gradients reach the inputs in their own dtype', async (t)
   ref.requiresGrad = true;
   kiln.softmax(ref.to('bfloat16').mul(3).to('float32'), -1).mul(kiln.arange(5)).sum().backward();
   t.same(values(x.grad!), values(ref.grad!.to('bfloat16')), 'the float32 computation, rounded where autocast rounds');
+});
+
+t.test('withKernelMarks marks every kernel call, names the op of code-taking kernels, and unhooks after', async (t) => {
+  const x = kiln.tensor([1, 2, 3], { dtype: 'float32' }), w = kiln.ones([3, 2]);
+  const seen: string[] = [];
+  const y = withKernelMarks((family, kernel) => seen.push(`${family}/${kernel}`), () => x.exp().add(1).reshape([1, 3]).matmul(w).sum());
+  t.same(seen.slice(0, 2), ['elementwise/unary:exp', 'elementwise/unary:add_scalar']);
+  t.ok(seen.includes('matmul/bmm') && seen.includes('reduce/reduce:sum'), seen.join(', '));
+  t.ok(Math.abs(y.item() - 2 * (Math.E + Math.E ** 2 + Math.E ** 3 + 3)) < 1e-4, 'results are unchanged');
+  seen.length = 0;
+  x.exp().add(1).sum();
+  t.same(seen, [], 'no marks once it has returned');
+  t.throws(() => withKernelMarks(() => seen.push('mark'), () => kiln.zeros([2]).exp().add(kiln.zeros([3]))), { name: 'ShapeError' });
+  const marks = seen.length;
+  t.ok(marks >= 2, 'marked up to the throw');
+  kiln.zeros([2]).exp();
+  t.equal(seen.length, marks, 'unhooked after a throw as well');
 });
