@@ -2,7 +2,8 @@
 # One GPU-host session in one call, about 8 minutes: restores Node.js and the staged CUDA build
 # (.gpu/, from `bash ../shared/gpu/stage.sh` after a KILN_CUDA=ON KILN_CUDA_ARCHS=90 KILN_GLOO=0
 # build here), records nvidia-smi, runs `npm run test:cuda`, then the GPT-2 benchmark
-# (bench/gpt2/run.sh --device cuda), and prints a short summary last. Every phase has its own
+# (bench/gpt2/run.sh --device cuda --profile 3: with GPU ms per step by kernel family for each
+# side), and prints a short summary last. Every phase has its own
 # timeout (seconds: TEST_TIMEOUT 120, and run.sh's KILN_TIMEOUT 150, TORCH_TIMEOUT 60,
 # COMPILE_TIMEOUT 120), so one that hangs costs its limit and the rest still run. Everything goes
 # under $OUT (./gpu-session without it), six files: session.log, nvidia-smi.txt, test-cuda.log,
@@ -30,7 +31,7 @@ tail -25 "$OUT/test-cuda.log"
 
 stamp "bench/gpt2/run.sh --device cuda $*"
 KILN_TIMEOUT="${KILN_TIMEOUT:-150}" TORCH_TIMEOUT="${TORCH_TIMEOUT:-60}" COMPILE_TIMEOUT="${COMPILE_TIMEOUT:-120}" \
-  bash bench/gpt2/run.sh --device cuda "$@"
+  bash bench/gpt2/run.sh --device cuda --profile 3 "$@"
 bench_rc=$?
 
 stamp summary

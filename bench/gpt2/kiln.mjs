@@ -5,8 +5,11 @@
 // (lr 3e-4, betas 0.9/0.999, eps 1e-8, weight decay 0.1 on every parameter): --check steps on
 // batches 0..check-1 (their losses are what run.sh compares), --warmup more, then --steps timed
 // steps. A step is forward + loss (+ loss.item(), which waits for the device), backward, optimizer
-// step, zeroing the gradients. Writes <work>/kiln.json.
-//   node bench/gpt2/kiln.mjs --work DIR [--device cuda] [--steps 20] [--warmup 3]
+// step, zeroing the gradients. On CUDA, --profile N then runs N more steps under
+// kiln.cuda.profileKernels (without the loss read) and records GPU ms per step by kernel family and
+// the top kernels. Also recorded: host_ms_per_step, the time the host spends enqueueing a step (all
+// but the wait in loss.item()); near ms_per_step, the GPU waits for JavaScript. Writes <work>/kiln.json.
+//   node bench/gpt2/kiln.mjs --work DIR [--device cuda] [--steps 20] [--warmup 3] [--profile 0]
 //        [--check 20] [--batch 16] [--block 1024] [--layers 12] [--embd 768] [--heads 12] [--vocab 50304]
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -14,12 +17,12 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import * as kiln from '../../dist/index.mjs';
 
-const spec = { steps: 20, warmup: 3, check: 20, batch: 16, block: 1024, layers: 12, embd: 768, heads: 12, vocab: 50304, threads: 0 };
+const spec = { steps: 20, warmup: 3, check: 20, batch: 16, block: 1024, layers: 12, embd: 768, heads: 12, vocab: 50304, threads: 0, profile: 0 };
 const { values } = parseArgs({
   options: { ...Object.fromEntries(Object.keys(spec).map((k) => [k, { type: 'string' }])), device: { type: 'string' }, work: { type: 'string' } },
 });
 const a = Object.fromEntries(Object.entries(spec).map(([k, d]) => [k, values[k] === undefined ? d : Number(values[k])]));
-for (const [k, v] of Object.entries(a)) if (!Number.isInteger(v) || v < (k === 'warmup' || k === 'threads' ? 0 : 1)) throw new Error(`--${k} must be a positive integer, got ${values[k]}`);
+for (const [k, v] of Object.entries(a)) if (!Number.isInteger(v) || v < (['warmup', 'threads', 'profile'].includes(k) ? 0 : 1)) throw new Error(`--${k} must be a positive integer, got ${values[k]}`);
 if (!values.work) throw new Error('--work is required');
 const device = values.device ?? 'cpu';
 const cuda = device.startsWith('cuda');
@@ -48,16 +51,27 @@ model.to({ device });
 const onDevice = batches.map((b) => b.map((t) => t.to({ device })));
 const optimizer = new kiln.optim.AdamW(model.parameters(), { lr: 3e-4, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0.1 });
 
-function step(i) {
+// One step's work, enqueued; returns the loss tensor (reading it waits for the device).
+function enqueueStep(i) {
   const [x, y] = onDevice[i % onDevice.length];
   const loss = kiln.tidy(() => {
     const l = kiln.autocast({ dtype: 'bfloat16' }, () => model.forward(x, y).loss);
     l.backward();
-    return l.item();
+    return l;
   });
   optimizer.step();
   optimizer.zeroGrad();
   return loss;
+}
+
+let hostMs = 0; // time spent enqueueing the timed steps
+function step(i) {
+  const t0 = performance.now();
+  const loss = enqueueStep(i);
+  hostMs += performance.now() - t0;
+  const value = loss.item();
+  loss.dispose();
+  return value;
 }
 
 if (cuda) kiln.cuda.resetPeakMemoryStats();
@@ -70,6 +84,7 @@ for (let i = 0; i < a.check + a.warmup; i++) {
   console.log(`kiln step ${i}: loss ${losses[i].toFixed(4)}, ${((performance.now() - t0) / 1e3).toFixed(1)} s`);
 }
 const times = [];
+hostMs = 0;
 for (let i = 0; i < a.steps; i++) {
   const s0 = performance.now();
   losses.push(step(i));
@@ -79,6 +94,22 @@ for (let i = 0; i < a.steps; i++) {
 const sorted = [...times].sort((p, q) => p - q);
 const median = sorted.length % 2 ? sorted[sorted.length >> 1] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
 const stats = cuda ? kiln.cuda.memoryStats() : null;
+
+// GPU time per kernel family over --profile more steps (after the memory figures: profiling adds nothing to them).
+let profile = null;
+if (cuda && a.profile > 0) {
+  const p = kiln.cuda.profileKernels(() => {
+    for (let i = 0; i < a.profile; i++) enqueueStep(i).dispose();
+  });
+  const perStep = (ms) => ms / a.profile;
+  profile = {
+    steps: a.profile,
+    gpu_ms_per_step: perStep(p.gpuMs),
+    host_ms_per_step: perStep(p.hostMs),
+    families_ms_per_step: Object.fromEntries(Object.entries(p.families).map(([f, ms]) => [f === 'softmax' ? 'softmax/loss' : f, perStep(ms)])),
+    top_kernels: p.kernels.slice(0, 15).map((k) => ({ name: k.name, family: k.family, ms_per_step: perStep(k.ms), calls_per_step: k.calls / a.profile })),
+  };
+}
 const info = kiln.buildInfo();
 const result = {
   framework: 'kiln',
@@ -90,6 +121,8 @@ const result = {
   timed_steps: a.steps,
   ms_per_step: median,
   ms_per_step_best: sorted[0],
+  host_ms_per_step: hostMs / a.steps,
+  profile,
   check_losses: losses.slice(0, a.check),
   last_loss: losses[losses.length - 1],
   // Peak bytes held by tensors (the caching allocator's on CUDA, the native CPU allocations otherwise),

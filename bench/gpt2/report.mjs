@@ -7,7 +7,8 @@
 // once), L layers, T the context, E the width; the attention term counts the full T x T scores
 // (causal masking is not subtracted). Peak: --peak-tflops, 989 for CUDA (the H200's dense bf16
 // tensor-core peak), none on the CPU (no MFU). Numerics: kiln's loss at each check step against
-// PyTorch eager's, |kiln - torch| / |torch|; passes when the largest is under 1%.
+// PyTorch eager's, |kiln - torch| / |torch|; passes when the largest is under 1%. With --profile
+// runs, a table of GPU ms per step by kernel family for each side.
 //   node bench/gpt2/report.mjs --work DIR --out DIR [--peak-tflops 989] [--note TEXT]
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -91,6 +92,21 @@ if (numerics) {
   lines.push(`Loss, kiln vs PyTorch eager, ${numerics.steps} steps from the same weights and batches: max relative difference ${(numerics.max_rel_diff * 100).toFixed(3)}% (${numerics.pass ? 'PASS' : 'FAIL'}, tolerance 1%)` +
       (numerics.compile_vs_eager_max_rel_diff === undefined ? '' : `; torch.compile vs eager: ${(numerics.compile_vs_eager_max_rel_diff * 100).toFixed(3)}%`));
 }
+if (kiln.host_ms_per_step != null && !kiln.device.startsWith('cpu')) {
+  lines.push(`kiln host time enqueueing a step: ${kiln.host_ms_per_step.toFixed(1)} ms of ${kiln.ms_per_step.toFixed(1)} (near it, the GPU waits for JavaScript)`);
+}
+// GPU ms per step by kernel family, side by side (from --profile).
+const profiled = Object.entries(summary.results).filter(([, r]) => r?.profile && !r.profile.error);
+if (profiled.length) {
+  const families = [...new Set(profiled.flatMap(([, r]) => Object.keys(r.profile.families_ms_per_step)))];
+  const total = (r) => r.profile.gpu_ms_per_step;
+  families.sort((f, g) => (profiled[0][1].profile.families_ms_per_step[g] ?? 0) - (profiled[0][1].profile.families_ms_per_step[f] ?? 0));
+  lines.push('', `GPU ms per step by kernel family (${profiled.map(([n, r]) => `${n}: ${r.profile.steps} profiled steps`).join(', ')}):`, '');
+  lines.push(`| family | ${profiled.map(([n]) => n).join(' | ')} |`, `| --- |${profiled.map(() => ' ---: |').join('')}`);
+  for (const f of families) lines.push(`| ${f} | ${profiled.map(([, r]) => (r.profile.families_ms_per_step[f] ?? 0).toFixed(2)).join(' | ')} |`);
+  lines.push(`| total | ${profiled.map(([, r]) => total(r).toFixed(2)).join(' | ')} |`);
+}
+for (const [n, r] of Object.entries(summary.results)) if (r?.profile?.error) lines.push(`Note: ${n}'s profile failed: ${r.profile.error}`);
 for (const n of summary.notes) lines.push(`Note: ${n}`);
 const md = lines.join('\n') + '\n';
 fs.mkdirSync(values.out, { recursive: true });

@@ -8,7 +8,10 @@ weight decay 0.1 on every parameter; fused on CUDA), --check steps on the stored
 more, then --steps timed steps, each ending with loss.item(). Attention is
 F.scaled_dot_product_attention (flash on CUDA), or explicit matmul/softmax on a PyTorch without it
 (1.13). With --compile the model goes through torch.compile; the first step (which compiles) is
-reported as compile_s and is never a timed step. Writes <work>/torch_eager.json or torch_compile.json.
+reported as compile_s and is never a timed step. On CUDA, --profile N then runs N more steps under
+torch.profiler and records GPU ms per step by kernel family (the families kiln.cuda.profileKernels
+reports, told apart by kernel name; Triton's fused kernels are their own family) and the top kernels.
+Writes <work>/torch_eager.json or torch_compile.json.
 
   python3 bench/gpt2/torch_gpt2.py --work DIR [--device cuda] [--compile] [--steps 20] ...
 """
@@ -16,6 +19,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import statistics
 import struct
 import sys
@@ -54,9 +58,59 @@ def torch_name(kiln_name):
     return name
 
 
+# Kernel name patterns -> the families kiln's profile uses; first match wins.
+FAMILIES = [
+    ('fused (triton)', r'^triton_'),
+    ('attention', r'flash|fmha|attention|sdpa|cudnn'),
+    ('matmul', r'gemm|cutlass|xmma|nvjet|cublas|sm90_|sm80_|ampere_|splitk'),
+    ('norm', r'layer_norm|layernorm'),
+    ('softmax/loss', r'softmax|cross_entropy|nll_loss'),
+    ('optim', r'adam|multi_tensor|foreach'),
+    ('index', r'embedding|index|gather|scatter'),
+    ('reduce', r'reduce'),
+    ('copy', r'copy|memcpy|memset|cast|convert'),
+    ('elementwise', r'elementwise|vectorized|unrolled|gelu|fill'),
+]
+
+
+def family_of(name):
+    for family, pattern in FAMILIES:
+        if re.search(pattern, name, re.IGNORECASE):
+            return family
+    return 'other'
+
+
+def kernel_profile(step, n):
+    """GPU ms per step by family and the top kernels, over n steps under torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for i in range(n):
+            step(i, read=False)
+        torch.cuda.synchronize()
+    kernels = {}
+    for e in prof.events():
+        if e.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        k = kernels.setdefault(e.name, [0.0, 0])
+        k[0] += e.time_range.elapsed_us() / 1e3
+        k[1] += 1
+    families = {}
+    for name, (ms, _) in kernels.items():
+        f = family_of(name)
+        families[f] = families.get(f, 0.0) + ms / n
+    top = sorted(kernels.items(), key=lambda kv: -kv[1][0])[:15]
+    return {
+        'steps': n,
+        'gpu_ms_per_step': sum(ms for ms, _ in kernels.values()) / n,
+        'families_ms_per_step': dict(sorted(families.items(), key=lambda kv: -kv[1])),
+        'top_kernels': [{'name': name[:120], 'family': family_of(name), 'ms_per_step': ms / n, 'calls_per_step': c / n} for name, (ms, c) in top],
+    }
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    for name, default in dict(steps=20, warmup=3, check=20, batch=16, block=1024, layers=12, embd=768, heads=12, vocab=50304, threads=0).items():
+    for name, default in dict(steps=20, warmup=3, check=20, batch=16, block=1024, layers=12, embd=768, heads=12, vocab=50304, threads=0, profile=0).items():
         p.add_argument(f'--{name}', type=int, default=default)
     p.add_argument('--device', default='cpu')
     p.add_argument('--compile', action='store_true')
@@ -88,14 +142,14 @@ def main():
     run = torch.compile(model) if a.compile else model
     device_type = 'cuda' if cuda else 'cpu'
 
-    def step(i):
+    def step(i, read=True):
         x, y = batches[i % len(batches)]
         with torch.autocast(device_type=device_type, dtype=torch.bfloat16):
             loss = run(x, y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return loss.item()
+        return loss.item() if read else None
 
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -114,6 +168,14 @@ def main():
         if cuda:
             torch.cuda.synchronize()
         times.append((time.perf_counter() - t0) * 1e3)
+    peak_memory = torch.cuda.max_memory_allocated() if cuda else None
+    reserved_memory = torch.cuda.max_memory_reserved() if cuda else None
+    profiled = None
+    if cuda and a.profile > 0:
+        try:
+            profiled = kernel_profile(step, a.profile)
+        except Exception as e:  # the timings above still count
+            profiled = {'error': f'{type(e).__name__}: {e}'}
     label = 'compile' if a.compile else 'eager'
     result = {
         'framework': 'pytorch',
@@ -129,8 +191,9 @@ def main():
         'compile_s': first_step_s if a.compile else None,
         'check_losses': losses[:a.check],
         'last_loss': losses[-1],
-        'peak_memory_bytes': torch.cuda.max_memory_allocated() if cuda else None,
-        'reserved_memory_bytes': torch.cuda.max_memory_reserved() if cuda else None,
+        'peak_memory_bytes': peak_memory,
+        'reserved_memory_bytes': reserved_memory,
+        'profile': profiled,
         'versions': {'torch': torch.__version__, 'cuda': torch.version.cuda, 'python': sys.version.split()[0]},
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(),
     }
