@@ -175,6 +175,12 @@ export interface OpDef<A extends unknown[]> {
   kernels: readonly string[];
   /** The op's autocast list (default 'none'). */
   autocast?: AutocastCategory;
+  /**
+   * For a 'float32' op whose kernels compute in float32 whatever their input: under autocast a
+   * bfloat16/float16 input the backend's kernels take goes in as it is, not widened first (forward
+   * then writes float32 results itself), saving the widened copy.
+   */
+  autocastKeepsHalf?: boolean;
   /** Argument checks, run on the arguments the op will compute with (after autocast's casts). */
   check?: (...args: A) => void;
   /** The forward: native calls and recordOp; it runs with the compute dtype settled. */
@@ -233,7 +239,8 @@ export function defineOp<A extends unknown[]>(def: OpDef<A>): (...args: A) => Te
   return (...args: A): Tensor => {
     const lead = leadOf(args);
     const ac = category === 'none' || !lead || !isFloating(lead.dtype) ? null : autocastFor(lead._dev);
-    if (!ac) return run(args);
+    if (!ac || !lead) return run(args);
+    if (def.autocastKeepsHalf && HALF.includes(lead.dtype) && takes(lead._dev).has(lead.dtype)) return run(args);
     const target: DType = category === 'lowPrecision' ? ac.dtype : 'float32';
     return castArgs(args, target, run, true);
   };

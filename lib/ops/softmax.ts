@@ -1,7 +1,8 @@
 // Softmax, log-softmax and cross-entropy fused with log-softmax (native/ops/softmax.h). Each forward
 // is one native call and each backward one fused native kernel, recorded next to its forward; each op
 // goes through defineOp, which computes in float32 where a backend has no half kernel (the CPU) and
-// under autocast.
+// under autocast (where cross-entropy's CUDA kernels read half logits as they are).
+import { autocastFor } from '../autocast';
 import { recordOp } from '../autograd/engine';
 import { isFloating, isIntegral } from '../dtype';
 import { DTypeError, DeviceError, ShapeError, ValueError } from '../errors';
@@ -79,6 +80,9 @@ const crossEntropyDef = defineOp<[logits: Tensor, target: Tensor, opts: CrossEnt
   inputs: [0],
   kernels: ['crossEntropyForward', 'crossEntropyBackward'],
   autocast: 'float32',
+  // The logits are the largest activation of a language model ([B, T, vocab]): under autocast the
+  // CUDA kernels read them in bfloat16 and write a float32 loss, with no float32 copy of them.
+  autocastKeepsHalf: true,
   check(logits, target, opts) {
     const op = 'crossEntropy';
     logits._check(op);
@@ -116,9 +120,12 @@ const crossEntropyDef = defineOp<[logits: Tensor, target: Tensor, opts: CrossEnt
     const reduction = opts.reduction ?? 'mean';
     const code = REDUCTION[reduction];
     const rows = logits.shape.filter((_, i) => i !== (logits.ndim === 1 ? 0 : 1));
-    const loss = emptyTensor(reduction === 'none' ? rows : [], logits.dtype, logits._dev);
-    const lse = emptyTensor(rows, logits.dtype, logits._dev);
-    const totalWeight = emptyTensor([], logits.dtype, logits._dev);
+    // Autocast's loss is float32; half logits reach here under autocast only where the kernels take them.
+    const half = logits.dtype === 'bfloat16' || logits.dtype === 'float16';
+    const resultDType = half && autocastFor(logits._dev) ? 'float32' : logits.dtype;
+    const loss = emptyTensor(reduction === 'none' ? rows : [], resultDType, logits._dev);
+    const lse = emptyTensor(rows, resultDType, logits._dev);
+    const totalWeight = emptyTensor([], resultDType, logits._dev);
     fillOutputs([loss, lse, totalWeight], () =>
       K.crossEntropyForward(logits._h, target._h, ignoreIndex, eps, code, loss._h, lse._h, totalWeight._h),
     );

@@ -16,6 +16,7 @@
 // atomics, no host sync).
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include "../ops/softmax.h"
 #include "device_errors.h"
 #include "rowwise.cuh"
@@ -338,17 +339,18 @@ void softmax_backward(const Tensor& y, const Tensor& gy, int64_t dim, bool log, 
 // Per row: lse = logsumexp(x), loss = lse - (1 - eps) * x[target] - eps * mean(x); gradient
 // softmax(x) - (1 - eps) * onehot(target) - eps / C, times the row's upstream gradient. Row losses
 // for Sum and Mean, and every row's weight (1, or 0 when ignored), go to a float64 buffer that one
-// block then sums in a fixed order.
+// block then sums in a fixed order. T is the logits' type, L the results' (lse, loss, total weight,
+// loss gradient): T, or float for half logits under autocast.
 
 namespace {
 
 // Finishes a row's forward from its reduced state; xr is the row, xsd its stride.
-template <typename T, typename I, typename A>
+template <typename T, typename L, typename I, typename A>
 __device__ __forceinline__ void cross_entropy_row(const Lse<A>& st, const T* xr, int64_t xsd, I target, int64_t C,
-                                                  int64_t ignore, A eps, T* lse, T* loss, double* part, int64_t row,
+                                                  int64_t ignore, A eps, L* lse, L* loss, double* part, int64_t row,
                                                   int64_t rows, const IndexGuard& guard) {
   const A l = st.m + dlog(st.s);
-  *lse = dconvert<T>(l);
+  *lse = dconvert<L>(l);
   const int64_t tg = int64_t(target);
   A out = 0;
   if (tg != ignore) {
@@ -359,15 +361,15 @@ __device__ __forceinline__ void cross_entropy_row(const Lse<A>& st, const T* xr,
     // The smoothing term only when smoothing (0 * sum would be NaN for a -inf logit).
     out = l - (A(1) - eps) * xt - (eps > A(0) ? eps * st.sx / A(C) : A(0));
   }
-  if (loss) *loss = dconvert<T>(out);
+  if (loss) *loss = dconvert<L>(out);
   else part[row] = double(out);
   part[rows + row] = tg != ignore ? 1.0 : 0.0;
 }
 
 // Operands (rows / cols meta): logits, target, lse, loss (None; zero strides otherwise).
-template <typename T, typename I, bool Warp, int V>
-__global__ void cross_entropy_forward_rows(const T* __restrict__ x, const I* __restrict__ t, T* __restrict__ lse,
-                                           T* __restrict__ loss, double* __restrict__ part, StridedMeta<4> rows,
+template <typename T, typename L, typename I, bool Warp, int V>
+__global__ void cross_entropy_forward_rows(const T* __restrict__ x, const I* __restrict__ t, L* __restrict__ lse,
+                                           L* __restrict__ loss, double* __restrict__ part, StridedMeta<4> rows,
                                            int64_t C, int64_t ignore, acc_t<T> eps, IndexGuard guard) {
   using A = acc_t<T>;
   __shared__ Lse<A> shared[32];
@@ -383,9 +385,9 @@ __global__ void cross_entropy_forward_rows(const T* __restrict__ x, const I* __r
   }
 }
 
-template <typename T, typename I>
-__global__ void cross_entropy_forward_cols(const T* __restrict__ x, const I* __restrict__ t, T* __restrict__ lse,
-                                           T* __restrict__ loss, double* __restrict__ part, StridedMeta<4> cols,
+template <typename T, typename L, typename I>
+__global__ void cross_entropy_forward_cols(const T* __restrict__ x, const I* __restrict__ t, L* __restrict__ lse,
+                                           L* __restrict__ loss, double* __restrict__ part, StridedMeta<4> cols,
                                            int64_t C, int64_t xsd, int64_t ignore, acc_t<T> eps, IndexGuard guard) {
   using A = acc_t<T>;
   __shared__ Lse<A> shared[kThreads];
@@ -400,9 +402,9 @@ __global__ void cross_entropy_forward_cols(const T* __restrict__ x, const I* __r
 
 // Sums the row losses (unless `none`) and weights of part in a fixed order; writes the loss (sum,
 // or mean over the weights) and the total weight.
-template <typename T>
+template <typename L>
 __global__ void cross_entropy_total(const double* __restrict__ part, int64_t rows, bool none, bool mean,
-                                    T* __restrict__ loss, T* __restrict__ total_weight) {
+                                    L* __restrict__ loss, L* __restrict__ total_weight) {
   __shared__ double shared[32];
   double s = 0, w = 0;
   for (int64_t i = threadIdx.x; i < rows; i += blockDim.x) {
@@ -412,14 +414,14 @@ __global__ void cross_entropy_total(const double* __restrict__ part, int64_t row
   s = block_reduce(s, SumOp{}, 0.0, shared);
   w = block_reduce(w, SumOp{}, 0.0, shared);
   if (threadIdx.x != 0) return;
-  if (!none) *loss = dconvert<T>(mean ? s / w : s);
-  *total_weight = dconvert<T>(w);
+  if (!none) *loss = dconvert<L>(mean ? s / w : s);
+  *total_weight = dconvert<L>(w);
 }
 
 // The row's upstream gradient (0 when ignored; NaN for an out-of-range target, which is recorded);
 // sets tg. Only one thread per row (report) records.
-template <typename T, typename I, typename A>
-__device__ __forceinline__ A cross_entropy_row_grad(I target, const T* gl, const T* total_weight, int64_t ignore,
+template <typename L, typename I, typename A>
+__device__ __forceinline__ A cross_entropy_row_grad(I target, const L* gl, const L* total_weight, int64_t ignore,
                                                     bool mean, int64_t& tg, const IndexGuard& guard, int64_t row,
                                                     bool report) {
   tg = int64_t(target);
@@ -433,10 +435,10 @@ __device__ __forceinline__ A cross_entropy_row_grad(I target, const T* gl, const
 }
 
 // Operands (rows / cols meta): logits, grad_logits, target, lse, grad_loss (zero strides unless None).
-template <typename T, typename I, bool Warp, int V>
+template <typename T, typename L, typename I, bool Warp, int V>
 __global__ void cross_entropy_backward_rows(const T* __restrict__ x, T* __restrict__ gx, const I* __restrict__ t,
-                                            const T* __restrict__ lse, const T* __restrict__ gl,
-                                            const T* __restrict__ total_weight, StridedMeta<5> rows, int64_t C,
+                                            const L* __restrict__ lse, const L* __restrict__ gl,
+                                            const L* __restrict__ total_weight, StridedMeta<5> rows, int64_t C,
                                             int64_t ignore, acc_t<T> eps, bool mean, IndexGuard guard) {
   using A = acc_t<T>;
   const Group g = row_group<Warp>();
@@ -445,7 +447,7 @@ __global__ void cross_entropy_backward_rows(const T* __restrict__ x, T* __restri
     int64_t off[5];
     rows.offsets(r, off);
     int64_t tg;
-    const A gr = cross_entropy_row_grad<T, I, A>(t[off[2]], gl + off[4], total_weight, ignore, mean, tg, guard, r,
+    const A gr = cross_entropy_row_grad<L, I, A>(t[off[2]], gl + off[4], total_weight, ignore, mean, tg, guard, r,
                                                  g.rank == 0);
     const A l = dconvert<A>(lse[off[3]]);
     for_row_values<V, A>(x + off[0], C, g.rank, g.size, [&](int64_t i, auto& v) {
@@ -457,10 +459,10 @@ __global__ void cross_entropy_backward_rows(const T* __restrict__ x, T* __restri
   }
 }
 
-template <typename T, typename I>
+template <typename T, typename L, typename I>
 __global__ void cross_entropy_backward_cols(const T* __restrict__ x, T* __restrict__ gx, const I* __restrict__ t,
-                                            const T* __restrict__ lse, const T* __restrict__ gl,
-                                            const T* __restrict__ total_weight, StridedMeta<5> cols, int64_t C,
+                                            const L* __restrict__ lse, const L* __restrict__ gl,
+                                            const L* __restrict__ total_weight, StridedMeta<5> cols, int64_t C,
                                             int64_t xsd, int64_t gxsd, int64_t ignore, acc_t<T> eps, bool mean,
                                             IndexGuard guard) {
   using A = acc_t<T>;
@@ -469,7 +471,7 @@ __global__ void cross_entropy_backward_cols(const T* __restrict__ x, T* __restri
     const Column<5> c = column_at(cols, tile);
     if (!c.ok) continue;
     int64_t tg;
-    const A gr = cross_entropy_row_grad<T, I, A>(t[c.off[2]], gl + c.off[4], total_weight, ignore, mean, tg, guard,
+    const A gr = cross_entropy_row_grad<L, I, A>(t[c.off[2]], gl + c.off[4], total_weight, ignore, mean, tg, guard,
                                                  c.index, threadIdx.y == 0);
     const A l = dconvert<A>(lse[c.off[3]]);
     for (int64_t k = threadIdx.y; k < C; k += blockDim.y)
@@ -480,7 +482,22 @@ __global__ void cross_entropy_backward_cols(const T* __restrict__ x, T* __restri
 
 #undef KILN_FOR_TILES
 
+template <typename T>
+struct TypeTag {
+  using type = T;
+};
 
+// Calls f(TypeTag<L>{}) with L the results' type: T, or float for half logits with float32 results
+// (the checks allowed no other pairing).
+template <typename T, typename F>
+void with_result_type(DType results, F f) {
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    f(TypeTag<T>{});
+  } else {
+    if (results == DType::Float32) f(TypeTag<float>{});
+    else f(TypeTag<T>{});
+  }
+}
 
 }  // namespace
 
@@ -501,31 +518,34 @@ void cross_entropy_forward(const Tensor& logits, const Tensor& target, int64_t i
   KILN_CUDA_DISPATCH_FLOAT(logits.dtype, op, {
     using T = scalar_t;
     using A = acc_t<T>;
-    const T* xp = logits.data<T>();
-    T* lp = lse.data<T>();
-    T* op_loss = none ? loss.data<T>() : nullptr;
-    double* pp = part.data<double>();
-    KILN_DISPATCH_INDEX(target.dtype, op, {
-      using I = scalar_t;
-      const I* tp = target.data<I>();
-      if (rows > 0 && use_rows(p, 1)) {
-        rowwise::with_rows<T, 4>(p, {xp, tp, lp, op_loss}, 1, dev,
-                                 [&](auto warp, auto vec, unsigned blocks, unsigned threads) {
-                                   cross_entropy_forward_rows<T, I, decltype(warp)::value, decltype(vec)::value>
-                                       <<<blocks, threads, 0, s>>>(xp, tp, lp, op_loss, pp, p.rest, C, ignore_index,
-                                                                   A(smoothing), guard);
-                                 });
-      } else if (rows > 0) {
-        launch_cols(p, dev, [&](unsigned blocks, dim3 block) {
-          cross_entropy_forward_cols<T, I>
-              <<<blocks, block, 0, s>>>(xp, tp, lp, op_loss, pp, p.rest, C, p.sd[0], ignore_index, A(smoothing),
-                                        guard);
-        });
-      }
+    with_result_type<T>(lse.dtype, [&](auto result) {
+      using L = typename decltype(result)::type;
+      const T* xp = logits.data<T>();
+      L* lp = lse.data<L>();
+      L* op_loss = none ? loss.data<L>() : nullptr;
+      double* pp = part.data<double>();
+      KILN_DISPATCH_INDEX(target.dtype, op, {
+        using I = scalar_t;
+        const I* tp = target.data<I>();
+        if (rows > 0 && use_rows(p, 1)) {
+          rowwise::with_rows<T, 4>(p, {xp, tp, lp, op_loss}, 1, dev,
+                                   [&](auto warp, auto vec, unsigned blocks, unsigned threads) {
+                                     cross_entropy_forward_rows<T, L, I, decltype(warp)::value, decltype(vec)::value>
+                                         <<<blocks, threads, 0, s>>>(xp, tp, lp, op_loss, pp, p.rest, C,
+                                                                     ignore_index, A(smoothing), guard);
+                                   });
+        } else if (rows > 0) {
+          launch_cols(p, dev, [&](unsigned blocks, dim3 block) {
+            cross_entropy_forward_cols<T, L, I>
+                <<<blocks, block, 0, s>>>(xp, tp, lp, op_loss, pp, p.rest, C, p.sd[0], ignore_index, A(smoothing),
+                                          guard);
+          });
+        }
+      });
+      KILN_CUDA_LAUNCH_CHECK(op);
+      cross_entropy_total<L><<<1, 1024, 0, s>>>(pp, rows, none, reduction == Reduction::Mean, loss.data<L>(),
+                                                total_weight.data<L>());
     });
-    KILN_CUDA_LAUNCH_CHECK(op);
-    cross_entropy_total<T><<<1, 1024, 0, s>>>(pp, rows, none, reduction == Reduction::Mean, loss.data<T>(),
-                                              total_weight.data<T>());
   });
   KILN_CUDA_LAUNCH_CHECK(op);
 }
@@ -550,28 +570,31 @@ void cross_entropy_backward(const Tensor& logits, const Tensor& target, const Te
   KILN_CUDA_DISPATCH_FLOAT(logits.dtype, op, {
     using T = scalar_t;
     using A = acc_t<T>;
-    const T* xp = logits.data<T>();
-    T* gxp = grad_logits.data<T>();
-    const T* lp = lse.data<T>();
-    const T* gp = grad_loss.data<T>();
-    const T* wp = total_weight.data<T>();
-    KILN_DISPATCH_INDEX(target.dtype, op, {
-      using I = scalar_t;
-      const I* tp = target.data<I>();
-      if (use_rows(p, 2)) {
-        rowwise::with_rows<T, 5>(p, {xp, gxp, tp, lp, gp}, 2, dev,
-                                 [&](auto warp, auto vec, unsigned blocks, unsigned threads) {
-                                   cross_entropy_backward_rows<T, I, decltype(warp)::value, decltype(vec)::value>
-                                       <<<blocks, threads, 0, s>>>(xp, gxp, tp, lp, gp, wp, p.rest, C, ignore_index,
-                                                                   A(smoothing), mean, guard);
-                                 });
-      } else {
-        launch_cols(p, dev, [&](unsigned blocks, dim3 block) {
-          cross_entropy_backward_cols<T, I><<<blocks, block, 0, s>>>(xp, gxp, tp, lp, gp, wp, p.rest, C, p.sd[0],
-                                                                     p.sd[1], ignore_index, A(smoothing), mean,
-                                                                     guard);
-        });
-      }
+    with_result_type<T>(lse.dtype, [&](auto result) {
+      using L = typename decltype(result)::type;
+      const T* xp = logits.data<T>();
+      T* gxp = grad_logits.data<T>();
+      const L* lp = lse.data<L>();
+      const L* gp = grad_loss.data<L>();
+      const L* wp = total_weight.data<L>();
+      KILN_DISPATCH_INDEX(target.dtype, op, {
+        using I = scalar_t;
+        const I* tp = target.data<I>();
+        if (use_rows(p, 2)) {
+          rowwise::with_rows<T, 5>(p, {xp, gxp, tp, lp, gp}, 2, dev,
+                                   [&](auto warp, auto vec, unsigned blocks, unsigned threads) {
+                                     cross_entropy_backward_rows<T, L, I, decltype(warp)::value, decltype(vec)::value>
+                                         <<<blocks, threads, 0, s>>>(xp, gxp, tp, lp, gp, wp, p.rest, C,
+                                                                     ignore_index, A(smoothing), mean, guard);
+                                   });
+        } else {
+          launch_cols(p, dev, [&](unsigned blocks, dim3 block) {
+            cross_entropy_backward_cols<T, L, I><<<blocks, block, 0, s>>>(xp, gxp, tp, lp, gp, wp, p.rest, C,
+                                                                          p.sd[0], p.sd[1], ignore_index,
+                                                                          A(smoothing), mean, guard);
+          });
+        }
+      });
     });
   });
   KILN_CUDA_LAUNCH_CHECK(op);

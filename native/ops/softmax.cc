@@ -47,11 +47,12 @@ int64_t check_cross_entropy(const char* op, const Tensor& logits, const Tensor& 
   const Shape scalar;
   const std::pair<const Tensor*, const Shape*> expect[] = {
       {&lse, &rows}, {&loss, reduction == Reduction::None ? &rows : &scalar}, {&total_weight, &scalar}};
+  const DType results = cross_entropy_result_dtype(logits.dtype, lse.dtype);
   for (auto [t, shape] : expect) {
     KILN_CHECK(t->shape == *shape, Shape, op, "expected a tensor of shape ", shape_str(*shape), " for logits ",
                shape_str(logits.shape), ", got ", shape_str(t->shape));
-    KILN_CHECK(t->dtype == logits.dtype, DType, op, "expected ", dtype_name(logits.dtype), " like the logits, got ",
-               dtype_name(t->dtype));
+    KILN_CHECK(t->dtype == results, DType, op, "expected ", dtype_name(results), " for ", dtype_name(logits.dtype),
+               " logits, got ", dtype_name(t->dtype));
   }
   return cdim;
 }
@@ -90,6 +91,11 @@ int64_t check_cross_entropy_backward(const Tensor& logits, const Tensor& target,
   KILN_CHECK(grad_logits.dtype == logits.dtype, DType, op, "logits gradient dtype ", dtype_name(grad_logits.dtype),
              " differs from logits dtype ", dtype_name(logits.dtype));
   return cdim;
+}
+
+DType cross_entropy_result_dtype(DType logits, DType requested) {
+  const bool half = logits == DType::BFloat16 || logits == DType::Float16;
+  return half && requested == DType::Float32 ? DType::Float32 : logits;
 }
 
 Shape with_class_dim(const Shape& strides, int64_t cdim) {

@@ -22,7 +22,9 @@ const char* reduction_name(Reduction r);
 // crossEntropyForward: cross-entropy of logits (class dim 1, or dim 0 of 1-D logits) against class
 // indices `target` (logits' shape without the class dim, int32/int64). Writes the loss (target's
 // shape for None, a scalar otherwise), the per-row log-sum-exp `lse` (target's shape) and
-// `total_weight` (a scalar: the number of non-ignored targets, which Mean divides by). On the CPU
+// `total_weight` (a scalar: the number of non-ignored targets, which Mean divides by), all three in
+// the logits' dtype, or all in float32 for bfloat16/float16 logits (autocast's float32 loss without
+// a widened copy of the logits: the kernels compute in float32 either way). On the CPU
 // targets outside [0, C) other than ignore_index throw IndexError; CUDA cannot check them without
 // reading device memory on the host, so such a row gives a NaN loss and NaN gradients instead.
 using CrossEntropyForward = void(const Tensor& logits, const Tensor& target, int64_t ignore_index, double smoothing,
@@ -30,7 +32,8 @@ using CrossEntropyForward = void(const Tensor& logits, const Tensor& target, int
                                  const Tensor& total_weight);
 // crossEntropyBackward: grad_logits = (softmax(logits) - onehot_smoothed(target)) * g[row], with
 // g[row] taken from grad_loss (per row for None; the scalar, divided by total_weight for Mean); 0 for
-// ignored rows.
+// ignored rows. grad_logits is in the logits' dtype; lse, total_weight and grad_loss in the forward's
+// result dtype.
 using CrossEntropyBackward = void(const Tensor& logits, const Tensor& target, const Tensor& lse,
                                   const Tensor& total_weight, const Tensor& grad_loss, int64_t ignore_index,
                                   double smoothing, Reduction reduction, const Tensor& grad_logits);
@@ -52,6 +55,9 @@ int64_t check_cross_entropy_forward(const Tensor& logits, const Tensor& target, 
 int64_t check_cross_entropy_backward(const Tensor& logits, const Tensor& target, const Tensor& lse,
                                      const Tensor& total_weight, const Tensor& grad_loss, double smoothing,
                                      Reduction reduction, const Tensor& grad_logits);
+// The dtype of cross-entropy's loss, lse and total_weight for these logits, given the one the caller
+// chose (requested): float32 when the logits are half and float32 was asked for, the logits' otherwise.
+DType cross_entropy_result_dtype(DType logits, DType requested);
 // Strides of a tensor shaped like logits without the class dim, with a 0 stride put back there (so
 // it walks alongside logits).
 Shape with_class_dim(const Shape& strides, int64_t cdim);
