@@ -135,6 +135,22 @@ export function allowTF32(): boolean {
   return N.cudaAllowTF32 ? N.cudaAllowTF32() : false;
 }
 
+let flashAttentionOn = true;
+/**
+ * Lets nn's attention (scaledDotProductAttention, MultiheadAttention, GPT) take the fused flash
+ * kernels on CUDA whenever they apply (on by default; like torch.backends.cuda.enable_flash_sdp).
+ * Off, CUDA attention materializes the scores, as on a PyTorch without SDPA. kiln.flashAttention
+ * called directly is not affected.
+ */
+export function setFlashAttention(on: boolean): void {
+  if (typeof on !== 'boolean') throw new ValueError('setFlashAttention', `on must be a boolean, got ${describe(on)}`);
+  flashAttentionOn = on;
+}
+/** Whether nn's attention takes the fused flash kernels on CUDA (setFlashAttention). */
+export function flashAttentionEnabled(): boolean {
+  return flashAttentionOn;
+}
+
 /** Options for `new kiln.cuda.Stream()`. */
 export interface StreamOptions {
   /** The GPU: a number or 'cuda:N' (default 0). */

@@ -3,7 +3,8 @@
 # (.gpu/, from `bash ../shared/gpu/stage.sh` after a KILN_CUDA=ON KILN_CUDA_ARCHS=90 KILN_GLOO=0
 # build here), records nvidia-smi, runs `npm run test:cuda`, then the GPT-2 benchmark
 # (bench/gpt2/run.sh --device cuda --profile 3: with GPU ms per step by kernel family for each
-# side), and prints a short summary last. Every phase has its own
+# side; kiln's fused attention only if test/cuda/attention.test.ts passed), and prints a short
+# summary last. Every phase has its own
 # timeout (seconds: TEST_TIMEOUT 120, and run.sh's KILN_TIMEOUT 150, TORCH_TIMEOUT 60,
 # COMPILE_TIMEOUT 120), so one that hangs costs its limit and the rest still run. Everything goes
 # under $OUT (./gpu-session without it), six files: session.log, nvidia-smi.txt, test-cuda.log,
@@ -28,10 +29,13 @@ stamp "npm run test:cuda (timeout ${TEST_TIMEOUT:-120}s)"
 timeout --kill-after=10 "${TEST_TIMEOUT:-120}" npm run test:cuda > "$OUT/test-cuda.log" 2>&1
 test_rc=$?
 tail -25 "$OUT/test-cuda.log"
+# The bench takes the fused attention only where its test passed against the CPU twin.
+flash=0
+grep -Eq '^ok [0-9]+ - test/cuda/attention.test.ts' "$OUT/test-cuda.log" && flash=1
 
-stamp "bench/gpt2/run.sh --device cuda $*"
+stamp "bench/gpt2/run.sh --device cuda --profile 3 --flash $flash $*"
 KILN_TIMEOUT="${KILN_TIMEOUT:-150}" TORCH_TIMEOUT="${TORCH_TIMEOUT:-60}" COMPILE_TIMEOUT="${COMPILE_TIMEOUT:-120}" \
-  bash bench/gpt2/run.sh --device cuda --profile 3 "$@"
+  bash bench/gpt2/run.sh --device cuda --profile 3 --flash "$flash" "$@"
 bench_rc=$?
 
 stamp summary
@@ -40,5 +44,6 @@ case "$test_rc" in
   124|137) echo "test:cuda: TIMED OUT after ${TEST_TIMEOUT:-120}s (see test-cuda.log)" ;;
   *) echo "test:cuda: FAILED, exit $test_rc (see test-cuda.log)" ;;
 esac
+echo "fused attention in the bench: $([ "$flash" = 1 ] && echo on || echo 'OFF (test/cuda/attention.test.ts did not pass)')"
 echo "bench/gpt2: exit $bench_rc"
 [ -f "$OUT/gpt2/gpt2.md" ] && cat "$OUT/gpt2/gpt2.md"

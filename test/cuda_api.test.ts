@@ -38,6 +38,20 @@ t.test('argument checks name the op', async (t) => {
   t.throws(() => kiln.cuda.recordStream(kiln.zeros([2]), notStream), { name: 'ValueError', op: 'recordStream' });
 });
 
+t.test('setFlashAttention switches nn to the unfused attention on CUDA and back', async (t) => {
+  t.equal(kiln.cuda.flashAttentionEnabled(), true, 'on by default');
+  kiln.cuda.setFlashAttention(false);
+  t.equal(kiln.cuda.flashAttentionEnabled(), false);
+  kiln.cuda.setFlashAttention(true);
+  t.throws(() => kiln.cuda.setFlashAttention(1 as unknown as boolean), { name: 'ValueError', op: 'setFlashAttention' });
+  // The CPU is not affected: nn takes the fused op there either way.
+  kiln.cuda.setFlashAttention(false);
+  const q = kiln.randn([1, 2, 5, 8]).requiresGrad_();
+  const out = kiln.nn.scaledDotProductAttention(q, q, q, { isCausal: true });
+  t.equal(out.gradFn?.name, 'flashAttention');
+  kiln.cuda.setFlashAttention(true);
+});
+
 if (kiln.cuda.isAvailable()) {
   t.test('with a GPU, streams and events are made (test/cuda/streams.test.ts tests them)', async (t) => {
     t.equal(new Stream().device, 'cuda:0');

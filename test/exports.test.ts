@@ -29,8 +29,8 @@ const PUBLIC_API = [
   'zerosLike',
   // kiln.cuda
   'cuda.CUDAGraph', 'cuda.CudaMemoryStats (type)', 'cuda.Event', 'cuda.EventOptions (type)', 'cuda.KernelProfile (type)', 'cuda.KernelTime (type)', 'cuda.Stream', 'cuda.StreamOptions (type)',
-  'cuda.allowTF32', 'cuda.currentStream', 'cuda.defaultStream', 'cuda.deviceCount', 'cuda.emptyCache', 'cuda.getDeviceName',
-  'cuda.isAvailable', 'cuda.isCapturing', 'cuda.memoryStats', 'cuda.profileKernels', 'cuda.recordStream', 'cuda.resetPeakMemoryStats', 'cuda.setAllowTF32',
+  'cuda.allowTF32', 'cuda.currentStream', 'cuda.defaultStream', 'cuda.deviceCount', 'cuda.emptyCache', 'cuda.flashAttentionEnabled', 'cuda.getDeviceName',
+  'cuda.isAvailable', 'cuda.isCapturing', 'cuda.memoryStats', 'cuda.profileKernels', 'cuda.recordStream', 'cuda.resetPeakMemoryStats', 'cuda.setAllowTF32', 'cuda.setFlashAttention',
   'cuda.syncCount', 'cuda.synchronize', 'cuda.withStream',
   // kiln.data
   'data.CharTokenizer', 'data.CharTokenizerJSON (type)', 'data.Collated (type)', 'data.DataLoader',

@@ -9,7 +9,8 @@
 // kiln.cuda.profileKernels (without the loss read) and records GPU ms per step by kernel family and
 // the top kernels. Also recorded: host_ms_per_step, the time the host spends enqueueing a step (all
 // but the wait in loss.item()); near ms_per_step, the GPU waits for JavaScript. Writes <work>/kiln.json.
-//   node bench/gpt2/kiln.mjs --work DIR [--device cuda] [--steps 20] [--warmup 3] [--profile 0]
+// --flash 0 makes CUDA attention take the unfused path (kiln.cuda.setFlashAttention(false)).
+//   node bench/gpt2/kiln.mjs --work DIR [--device cuda] [--steps 20] [--warmup 3] [--profile 0] [--flash 1]
 //        [--check 20] [--batch 16] [--block 1024] [--layers 12] [--embd 768] [--heads 12] [--vocab 50304]
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -17,16 +18,17 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import * as kiln from '../../dist/index.mjs';
 
-const spec = { steps: 20, warmup: 3, check: 20, batch: 16, block: 1024, layers: 12, embd: 768, heads: 12, vocab: 50304, threads: 0, profile: 0 };
+const spec = { steps: 20, warmup: 3, check: 20, batch: 16, block: 1024, layers: 12, embd: 768, heads: 12, vocab: 50304, threads: 0, profile: 0, flash: 1 };
 const { values } = parseArgs({
   options: { ...Object.fromEntries(Object.keys(spec).map((k) => [k, { type: 'string' }])), device: { type: 'string' }, work: { type: 'string' } },
 });
 const a = Object.fromEntries(Object.entries(spec).map(([k, d]) => [k, values[k] === undefined ? d : Number(values[k])]));
-for (const [k, v] of Object.entries(a)) if (!Number.isInteger(v) || v < (['warmup', 'threads', 'profile'].includes(k) ? 0 : 1)) throw new Error(`--${k} must be a positive integer, got ${values[k]}`);
+for (const [k, v] of Object.entries(a)) if (!Number.isInteger(v) || v < (['warmup', 'threads', 'profile', 'flash'].includes(k) ? 0 : 1)) throw new Error(`--${k} must be a positive integer, got ${values[k]}`);
 if (!values.work) throw new Error('--work is required');
 const device = values.device ?? 'cpu';
 const cuda = device.startsWith('cuda');
 if (a.threads) kiln.setNumThreads(a.threads);
+if (cuda) kiln.cuda.setFlashAttention(a.flash !== 0);
 
 // ---- model and data, written for PyTorch ----
 kiln.manualSeed(0);
@@ -113,7 +115,7 @@ if (cuda && a.profile > 0) {
 const info = kiln.buildInfo();
 const result = {
   framework: 'kiln',
-  variant: 'kiln bf16 autocast',
+  variant: `kiln bf16 autocast${cuda && !a.flash ? ', unfused attention' : ''}`,
   device: cuda ? kiln.cuda.getDeviceName() : `cpu (${os.cpus()[0]?.model}, ${info.threads} threads)`,
   model: { vocab: a.vocab, block: a.block, layers: a.layers, embd: a.embd, heads: a.heads, parameters: model.numParameters() },
   batch: a.batch,

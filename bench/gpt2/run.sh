@@ -7,7 +7,8 @@
 # side runs under its own timeout, so a hang costs at most that. Results go to $OUT/gpt2 when OUT is
 # set (the GPU host, which returns at most 8 files), else bench/results/gpt2.
 #   bash bench/gpt2/run.sh [--device cuda] [--steps 20] [--warmup 3] [--batch 16] [--block 1024] [--profile N] [--quick]
-# --profile N (CUDA): N more steps per side with the GPU time split by kernel family.
+# --profile N (CUDA): N more steps per side with the GPU time split by kernel family. --flash 0:
+# kiln's CUDA attention unfused (kiln.cuda.setFlashAttention(false)).
 # --quick: a tiny model (2 layers, 64 wide, 2 heads, context 64, vocab 512, batch 4, 5 timed steps)
 # to check the script end to end on the CPU. Timeouts (seconds): KILN_TIMEOUT, TORCH_TIMEOUT (eager),
 # COMPILE_TIMEOUT; PYTHON picks the interpreter (default python3).
@@ -15,12 +16,14 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 device=cpu
 args=()
+kiln_args=()
 quick=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --device) device="$2"; shift 2 ;;
     --quick) quick=1; shift ;;
     --steps|--warmup|--check|--batch|--block|--layers|--embd|--heads|--vocab|--threads|--profile) args+=("$1" "$2"); shift 2 ;;
+    --flash) kiln_args+=("$1" "$2"); shift 2 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -48,7 +51,7 @@ phase() { # name, timeout, command...: runs it, logs to $out/gpt2.log, notes a f
   return "$rc"
 }
 
-phase kiln "${KILN_TIMEOUT:-240}" node bench/gpt2/kiln.mjs --device "$device" --work "$work" "${args[@]}" || {
+phase kiln "${KILN_TIMEOUT:-240}" node bench/gpt2/kiln.mjs --device "$device" --work "$work" "${args[@]}" "${kiln_args[@]}" || {
   echo "run.sh: the kiln side failed; nothing to compare against" >&2
   exit 1
 }

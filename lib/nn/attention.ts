@@ -12,6 +12,7 @@
 // flashAttention (lib/ops/attention.ts), which never holds the [L, S] scores; elsewhere (other
 // masks, weights, dropout, devices without its kernel) they take the unfused path below.
 import { isGradEnabled } from '../autograd/grad_mode';
+import { flashAttentionEnabled } from '../cuda';
 import { ShapeError, ValueError } from '../errors';
 import { keep, tidy } from '../memory';
 import { flashAttention, flashAttentionApplies } from '../ops/attention';
@@ -82,12 +83,11 @@ export function attention(
 }
 
 // Whether flashAttention takes these operands: q [B, H, L, D] and k, v [B, H, S, D] of one dtype and
-// device with a fused kernel (and L <= S when causal: the end-aligned mask needs it). On the CPU only
-// for now: the CUDA kernels compile but have not run on a GPU yet (test/cuda/attention.test.ts checks
-// them against the CPU twin); nn takes them once that passes. kiln.flashAttention itself runs on CUDA.
+// device with a fused kernel (and L <= S when causal: the end-aligned mask needs it); on CUDA unless
+// kiln.cuda.setFlashAttention(false).
 function fusedFits(q: Tensor, k: Tensor, v: Tensor, causal: boolean): boolean {
   const same = (a: Tensor) => a.ndim === 4 && a.dtype === q.dtype && a._dev === q._dev;
-  if (q._dev !== -1 || q.ndim !== 4 || !same(k) || !same(v) || !flashAttentionApplies(q)) return false;
+  if ((q._dev !== -1 && !flashAttentionEnabled()) || q.ndim !== 4 || !same(k) || !same(v) || !flashAttentionApplies(q)) return false;
   const [B, H, L, D] = q.shape;
   const S = k.shape[2];
   return k.shape[0] === B && k.shape[1] === H && k.shape[3] === D && v.shape.every((n, i) => n === k.shape[i]) && S > 0 && (!causal || L <= S);

@@ -1,6 +1,6 @@
 // nn on a GPU (skipped without one, like all of test/cuda): Module.to('cuda') moves parameters,
-// gradients and buffers in place, and a GPT gives the same loss, gradients and greedy tokens on CUDA
-// as on the CPU.
+// gradients and buffers in place, a GPT gives the same loss, gradients and greedy tokens on CUDA
+// as on the CPU, and its bf16 autocast loss and gradients agree with flash attention on and off.
 import t from 'tap';
 import * as kiln from '../../lib/index';
 import * as nn from '../../lib/nn';
@@ -47,5 +47,29 @@ if (!kiln.cuda.isAvailable()) {
     t.same(gpu.generate(prompt.cuda(), 20, { greedy: true, useCache: false }).cpu().toArray(), ref.toArray());
     cpu.dispose();
     gpu.dispose();
+  });
+
+  t.test('a bf16 autocast GPT step agrees with flash attention on and off', async (t) => {
+    kiln.manualSeed(9);
+    const gpt = new nn.GPT({ vocabSize: 97, blockSize: 128, nLayer: 2, nHead: 4, nEmbd: 256 });
+    gpt.to({ device: 'cuda' });
+    const x = kiln.randint(0, 97, [4, 128], { device: 'cuda' }), y = kiln.randint(0, 97, [4, 128], { device: 'cuda' });
+    const run = () => {
+      gpt.zeroGrad();
+      const loss = kiln.autocast({ dtype: 'bfloat16' }, () => gpt.forward(x, y).loss);
+      loss.backward();
+      return { loss: loss.item(), grad: values(gpt.blocks.at(0).attn.inProjWeight!.grad!.cpu()) };
+    };
+    const fused = run();
+    kiln.cuda.setFlashAttention(false);
+    let plain;
+    try {
+      plain = run();
+    } finally {
+      kiln.cuda.setFlashAttention(true);
+    }
+    t.ok(Math.abs(fused.loss - plain.loss) < 1e-2 * plain.loss, `loss ${fused.loss} vs ${plain.loss}`);
+    const scale = Math.max(...plain.grad.map(Math.abs));
+    t.ok(maxDiff(fused.grad, plain.grad) < 5e-2 * scale, 'first block qkv gradient within bf16 noise');
   });
 }
