@@ -282,15 +282,20 @@ t.test('errors name the op, the shapes and the dtypes', async (t) => {
   d.dispose();
   t.throws(() => kiln.matmul(d, kiln.zeros([3, 2])), kiln.DisposedError);
   // The native entry point checks again, whatever it is handed.
-  const mm = bindKernels('matmul', { bmm: '(a:T, b:T, bias:T?, out:T) -> void' });
+  const mm = bindKernels('matmul', { bmm: '(a:T, b:T, bias:T?, epilogue:e, out:T, pre:T?) -> void' });
   const h = (s: number[], dtype: kiln.DType = 'float32') => kiln.zeros(s, { dtype })._h;
-  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 4, 5]), null, h([1, 2, 5])), kiln.ShapeError);
-  t.throws(() => mm.bmm(h([2, 3]), h([3, 5]), null, h([2, 5])), kiln.ShapeError);
-  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5]), null, h([1, 2, 4])), kiln.ShapeError);
-  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5]), h([4]), h([1, 2, 5])), kiln.ShapeError);
-  t.throws(() => mm.bmm(h([1, 2, 3], 'int32'), h([1, 3, 5], 'int32'), null, h([1, 2, 5], 'int32')), kiln.DTypeError);
-  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5], 'float64'), null, h([1, 2, 5])), kiln.DTypeError);
-  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5]), null, kiln.zeros([1, 5, 2]).mT._h), kiln.ValueError);
+  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 4, 5]), null, 0, h([1, 2, 5]), null), kiln.ShapeError);
+  t.throws(() => mm.bmm(h([2, 3]), h([3, 5]), null, 0, h([2, 5]), null), kiln.ShapeError);
+  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5]), null, 0, h([1, 2, 4]), null), kiln.ShapeError);
+  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5]), h([4]), 0, h([1, 2, 5]), null), kiln.ShapeError);
+  t.throws(() => mm.bmm(h([1, 2, 3], 'int32'), h([1, 3, 5], 'int32'), null, 0, h([1, 2, 5], 'int32'), null), kiln.DTypeError);
+  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5], 'float64'), null, 0, h([1, 2, 5]), null), kiln.DTypeError);
+  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5]), null, 0, kiln.zeros([1, 5, 2]).mT._h, null), kiln.ValueError);
+  // The activation's input: only with an activation, contiguous, of out's shape and dtype.
+  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5]), null, 0, h([1, 2, 5]), h([1, 2, 5])), { name: 'ValueError', message: /matmul.*only with an activation/ });
+  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5]), null, 1, h([1, 2, 5]), h([1, 5, 2])), { name: 'ShapeError', message: /matmul.*\[1, 2, 5\]/ });
+  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5]), null, 1, h([1, 2, 5]), h([1, 2, 5], 'float64')), { name: 'DTypeError', message: /matmul.*float64/ });
+  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5]), null, 2, h([1, 2, 5]), null), { name: 'ValueError', message: /unknown code 2/ });
 });
 
 t.test('bfloat16 products backpropagate in bfloat16', async (t) => {
