@@ -135,7 +135,7 @@ const addLayerNormOp = defineOp<AddLayerNormArgs>({
     );
     // Two nodes, as x.add(delta) then layerNorm would record: the gradients reaching sum from its
     // own uses and through the norm add up in the engine, then flow to x and delta unchanged.
-    out.sum = recordOp('add', [x, delta], sum, [], (g) => [g, g]);
+    out.sum = recordOp('addLayerNorm', [x, delta], sum, [], (g) => [g, g]);
     return recordLayerNorm(out.sum, ns, weight, bias, y, mean, rstd);
   },
 });
