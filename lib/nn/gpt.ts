@@ -1,12 +1,16 @@
 // A GPT-2 style language model: token + learned position embeddings, pre-norm blocks of causal
 // self-attention and a 4x tanh-GELU MLP, a final LayerNorm and an output head tied to the token
-// embedding; GPT-2 initialization; training forward with loss; generation with a KV cache.
+// embedding; GPT-2 initialization; training forward with loss; generation with a KV cache. Where
+// the layers are the plain ones GPT builds, blocks run fused ops: the MLP's fc with its bias and GELU
+// in one product (linearGelu), the residual add with the second norm (addLayerNorm).
 import { noGrad } from '../autograd/grad_mode';
 import { isIntegral } from '../dtype';
 import { DTypeError, ShapeError, ValueError } from '../errors';
 import { tidy } from '../memory';
+import { linearGelu } from '../ops/matmul';
+import { addLayerNorm } from '../ops/norm';
 import { cat } from '../ops/shape';
-import { shapeStr } from '../shape';
+import { sameShape, shapeStr } from '../shape';
 import type { Tensor } from '../tensor';
 import { KVCache, MultiheadAttention } from './attention';
 import { normal_, zeros_ } from './init';
@@ -59,7 +63,16 @@ export class MLP extends Module {
   }
   /** x [..., E] -> [..., E]. */
   override forward(x: Tensor): Tensor {
-    return tidy(() => this.drop.forward(this.proj.forward(this.fc.forward(x).gelu('tanh'))));
+    return tidy(() => this.drop.forward(this.proj.forward(this.activation(x))));
+  }
+  /**
+   * gelu(fc(x), 'tanh'): one fused product when fc is exactly a Linear with a bias and no active
+   * adapter (a subclass or a LoRA may change what fc computes), else fc then gelu.
+   */
+  private activation(x: Tensor): Tensor {
+    const fc = this.fc;
+    const plain = fc.constructor === Linear && fc.bias !== null && !fc.lora?.active && x.shape[x.ndim - 1] === fc.inFeatures;
+    return plain ? linearGelu(x, fc.weight, fc.bias) : fc.forward(x).gelu('tanh');
   }
 }
 
@@ -92,9 +105,15 @@ export class Block extends Module {
     return tidy(() => {
       const h = this.ln1.forward(x);
       const causal = mask === 'causal';
-      const a = this.attn.forward(h, h, h, { attnMask: causal ? null : mask, isCausal: causal, kvCache }).output;
-      const y = x.add(this.drop.forward(a));
-      return y.add(this.mlp.forward(this.ln2.forward(y)));
+      const a = this.drop.forward(this.attn.forward(h, h, h, { attnMask: causal ? null : mask, isCausal: causal, kvCache }).output);
+      const ln2 = this.ln2;
+      // The residual add and ln2 in one pass when ln2 is exactly a LayerNorm over the last dim.
+      if (ln2.constructor === LayerNorm && ln2.normalizedShape.length === 1 && sameShape(a.shape, x.shape) && ln2.normalizedShape[0] === x.shape[x.ndim - 1]) {
+        const [y, n2] = addLayerNorm(x, a, ln2.weight, ln2.bias, ln2.eps);
+        return y.add(this.mlp.forward(n2));
+      }
+      const y = x.add(a);
+      return y.add(this.mlp.forward(ln2.forward(y)));
     });
   }
 }

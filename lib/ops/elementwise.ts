@@ -337,6 +337,10 @@ export function gelu(x: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor {
   const [f, bw] = approximate === 'tanh' ? [U.gelu_tanh, B.gelu_tanh_backward] : [U.gelu, B.gelu_backward];
   return unaryOp('gelu', f, x, true, 'x', (g, x0) => fusedBackward('gelu', bw, x0, g));
 }
+/** @internal gelu's backward, grad * gelu'(x), for ops that keep gelu's input x themselves (linearGelu). */
+export function geluBackward(x: Tensor, grad: Tensor, approximate: 'none' | 'tanh'): Tensor {
+  return fusedBackward('gelu', approximate === 'tanh' ? B.gelu_tanh_backward : B.gelu_backward, x, grad);
+}
 
 /** Piecewise-constant ops: zero gradient; integer tensors come back unchanged (as a copy) for rounding. */
 function stepOp(op: string, code: number, x: Tensor, rounding: boolean): Tensor {

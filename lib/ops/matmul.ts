@@ -1,23 +1,30 @@
 // Matrix products: matmul with torch.matmul semantics (dot, matrix-vector, batched with broadcast
-// batch dims) and linear (x @ weight^T + bias), each with its backward next to it. Native code
-// multiplies 3-D [batch, M, K] @ [batch, K, N] strided views; this file reduces every case to one such
-// call, as views whenever the layout allows (transposed operands become gemm flags, not copies). Both
-// are autocast 'lowPrecision' ops; the half dtypes a backend's bmm lacks (the CPU's) compute in
-// float32 through defineOp. gemmRaw and gemmKernels reach the CPU GEMM implementations directly.
+// batch dims), linear (x @ weight^T + bias) and linearGelu (gelu_tanh(linear), the activation in the
+// product's epilogue), each with its backward next to it. Native code multiplies 3-D [batch, M, K] @
+// [batch, K, N] strided views; this file reduces every case to one such call, as views whenever the
+// layout allows (transposed operands become gemm flags, not copies). All are autocast 'lowPrecision'
+// ops; the half dtypes a backend's bmm lacks (the CPU's) compute in float32 through defineOp. gemmRaw
+// and gemmKernels reach the CPU GEMM implementations directly.
 import { recordOp } from '../autograd/engine';
+import { isGradEnabled } from '../autograd/grad_mode';
 import { DTYPE_CODE, isFloating } from '../dtype';
 import { DTypeError, DeviceError, ShapeError, ValueError } from '../errors';
 import { NativeHandle, native, nativeExports } from '../native';
 import { contiguousStrides, numel, shapeStr } from '../shape';
 import { Tensor, emptyTensor } from '../tensor';
 import { bindKernels, defineOp, opCodes } from './dispatch';
+import { geluBackward } from './elementwise';
 import { sum, sumToShape } from './reduce';
 import { permute, reshape, transpose } from './shape';
 
 const mm = bindKernels('matmul', {
-  bmm: '(a:T, b:T, bias:T?, out:T) -> void',
+  bmm: '(a:T, b:T, bias:T?, epilogue:e, out:T, pre:T?) -> void',
   gemmRaw: '(impl:e, a:T, b:T, c:T, transA:b, transB:b, alpha:f, beta:f) -> void',
 });
+
+// What bmm applies after the bias: nothing, or GELU's tanh form (native/ops/matmul.h).
+type Epilogue = 'none' | 'gelu_tanh';
+const EPILOGUES = opCodes('bmmEpilogues', ['none', 'gelu_tanh'] as const);
 
 /**
  * @internal The GEMM implementations gemmRaw runs: 'auto' (what matmul uses), 'builtin' (kiln's
@@ -107,11 +114,12 @@ function handle3d(x: Tensor, l: Layout, owned: NativeHandle[]): NativeHandle {
 }
 
 /**
- * a @ b (+ bias) for layouts la [...batch, M, K] and lb [...batch, K, N] over a and b, as a new
- * contiguous tensor of outShape (batch * M * N elements). When b is one matrix for the whole batch and
- * a's rows merge across it, this is a single [batch * M, K] @ [K, N] product.
+ * a @ b (+ bias, then the epilogue) for layouts la [...batch, M, K] and lb [...batch, K, N] over a and
+ * b, as a new contiguous tensor of outShape (batch * M * N elements); pre (contiguous, of outShape)
+ * gets the epilogue's input when given. When b is one matrix for the whole batch and a's rows merge
+ * across it, this is a single [batch * M, K] @ [K, N] product.
  */
-function product(a: Tensor, la: Layout, b: Tensor, lb: Layout, bias: Tensor | null, outShape: number[]): Tensor {
+function product(a: Tensor, la: Layout, b: Tensor, lb: Layout, bias: Tensor | null, outShape: number[], epilogue: Epilogue = 'none', pre: Tensor | null = null): Tensor {
   const out = emptyTensor(outShape, a.dtype, a._dev);
   if (out.numel === 0) return out;
   const nb = la.shape.length - 2;
@@ -121,17 +129,20 @@ function product(a: Tensor, la: Layout, b: Tensor, lb: Layout, bias: Tensor | nu
   const owned: NativeHandle[] = [];
   try {
     const rowStride = mergedStride(lb, nb) === 0 ? mergedStride(la, nb + 1) : null;
-    let ha: NativeHandle, hb: NativeHandle, ho: NativeHandle;
+    let ha: NativeHandle, hb: NativeHandle;
+    let outShape3: number[], outStrides3: number[];
     if (rowStride !== null) {
       ha = viewHandle(a, [1, batch * M, K], [0, rowStride, la.strides[nb + 1]], la.offset, owned);
       hb = viewHandle(b, [1, K, n], [0, lb.strides[nb], lb.strides[nb + 1]], lb.offset, owned);
-      ho = viewHandle(out, [1, batch * M, n], [0, n, 1], 0, owned);
+      [outShape3, outStrides3] = [[1, batch * M, n], [0, n, 1]];
     } else {
       ha = handle3d(a, la, owned);
       hb = handle3d(b, lb, owned);
-      ho = viewHandle(out, [batch, M, n], contiguousStrides([batch, M, n]), 0, owned);
+      [outShape3, outStrides3] = [[batch, M, n], contiguousStrides([batch, M, n])];
     }
-    mm.bmm(ha, hb, bias ? bias._h : null, ho);
+    const ho = viewHandle(out, outShape3, outStrides3, 0, owned);
+    const hp = pre ? viewHandle(pre, outShape3, outStrides3, 0, owned) : null;
+    mm.bmm(ha, hb, bias ? bias._h : null, EPILOGUES[epilogue], ho, hp);
   } catch (e) {
     out.dispose();
     throw e;
@@ -250,50 +261,68 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
 
 type LinearArgs = [x: Tensor, weight: Tensor, bias?: Tensor | null];
 
+/** linear's checks under op's name (linear, linearGelu). */
+function checkLinear(op: string, x: Tensor, weight: Tensor, bias: Tensor | null | undefined): void {
+  checkOperand(op, 'the input', x, x);
+  checkOperand(op, 'the weight', weight, x);
+  if (bias) checkOperand(op, 'the bias', bias, x);
+  if (weight.ndim !== 2) throw new ShapeError(op, `weight must be 2-D [out, in], got shape ${shapeStr(weight.shape)}`);
+  const [outF, inF] = weight.shape;
+  if (x.ndim === 0 || x.shape[x.ndim - 1] !== inF) {
+    throw new ShapeError(op, `input of shape ${shapeStr(x.shape)} does not fit weight of shape ${shapeStr(weight.shape)} (expected last dim ${inF})`);
+  }
+  if (bias && (bias.ndim !== 1 || bias.shape[0] !== outF)) {
+    throw new ShapeError(op, `bias of shape ${shapeStr(bias.shape)} does not fit weight of shape ${shapeStr(weight.shape)} (expected [${outF}])`);
+  }
+}
+
+/** x @ weight^T (+ bias, then the epilogue; pre gets the epilogue's input) as one native product. */
+function linearProduct(x: Tensor, weight: Tensor, bias: Tensor | null, epilogue: Epilogue, pre: Tensor | null): Tensor {
+  const [outF, inF] = weight.shape;
+  const lead = x.shape.slice(0, -1);
+  // x as [...batch, M, in] (1-D x is one row); weight^T as an [in, out] view, the same for every batch.
+  const batch = lead.slice(0, -1);
+  const lx = x.ndim === 1
+    ? batchedLayout(x, 1, inF, 0, x.strides[0], [])
+    : batchedLayout(x, lead[lead.length - 1], inF, x.strides[x.ndim - 2], x.strides[x.ndim - 1], batch);
+  const lw: Layout = { shape: [...batch, inF, outF], strides: [...batch.map(() => 0), weight.strides[1], weight.strides[0]], offset: weight.offset };
+  return product(x, lx, weight, lw, bias, [...lead, outF], epilogue, pre);
+}
+
+/**
+ * Records out as op on [x, weight, bias] whose backward turns out's gradient into the product's
+ * gradient g (toProduct: the identity for linear, the GELU's backward for linearGelu), then takes
+ * grad_x = g @ weight, grad_weight = g^T @ x, grad_bias = g summed over rows. `extra` are tensors
+ * toProduct needs, saved first.
+ */
+function recordLinear(op: string, x: Tensor, weight: Tensor, bias: Tensor | null | undefined, out: Tensor, extra: Tensor[], toProduct: (g: Tensor, extra: Tensor[]) => Tensor): Tensor {
+  const [outF, inF] = weight.shape;
+  const rows = numel(x.shape.slice(0, -1));
+  const saved: Tensor[] = [...extra];
+  const ix = weight.requiresGrad ? saved.push(x) - 1 : -1;
+  const iw = x.requiresGrad ? saved.push(weight) - 1 : -1;
+  const xShape = x.shape, nExtra = extra.length;
+  return recordOp(op, [x, weight, bias], out, saved, (g, s, needs) => {
+    const g2 = reshape(toProduct(g, s.slice(0, nExtra)), [rows, outF]);
+    return [
+      needs[0] ? reshape(matmul(g2, s[iw]), xShape) : null,
+      needs[1] ? matmul(transpose(g2, 0, 1), reshape(s[ix], [rows, inF])) : null,
+      needs[2] ? sum(g2, 0) : null,
+    ];
+  });
+}
+
 const linearOp = defineOp<LinearArgs>({
   name: 'linear',
   inputs: [0, 1, 2],
   kernels: ['bmm'],
   autocast: 'lowPrecision',
   check(x, weight, bias) {
-    const op = 'linear';
-    checkOperand(op, 'the input', x, x);
-    checkOperand(op, 'the weight', weight, x);
-    if (bias) checkOperand(op, 'the bias', bias, x);
-    if (weight.ndim !== 2) throw new ShapeError(op, `weight must be 2-D [out, in], got shape ${shapeStr(weight.shape)}`);
-    const [outF, inF] = weight.shape;
-    if (x.ndim === 0 || x.shape[x.ndim - 1] !== inF) {
-      throw new ShapeError(op, `input of shape ${shapeStr(x.shape)} does not fit weight of shape ${shapeStr(weight.shape)} (expected last dim ${inF})`);
-    }
-    if (bias && (bias.ndim !== 1 || bias.shape[0] !== outF)) {
-      throw new ShapeError(op, `bias of shape ${shapeStr(bias.shape)} does not fit weight of shape ${shapeStr(weight.shape)} (expected [${outF}])`);
-    }
+    checkLinear('linear', x, weight, bias);
   },
   forward(x, weight, bias) {
-    const [outF, inF] = weight.shape;
-    const lead = x.shape.slice(0, -1);
-    const rows = numel(lead);
-    // x as [...batch, M, in] (1-D x is one row); weight^T as an [in, out] view, the same for every batch.
-    const batch = lead.slice(0, -1);
-    const lx = x.ndim === 1
-      ? batchedLayout(x, 1, inF, 0, x.strides[0], [])
-      : batchedLayout(x, lead[lead.length - 1], inF, x.strides[x.ndim - 2], x.strides[x.ndim - 1], batch);
-    const lw: Layout = { shape: [...batch, inF, outF], strides: [...batch.map(() => 0), weight.strides[1], weight.strides[0]], offset: weight.offset };
-    const out = product(x, lx, weight, lw, bias ?? null, [...lead, outF]);
-
-    // Backward: grad_x = grad @ weight, grad_weight = grad^T @ x, grad_bias = grad summed over rows.
-    const saved: Tensor[] = [];
-    const ix = weight.requiresGrad ? saved.push(x) - 1 : -1;
-    const iw = x.requiresGrad ? saved.push(weight) - 1 : -1;
-    const xShape = x.shape;
-    return recordOp('linear', [x, weight, bias], out, saved, (g, s, needs) => {
-      const g2 = reshape(g, [rows, outF]);
-      return [
-        needs[0] ? reshape(matmul(g2, s[iw]), xShape) : null,
-        needs[1] ? matmul(transpose(g2, 0, 1), reshape(s[ix], [rows, inF])) : null,
-        needs[2] ? sum(g2, 0) : null,
-      ];
-    });
+    const out = linearProduct(x, weight, bias ?? null, 'none', null);
+    return recordLinear('linear', x, weight, bias, out, [], (g) => g);
   },
 });
 
@@ -303,4 +332,39 @@ const linearOp = defineOp<LinearArgs>({
  */
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
   return linearOp(x, weight, bias);
+}
+
+const linearGeluOp = defineOp<LinearArgs>({
+  name: 'linearGelu',
+  inputs: [0, 1, 2],
+  kernels: ['bmm'],
+  autocast: 'lowPrecision',
+  check(x, weight, bias) {
+    checkLinear('linearGelu', x, weight, bias);
+  },
+  forward(x, weight, bias) {
+    // The GELU's input is kept only where a backward may need it.
+    const wantsGrad = isGradEnabled() && [x, weight, bias].some((t) => t?.requiresGrad);
+    const pre = wantsGrad ? emptyTensor([...x.shape.slice(0, -1), weight.shape[0]], x.dtype, x._dev) : null;
+    let out: Tensor;
+    try {
+      out = linearProduct(x, weight, bias ?? null, 'gelu_tanh', pre);
+    } catch (e) {
+      pre?.dispose();
+      throw e;
+    }
+    if (!pre) return out;
+    const res = recordLinear('linearGelu', x, weight, bias, out, [pre], (g, [p]) => geluBackward(p, g, 'tanh'));
+    pre.dispose();
+    return res;
+  },
+});
+
+/**
+ * @internal gelu(linear(x, weight, bias), 'tanh') with the bias and the GELU in the product's epilogue
+ * (cuBLASLt's GELU_AUX_BIAS on CUDA): one pass writes the activation and, when a backward may need it,
+ * its input. What GPT's MLP runs for its fc layer; autocast treats it as linear.
+ */
+export function linearGelu(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
+  return linearGeluOp(x, weight, bias);
 }

@@ -1,13 +1,17 @@
 // CPU batched matrix product on strided 3-D operands: picks gemm's transpose flags and row strides
 // from each operand's layout (copying only operands that are neither row- nor column-major), fills
-// the output with the bias first when there is one, then runs gemm over the batch. Also gemmRaw, the
-// direct entry to one GEMM implementation (matmul.h).
+// the output with the bias first when there is one, then runs gemm over the batch; a GELU epilogue
+// then maps the product in one more pass (the twin of cuBLASLt's fused epilogue: ew::gelu_tanh under
+// run_simd, as the elementwise gelu computes it, so the fused and unfused paths agree bit for bit).
+// Also gemmRaw, the direct entry to one GEMM implementation (matmul.h).
 #include "matmul.h"
 #include <algorithm>
 #include "../core/parallel.h"
+#include "../ops/elementwise.h"
 #include "../ops/matmul.h"
 #include "copy.h"
 #include "gemm.h"
+#include "simd.h"
 
 namespace kiln::cpu {
 namespace {
@@ -49,18 +53,34 @@ void fill_bias(const Tensor& bias, const Tensor& out) {
   });
 }
 
+// out = gelu_tanh(pre) elementwise over contiguous tensors (pre may be out itself).
+template <typename T>
+void gelu_tanh_epilogue(const Tensor& pre, const Tensor& out) {
+  const T* p = pre.data<T>();
+  T* o = out.data<T>();
+  parallel_for(out.numel(), 16384, [&](int64_t i0, int64_t i1) {
+    run_simd([&] {
+      for (int64_t i = i0; i < i1; i++) o[i] = ops::ew::gelu_tanh<T>(p[i]);
+    });
+  });
+}
+
 }  // namespace
 
-void bmm(const Tensor& a, const Tensor& b, const Tensor* bias, const Tensor& out) {
-  const ops::BmmSizes z = ops::check_bmm(a, b, bias, out);
+void bmm(const Tensor& a, const Tensor& b, const Tensor* bias, ops::Epilogue epilogue, const Tensor& out,
+         const Tensor* pre) {
+  const ops::BmmSizes z = ops::check_bmm(a, b, bias, epilogue, out, pre);
   const int64_t batch = z.batch, M = z.M, K = z.K, N = z.N;
   if (out.numel() == 0) return;
+  // The product goes where the activation's input is wanted, then the epilogue maps it into out.
+  const Tensor& prod = pre ? *pre : out;
   KILN_DISPATCH_FLOAT(out.dtype, "matmul", {
-    if (bias) fill_bias<scalar_t>(*bias, out);
+    if (bias) fill_bias<scalar_t>(*bias, prod);
     const GemmOperand A = gemm_operand(a), B = gemm_operand(b);
     gemm_batched<scalar_t>(A.trans, B.trans, batch, M, N, K, scalar_t(1), static_cast<const scalar_t*>(A.data),
                            A.batch_stride, A.ld, static_cast<const scalar_t*>(B.data), B.batch_stride, B.ld,
-                           scalar_t(bias ? 1 : 0), out.data<scalar_t>(), M * N, N);
+                           scalar_t(bias ? 1 : 0), prod.data<scalar_t>(), M * N, N);
+    if (epilogue == ops::Epilogue::GeluTanh) gelu_tanh_epilogue<scalar_t>(prod, out);
   });
 }
 

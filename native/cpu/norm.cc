@@ -1,4 +1,6 @@
-// CPU layer normalization, forward and backward side by side. Each row (the trailing normalized
+// CPU layer normalization, forward and backward side by side, and the forward with a residual add in
+// front (add_layer_norm_forward: each row's sum is written, then normalized while in cache; the twin
+// of the CUDA kernel, computing exactly x.add(delta) then layerNorm). Each row (the trailing normalized
 // dims, M elements) is normalized with a two-pass mean/variance in double, so float32 inputs with
 // a large mean stay accurate. The backward computes grad_x row by row and grad_weight/grad_bias as
 // per-chunk partial sums over rows (a fixed number of chunks, so results do not depend on thread
@@ -30,11 +32,19 @@ Tensor contiguous(const Tensor& t) {
   return c;
 }
 
+// With delta (add_layer_norm_forward) each row of x + delta goes to sum and is normalized from there.
 template <typename T, bool HasW, bool HasB>
-void forward_rows(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, int64_t R, int64_t M, double eps) {
+void forward_rows(const T* x, const T* delta, T* sum, const T* w, const T* b, T* y, T* mean, T* rstd, int64_t R,
+                  int64_t M, double eps) {
   parallel_for(R, std::max<int64_t>(1, kGrain / std::max<int64_t>(M, 1)), [&](int64_t rb, int64_t re) {
     for (int64_t r = rb; r < re; r++) {
       const T* xr = x + r * M;
+      if (delta) {
+        const T* dr = delta + r * M;
+        T* sr = sum + r * M;
+        for (int64_t i = 0; i < M; i++) sr[i] = xr[i] + dr[i];
+        xr = sr;
+      }
       T* yr = y + r * M;
       double s = 0;
       for (int64_t i = 0; i < M; i++) s += xr[i];
@@ -101,26 +111,45 @@ void backward_rows(const T* gy, const T* x, const T* mean, const T* rstd, const 
 
 }  // namespace
 
-void layer_norm_forward(const Tensor& x_in, const Tensor* weight, const Tensor* bias, int64_t norm_dims, double eps,
-                        const Tensor& y, const Tensor& mean, const Tensor& rstd) {
-  const char* op = "layerNorm";
-  const Rows rows = check_layer_norm_forward(x_in, weight, bias, norm_dims, y, mean, rstd);
+namespace {
+
+// The forward on x (contiguous or not), plus delta into sum when delta is given.
+void forward(const char* op, const Tensor& x_in, const Tensor* delta_in, const Tensor* sum, const Tensor* weight,
+             const Tensor* bias, const Rows& rows, double eps, const Tensor& y, const Tensor& mean,
+             const Tensor& rstd) {
   const Tensor x = contiguous(x_in);
+  const Tensor delta = delta_in ? contiguous(*delta_in) : Tensor();
   const Tensor w = weight ? contiguous(*weight) : Tensor();
   const Tensor b = bias ? contiguous(*bias) : Tensor();
   KILN_DISPATCH_FLOAT(x.dtype, op, {
     using T = scalar_t;
+    const T* dp = delta_in ? delta.data<T>() : nullptr;
+    T* sp = sum ? sum->data<T>() : nullptr;
     const T* wp = weight ? w.data<T>() : nullptr;
     const T* bp = bias ? b.data<T>() : nullptr;
     auto run = [&](auto has_w, auto has_b) {
-      forward_rows<T, decltype(has_w)::value, decltype(has_b)::value>(x.data<T>(), wp, bp, y.data<T>(), mean.data<T>(),
-                                                                       rstd.data<T>(), rows.R, rows.M, eps);
+      forward_rows<T, decltype(has_w)::value, decltype(has_b)::value>(
+          x.data<T>(), dp, sp, wp, bp, y.data<T>(), mean.data<T>(), rstd.data<T>(), rows.R, rows.M, eps);
     };
     if (wp && bp) run(std::true_type{}, std::true_type{});
     else if (wp) run(std::true_type{}, std::false_type{});
     else if (bp) run(std::false_type{}, std::true_type{});
     else run(std::false_type{}, std::false_type{});
   });
+}
+
+}  // namespace
+
+void layer_norm_forward(const Tensor& x, const Tensor* weight, const Tensor* bias, int64_t norm_dims, double eps,
+                        const Tensor& y, const Tensor& mean, const Tensor& rstd) {
+  const Rows rows = check_layer_norm_forward(x, weight, bias, norm_dims, y, mean, rstd);
+  forward("layerNorm", x, nullptr, nullptr, weight, bias, rows, eps, y, mean, rstd);
+}
+
+void add_layer_norm_forward(const Tensor& x, const Tensor& delta, const Tensor* weight, const Tensor* bias,
+                            double eps, const Tensor& sum, const Tensor& y, const Tensor& mean, const Tensor& rstd) {
+  const Rows rows = ops::check_add_layer_norm_forward(x, delta, weight, bias, sum, y, mean, rstd);
+  forward("addLayerNorm", x, &delta, &sum, weight, bias, rows, eps, y, mean, rstd);
 }
 
 void layer_norm_backward(const Tensor& gy_in, const Tensor& x_in, const Tensor& mean, const Tensor& rstd,

@@ -1,9 +1,19 @@
-// The matmul family's argument checks (native/ops/matmul.h), run by both backends before any kernel.
+// The matmul family's argument checks and epilogue names (native/ops/matmul.h), run by both backends
+// before any kernel.
 #include "matmul.h"
 
 namespace kiln::ops {
 
-BmmSizes check_bmm(const Tensor& a, const Tensor& b, const Tensor* bias, const Tensor& out) {
+const char* epilogue_name(Epilogue e) {
+  switch (e) {
+    case Epilogue::None: return "none";
+    case Epilogue::GeluTanh: return "gelu_tanh";
+    default: return "?";
+  }
+}
+
+BmmSizes check_bmm(const Tensor& a, const Tensor& b, const Tensor* bias, Epilogue epilogue, const Tensor& out,
+                   const Tensor* pre) {
   const char* op = "matmul";
   KILN_CHECK(a.dim() == 3 && b.dim() == 3 && out.dim() == 3, Shape, op, "expects 3-D operands, got ",
              shape_str(a.shape), ", ", shape_str(b.shape), " and output ", shape_str(out.shape));
@@ -20,6 +30,13 @@ BmmSizes check_bmm(const Tensor& a, const Tensor& b, const Tensor* bias, const T
                " does not match ", N, " output columns");
     KILN_CHECK(bias->dtype == out.dtype, DType, op, "bias dtype ", dtype_name(bias->dtype), " differs from ",
                dtype_name(out.dtype));
+  }
+  if (pre) {
+    KILN_CHECK(epilogue != Epilogue::None, Value, op, "the activation's input is saved only with an activation");
+    KILN_CHECK(pre->shape == out.shape && pre->is_contiguous(), Shape, op, "the activation's input must be contiguous of shape ",
+               shape_str(out.shape), ", got ", shape_str(pre->shape));
+    KILN_CHECK(pre->dtype == out.dtype, DType, op, "the activation's input dtype ", dtype_name(pre->dtype),
+               " differs from ", dtype_name(out.dtype));
   }
   return {batch, M, K, N};
 }

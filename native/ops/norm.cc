@@ -27,10 +27,9 @@ static void check_out(const char* op, const Tensor& t, const char* name, int64_t
              dtype_name(dtype));
 }
 
-// All of layer_norm_forward's checks; returns rows x M.
-Rows check_layer_norm_forward(const Tensor& x, const Tensor* weight, const Tensor* bias, int64_t norm_dims,
-                              const Tensor& y, const Tensor& mean, const Tensor& rstd) {
-  const char* op = "layerNorm";
+// The forward's checks under op's name: inputs, then outputs y, mean and rstd.
+static Rows check_forward(const char* op, const Tensor& x, const Tensor* weight, const Tensor* bias, int64_t norm_dims,
+                          const Tensor& y, const Tensor& mean, const Tensor& rstd) {
   const Rows rows = check_layer_norm(op, x, weight, bias, norm_dims);
   KILN_CHECK(y.shape == x.shape, Shape, op, "output shape ", shape_str(y.shape), " does not match input shape ",
              shape_str(x.shape));
@@ -38,6 +37,27 @@ Rows check_layer_norm_forward(const Tensor& x, const Tensor* weight, const Tenso
   check_out(op, mean, "mean", rows.R, x.dtype);
   check_out(op, rstd, "rstd", rows.R, x.dtype);
   return rows;
+}
+
+// All of layer_norm_forward's checks; returns rows x M.
+Rows check_layer_norm_forward(const Tensor& x, const Tensor* weight, const Tensor* bias, int64_t norm_dims,
+                              const Tensor& y, const Tensor& mean, const Tensor& rstd) {
+  return check_forward("layerNorm", x, weight, bias, norm_dims, y, mean, rstd);
+}
+
+// All of add_layer_norm_forward's checks (x at least 1-D, normalized over its last dim); returns rows x M.
+Rows check_add_layer_norm_forward(const Tensor& x, const Tensor& delta, const Tensor* weight, const Tensor* bias,
+                                 const Tensor& sum, const Tensor& y, const Tensor& mean, const Tensor& rstd) {
+  const char* op = "addLayerNorm";
+  KILN_CHECK(x.dim() >= 1, Shape, op, "expects an input of at least one dim, got ", shape_str(x.shape));
+  KILN_CHECK(delta.shape == x.shape, Shape, op, "delta shape ", shape_str(delta.shape), " does not match input shape ",
+             shape_str(x.shape));
+  KILN_CHECK(delta.dtype == x.dtype, DType, op, "delta dtype ", dtype_name(delta.dtype), " differs from input dtype ",
+             dtype_name(x.dtype));
+  KILN_CHECK(sum.shape == x.shape, Shape, op, "sum shape ", shape_str(sum.shape), " does not match input shape ",
+             shape_str(x.shape));
+  check_out(op, sum, "sum", x.numel(), x.dtype);
+  return check_forward(op, x, weight, bias, 1, y, mean, rstd);
 }
 
 // All of layer_norm_backward's checks; returns rows x M.

@@ -1,6 +1,7 @@
 // GPT: forward against an explicit composition of its parts in JavaScript, loss, tied head,
 // parameter count and GPT-2 init statistics, KV-cache decoding equal to full recomputation (logits
-// and greedy tokens, also past blockSize), seeded sampling, and steady memory over training steps.
+// and greedy tokens, also past blockSize), seeded sampling, and steady memory over training steps;
+// the fused MLP and residual-norm ops give the same loss and gradients as the unfused layers.
 import t from 'tap';
 import * as kiln from '../../lib/index';
 import * as nn from '../../lib/nn';
@@ -196,4 +197,74 @@ t.test('training steps hold live tensors and bytes flat', async (t) => {
   t.ok(last < first * 0.7, `loss fell from ${first.toFixed(3)} to ${last.toFixed(3)}`);
   t.equal(new Set(samples.map((s) => s.tensors)).size, 1, 'live tensors flat');
   t.equal(new Set(samples.map((s) => s.bytes)).size, 1, 'native bytes flat');
+});
+
+// Subclasses of the plain layers: a block or MLP holding them takes the unfused path.
+class UnfusedLayerNorm extends nn.LayerNorm {}
+class UnfusedLinear extends nn.Linear {}
+
+/** Names of the nodes of t's graph. */
+function graphOps(t: kiln.Tensor): Set<string> {
+  const seen = new Set<unknown>(), names = new Set<string>();
+  const stack = t.gradFn ? [t.gradFn] : [];
+  while (stack.length) {
+    const n = stack.pop()!;
+    if (seen.has(n)) continue;
+    seen.add(n);
+    names.add(n.name);
+    for (const e of n.next) if (e?.node) stack.push(e.node);
+  }
+  return names;
+}
+
+/** A copy of m whose fc and ln2 layers are subclasses (same weights): GPT's unfused path. */
+function unfusedCopy(m: nn.GPT, cfg: nn.GPTConfig, dtype: kiln.DType): nn.GPT {
+  const u = new nn.GPT(cfg).to(dtype);
+  for (const b of u.blocks) {
+    b.ln2 = new UnfusedLayerNorm(cfg.nEmbd, { eps: 1e-5, dtype });
+    b.mlp.fc = new UnfusedLinear(cfg.nEmbd, 4 * cfg.nEmbd, { dtype });
+  }
+  u.loadStateDict(m.stateDict());
+  return u;
+}
+
+t.test('the fused MLP and residual norm give the unfused loss and gradients', async (t) => {
+  const cfg: nn.GPTConfig = { vocabSize: 13, blockSize: 8, nLayer: 2, nHead: 2, nEmbd: 16 };
+  for (const dtype of ['float64', 'float32'] as const) {
+    kiln.manualSeed(11);
+    const m = new nn.GPT(cfg).to(dtype);
+    kiln.noGrad(() => {
+      for (const p of m.parameters()) p.copy_(kiln.randn(p.shape, { dtype }).mul(0.3));
+    });
+    const u = unfusedCopy(m, cfg, dtype);
+    const idx = kiln.randint(0, 13, [3, 7]), tgt = kiln.randint(0, 13, [3, 7]);
+    const lf = m.forward(idx, tgt).loss!, lu = u.forward(idx, tgt).loss!;
+    const ops = graphOps(lf), uops = graphOps(lu);
+    t.ok(ops.has('linearGelu') && ops.has('addLayerNorm'), `${dtype}: the plain GPT records the fused ops`);
+    t.ok(!uops.has('linearGelu') && !uops.has('addLayerNorm'), `${dtype}: subclassed layers take the unfused path`);
+    // The CPU runs the same arithmetic either way: equal bit for bit.
+    t.equal(lf.item(), lu.item(), `${dtype}: loss ${lf.item()}`);
+    lf.backward();
+    lu.backward();
+    const gu = new Map(u.namedParameters());
+    let worst = 0;
+    for (const [name, p] of m.namedParameters()) {
+      const q = gu.get(name)!;
+      const a = values(p.grad!), b = values(q.grad!);
+      for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
+    }
+    t.equal(worst, 0, `${dtype}: every parameter gradient equal`);
+  }
+});
+
+t.test('a LoRA adapter on mlp.fc takes the unfused path; with B = 0 the loss is the base model\'s', async (t) => {
+  kiln.manualSeed(12);
+  const m = new nn.GPT(small).double();
+  const idx = kiln.randint(0, 11, [2, 6]), tgt = kiln.randint(0, 11, [2, 6]);
+  const base = m.forward(idx, tgt).loss!;
+  nn.lora.apply(m, { targets: ['mlp.fc'], rank: 2, alpha: 4 });
+  const adapted = m.forward(idx, tgt).loss!;
+  t.notOk(graphOps(adapted).has('linearGelu'), 'no fused fc under an adapter');
+  t.ok(graphOps(adapted).has('addLayerNorm'), 'the residual norm stays fused');
+  t.equal(adapted.item(), base.item());
 });

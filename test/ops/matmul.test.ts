@@ -1,10 +1,11 @@
 // Matrix products: both GEMM implementations (built-in and OpenBLAS) against a naive reference,
 // matmul and linear against a plain TypeScript reference on every argument form and layout, their
-// gradients by finite differences, and their errors.
+// gradients by finite differences, and their errors; linearGelu (the fused bias + GELU epilogue)
+// against linear then gelu, forward and gradients.
 import t from 'tap';
 import * as kiln from '../../lib/index';
 import { bindKernels } from '../../lib/ops/dispatch';
-import { gemmKernels, gemmRaw } from '../../lib/ops/matmul';
+import { gemmKernels, gemmRaw, linearGelu } from '../../lib/ops/matmul';
 import { native } from '../../lib/native';
 import { gradcheck, maxAbsDiff, randomTensor, values } from '../helpers/gradcheck';
 
@@ -282,15 +283,20 @@ t.test('errors name the op, the shapes and the dtypes', async (t) => {
   d.dispose();
   t.throws(() => kiln.matmul(d, kiln.zeros([3, 2])), kiln.DisposedError);
   // The native entry point checks again, whatever it is handed.
-  const mm = bindKernels('matmul', { bmm: '(a:T, b:T, bias:T?, out:T) -> void' });
+  const mm = bindKernels('matmul', { bmm: '(a:T, b:T, bias:T?, epilogue:e, out:T, pre:T?) -> void' });
   const h = (s: number[], dtype: kiln.DType = 'float32') => kiln.zeros(s, { dtype })._h;
-  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 4, 5]), null, h([1, 2, 5])), kiln.ShapeError);
-  t.throws(() => mm.bmm(h([2, 3]), h([3, 5]), null, h([2, 5])), kiln.ShapeError);
-  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5]), null, h([1, 2, 4])), kiln.ShapeError);
-  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5]), h([4]), h([1, 2, 5])), kiln.ShapeError);
-  t.throws(() => mm.bmm(h([1, 2, 3], 'int32'), h([1, 3, 5], 'int32'), null, h([1, 2, 5], 'int32')), kiln.DTypeError);
-  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5], 'float64'), null, h([1, 2, 5])), kiln.DTypeError);
-  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5]), null, kiln.zeros([1, 5, 2]).mT._h), kiln.ValueError);
+  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 4, 5]), null, 0, h([1, 2, 5]), null), kiln.ShapeError);
+  t.throws(() => mm.bmm(h([2, 3]), h([3, 5]), null, 0, h([2, 5]), null), kiln.ShapeError);
+  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5]), null, 0, h([1, 2, 4]), null), kiln.ShapeError);
+  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5]), h([4]), 0, h([1, 2, 5]), null), kiln.ShapeError);
+  t.throws(() => mm.bmm(h([1, 2, 3], 'int32'), h([1, 3, 5], 'int32'), null, 0, h([1, 2, 5], 'int32'), null), kiln.DTypeError);
+  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5], 'float64'), null, 0, h([1, 2, 5]), null), kiln.DTypeError);
+  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5]), null, 0, kiln.zeros([1, 5, 2]).mT._h, null), kiln.ValueError);
+  // The activation's input: only with an activation, contiguous, of out's shape and dtype.
+  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5]), null, 0, h([1, 2, 5]), h([1, 2, 5])), { name: 'ValueError', message: /matmul.*only with an activation/ });
+  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5]), null, 1, h([1, 2, 5]), h([1, 5, 2])), { name: 'ShapeError', message: /matmul.*\[1, 2, 5\]/ });
+  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5]), null, 1, h([1, 2, 5]), h([1, 2, 5], 'float64')), { name: 'DTypeError', message: /matmul.*float64/ });
+  t.throws(() => mm.bmm(h([1, 2, 3]), h([1, 3, 5]), null, 2, h([1, 2, 5]), null), { name: 'ValueError', message: /unknown code 2/ });
 });
 
 t.test('bfloat16 products backpropagate in bfloat16', async (t) => {
@@ -325,4 +331,93 @@ t.test('gradients (finite differences, float64)', async (t) => {
     const res = gradcheck(f, inputs, { skip });
     t.ok(res.ok, `${name}: ${res.detail}`);
   }
+});
+
+t.test('linearGelu equals linear then gelu(tanh), forward and gradients', async (t) => {
+  let seed = 700;
+  const composed = (x: kiln.Tensor, w: kiln.Tensor, b: kiln.Tensor | null) => kiln.linear(x, w, b).gelu('tanh');
+  // Inputs: rows that merge into one product, a transposed x (a batched product), one row, a 1-D x.
+  const cases: Array<[string, (dtype: kiln.DType) => kiln.Tensor]> = [
+    ['[2, 5, 6]', (dtype) => randomTensor([2, 5, 6], seed++, -2, 2, dtype)],
+    ['transposed [5, 2, 6]', (dtype) => randomTensor([2, 5, 6], seed++, -2, 2, dtype).transpose(0, 1)],
+    ['[1, 6]', (dtype) => randomTensor([1, 6], seed++, -2, 2, dtype)],
+    ['1-D [6]', (dtype) => randomTensor([6], seed++, -2, 2, dtype)],
+  ];
+  for (const dtype of ['float64', 'float32'] as const) {
+    for (const [name, make] of cases) {
+      for (const withBias of [true, false]) {
+        const x0 = make(dtype);
+        const w0 = randomTensor([7, 6], seed++, -1, 1, dtype), b0 = randomTensor([7], seed++, -1, 1, dtype);
+        const leaves = () => [x0, w0, b0].map((v) => v.detach().clone().requiresGrad_());
+        const [x1, w1, b1] = leaves(), [x2, w2, b2] = leaves();
+        const fused = linearGelu(x1, w1, withBias ? b1 : null), ref = composed(x2, w2, withBias ? b2 : null);
+        const label = `${dtype} ${name}${withBias ? '' : ' without bias'}`;
+        t.same(fused.shape, ref.shape, `${label}: shape`);
+        t.equal(fused.dtype, dtype, `${label}: dtype`);
+        // The CPU computes both with the same product and the same gelu_tanh: equal bit for bit.
+        t.equal(maxAbsDiff(values(fused), values(ref)), 0, `${label}: forward`);
+        const g = randomTensor([...ref.shape], seed++, -1, 1, dtype);
+        fused.backward(g);
+        ref.backward(g);
+        t.equal(maxAbsDiff(values(x1.grad!), values(x2.grad!)), 0, `${label}: input gradient`);
+        t.equal(maxAbsDiff(values(w1.grad!), values(w2.grad!)), 0, `${label}: weight gradient`);
+        if (withBias) t.equal(maxAbsDiff(values(b1.grad!), values(b2.grad!)), 0, `${label}: bias gradient`);
+        else t.equal(b1.grad, null, `${label}: no bias, no gradient`);
+        // Without a graph to record, the GELU's input is not kept: the same values.
+        t.equal(maxAbsDiff(values(kiln.noGrad(() => linearGelu(x0, w0, withBias ? b0 : null))), values(ref)), 0, `${label}: no grad`);
+      }
+    }
+  }
+});
+
+t.test('linearGelu gradients by finite differences (float64)', async (t) => {
+  for (const [xs, outF] of [[[3, 4], 5], [[2, 3, 4], 6], [[4], 3]] as Array<[number[], number]>) {
+    const inF = xs[xs.length - 1];
+    const r = gradcheck((x, w, b) => linearGelu(x, w, b), [randomTensor(xs, 80), randomTensor([outF, inF], 81), randomTensor([outF], 82)]);
+    t.ok(r.ok, `x ${JSON.stringify(xs)} -> ${outF}: ${r.detail}`);
+    const nb = gradcheck((x, w) => linearGelu(x, w), [randomTensor(xs, 83), randomTensor([outF, inF], 84)]);
+    t.ok(nb.ok, `without bias: ${nb.detail}`);
+  }
+});
+
+t.test('linearGelu under autocast computes in bfloat16 like linear', async (t) => {
+  const a = rand([4, 6], 91).requiresGrad_(), w = rand([5, 6], 92).requiresGrad_(), bias = rand([5], 93).requiresGrad_();
+  const y = kiln.autocast({ dtype: 'bfloat16' }, () => linearGelu(a, w, bias));
+  const lin = kiln.autocast({ dtype: 'bfloat16' }, () => kiln.linear(a, w, bias));
+  t.equal(y.dtype, lin.dtype, 'the dtype linear gets under autocast (bfloat16)');
+  t.equal(y.dtype, 'bfloat16');
+  // The GELU of the float32 product rounded once, against gelu of the product rounded to bfloat16.
+  const ref = lin.float().gelu('tanh');
+  t.ok(maxAbsDiff(values(y.float()), values(ref)) < 2e-2, 'close to linear then gelu in bfloat16');
+  y.float().sum().backward();
+  t.same([a.grad?.dtype, w.grad?.dtype, bias.grad?.dtype], ['float32', 'float32', 'float32'], 'gradients reach the float32 leaves as float32');
+  t.equal(kiln.autocast({ dtype: 'bfloat16' }, () => linearGelu(a.double(), w.double(), bias.double())).dtype, 'float64', 'float64 stays float64');
+});
+
+t.test('linearGelu checks its arguments, naming the op, shapes and dtypes', async (t) => {
+  const x = kiln.zeros([4, 3]), w = kiln.zeros([2, 3]);
+  t.throws(() => linearGelu(x, kiln.zeros([2, 4])), { name: 'ShapeError', message: /linearGelu.*\[4, 3\].*\[2, 4\]/ });
+  t.throws(() => linearGelu(x, kiln.zeros([3])), { name: 'ShapeError', message: /linearGelu.*2-D/ });
+  t.throws(() => linearGelu(x, w, kiln.zeros([3])), { name: 'ShapeError', message: /linearGelu.*bias of shape \[3\]/ });
+  t.throws(() => linearGelu(x, w, kiln.zeros([2], { dtype: 'float64' })), { name: 'DTypeError', message: /linearGelu.*float32.*float64/ });
+  t.throws(() => linearGelu(kiln.zeros([4, 3], { dtype: 'int64' }), kiln.zeros([2, 3], { dtype: 'int64' })), { name: 'DTypeError', message: /linearGelu.*int64/ });
+});
+
+t.test('linearGelu forward and backward free everything they allocate', async (t) => {
+  const x = randomTensor([6, 5], 60).requiresGrad_(), w = randomTensor([4, 5], 61).requiresGrad_(), b = randomTensor([4], 62).requiresGrad_();
+  const step = () => {
+    kiln.tidy(() => {
+      linearGelu(x, w, b).backward(kiln.ones([6, 4], { dtype: 'float64' }));
+      kiln.noGrad(() => linearGelu(x, w, b));
+    });
+    for (const p of [x, w, b]) {
+      p.grad!.dispose();
+      p.grad = null;
+    }
+  };
+  step();
+  const before = kiln.memory();
+  for (let i = 0; i < 20; i++) step();
+  t.equal(kiln.memory().tensors, before.tensors);
+  t.equal(kiln.memory().bytes, before.bytes);
 });

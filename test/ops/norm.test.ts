@@ -1,10 +1,12 @@
 // Layer normalization: forward against a plain reference (with and without weight/bias, 2-D
 // normalizedShape, strided inputs, float32 stability), gradients by finite differences in float64,
-// the fused backward on many rows against reference sums, and errors.
+// the fused backward on many rows against reference sums, and errors; addLayerNorm (the residual
+// add fused into the norm's forward) against x.add(delta) then layerNorm, forward and gradients.
 import t from 'tap';
 import * as kiln from '../../lib/index';
 import type { Tensor } from '../../lib/index';
 import { native } from '../../lib/native';
+import { addLayerNorm } from '../../lib/ops/norm';
 import { gradcheck, maxAbsDiff, randomTensor, values } from '../helpers/gradcheck';
 
 /** Layer norm of row-major rows of M values, in float64. */
@@ -193,6 +195,113 @@ t.test('layerNorm forward and backward free everything they allocate', async (t)
       kiln.noGrad(() => kiln.layerNorm(x, 5, w, w));
     });
     for (const p of [x, w]) {
+      p.grad!.dispose();
+      p.grad = null;
+    }
+  };
+  step();
+  const before = kiln.memory();
+  for (let i = 0; i < 20; i++) step();
+  t.equal(kiln.memory().tensors, before.tensors);
+  t.equal(kiln.memory().bytes, before.bytes);
+});
+
+t.test('addLayerNorm equals x.add(delta) then layerNorm, forward and gradients', async (t) => {
+  let seed = 300;
+  for (const dtype of ['float64', 'float32'] as const) {
+    // Rows of a few sizes, a row of a large mean, a non-contiguous x, 1-D input.
+    const cases: Array<[string, () => Tensor, number]> = [
+      ['[2, 5, 96]', () => randomTensor([2, 5, 96], seed++, -3, 3, dtype), 96],
+      ['[3, 7]', () => randomTensor([3, 7], seed++, -3, 3, dtype), 7],
+      ['large mean [4, 33]', () => randomTensor([4, 33], seed++, 999, 1001, dtype), 33],
+      ['transposed [5, 3]', () => randomTensor([3, 5], seed++, -3, 3, dtype).transpose(0, 1), 3],
+      ['1-D [9]', () => randomTensor([9], seed++, -3, 3, dtype), 9],
+    ];
+    for (const [name, make, M] of cases) {
+      for (const affine of ['weight and bias', 'weight', 'none'] as const) {
+        const x0 = make(), d0 = randomTensor([...x0.shape], seed++, -1, 1, dtype);
+        const w0 = randomTensor([M], seed++, 0.5, 1.5, dtype), b0 = randomTensor([M], seed++, -1, 1, dtype);
+        const leaves = () => [x0, d0, w0, b0].map((v) => v.detach().clone().requiresGrad_());
+        const [x1, d1, w1, b1] = leaves(), [x2, d2, w2, b2] = leaves();
+        const wt = (w: Tensor) => (affine === 'none' ? null : w), bt = (b: Tensor) => (affine === 'weight and bias' ? b : null);
+        const [sum, normed] = addLayerNorm(x1, d1, wt(w1), bt(b1), 1e-5);
+        const refSum = x2.add(d2), refNormed = kiln.layerNorm(refSum, M, wt(w2), bt(b2), 1e-5);
+        const label = `${dtype} ${name} (${affine})`;
+        t.same([sum.shape, normed.shape], [refSum.shape, refNormed.shape], `${label}: shapes`);
+        t.equal(maxAbsDiff(values(sum), values(refSum)), 0, `${label}: sum`);
+        t.equal(maxAbsDiff(values(normed), values(refNormed)), 0, `${label}: normed`);
+        // Both outputs feed the loss: the sum's gradient gathers its own and the norm's.
+        const gs = randomTensor([...sum.shape], seed++, -1, 1, dtype), gn = randomTensor([...sum.shape], seed++, -1, 1, dtype);
+        sum.mul(gs).sum().add(normed.mul(gn).sum()).backward();
+        refSum.mul(gs).sum().add(refNormed.mul(gn).sum()).backward();
+        for (const [i, a, b] of [[0, x1, x2], [1, d1, d2], [2, w1, w2], [3, b1, b2]] as Array<[number, Tensor, Tensor]>) {
+          if (b.grad === null) {
+            t.equal(a.grad, null, `${label}: input ${i} gets no gradient`);
+            continue;
+          }
+          t.equal(maxAbsDiff(values(a.grad!), values(b.grad)), 0, `${label}: input ${i} gradient`);
+        }
+      }
+    }
+  }
+});
+
+t.test('addLayerNorm gradients by finite differences (float64)', async (t) => {
+  const f = (x: Tensor, d: Tensor, w: Tensor, b: Tensor) => kiln.stack(addLayerNorm(x, d, w, b, 1e-5));
+  for (const shape of [[3, 8], [2, 2, 5], [6]]) {
+    const M = shape[shape.length - 1];
+    const r = gradcheck(f, [randomTensor(shape, 90), randomTensor(shape, 91), randomTensor([M], 92, 0.5, 1.5), randomTensor([M], 93)]);
+    t.ok(r.ok, `${JSON.stringify(shape)}: ${r.detail}`);
+  }
+  const normedOnly = gradcheck((x, d) => addLayerNorm(x, d)[1], [randomTensor([4, 7], 94), randomTensor([4, 7], 95)]);
+  t.ok(normedOnly.ok, `normed alone, no affine: ${normedOnly.detail}`);
+});
+
+t.test('addLayerNorm under autocast computes in float32 like layerNorm; operands promote like add', async (t) => {
+  const x = randomTensor([4, 16], 70, -2, 2, 'float32').requiresGrad_();
+  const d = randomTensor([4, 16], 71, -2, 2, 'float32').requiresGrad_();
+  const w = randomTensor([16], 72, 0.5, 1.5, 'float32'), b = randomTensor([16], 73, -1, 1, 'float32');
+  const [s, n] = kiln.autocast({ dtype: 'bfloat16' }, () => addLayerNorm(x, d.to('bfloat16'), w, b));
+  t.same([s.dtype, n.dtype], ['float32', 'float32'], 'both outputs float32');
+  const refS = x.add(d.to('bfloat16')), refN = kiln.layerNorm(refS, 16, w, b);
+  t.equal(maxAbsDiff(values(s), values(refS)), 0, 'sum as add promotes it');
+  t.equal(maxAbsDiff(values(n), values(refN)), 0, 'normed as layerNorm of that sum');
+  s.add(n).sum().backward();
+  t.same([x.grad?.dtype, d.grad?.dtype], ['float32', 'float32'], 'gradients reach the float32 leaves');
+  // bfloat16 operands without autocast: the CPU computes in float32 and rounds both outputs back.
+  const [sb, nb] = addLayerNorm(x.detach().to('bfloat16'), d.detach().to('bfloat16'), w.to('bfloat16'), b.to('bfloat16'));
+  t.same([sb.dtype, nb.dtype], ['bfloat16', 'bfloat16'], 'bfloat16 in, bfloat16 out');
+  t.ok(maxAbsDiff(values(nb), values(kiln.layerNorm(x.add(d), 16, w, b))) < 5e-2, 'bfloat16 values close to float32');
+});
+
+t.test('addLayerNorm checks its arguments, naming the op, shapes and dtypes', async (t) => {
+  const x = kiln.zeros([4, 3]);
+  t.throws(() => addLayerNorm(x, kiln.zeros([4, 2])), { name: 'ShapeError', message: /addLayerNorm.*delta shape \[4, 2\].*\[4, 3\]/ });
+  t.throws(() => addLayerNorm(x, kiln.zeros([3])), { name: 'ShapeError', message: /addLayerNorm.*\[3\].*\[4, 3\]/ });
+  t.throws(() => addLayerNorm(x, kiln.zeros([4, 3]), kiln.zeros([4])), { name: 'ShapeError', message: /addLayerNorm.*weight shape \[4\]/ });
+  t.throws(() => addLayerNorm(x, kiln.zeros([4, 3]), null, kiln.zeros([3], { dtype: 'float64' })), { name: 'DTypeError', message: /addLayerNorm.*float64.*float32/ });
+  t.throws(() => addLayerNorm(kiln.zeros([4, 3], { dtype: 'int64' }), kiln.zeros([4, 3], { dtype: 'int64' })), { name: 'DTypeError', message: /addLayerNorm/ });
+  t.throws(() => addLayerNorm(kiln.zeros([]), kiln.zeros([])), { name: 'ShapeError', message: /addLayerNorm.*at least one dim/ });
+  t.throws(() => addLayerNorm(x, kiln.zeros([4, 3]), null, null, -1), { name: 'ValueError', message: /addLayerNorm.*eps/ });
+  // The native entry point checks again, whatever it is handed.
+  const h = (s: number[], dtype: kiln.DType = 'float32') => kiln.zeros(s, { dtype })._h;
+  const k = native as unknown as Record<string, (...a: unknown[]) => void>;
+  t.throws(() => k.addLayerNormForward(h([4, 3]), h([4, 2]), null, null, 1e-5, h([4, 3]), h([4, 3]), h([4]), h([4])), { name: 'ShapeError', message: /addLayerNorm.*delta/ });
+  t.throws(() => k.addLayerNormForward(h([4, 3]), h([4, 3], 'float64'), null, null, 1e-5, h([4, 3]), h([4, 3]), h([4]), h([4])), { name: 'DTypeError', message: /addLayerNorm.*float64/ });
+  t.throws(() => k.addLayerNormForward(h([4, 3]), h([4, 3]), null, null, 1e-5, h([4, 2]), h([4, 3]), h([4]), h([4])), { name: 'ShapeError', message: /addLayerNorm.*sum shape/ });
+  t.throws(() => k.addLayerNormForward(h([4, 3]), h([4, 3]), null, null, 1e-5, h([4, 3]), h([4, 3]), h([3]), h([4])), { name: 'ValueError', message: /addLayerNorm.*mean/ });
+});
+
+t.test('addLayerNorm forward and backward free everything they allocate', async (t) => {
+  const x = randomTensor([6, 5], 50).requiresGrad_(), d = randomTensor([6, 5], 51).requiresGrad_();
+  const w = randomTensor([5], 52).requiresGrad_();
+  const step = () => {
+    kiln.tidy(() => {
+      const [s, n] = addLayerNorm(x, d, w, null);
+      s.add(n).sum().backward();
+      kiln.noGrad(() => addLayerNorm(x, d, w, w));
+    });
+    for (const p of [x, d, w]) {
       p.grad!.dispose();
       p.grad = null;
     }
