@@ -1,6 +1,7 @@
 // Warp-level bfloat16 tensor-core helpers for the attention kernels: mma.sync.aligned.m16n8k16 with
 // float32 accumulation, packing float32 results into bfloat16 operands, and cp.async staging into
-// shared memory. The fragment layout and the loads are in mma_layout.h.
+// shared memory. The fragment layout and the loads are in mma_layout.h. test/fixtures/mma/emulate.cc
+// emulates these on the host (keep the two in step).
 #pragma once
 #include <cuda_bf16.h>
 #include <cstdint>
@@ -27,6 +28,13 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
       "{%0, %1, %2, %3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// The block's dynamic shared memory (16-byte aligned) as T.
+template <typename T>
+__device__ __forceinline__ T* dynamic_shared() {
+  extern __shared__ uint4 kiln_dynamic_shared[];
+  return reinterpret_cast<T*>(kiln_dynamic_shared);
 }
 
 // 16 bytes global -> shared without passing through registers; zeros when !valid (src-size 0 reads
