@@ -5,10 +5,12 @@
 // share tiles of the other side's rows staged in shared memory as float32. The forward runs the
 // online softmax one key at a time and saves lse; the backward recomputes p = exp(s - lse) and
 // runs as two passes (dk and dv per key row, then dq per query row), each row owned by one warp:
-// no atomics, results do not depend on scheduling. No tensor cores yet.
+// no atomics, results do not depend on scheduling. bfloat16 inputs of head dims 64 and 128 take
+// the tensor-core kernels of attention_mma.cu instead (the backward after this file's delta kernel).
 #include <algorithm>
 #include <cmath>
 #include "../ops/attention.h"
+#include "attention.cuh"
 #include "common.cuh"
 #include "copy.h"
 
@@ -19,22 +21,6 @@ namespace {
 constexpr int64_t kMaxDim = ops::kAttentionCudaMaxHeadDim;  // 4 elements per lane; two staged tiles fit 48 KiB
 constexpr int kWarps = 8;     // rows per block, a warp each
 constexpr int kTile = 32;     // rows of the other side staged in shared memory at once
-
-// Sizes and the causal cut, as the CPU twin's Dims.
-struct Dims {
-  int64_t H, L, S, D;
-  bool causal;
-  __device__ int64_t keys(int64_t i) const { return causal ? min(S, S - L + i + 1) : S; }
-  __device__ int64_t first_query(int64_t j) const { return causal ? max(int64_t(0), j - (S - L)) : 0; }
-};
-
-// Element offsets of one head's rows: base + row * rs.
-struct Layout {
-  int64_t sb, sh, rs;
-  __device__ int64_t base(int64_t bh, int64_t H) const { return (bh / H) * sb + (bh % H) * sh; }
-};
-
-Layout layout_of(const Tensor& t) { return {t.strides[0], t.strides[1], t.strides[2]}; }
 
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -285,6 +271,11 @@ void attention_forward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_i
   const Tensor q = unit_rows(q_in), k = unit_rows(k_in), v = unit_rows(v_in);
   const Dims n{H, L, S, D, causal};
   const Device dev = q.device();
+  if (attention_mma_applies(q.dtype, D)) {
+    attention_forward_mma(q, k, v, n, B * H, float(scale), out, lse, stream(dev));
+    KILN_CUDA_LAUNCH_CHECK(op);
+    return;
+  }
   const size_t shared = size_t(2 * kTile * D) * sizeof(float);
   const dim3 grid(unsigned(B * H), blocks_for(L)), block(32, kWarps);
   dispatch(q.dtype, op, [&](auto tag) {
@@ -324,6 +315,10 @@ void attention_backward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_
       constexpr int PL = decltype(P)::value;
       attention_delta_kernel<T, PL><<<blocks_for(B * H * L), block, 0, s>>>(
           o.data<T>(), g.data<T>(), layout_of(o), layout_of(g), n, B * H * L, delta.data<float>());
+      if (attention_mma_applies(q.dtype, D)) {
+        attention_backward_mma(q, k, v, g, lse, delta, n, B * H, float(scale), dq, dk, dv, s);
+        return;
+      }
       const size_t kv_shared = size_t(2 * kTile * D + 2 * kTile) * sizeof(float);
       attention_dkv_kernel<T, PL><<<dim3(unsigned(B * H), blocks_for(S)), block, kv_shared, s>>>(
           q.data<T>(), k.data<T>(), v.data<T>(), g.data<T>(), layout_of(q), layout_of(k), layout_of(v),
