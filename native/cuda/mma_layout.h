@@ -1,6 +1,6 @@
 // The fragment layout of mma.sync.aligned.m16n8k16 with bfloat16 operands (PTX ISA, "Matrix
 // Fragments for mma.m16n8k16 with floating point type") and the loads that fill fragments from
-// row-major bfloat16 tiles. Plain C++ usable on the host, so test/ops/attention_mma_fragments.test.ts
+// row-major bfloat16 tiles. Plain C++ usable on the host, so test/ops/attention_mma_host.test.ts
 // checks exactly these functions against an m16n8k16 emulation written from the PTX tables; the
 // device-only parts (the instruction itself, bfloat16 rounding, cp.async) are in mma.cuh.
 //
