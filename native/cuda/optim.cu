@@ -82,7 +82,7 @@ __device__ __forceinline__ void update_span(T* param, const T* grad, compute_t<T
     for (int k = 0; k < S; k++)
       if (state[k]) reinterpret_cast<Pack<C, V>*>(state[k])[i] = s[k];
   }
-  for (int64_t i = (begin > packs_end * V ? begin : packs_end * V) + first; i < end; i += stride) {
+  for (int64_t i = packs_end * V + first; i < end; i += stride) {
     C e[S] = {};
 #pragma unroll
     for (int k = 0; k < S; k++)
@@ -171,6 +171,9 @@ struct UpdateTable {
   bool vec[kUpdateTensors];
   int count;
 };
+
+static_assert(sizeof(UpdateTable<3>) + sizeof(ops::AdamOptions) + 64 <= 2560,
+              "a launch's parameters (table and coefficients) stay well under the 4 KiB every architecture takes");
 
 // Where the coefficients come from: the host, the same for every parameter...
 template <typename Step>
