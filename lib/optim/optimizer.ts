@@ -45,9 +45,11 @@ export interface ExecutionOptions {
    * Keep the group's learning rate in a device tensor (refreshed by `syncLr()`, which `step()` calls)
    * and, for Adam/AdamW, each parameter's step count in a device tensor the kernel advances, so that
    * no host value changes from step to step and a step can be captured into a CUDA graph and replayed
-   * (PyTorch's capturable). The first step, which creates the state, runs outside any capture; before
-   * each replay the caller runs `syncLr()` (after the LR scheduler's step). Equal to the host path
-   * within float32 rounding (the bias corrections come from the device count). Default false.
+   * (PyTorch's capturable). Every parameter to be stepped takes its first step (which creates its
+   * state) outside any capture; the caller runs `syncLr()` just before capturing (so that the captured
+   * `step()` finds nothing to write) and before each replay, after the LR scheduler's step. Equal to
+   * the host path within float32 rounding (the bias corrections come from the device count). Default
+   * false.
    */
   capturable: boolean;
 }
@@ -356,9 +358,10 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
   /**
    * Copies each capturable group's lr (group.lr, as an LR scheduler sets it) into the group's device
    * tensor that the kernels read, where it changed since the last copy; a no-op for other groups.
-   * step() calls it first. A caller that replays a captured step (a CUDA graph) calls it before each
-   * replay, after the scheduler's step and outside the graph: the write is an ordinary op on the
-   * stream, and a graph never re-runs JavaScript.
+   * step() calls it first. A caller that captures step() into a CUDA graph calls it just before the
+   * capture (a write inside the capture would be replayed with a stale value) and before each replay,
+   * after the scheduler's step and outside the graph: the write is an ordinary op on the stream, and a
+   * graph never re-runs JavaScript.
    */
   syncLr(): void {
     for (const [i, g] of this.paramGroups.entries()) {

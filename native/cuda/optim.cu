@@ -153,9 +153,10 @@ struct AdamStep {
 // (the 98 LayerNorm and bias vectors of 768-3072 elements run a handful of blocks on a 132-SM GPU)
 // and each separated by a few microseconds of launch gap, about 0.3-0.6 ms per step on a GPU against
 // about 0.7 ms of memory traffic (22 bytes an element for bfloat16 parameters with float32 moments at
-// ~4 TB/s). The multi-tensor step is ceil(148 / 32) = 5 launches from one call, every block a full
-// 64Ki-element chunk but one per parameter, so the update runs at memory speed. Capturable Adam adds
-// one single-block launch per table to advance the step counts.
+// ~4 TB/s). The multi-tensor step is ceil(148 / 32) = 5 launches from one call (6 from two calls with
+// the usual decay / no-decay groups: 50 matrices and 98 vectors), every block a full 64Ki-element
+// chunk but the last of each parameter, so the update runs at memory speed. Capturable Adam adds one
+// single-block launch per table to advance the step counts (inside a CUDA graph launch gaps vanish).
 
 constexpr int kUpdateTensors = 32;
 constexpr int64_t kUpdateChunk = 1 << 16;
