@@ -95,7 +95,7 @@ const PUBLIC_API = [
   'nn.lora.mergeAndUnload', 'nn.lora.parameters', 'nn.lora.saveAdapter', 'nn.lora.stateDict', 'nn.lora.unmerge',
   // kiln.optim
   'optim.Adam', 'optim.AdamOptions (type)', 'optim.AdamW', 'optim.BaseOptions (type)', 'optim.ClipGradNormOptions (type)',
-  'optim.CosineAnnealingLR', 'optim.CosineAnnealingOptions (type)', 'optim.ExponentialLR', 'optim.ExponentialLROptions (type)',
+  'optim.CosineAnnealingLR', 'optim.CosineAnnealingOptions (type)', 'optim.ExecutionOptions (type)', 'optim.ExponentialLR', 'optim.ExponentialLROptions (type)',
   'optim.FlatRange (type)', 'optim.GroupRule (type)', 'optim.FlatState (type)', 'optim.LRScheduler', 'optim.LRSchedulerStateDict (type)', 'optim.LambdaLR', 'optim.LambdaLROptions (type)', 'optim.LinearLR',
   'optim.LinearLROptions (type)', 'optim.LinearWarmupLR', 'optim.LinearWarmupOptions (type)', 'optim.MultiStepLR',
   'optim.MultiStepLROptions (type)', 'optim.Optimizer', 'optim.OptimizerStateDict (type)', 'optim.ParamGroup (type)',

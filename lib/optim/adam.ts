@@ -1,13 +1,14 @@
 // Adam (L2 weight decay added to the gradient, optional AMSGrad) and AdamW (decoupled weight decay),
-// with PyTorch's update rule; one fused native pass per parameter. bfloat16 and float16 parameters
-// keep their moments in float32 and are updated in float32 (only the new value is rounded).
+// with PyTorch's update rule; one fused multi-tensor native pass per group (foreach, the default) or
+// one per parameter, optionally capturable (lr and step counts on the device). bfloat16 and float16
+// parameters keep their moments in float32 and are updated in float32 (only the new value is rounded).
 import { ValueError } from '../errors';
 import type { Tensor } from '../tensor';
-import { adamStep } from '../ops/optim';
-import { BaseOptions, Optimizer, ParamGroup, ParamState, Params, StateSpec, checkBool, checkNumber } from './optimizer';
+import { AdamStepOptions, adamStep, adamStepMulti } from '../ops/optim';
+import { BaseOptions, ExecutionOptions, Optimizer, ParamGroup, ParamState, Params, StateSpec, checkBool, checkNumber } from './optimizer';
 
 /** Options of Adam and AdamW (torch.optim.Adam / AdamW); the constructors take any subset. */
-export interface AdamOptions extends BaseOptions {
+export interface AdamOptions extends BaseOptions, ExecutionOptions {
   /** Decay rates of the first and second moment estimates (default [0.9, 0.999]). */
   betas: [number, number];
   /** Added to the denominator for stability (default 1e-8). */
@@ -34,10 +35,12 @@ export class Adam extends Optimizer<AdamOptions> {
 
   /**
    * params: parameters or parameter groups; opts: defaults for every group (lr 1e-3, betas [0.9,
-   * 0.999], eps 1e-8, weightDecay 0, amsgrad false, maximize false).
+   * 0.999], eps 1e-8, weightDecay 0, amsgrad false, maximize false, foreach true, capturable false).
    */
   constructor(params: Params<AdamOptions>, opts: Partial<AdamOptions> = {}) {
-    super(params, { lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0, amsgrad: false, maximize: false, ...opts });
+    super(params, {
+      lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0, amsgrad: false, maximize: false, foreach: true, capturable: false, ...opts,
+    });
   }
 
   protected checkOptions(o: AdamOptions): void {
@@ -47,6 +50,8 @@ export class Adam extends Optimizer<AdamOptions> {
     checkNumber(op, 'weightDecay', o.weightDecay);
     checkBool(op, 'amsgrad', o.amsgrad);
     checkBool(op, 'maximize', o.maximize);
+    checkBool(op, 'foreach', o.foreach);
+    checkBool(op, 'capturable', o.capturable);
     if (!Array.isArray(o.betas) || o.betas.length !== 2 || !o.betas.every((b) => typeof b === 'number' && b >= 0 && b < 1)) {
       throw new ValueError(op, `betas must be two numbers in [0, 1), got ${JSON.stringify(o.betas)}`);
     }
@@ -56,19 +61,56 @@ export class Adam extends Optimizer<AdamOptions> {
     return { step: 'step', expAvg: 'tensor', expAvgSq: 'tensor', ...(g.amsgrad ? { maxExpAvgSq: 'tensor' as const } : {}) };
   }
 
-  protected update(p: Tensor, grad: Tensor, g: ParamGroup<AdamOptions>, s: ParamState): void {
-    if (s.step === undefined) Object.assign(s, { step: 0, expAvg: this.zerosState(p, 'expAvg'), expAvgSq: this.zerosState(p, 'expAvgSq') });
+  protected override multiTensor(g: ParamGroup<AdamOptions>): boolean {
+    return g.foreach || g.capturable;
+  }
+
+  protected override capturable(g: ParamGroup<AdamOptions>): boolean {
+    return g.capturable;
+  }
+
+  /** The state of p's first step, or its step count converted to how g keeps it. */
+  private initState(p: Tensor, g: ParamGroup<AdamOptions>, s: ParamState): void {
+    if (s.step === undefined) Object.assign(s, { step: this.stepCount(p, g, 0), expAvg: this.zerosState(p, 'expAvg'), expAvgSq: this.zerosState(p, 'expAvgSq') });
+    else s.step = this.stepCount(p, g, s.step);
     if (g.amsgrad && !s.maxExpAvgSq) s.maxExpAvgSq = this.zerosState(p, 'maxExpAvgSq');
-    const m = this.stateTensor(s, 'expAvg', p), v = this.stateTensor(s, 'expAvgSq', p);
-    const vmax = g.amsgrad ? this.stateTensor(s, 'maxExpAvgSq', p) : null;
-    const step = (s.step as number) + 1;
+  }
+
+  /** The coefficients of step `step` (counted from 1), the bias corrections in float64. */
+  private coefficients(g: ParamGroup<AdamOptions>, step: number): AdamStepOptions {
     const [beta1, beta2] = g.betas;
-    adamStep(p, grad, m, v, vmax, {
+    return {
       lr: g.lr, beta1, beta2, eps: g.eps, weightDecay: g.weightDecay,
       biasCorrection1: 1 - beta1 ** step, biasCorrection2Sqrt: Math.sqrt(1 - beta2 ** step),
       decoupled: this.decoupled, maximize: g.maximize,
-    });
+    };
+  }
+
+  protected update(p: Tensor, grad: Tensor, g: ParamGroup<AdamOptions>, s: ParamState): void {
+    this.initState(p, g, s);
+    const m = this.stateTensor(s, 'expAvg', p), v = this.stateTensor(s, 'expAvgSq', p);
+    const vmax = g.amsgrad ? this.stateTensor(s, 'maxExpAvgSq', p) : null;
+    const step = (s.step as number) + 1;
+    adamStep(p, grad, m, v, vmax, this.coefficients(g, step));
     s.step = step;
+  }
+
+  // One native call per batch: the parameters of one device and dtype (and, on the host path, one
+  // step count, which fixes the bias corrections); capturable batches read lr and steps on the device.
+  protected override updateMany(ps: Tensor[], grads: Tensor[], g: ParamGroup<AdamOptions>, states: ParamState[]): void {
+    ps.forEach((p, i) => this.initState(p, g, states[i]));
+    const lr = g.capturable ? this.lrTensor(g) : null;
+    for (const idx of this.batches(ps, g.foreach, (i) => (lr ? '' : String(states[i].step)))) {
+      const state = (key: string) => idx.map((i) => this.stateTensor(states[i], key, ps[i]));
+      const operands = [idx.map((i) => ps[i]), idx.map((i) => grads[i]), state('expAvg'), state('expAvgSq'), g.amsgrad ? state('maxExpAvgSq') : []] as const;
+      if (lr) {
+        adamStepMulti(...operands, { lr, steps: idx.map((i) => states[i].step as Tensor) }, this.coefficients(g, 1));
+      } else {
+        const step = (states[idx[0]].step as number) + 1;
+        adamStepMulti(...operands, null, this.coefficients(g, step));
+        for (const i of idx) states[i].step = step;
+      }
+    }
   }
 }
 

@@ -1,6 +1,6 @@
 // kiln.optim: optimizers (SGD, Adam, AdamW), learning-rate schedules, gradient norms and clipping.
 export { Optimizer } from './optimizer';
-export type { BaseOptions, FlatRange, FlatState, ParamGroup, ParamGroupInput, Params, ParamState, OptimizerStateDict, StateSpec } from './optimizer';
+export type { BaseOptions, ExecutionOptions, FlatRange, FlatState, ParamGroup, ParamGroupInput, Params, ParamState, OptimizerStateDict, StateSpec } from './optimizer';
 export { SGD } from './sgd';
 export type { SGDOptions } from './sgd';
 export { Adam, AdamW } from './adam';

@@ -1,5 +1,7 @@
 // The Optimizer base class: parameter groups with per-group options over defaults, zeroGrad, step
-// (one fused native update per parameter, under noGrad), per-parameter state (addressable one
+// (under noGrad: one fused native update per parameter, or per group for optimizers with a
+// multi-tensor path), device-side learning rates and step counts for capturable optimizers (syncLr),
+// per-parameter state (addressable one
 // parameter at a time, and optionally laid out in one flat buffer per state kind and group, which a
 // sharded optimizer splits by ranges), and stateDict / loadStateDict in PyTorch's layout (state by
 // parameter index, groups with their options) so that a run resumes exactly. A loaded state is
@@ -26,6 +28,30 @@ export interface BaseOptions {
   lr: number;
   /** Set by the first LR scheduler attached to the optimizer: the lr its schedule scales. */
   initialLr?: number;
+}
+
+/**
+ * How SGD, Adam and AdamW run a step (not what it computes); per group like every option, and kept
+ * by loadStateDict from the loading optimizer.
+ */
+export interface ExecutionOptions {
+  /**
+   * Update the group's parameters with one multi-tensor native call per device and dtype ("foreach",
+   * PyTorch's name) instead of one call per parameter; the results are the same bit for bit. Default
+   * true.
+   */
+  foreach: boolean;
+  /**
+   * Keep the group's learning rate in a device tensor (refreshed by `syncLr()`, which `step()` calls)
+   * and, for Adam/AdamW, each parameter's step count in a device tensor the kernel advances, so that
+   * no host value changes from step to step and a step can be captured into a CUDA graph and replayed
+   * (PyTorch's capturable). Every parameter to be stepped takes its first step (which creates its
+   * state) outside any capture; the caller runs `syncLr()` just before capturing (so that the captured
+   * `step()` finds nothing to write) and before each replay, after the LR scheduler's step. Equal to
+   * the host path within float32 rounding (the bias corrections come from the device count). Default
+   * false.
+   */
+  capturable: boolean;
 }
 
 /** A parameter group as passed in: its parameters and any options that differ from the defaults. */
@@ -193,6 +219,31 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
    */
   protected abstract update(param: Tensor, grad: Tensor, group: ParamGroup<O>, state: ParamState): void;
 
+  /**
+   * Whether step() updates group's parameters together through updateMany (a multi-tensor or
+   * capturable step) instead of one update() each. Optimizers with such a path override both.
+   */
+  protected multiTensor(_group: ParamGroup<O>): boolean {
+    return false;
+  }
+
+  /**
+   * Whether group is capturable: its learning rate lives in a device tensor (lrTensor, refreshed by
+   * syncLr) and its step counts in device tensors the kernels advance (stepCount), so that no host
+   * value changes from one step to the next.
+   */
+  protected capturable(_group: ParamGroup<O>): boolean {
+    return false;
+  }
+
+  /**
+   * Updates params[i] in place from grads[i] (all contiguous) with states[i], as update() does for
+   * one, for the parameters of group that have gradients (multiTensor(group) is true).
+   */
+  protected updateMany(_params: Tensor[], _grads: Tensor[], _group: ParamGroup<O>, _states: ParamState[]): void {
+    throw new ValueError(`${this.constructor.name}.step`, 'this optimizer has no multi-tensor update');
+  }
+
   /** Adds a group of parameters with its own options (missing options take the defaults). */
   addParamGroup(group: ParamGroupInput<O>): void {
     const op = `${this.constructor.name}.addParamGroup`;
@@ -246,40 +297,134 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
   step<L>(closure?: () => L): L | undefined {
     const loss = closure ? enableGrad(closure) : undefined;
     gradSync.check(`${this.constructor.name}.step`);
+    this.syncLr();
     noGrad(() => {
       for (const group of this.paramGroups) {
-        for (const p of group.params) if (p.grad) this.stepParam(p, p.grad, group);
+        const ps = group.params.filter((p) => p.grad);
+        if (this.multiTensor(group)) {
+          if (ps.length) this.stepParams(ps, (pcs, gcs, states) => this.updateMany(pcs, gcs, group, states));
+        } else {
+          for (const p of ps) this.stepParams([p], (pcs, gcs, states) => this.update(pcs[0], gcs[0], group, states[0]));
+        }
       }
     });
     return loss;
   }
 
-  private stepParam(p: Tensor, grad: Tensor, group: ParamGroup<O>): void {
-    p._check(`${this.constructor.name}.step`);
-    grad._check(`${this.constructor.name}.step`);
-    if (!sameShape(grad.shape, p.shape)) {
-      throw new ShapeError(`${this.constructor.name}.step`, `gradient of shape ${shapeStr(grad.shape)} does not match parameter of shape ${shapeStr(p.shape)}`);
-    }
-    // The kernels need contiguous operands: a strided parameter is updated in a copy and written back.
-    const pc = p.isContiguous() ? p : contiguousCopy(p);
-    const gc = grad.isContiguous() ? grad : contiguousCopy(grad);
-    let state = this.state.get(p);
-    if (!state) this.state.set(p, (state = {}));
-    this.updating = { copy: pc, param: p };
+  /**
+   * Checks ps and their gradients, runs update on their contiguous operands and states, and writes
+   * the results back: the kernels need contiguous operands, so a strided parameter is updated in a
+   * copy. A parameter's state is created (empty) before update runs, so nothing leaks when it throws.
+   */
+  private stepParams(ps: Tensor[], update: (params: Tensor[], grads: Tensor[], states: ParamState[]) => void): void {
+    const op = `${this.constructor.name}.step`;
+    const pcs: Tensor[] = [], gcs: Tensor[] = [];
     try {
-      this.update(pc, gc, group, state);
-      if (pc !== p) p.copy_(pc);
-      else p._bumpVersion();
+      for (const p of ps) {
+        const grad = p.grad!;
+        p._check(op);
+        grad._check(op);
+        if (!sameShape(grad.shape, p.shape)) {
+          throw new ShapeError(op, `gradient of shape ${shapeStr(grad.shape)} does not match parameter of shape ${shapeStr(p.shape)}`);
+        }
+        const pc = p.isContiguous() ? p : contiguousCopy(p);
+        pcs.push(pc);
+        if (pc !== p) this.copyOf.set(pc, p);
+        gcs.push(grad.isContiguous() ? grad : contiguousCopy(grad));
+      }
+      update(pcs, gcs, ps.map((p) => {
+        let state = this.state.get(p);
+        if (!state) this.state.set(p, (state = {}));
+        return state;
+      }));
+      ps.forEach((p, i) => {
+        if (pcs[i] !== p) p.copy_(pcs[i]);
+        else p._bumpVersion();
+      });
     } finally {
-      this.updating = null;
-      if (pc !== p) pc.dispose();
-      if (gc !== grad) gc.dispose();
+      pcs.forEach((pc, i) => pc !== ps[i] && pc.dispose());
+      gcs.forEach((gc, i) => gc !== ps[i].grad && gc.dispose());
+      this.copyOf.clear();
     }
   }
 
-  // The parameter update() is working on, when it was handed a contiguous copy of it: state is keyed
-  // (and laid out in flat buffers) by the parameter itself.
-  private updating: { copy: Tensor; param: Tensor } | null = null;
+  // The parameter of each contiguous copy the update methods work on: state is keyed (and laid out in
+  // flat buffers) by the parameter itself.
+  private readonly copyOf = new Map<Tensor, Tensor>();
+
+  /** Each capturable group's learning rate on its parameters' device, and the value last written. */
+  private readonly lrTensors = new Map<ParamGroup<O>, { tensor: Tensor; value: number }>();
+
+  /**
+   * Copies each capturable group's lr (group.lr, as an LR scheduler sets it) into the group's device
+   * tensor that the kernels read, where it changed since the last copy; a no-op for other groups.
+   * step() calls it first. A caller that captures step() into a CUDA graph calls it just before the
+   * capture (a write inside the capture would be replayed with a stale value) and before each replay,
+   * after the scheduler's step and outside the graph: the write is an ordinary op on the stream, and a
+   * graph never re-runs JavaScript.
+   */
+  syncLr(): void {
+    for (const [i, g] of this.paramGroups.entries()) {
+      if (!this.capturable(g)) continue;
+      let entry = this.lrTensors.get(g);
+      if (!entry) {
+        const devices = [...new Set(g.params.map((p) => p.device))];
+        if (devices.length > 1) {
+          throw new ValueError(`${this.constructor.name}.syncLr`, `group ${i} is capturable but its parameters are on ${devices.join(' and ')}; a capturable group keeps its learning rate on one device`);
+        }
+        entry = { tensor: keep(zeros([], { dtype: 'float64', device: devices[0] })), value: NaN };
+        this.lrTensors.set(g, entry);
+      }
+      if (entry.value !== g.lr) {
+        const t = entry.tensor;
+        noGrad(() => t.fill_(g.lr));
+        entry.value = g.lr;
+      }
+    }
+  }
+
+  /**
+   * For updateMany() of a capturable group: the 0-d float64 tensor on the group's device holding its
+   * lr, as syncLr() last wrote it (float64: the host path's precision, also for float64 parameters).
+   */
+  protected lrTensor(group: ParamGroup<O>): Tensor {
+    const e = this.lrTensors.get(group);
+    if (!e) throw new ValueError(`${this.constructor.name}.step`, 'the group is not capturable (no learning rate tensor)');
+    return e.tensor;
+  }
+
+  /**
+   * For the update methods: a parameter's step count as group keeps it, converting one kept the other
+   * way (capturable changed): a number, or for a capturable group a 0-d float64 tensor on p's device
+   * that the kernels advance (exact to 2^53 steps). Reading a device count back waits for the device.
+   */
+  protected stepCount(p: Tensor, group: ParamGroup<O>, count: Tensor | number): Tensor | number {
+    if (this.capturable(group)) {
+      if (count instanceof Tensor) return count;
+      const device = (this.copyOf.get(p) ?? p).device;
+      const t = keep(zeros([], { dtype: 'float64', device }));
+      return noGrad(() => t.fill_(count));
+    }
+    if (!(count instanceof Tensor)) return count;
+    const n = count.item();
+    count.dispose();
+    return n;
+  }
+
+  /**
+   * For updateMany(): the indices of params in batches of one device and dtype (and one key(i), e.g.
+   * a step count), in order; each index alone when foreach is false.
+   */
+  protected batches(params: readonly Tensor[], foreach: boolean, key: (i: number) => string = () => ''): number[][] {
+    if (!foreach) return params.map((_, i) => [i]);
+    const out = new Map<string, number[]>();
+    params.forEach((p, i) => {
+      const k = `${p.device}|${p.dtype}|${key(i)}`;
+      if (!out.has(k)) out.set(k, []);
+      out.get(k)!.push(i);
+    });
+    return [...out.values()];
+  }
 
   /**
    * For update(): a zero state tensor of the given kind shaped like p, in p's state dtype (float32 for
@@ -287,7 +432,7 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
    * the group's flat buffer of that kind when the group keeps its state flat.
    */
   protected zerosState(p: Tensor, kind: string): Tensor {
-    if (this.updating && p === this.updating.copy) p = this.updating.param;
+    p = this.copyOf.get(p) ?? p;
     const layout = this.layouts.get(this.groupOf.get(p)!);
     return layout ? layout.view(p, kind) : keep(zeros(p.shape, { dtype: stateDType(p.dtype), device: p.device }));
   }
@@ -319,7 +464,7 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
     if (s === null || typeof s !== 'object' || Array.isArray(s)) throw new ValueError(op, 'the state must be an object');
     const next: ParamState = {};
     try {
-      this.restoreState(op, `the parameter of shape ${shapeStr(p.shape)}`, s, p, this.stateSpec(group), next);
+      this.restoreState(op, `the parameter of shape ${shapeStr(p.shape)}`, s, p, group, next);
     } catch (e) {
       disposeState(next);
       throw e;
@@ -397,14 +542,18 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
 
   /**
    * The optimizer's state: per-parameter state by index and each group's options. The tensors are the
-   * optimizer's own (not copies): save them before the next step changes them.
+   * optimizer's own (not copies): save them before the next step changes them. Step counts are numbers,
+   * also those a capturable group keeps on the device (read back here, which waits for the device).
    */
   stateDict(): OptimizerStateDict {
     const index = new Map(this.indexedParams().map((p, i) => [p, i] as const));
     const state: Record<number, ParamState> = {};
     for (const [p, s] of this.state) {
       const i = index.get(p);
-      if (i !== undefined) state[i] = { ...s };
+      if (i === undefined) continue;
+      // A capturable group's step counts live on the device; the state holds them as numbers.
+      const spec = this.stateSpec(this.groupOf.get(p)!);
+      state[i] = Object.fromEntries(Object.entries(s).map(([k, v]) => [k, spec?.[k] === 'step' && v instanceof Tensor ? v.item() : v]));
     }
     let next = 0;
     const paramGroups = this.paramGroups.map((g) => {
@@ -421,7 +570,9 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
    * the flat buffers of groups that keep state flat), so the caller may dispose the source. Everything is checked before the optimizer changes: the groups'
    * options as the constructor checks them (ValueError naming the group), each parameter's state
    * against what this optimizer keeps (ValueError naming the parameter and entry), its tensors'
-   * shapes (ShapeError) and dtypes (DTypeError).
+   * shapes (ShapeError) and dtypes (DTypeError). The options that say how the optimizer runs rather
+   * than what it computes (foreach, capturable) stay this optimizer's: a state saved by a run on one
+   * machine resumes on another with its own choice (a capturable group's step counts go to its device).
    */
   loadStateDict(sd: OptimizerStateDict): void {
     const op = `${this.constructor.name}.loadStateDict`;
@@ -445,7 +596,7 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
         byIndex.set(idx, { p: own.params[k], group: i });
       });
       const merged: Record<string, unknown> = { ...(own as unknown as Record<string, unknown>) };
-      for (const [k, v] of Object.entries(g)) if (k !== 'params') merged[k] = cloneOption(v);
+      for (const [k, v] of Object.entries(g)) if (k !== 'params' && !EXECUTION_OPTIONS.has(k)) merged[k] = cloneOption(v);
       try {
         this.checkGroup(merged as unknown as ParamGroup<O>);
       } catch (e) {
@@ -462,7 +613,7 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
         if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) throw new ValueError(op, `the state of parameter ${key} is not an object`);
         const s: ParamState = {};
         restored.set(owner.p, s);
-        this.restoreState(op, `parameter ${key}`, entry, owner.p, this.stateSpec(groups[owner.group]), s);
+        this.restoreState(op, `parameter ${key}`, entry, owner.p, groups[owner.group], s);
       }
     } catch (e) {
       for (const s of restored.values()) disposeState(s);
@@ -474,8 +625,9 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
     groups.forEach((g, i) => Object.assign(this.paramGroups[i], g));
   }
 
-  /** Checks one parameter's saved state against spec and fills s with copies of it. */
-  private restoreState(op: string, where: string, entry: ParamState, p: Tensor, spec: StateSpec | null, s: ParamState): void {
+  /** Checks one parameter's saved state against group's spec and fills s with copies of it. */
+  private restoreState(op: string, where: string, entry: ParamState, p: Tensor, group: ParamGroup<O>, s: ParamState): void {
+    const spec = this.stateSpec(group);
     const keys = Object.keys(entry);
     if (spec && keys.length) {
       const keeps = `${this.constructor.name} keeps ${Object.keys(spec).join(', ') || 'nothing'} with these options`;
@@ -491,7 +643,7 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
         : kind === 'any' && Number.isFinite(v);
       if (!fits) throw new ValueError(op, `state '${name}' of ${where} must be ${NEEDS[kind]}, got ${v instanceof Tensor ? 'a tensor' : String(v)}`);
       if (!(v instanceof Tensor)) {
-        s[name] = v;
+        s[name] = kind === 'step' ? this.stepCount(p, group, v as number) : v;
         continue;
       }
       v._check(op);
@@ -520,8 +672,13 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
     this.state.clear();
     for (const l of this.layouts.values()) l.dispose();
     this.layouts.clear();
+    for (const e of this.lrTensors.values()) e.tensor.dispose();
+    this.lrTensors.clear();
   }
 }
+
+/** Group options that say how an optimizer runs, not what it computes: loadStateDict keeps its own. */
+const EXECUTION_OPTIONS = new Set(['foreach', 'capturable']);
 
 const NEEDS = { step: 'a step count (an integer >= 0)', tensor: 'a tensor', any: 'a tensor or a finite number' };
 

@@ -1,5 +1,7 @@
 // CPU fused optimizer kernels and gradient-clipping passes (native/ops/optim.h). Each update reads
-// and writes every operand once, in parallel chunks over contiguous memory; bfloat16 and float16
+// and writes every operand once, in parallel chunks over contiguous memory (the multi-tensor updates:
+// one parallel loop over every parameter's fixed blocks, each running the one-parameter kernel's
+// chunk function, so both paths compute every element identically); bfloat16 and float16
 // parameters are computed in float32 against float32 state and only the new value is rounded. The
 // norm partial sums fixed-size blocks in a fixed order, so it does not depend on the thread count.
 #include "../ops/optim.h"
@@ -10,6 +12,8 @@
 
 namespace kiln::cpu {
 
+using ops::TensorList;
+
 namespace {
 constexpr int64_t kGrain = 1 << 15;
 
@@ -17,24 +21,26 @@ constexpr int64_t kGrain = 1 << 15;
 template <typename T>
 using compute_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
-// One chunk of the SGD update (see adam_chunk for why the options are template parameters).
+// One chunk of the SGD update. The options that change the loop body are template parameters (the
+// shared element function's branches fold away) so that each variant is a straight loop the
+// compiler can vectorize.
 template <typename T, bool kDecay, bool kMomentum, bool kNesterov>
-void sgd_chunk(T* p, const T* g, compute_t<T>* buf, int64_t b, int64_t e, const ops::SgdOptions& o) {
+void sgd_chunk(T* p, const T* g, compute_t<T>* buf, int64_t b, int64_t e, const ops::SgdCoefs<compute_t<T>>& c) {
   using C = compute_t<T>;
-  const C lr = C(o.lr), wd = C(o.weight_decay), mom = C(o.momentum), keep = C(1 - o.dampening);
-  const C sign = o.maximize ? C(-1) : C(1);
-  const bool first = o.first_step;
-  for (int64_t i = b; i < e; i++) {
-    const C pi = C(p[i]);
-    C gi = sign * C(g[i]);
-    if constexpr (kDecay) gi += wd * pi;
-    if constexpr (kMomentum) {
-      const C bi = first ? gi : mom * buf[i] + keep * gi;
-      buf[i] = bi;
-      gi = kNesterov ? gi + mom * bi : bi;
-    }
-    p[i] = T(pi - lr * gi);
-  }
+  C unused = 0;
+  for (int64_t i = b; i < e; i++)
+    p[i] = T(ops::sgd_element(C(p[i]), C(g[i]), kMomentum ? buf[i] : unused, c, kDecay, kMomentum, kNesterov));
+}
+
+template <typename T>
+using SgdChunk = void (*)(T*, const T*, compute_t<T>*, int64_t, int64_t, const ops::SgdCoefs<compute_t<T>>&);
+
+template <typename T>
+SgdChunk<T> sgd_chunk_for(const ops::SgdOptions& o, bool momentum) {
+  const bool decay = o.weight_decay != 0;
+  return !momentum    ? (decay ? sgd_chunk<T, true, false, false> : sgd_chunk<T, false, false, false>)
+         : o.nesterov ? (decay ? sgd_chunk<T, true, true, true> : sgd_chunk<T, false, true, true>)
+                      : (decay ? sgd_chunk<T, true, true, false> : sgd_chunk<T, false, true, false>);
 }
 
 template <typename T>
@@ -43,40 +49,30 @@ void sgd_typed(const Tensor& param, const Tensor& grad, const Tensor* buf_t, con
   T* p = param.data<T>();
   const T* g = grad.data<T>();
   C* buf = buf_t ? buf_t->data<C>() : nullptr;
-  const bool decay = o.weight_decay != 0;
-  auto chunk = !buf         ? (decay ? sgd_chunk<T, true, false, false> : sgd_chunk<T, false, false, false>)
-               : o.nesterov ? (decay ? sgd_chunk<T, true, true, true> : sgd_chunk<T, false, true, true>)
-                            : (decay ? sgd_chunk<T, true, true, false> : sgd_chunk<T, false, true, false>);
-  parallel_for(param.numel(), kGrain, [&](int64_t b, int64_t e) { chunk(p, g, buf, b, e, o); });
+  const auto chunk = sgd_chunk_for<T>(o, buf != nullptr);
+  const auto c = ops::sgd_coefs<C>(o.lr, o);
+  parallel_for(param.numel(), kGrain, [&](int64_t b, int64_t e) { chunk(p, g, buf, b, e, c); });
 }
 
-// One chunk of the Adam update; the options that change the loop body are template parameters so
-// that each variant is a straight loop the compiler can vectorize.
+// One chunk of the Adam update (see sgd_chunk for the template parameters).
 template <typename T, bool kL2, bool kAmsgrad>
 void adam_chunk(T* p, const T* g, compute_t<T>* m, compute_t<T>* v, compute_t<T>* vmax, int64_t b, int64_t e,
-                const ops::AdamOptions& o) {
+                const ops::AdamCoefs<compute_t<T>>& c) {
   using C = compute_t<T>;
-  const C b1 = C(o.beta1), b2 = C(o.beta2), eps = C(o.eps);
-  const C one_b1 = C(1 - o.beta1), one_b2 = C(1 - o.beta2);
-  const C step_size = C(o.lr / o.bias_correction1), bc2 = C(o.bias_correction2_sqrt);
-  const C sign = o.maximize ? C(-1) : C(1);
-  const C wd = C(o.weight_decay);
-  // AdamW multiplies by exactly 1 when there is no decay, which leaves every value unchanged.
-  const C shrink = o.decoupled ? C(1 - o.lr * o.weight_decay) : C(1);
-  for (int64_t i = b; i < e; i++) {
-    const C pi = C(p[i]);
-    C gi = sign * C(g[i]);
-    if constexpr (kL2) gi += wd * pi;
-    const C mi = b1 * m[i] + one_b1 * gi;
-    C vi = b2 * v[i] + one_b2 * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    if constexpr (kAmsgrad) {
-      vi = vmax[i] > vi ? vmax[i] : vi;
-      vmax[i] = vi;
-    }
-    p[i] = T(pi * shrink - step_size * (mi / (std::sqrt(vi) / bc2 + eps)));
-  }
+  C unused = 0;
+  for (int64_t i = b; i < e; i++)
+    p[i] = T(ops::adam_element(C(p[i]), C(g[i]), m[i], v[i], kAmsgrad ? vmax[i] : unused, c, kL2, kAmsgrad));
+}
+
+template <typename T>
+using AdamChunk = void (*)(T*, const T*, compute_t<T>*, compute_t<T>*, compute_t<T>*, int64_t, int64_t,
+                           const ops::AdamCoefs<compute_t<T>>&);
+
+template <typename T>
+AdamChunk<T> adam_chunk_for(const ops::AdamOptions& o, bool amsgrad) {
+  const bool l2 = !o.decoupled && o.weight_decay != 0;
+  return l2 ? (amsgrad ? adam_chunk<T, true, true> : adam_chunk<T, true, false>)
+            : (amsgrad ? adam_chunk<T, false, true> : adam_chunk<T, false, false>);
 }
 
 template <typename T>
@@ -88,19 +84,20 @@ void adam_typed(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, 
   C* m = exp_avg.data<C>();
   C* v = exp_avg_sq.data<C>();
   C* vmax = max_t ? max_t->data<C>() : nullptr;
-  const bool l2 = !o.decoupled && o.weight_decay != 0;
-  auto chunk = l2 ? (vmax ? adam_chunk<T, true, true> : adam_chunk<T, true, false>)
-                  : (vmax ? adam_chunk<T, false, true> : adam_chunk<T, false, false>);
-  parallel_for(param.numel(), kGrain, [&](int64_t b, int64_t e) { chunk(p, g, m, v, vmax, b, e, o); });
+  const auto chunk = adam_chunk_for<T>(o, vmax != nullptr);
+  const auto c = ops::adam_coefs<C>(o.lr, o.bias_correction1, o.bias_correction2_sqrt, o);
+  parallel_for(param.numel(), kGrain, [&](int64_t b, int64_t e) { chunk(p, g, m, v, vmax, b, e, c); });
 }
 
 // ---------------------------------------------------------------------------------------------
-// Gradient clipping: both passes over the gradients split them into the same fixed blocks.
+// Passes over many tensors (the multi-tensor updates, both clipping passes) split them into the same
+// fixed blocks, run in parallel.
 
 constexpr int64_t kBlock = 1 << 15;
 
 struct Block {
   const Tensor* t;
+  size_t index;  // of t in the list
   int64_t begin, end;
 };
 
@@ -112,9 +109,9 @@ struct Blocks {
 Blocks split_blocks(const std::vector<const Tensor*>& grads) {
   Blocks b;
   int64_t elems = 0;
-  for (const Tensor* g : grads) {
-    const int64_t n = g->numel();
-    for (int64_t s = 0; s < n; s += kBlock) b.list.push_back({g, s, std::min(n, s + kBlock)});
+  for (size_t i = 0; i < grads.size(); i++) {
+    const int64_t n = grads[i]->numel();
+    for (int64_t s = 0; s < n; s += kBlock) b.list.push_back({grads[i], i, s, std::min(n, s + kBlock)});
     elems += n;
   }
   b.grain = elems < 2 * kBlock ? int64_t(b.list.size()) + 1 : 1;
@@ -160,6 +157,42 @@ double block_partial(const Block& b, double p) {
   return r;
 }
 
+// The multi-tensor updates: one parallel loop over (parameter, block) pairs running the one-parameter
+// kernels' chunk functions, so every element is computed exactly as sgdStep / adamStep computes it.
+template <typename T>
+void sgd_multi_typed(const TensorList& params, const TensorList& grads, const TensorList& bufs, double lr,
+                     const ops::SgdOptions& o) {
+  using C = compute_t<T>;
+  const auto chunk = sgd_chunk_for<T>(o, !bufs.empty());
+  const auto c = ops::sgd_coefs<C>(lr, o);
+  const Blocks blocks = split_blocks(params);
+  parallel_for(int64_t(blocks.list.size()), blocks.grain, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; k++) {
+      const Block& blk = blocks.list[k];
+      const size_t i = blk.index;
+      chunk(params[i]->data<T>(), grads[i]->data<T>(), bufs.empty() ? nullptr : bufs[i]->data<C>(), blk.begin,
+            blk.end, c);
+    }
+  });
+}
+
+template <typename T>
+void adam_multi_typed(const TensorList& params, const TensorList& grads, const TensorList& m, const TensorList& v,
+                      const TensorList& vmax, const std::vector<ops::AdamCoefs<compute_t<T>>>& coefs,
+                      const ops::AdamOptions& o) {
+  using C = compute_t<T>;
+  const auto chunk = adam_chunk_for<T>(o, !vmax.empty());
+  const Blocks blocks = split_blocks(params);
+  parallel_for(int64_t(blocks.list.size()), blocks.grain, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; k++) {
+      const Block& blk = blocks.list[k];
+      const size_t i = blk.index;
+      chunk(params[i]->data<T>(), grads[i]->data<T>(), m[i]->data<C>(), v[i]->data<C>(),
+            vmax.empty() ? nullptr : vmax[i]->data<C>(), blk.begin, blk.end, coefs[coefs.size() == 1 ? 0 : i]);
+    }
+  });
+}
+
 double read_scalar(const Tensor& t, const char* op) {
   double v = 0;
   KILN_DISPATCH_FLOAT(t.dtype, op, { v = double(*t.data<scalar_t>()); });
@@ -186,6 +219,45 @@ void adam_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, c
                            bias_correction1, bias_correction2_sqrt, decoupled, maximize);
   KILN_DISPATCH_FLOATING(param.dtype, "adamStep",
                          { adam_typed<scalar_t>(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, o); });
+}
+
+void sgd_step_multi(const TensorList& params, const TensorList& grads, const TensorList& momentum_bufs,
+                    const Tensor* lr_device, double lr, double momentum, double dampening, double weight_decay,
+                    bool nesterov, bool maximize, bool first_step) {
+  const char* op = "sgdStepMulti";
+  const ops::SgdOptions o = ops::check_sgd_step_multi(params, grads, momentum_bufs, lr_device, lr, momentum, dampening,
+                                                      weight_decay, nesterov, maximize, first_step);
+  if (params.empty()) return;
+  const double rate = lr_device ? read_scalar(*lr_device, op) : o.lr;
+  KILN_DISPATCH_FLOATING(params[0]->dtype, op, { sgd_multi_typed<scalar_t>(params, grads, momentum_bufs, rate, o); });
+}
+
+void adam_step_multi(const TensorList& params, const TensorList& grads, const TensorList& exp_avgs,
+                     const TensorList& exp_avg_sqs, const TensorList& max_exp_avg_sqs, const TensorList& steps,
+                     const Tensor* lr_device, double lr, double beta1, double beta2, double eps, double weight_decay,
+                     double bias_correction1, double bias_correction2_sqrt, bool decoupled, bool maximize) {
+  const char* op = "adamStepMulti";
+  const ops::AdamOptions o = ops::check_adam_step_multi(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
+                                                        lr_device, lr, beta1, beta2, eps, weight_decay,
+                                                        bias_correction1, bias_correction2_sqrt, decoupled, maximize);
+  if (params.empty()) return;
+  KILN_DISPATCH_FLOATING(params[0]->dtype, op, {
+    using C = compute_t<scalar_t>;
+    // One set of coefficients from the host's values, or one per parameter from its step count.
+    std::vector<ops::AdamCoefs<C>> coefs;
+    if (!lr_device) {
+      coefs.push_back(ops::adam_coefs<C>(o.lr, o.bias_correction1, o.bias_correction2_sqrt, o));
+    } else {
+      const double rate = read_scalar(*lr_device, op);
+      for (const Tensor* s : steps) {
+        double bc1, bc2_sqrt;
+        ops::adam_bias_corrections(o.beta1, o.beta2, *s->data<double>() + 1, bc1, bc2_sqrt);
+        coefs.push_back(ops::adam_coefs<C>(rate, bc1, bc2_sqrt, o));
+      }
+    }
+    adam_multi_typed<scalar_t>(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, coefs, o);
+    for (const Tensor* s : steps) *s->data<double>() += 1;
+  });
 }
 
 void grad_norm_partial(const std::vector<const Tensor*>& grads, double norm_type, const Tensor& out) {

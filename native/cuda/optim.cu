@@ -1,17 +1,23 @@
 // CUDA fused optimizer kernels and gradient-clipping passes (twins of native/cpu/optim.cc, contract in
 // native/ops/optim.h). SGD and Adam/AdamW read and write each operand of a parameter once, with
-// 16-byte vector accesses of the parameter when every operand is aligned; bfloat16 and float16
+// 16-byte vector accesses of the parameter when every operand is aligned, one parameter per launch or
+// many (the multi-tensor updates below, with the launch count they save for GPT-2); the per-element
+// formulas are native/ops/optim.h's, shared with the CPU; bfloat16 and float16
 // parameters compute in float32 against float32 state and only the new value is rounded. Clipping
 // splits all gradients into fixed chunks, one block each: the partial pass writes one float64 value
 // per chunk and one block folds them in a fixed order (deterministic, no atomics); the coefficient is
 // computed by one thread and the scaling pass reads it from device memory, so the host never waits.
 // Several gradients go to each launch as pointer tables passed by value.
+#include <array>
 #include <cmath>
 #include "../ops/optim.h"
 #include "common.cuh"
 #include "reduce.cuh"
 
 namespace kiln::cuda {
+
+using ops::TensorList;
+
 namespace {
 
 // Elements of T in one 16-byte access.
@@ -29,30 +35,37 @@ __host__ __device__ __forceinline__ bool aligned(const void* p, size_t a) { retu
 template <typename T>
 using compute_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
+// A one-element float32 or float64 tensor's value, on the device.
+struct Scalar {
+  void* ptr;
+  bool f64;
+  __device__ __forceinline__ double load() const { return f64 ? *static_cast<const double*>(ptr) : *static_cast<const float*>(ptr); }
+  __device__ __forceinline__ void store(double v) const {
+    if (f64) *static_cast<double*>(ptr) = v;
+    else *static_cast<float*>(ptr) = float(v);
+  }
+};
+
+Scalar scalar_of(const Tensor& t) { return {t.data_ptr(), t.dtype == DType::Float64}; }
+
 // ---------------------------------------------------------------------------------------------
 // Parameter updates: step(p, g, s) updates the parameter value p from the gradient value g and the
 // S state values s at one index; all are stored back. An absent optional state is null, never touched.
 
-template <typename T, int S>
-struct UpdateOperands {
-  T* param;
-  const T* grad;
-  compute_t<T>* state[S];
-};
-
+// Elements [begin, end) of one parameter (begin a multiple of V), thread `first` of `stride` taking
+// every stride-th pack of V elements, then every stride-th element of the tail.
 template <int V, typename T, int S, typename Step>
-__global__ void update_kernel(UpdateOperands<T, S> ops, int64_t n, Step step) {
+__device__ __forceinline__ void update_span(T* param, const T* grad, compute_t<T>* const (&state)[S], int64_t begin,
+                                            int64_t end, int64_t first, int64_t stride, const Step& step) {
   using C = compute_t<T>;
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  const int64_t first = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t packs = n / V;
-  for (int64_t i = first; i < packs; i += stride) {
-    Pack<T, V> p = reinterpret_cast<const Pack<T, V>*>(ops.param)[i];
-    const Pack<T, V> g = reinterpret_cast<const Pack<T, V>*>(ops.grad)[i];
+  const int64_t packs_end = end / V;
+  for (int64_t i = begin / V + first; i < packs_end; i += stride) {
+    Pack<T, V> p = reinterpret_cast<const Pack<T, V>*>(param)[i];
+    const Pack<T, V> g = reinterpret_cast<const Pack<T, V>*>(grad)[i];
     Pack<C, V> s[S] = {};
 #pragma unroll
     for (int k = 0; k < S; k++)
-      if (ops.state[k]) s[k] = reinterpret_cast<const Pack<C, V>*>(ops.state[k])[i];
+      if (state[k]) s[k] = reinterpret_cast<const Pack<C, V>*>(state[k])[i];
 #pragma unroll
     for (int j = 0; j < V; j++) {
       C e[S];
@@ -64,23 +77,37 @@ __global__ void update_kernel(UpdateOperands<T, S> ops, int64_t n, Step step) {
 #pragma unroll
       for (int k = 0; k < S; k++) s[k].v[j] = e[k];
     }
-    reinterpret_cast<Pack<T, V>*>(ops.param)[i] = p;
+    reinterpret_cast<Pack<T, V>*>(param)[i] = p;
 #pragma unroll
     for (int k = 0; k < S; k++)
-      if (ops.state[k]) reinterpret_cast<Pack<C, V>*>(ops.state[k])[i] = s[k];
+      if (state[k]) reinterpret_cast<Pack<C, V>*>(state[k])[i] = s[k];
   }
-  for (int64_t i = packs * V + first; i < n; i += stride) {
+  for (int64_t i = packs_end * V + first; i < end; i += stride) {
     C e[S] = {};
 #pragma unroll
     for (int k = 0; k < S; k++)
-      if (ops.state[k]) e[k] = ops.state[k][i];
-    C p = dconvert<C>(ops.param[i]);
-    step(p, dconvert<C>(ops.grad[i]), e);
-    ops.param[i] = dconvert<T>(p);
+      if (state[k]) e[k] = state[k][i];
+    C p = dconvert<C>(param[i]);
+    step(p, dconvert<C>(grad[i]), e);
+    param[i] = dconvert<T>(p);
 #pragma unroll
     for (int k = 0; k < S; k++)
-      if (ops.state[k]) ops.state[k][i] = e[k];
+      if (state[k]) state[k][i] = e[k];
   }
+}
+
+template <typename T, int S>
+struct UpdateOperands {
+  T* param;
+  const T* grad;
+  compute_t<T>* state[S];
+};
+
+// One parameter per launch: a grid-stride loop over all of it.
+template <int V, typename T, int S, typename Step>
+__global__ void update_kernel(UpdateOperands<T, S> ops, int64_t n, Step step) {
+  update_span<V>(ops.param, ops.grad, ops.state, 0, n, int64_t(blockIdx.x) * blockDim.x + threadIdx.x,
+                 int64_t(gridDim.x) * blockDim.x, step);
 }
 
 template <typename T, int S, typename Step>
@@ -94,43 +121,158 @@ void launch_update(const char* op, Device d, int64_t n, const UpdateOperands<T, 
   KILN_CUDA_LAUNCH_CHECK(op);
 }
 
-// State: the momentum buffer. Same arithmetic as the CPU kernel, in C.
+// The element steps: the shared formulas of native/ops/optim.h with their coefficients.
 template <typename C>
 struct SgdStep {
-  C lr, wd, mom, keep, sign;
-  bool decay, first, nesterov, momentum;
+  ops::SgdCoefs<C> c;
+  bool decay, momentum, nesterov;
   __device__ __forceinline__ void operator()(C& p, C g, C (&s)[1]) const {
-    g = sign * g;
-    if (decay) g += wd * p;
-    if (momentum) {
-      const C b = first ? g : mom * s[0] + keep * g;
-      s[0] = b;
-      g = nesterov ? g + mom * b : b;
-    }
-    p -= lr * g;
+    p = ops::sgd_element(p, g, s[0], c, decay, momentum, nesterov);
   }
 };
 
-// State: exp_avg, exp_avg_sq, max_exp_avg_sq. Same arithmetic as the CPU kernel, in C.
 template <typename C>
 struct AdamStep {
-  C b1, b2, one_b1, one_b2, eps, step_size, bc2, sign, wd, shrink;
+  ops::AdamCoefs<C> c;
   bool l2, amsgrad;
   __device__ __forceinline__ void operator()(C& p, C g, C (&s)[3]) const {
-    const C shrunk = p * shrink;
-    g = sign * g;
-    if (l2) g += wd * p;
-    const C m = b1 * s[0] + one_b1 * g;
-    C v = b2 * s[1] + one_b2 * g * g;
-    s[0] = m;
-    s[1] = v;
-    if (amsgrad) {
-      v = s[2] > v ? s[2] : v;
-      s[2] = v;
-    }
-    p = shrunk - step_size * (m / (sqrt(v) / bc2 + eps));
+    p = ops::adam_element(p, g, s[0], s[1], s[2], c, l2, amsgrad);
   }
 };
+
+// ---------------------------------------------------------------------------------------------
+// Multi-tensor updates (PyTorch's multi_tensor_apply): a launch takes up to kUpdateTensors parameters
+// in a table passed by value (about 2 KiB with Adam's three states, well under the 4 KiB of kernel
+// parameters every architecture takes), split into chunks of kUpdateChunk elements; block b updates
+// chunk b - first_chunk[t] of the parameter t whose range of chunks holds b, with 16-byte vector
+// accesses when all of that parameter's operands are aligned. A parameter never straddles two
+// launches, so the launches a group needs are ceil(parameters / kUpdateTensors), whatever their sizes.
+//
+// What this saves for GPT-2 124M (148 parameter tensors, 124M elements, one group): one launch per
+// parameter is 148 launches (and 148 calls from JavaScript, each with its checks), most of them tiny
+// (the 98 LayerNorm and bias vectors of 768-3072 elements run a handful of blocks on a 132-SM GPU)
+// and each separated by a few microseconds of launch gap, about 0.3-0.6 ms per step on a GPU against
+// about 0.7 ms of memory traffic (22 bytes an element for bfloat16 parameters with float32 moments at
+// ~4 TB/s). The multi-tensor step is ceil(148 / 32) = 5 launches from one call (6 from two calls with
+// the usual decay / no-decay groups: 50 matrices and 98 vectors), every block a full 64Ki-element
+// chunk but the last of each parameter, so the update runs at memory speed. Capturable Adam adds one
+// single-block launch per table to advance the step counts (inside a CUDA graph launch gaps vanish).
+
+constexpr int kUpdateTensors = 32;
+constexpr int64_t kUpdateChunk = 1 << 16;
+
+template <int S>
+struct UpdateTable {
+  void* param[kUpdateTensors];
+  const void* grad[kUpdateTensors];
+  void* state[S][kUpdateTensors];   // null for an absent optional state
+  double* step[kUpdateTensors];     // capturable Adam: each parameter's step count; null otherwise
+  int64_t numel[kUpdateTensors];
+  int32_t first_chunk[kUpdateTensors + 1];
+  bool vec[kUpdateTensors];
+  int count;
+};
+
+static_assert(sizeof(UpdateTable<3>) + sizeof(ops::AdamOptions) + 64 <= 2560,
+              "a launch's parameters (table and coefficients) stay well under the 4 KiB every architecture takes");
+
+// Where the coefficients come from: the host, the same for every parameter...
+template <typename Step>
+struct HostCoefs {
+  Step step;
+  __device__ __forceinline__ Step at(const double*) const { return step; }
+};
+
+// ... or the device (capturable): the learning rate read from memory, and for Adam the bias
+// corrections of each parameter's step count + 1.
+template <typename C>
+struct DeviceSgdCoefs {
+  ops::SgdOptions o;
+  Scalar lr;
+  bool decay, momentum, nesterov;
+  __device__ __forceinline__ SgdStep<C> at(const double*) const {
+    return {ops::sgd_coefs<C>(lr.load(), o), decay, momentum, nesterov};
+  }
+};
+
+template <typename C>
+struct DeviceAdamCoefs {
+  ops::AdamOptions o;
+  Scalar lr;
+  bool l2, amsgrad;
+  __device__ __forceinline__ AdamStep<C> at(const double* step) const {
+    double bc1, bc2_sqrt;
+    ops::adam_bias_corrections(o.beta1, o.beta2, *step + 1, bc1, bc2_sqrt);
+    return {ops::adam_coefs<C>(lr.load(), bc1, bc2_sqrt, o), l2, amsgrad};
+  }
+};
+
+template <typename T, int S, typename Coefs>
+__global__ void multi_update_kernel(UpdateTable<S> tab, Coefs coefs) {
+  using C = compute_t<T>;
+  int t = 0;
+  while (int32_t(blockIdx.x) >= tab.first_chunk[t + 1]) t++;
+  const int64_t begin = int64_t(int32_t(blockIdx.x) - tab.first_chunk[t]) * kUpdateChunk;
+  const int64_t end = min(tab.numel[t], begin + kUpdateChunk);
+  C* state[S];
+#pragma unroll
+  for (int k = 0; k < S; k++) state[k] = static_cast<C*>(tab.state[k][t]);
+  const auto step = coefs.at(tab.step[t]);
+  T* p = static_cast<T*>(tab.param[t]);
+  const T* g = static_cast<const T*>(tab.grad[t]);
+  if (tab.vec[t]) update_span<kVec<T>>(p, g, state, begin, end, threadIdx.x, blockDim.x, step);
+  else update_span<1>(p, g, state, begin, end, threadIdx.x, blockDim.x, step);
+}
+
+// After a table's update (stream order): every parameter of it has taken its step.
+template <int S>
+__global__ void advance_steps(UpdateTable<S> tab) {
+  if (int(threadIdx.x) < tab.count) *tab.step[threadIdx.x] += 1;
+}
+
+// Launches the update of every parameter, kUpdateTensors at a time. states: S lists, each one tensor
+// per parameter or empty (absent); steps: one per parameter (advanced after the update) or empty.
+template <typename T, int S, typename Coefs>
+void launch_multi(const char* op, const TensorList& params, const TensorList& grads,
+                  const std::array<const TensorList*, S>& states, const TensorList& steps, const Coefs& coefs) {
+  using C = compute_t<T>;
+  constexpr int V = kVec<T>;
+  const Device d = params[0]->device();
+  cudaStream_t s = stream(d);
+  UpdateTable<S> tab{};
+  auto flush = [&] {
+    if (tab.count == 0) return;
+    if (tab.first_chunk[tab.count] > 0) {
+      multi_update_kernel<T><<<unsigned(tab.first_chunk[tab.count]), kThreads, 0, s>>>(tab, coefs);
+      KILN_CUDA_LAUNCH_CHECK(op);
+    }
+    if (!steps.empty()) {
+      advance_steps<<<1, kUpdateTensors, 0, s>>>(tab);
+      KILN_CUDA_LAUNCH_CHECK(op);
+    }
+    tab = UpdateTable<S>{};
+  };
+  for (size_t i = 0; i < params.size(); i++) {
+    const int c = tab.count;
+    const int64_t n = params[i]->numel();
+    tab.param[c] = params[i]->data<T>();
+    tab.grad[c] = grads[i]->data<T>();
+    bool vec = aligned(tab.param[c], alignof(Pack<T, V>)) && aligned(tab.grad[c], alignof(Pack<T, V>));
+    for (int k = 0; k < S; k++) {
+      tab.state[k][c] = states[k]->empty() ? nullptr : (*states[k])[i]->template data<C>();
+      vec = vec && (!tab.state[k][c] || aligned(tab.state[k][c], alignof(Pack<C, V>)));
+    }
+    tab.step[c] = steps.empty() ? nullptr : steps[i]->data<double>();
+    tab.numel[c] = n;
+    tab.vec[c] = vec;
+    const int64_t end = tab.first_chunk[c] + (n + kUpdateChunk - 1) / kUpdateChunk;
+    KILN_CHECK(end <= INT32_MAX, Shape, op, "parameter ", i, " with ", n, " elements is too large");
+    tab.first_chunk[c + 1] = int32_t(end);
+    tab.count++;
+    if (tab.count == kUpdateTensors) flush();
+  }
+  flush();
+}
 
 // ---------------------------------------------------------------------------------------------
 // Gradient clipping.
@@ -252,19 +394,6 @@ void partial_passes(const char* op, const std::vector<const Tensor*>& grads, int
   KILN_CUDA_LAUNCH_CHECK(op);
 }
 
-// A one-element float32 or float64 tensor's value, on the device.
-struct Scalar {
-  void* ptr;
-  bool f64;
-  __device__ __forceinline__ double load() const { return f64 ? *static_cast<const double*>(ptr) : *static_cast<const float*>(ptr); }
-  __device__ __forceinline__ void store(double v) const {
-    if (f64) *static_cast<double*>(ptr) = v;
-    else *static_cast<float*>(ptr) = float(v);
-  }
-};
-
-Scalar scalar_of(const Tensor& t) { return {t.data_ptr(), t.dtype == DType::Float64}; }
-
 // One thread: as the CPU kernel, norm = partial^(1/p) and coef = max_norm / (norm + 1e-6) capped at 1.
 __global__ void coefficient_kernel(Scalar partial, NormKind kind, double p, double max_norm, Scalar norm, Scalar coef) {
   const double s = partial.load();
@@ -310,8 +439,7 @@ void sgd_step(const Tensor& param, const Tensor& grad, const Tensor* momentum_bu
   KILN_CUDA_DISPATCH_FLOATING(param.dtype, op, {
     using T = scalar_t;
     using C = compute_t<T>;
-    const SgdStep<C> step{C(o.lr), C(o.weight_decay), C(o.momentum), C(1 - o.dampening), o.maximize ? C(-1) : C(1),
-                          o.weight_decay != 0, o.first_step, o.nesterov, momentum_buf != nullptr};
+    const SgdStep<C> step{ops::sgd_coefs<C>(o.lr, o), o.weight_decay != 0, momentum_buf != nullptr, o.nesterov};
     const UpdateOperands<T, 1> ptrs{param.data<T>(), grad.data<T>(), {momentum_buf ? momentum_buf->data<C>() : nullptr}};
     launch_update(op, param.device(), param.numel(), ptrs, step);
   });
@@ -327,15 +455,58 @@ void adam_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, c
   KILN_CUDA_DISPATCH_FLOATING(param.dtype, op, {
     using T = scalar_t;
     using C = compute_t<T>;
-    // AdamW multiplies by exactly 1 when there is no decay, which leaves every value unchanged.
-    const AdamStep<C> step{C(o.beta1), C(o.beta2), C(1 - o.beta1), C(1 - o.beta2), C(o.eps),
-                           C(o.lr / o.bias_correction1), C(o.bias_correction2_sqrt), o.maximize ? C(-1) : C(1),
-                           C(o.weight_decay), o.decoupled ? C(1 - o.lr * o.weight_decay) : C(1),
+    const AdamStep<C> step{ops::adam_coefs<C>(o.lr, o.bias_correction1, o.bias_correction2_sqrt, o),
                            !o.decoupled && o.weight_decay != 0, max_exp_avg_sq != nullptr};
     const UpdateOperands<T, 3> ptrs{param.data<T>(), grad.data<T>(),
                                     {exp_avg.data<C>(), exp_avg_sq.data<C>(),
                                      max_exp_avg_sq ? max_exp_avg_sq->data<C>() : nullptr}};
     launch_update(op, param.device(), param.numel(), ptrs, step);
+  });
+}
+
+void sgd_step_multi(const TensorList& params, const TensorList& grads, const TensorList& momentum_bufs,
+                    const Tensor* lr_device, double lr, double momentum, double dampening, double weight_decay,
+                    bool nesterov, bool maximize, bool first_step) {
+  const char* op = "sgdStepMulti";
+  const ops::SgdOptions o = ops::check_sgd_step_multi(params, grads, momentum_bufs, lr_device, lr, momentum, dampening,
+                                                      weight_decay, nesterov, maximize, first_step);
+  if (params.empty()) return;
+  const bool decay = o.weight_decay != 0, has_momentum = !momentum_bufs.empty();
+  KILN_CUDA_DISPATCH_FLOATING(params[0]->dtype, op, {
+    using T = scalar_t;
+    using C = compute_t<T>;
+    if (lr_device) {
+      const DeviceSgdCoefs<C> coefs{o, scalar_of(*lr_device), decay, has_momentum, o.nesterov};
+      launch_multi<T, 1>(op, params, grads, {&momentum_bufs}, {}, coefs);
+    } else {
+      const HostCoefs<SgdStep<C>> coefs{{ops::sgd_coefs<C>(o.lr, o), decay, has_momentum, o.nesterov}};
+      launch_multi<T, 1>(op, params, grads, {&momentum_bufs}, {}, coefs);
+    }
+  });
+}
+
+void adam_step_multi(const TensorList& params, const TensorList& grads, const TensorList& exp_avgs,
+                     const TensorList& exp_avg_sqs, const TensorList& max_exp_avg_sqs, const TensorList& steps,
+                     const Tensor* lr_device, double lr, double beta1, double beta2, double eps, double weight_decay,
+                     double bias_correction1, double bias_correction2_sqrt, bool decoupled, bool maximize) {
+  const char* op = "adamStepMulti";
+  const ops::AdamOptions o = ops::check_adam_step_multi(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
+                                                        lr_device, lr, beta1, beta2, eps, weight_decay,
+                                                        bias_correction1, bias_correction2_sqrt, decoupled, maximize);
+  if (params.empty()) return;
+  const bool l2 = !o.decoupled && o.weight_decay != 0, amsgrad = !max_exp_avg_sqs.empty();
+  KILN_CUDA_DISPATCH_FLOATING(params[0]->dtype, op, {
+    using T = scalar_t;
+    using C = compute_t<T>;
+    const std::array<const TensorList*, 3> states{&exp_avgs, &exp_avg_sqs, &max_exp_avg_sqs};
+    if (lr_device) {
+      const DeviceAdamCoefs<C> coefs{o, scalar_of(*lr_device), l2, amsgrad};
+      launch_multi<T, 3>(op, params, grads, states, steps, coefs);
+    } else {
+      const HostCoefs<AdamStep<C>> coefs{
+          {ops::adam_coefs<C>(o.lr, o.bias_correction1, o.bias_correction2_sqrt, o), l2, amsgrad}};
+      launch_multi<T, 3>(op, params, grads, states, steps, coefs);
+    }
   });
 }
 
