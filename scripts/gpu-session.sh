@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# One GPU-host session in one call, about 8 minutes: restores Node.js and the staged CUDA build
-# (.gpu/, from `bash ../shared/gpu/stage.sh` after a KILN_CUDA=ON KILN_CUDA_ARCHS=90 KILN_GLOO=0
-# build here), records nvidia-smi, runs `npm run test:cuda`, then the GPT-2 benchmark
-# (bench/gpt2/run.sh --device cuda --profile 3: with GPU ms per step by kernel family for each
-# side; kiln's fused attention only if test/cuda/attention.test.ts passed), and prints a short
-# summary last. Every phase has its own
-# timeout (seconds: TEST_TIMEOUT 120, and run.sh's KILN_TIMEOUT 150, TORCH_TIMEOUT 60,
-# COMPILE_TIMEOUT 120), so one that hangs costs its limit and the rest still run. Everything goes
-# under $OUT (./gpu-session without it), six files: session.log, nvidia-smi.txt, test-cuda.log,
-# gpt2/gpt2.{json,md,log}. Options after the script's name go to run.sh (--steps, --batch, ...).
+# One GPU-host session in one call, at most about 9 minutes: restores Node.js and the staged CUDA
+# build (.gpu/, from `bash ../shared/gpu/stage.sh` after a KILN_CUDA=ON KILN_CUDA_ARCHS=90
+# KILN_GLOO=0 build here), records nvidia-smi, runs `npm run test:cuda`, then the GPT-2 benchmark
+# (bench/gpt2/run.sh --device cuda --profile 3: GPU ms per step by kernel family for each side;
+# kiln's fused attention only if test/cuda/attention.test.ts passed), then kiln alone replaying a
+# captured CUDA graph, and prints a short summary last. Every phase has its own timeout (seconds:
+# TEST_TIMEOUT 100; run.sh's KILN_TIMEOUT 140, TORCH_TIMEOUT 60, COMPILE_TIMEOUT 120; GRAPH_TIMEOUT
+# 90), so one that hangs costs its limit and the rest still run. Everything goes under $OUT
+# (./gpu-session without it), eight files: session.log, nvidia-smi.txt, test-cuda.log,
+# gpt2/gpt2.{json,md,log}, graph.{log,txt}. Options after the script's name go to run.sh.
 #   bash scripts/gpu-session.sh [--steps 20]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -25,8 +25,8 @@ timeout 20 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 node -e 'const k = require("./dist/index.js"); console.log("kiln:", JSON.stringify(k.buildInfo()), "GPUs:", k.cuda.deviceCount())'
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name())'
 
-stamp "npm run test:cuda (timeout ${TEST_TIMEOUT:-120}s)"
-timeout --kill-after=10 "${TEST_TIMEOUT:-120}" npm run test:cuda > "$OUT/test-cuda.log" 2>&1
+stamp "npm run test:cuda (timeout ${TEST_TIMEOUT:-100}s)"
+timeout --kill-after=10 "${TEST_TIMEOUT:-100}" npm run test:cuda > "$OUT/test-cuda.log" 2>&1
 test_rc=$?
 tail -25 "$OUT/test-cuda.log"
 # The bench takes the fused attention only where its test passed against the CPU twin.
@@ -34,16 +34,27 @@ flash=0
 grep -Eq '^ok [0-9]+ - test/cuda/attention.test.ts' "$OUT/test-cuda.log" && flash=1
 
 stamp "bench/gpt2/run.sh --device cuda --profile 3 --flash $flash $*"
-KILN_TIMEOUT="${KILN_TIMEOUT:-150}" TORCH_TIMEOUT="${TORCH_TIMEOUT:-60}" COMPILE_TIMEOUT="${COMPILE_TIMEOUT:-120}" \
+KILN_TIMEOUT="${KILN_TIMEOUT:-140}" TORCH_TIMEOUT="${TORCH_TIMEOUT:-60}" COMPILE_TIMEOUT="${COMPILE_TIMEOUT:-120}" \
   bash bench/gpt2/run.sh --device cuda --profile 3 --flash "$flash" "$@"
 bench_rc=$?
+
+# kiln again with the timed steps replayed from one captured CUDA graph (kiln only; 3 check steps).
+stamp "kiln with a CUDA graph (timeout ${GRAPH_TIMEOUT:-90}s)"
+graph_work="$(mktemp -d)"
+timeout --kill-after=10 "${GRAPH_TIMEOUT:-90}" node bench/gpt2/kiln.mjs --device cuda --graph 1 --flash "$flash" \
+  --check 3 --warmup 2 --work "$graph_work" > "$OUT/graph.log" 2>&1
+graph_rc=$?
+tail -3 "$OUT/graph.log"
+node -e 'const r = require(process.argv[1]); console.log(`kiln CUDA graph: ${r.ms_per_step.toFixed(1)} ms/step, host ${r.host_ms_per_step.toFixed(1)} ms/step, capture ${r.graph_capture_ms.toFixed(0)} ms, peak ${(r.peak_memory_bytes / 2 ** 30).toFixed(2)} GiB`)' \
+  "$graph_work/kiln.json" 2>/dev/null | tee "$OUT/graph.txt"
+rm -rf "$graph_work"
 
 stamp summary
 case "$test_rc" in
   0) echo "test:cuda: passed" ;;
-  124|137) echo "test:cuda: TIMED OUT after ${TEST_TIMEOUT:-120}s (see test-cuda.log)" ;;
+  124|137) echo "test:cuda: TIMED OUT after ${TEST_TIMEOUT:-100}s (see test-cuda.log)" ;;
   *) echo "test:cuda: FAILED, exit $test_rc (see test-cuda.log)" ;;
 esac
 echo "fused attention in the bench: $([ "$flash" = 1 ] && echo on || echo 'OFF (test/cuda/attention.test.ts did not pass)')"
-echo "bench/gpt2: exit $bench_rc"
+echo "bench/gpt2: exit $bench_rc; kiln with a CUDA graph: exit $graph_rc"
 [ -f "$OUT/gpt2/gpt2.md" ] && cat "$OUT/gpt2/gpt2.md"

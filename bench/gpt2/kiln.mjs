@@ -9,8 +9,10 @@
 // kiln.cuda.profileKernels (without the loss read) and records GPU ms per step by kernel family and
 // the top kernels. Also recorded: host_ms_per_step, the time the host spends enqueueing a step (all
 // but the wait in loss.item()); near ms_per_step, the GPU waits for JavaScript. Writes <work>/kiln.json.
-// --flash 0 makes CUDA attention take the unfused path (kiln.cuda.setFlashAttention(false)).
-//   node bench/gpt2/kiln.mjs --work DIR [--device cuda] [--steps 20] [--warmup 3] [--profile 0] [--flash 1]
+// --flash 0 makes CUDA attention take the unfused path (kiln.cuda.setFlashAttention(false)). --graph 1
+// (CUDA) makes AdamW capturable and the timed steps replays of one captured step (kiln.cuda.CUDAGraph),
+// each after copying its batch into the graph's input tensors: no JavaScript per op.
+//   node bench/gpt2/kiln.mjs --work DIR [--device cuda] [--steps 20] [--warmup 3] [--profile 0] [--flash 1] [--graph 0]
 //        [--check 20] [--batch 16] [--block 1024] [--layers 12] [--embd 768] [--heads 12] [--vocab 50304]
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -18,17 +20,18 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import * as kiln from '../../dist/index.mjs';
 
-const spec = { steps: 20, warmup: 3, check: 20, batch: 16, block: 1024, layers: 12, embd: 768, heads: 12, vocab: 50304, threads: 0, profile: 0, flash: 1 };
+const spec = { steps: 20, warmup: 3, check: 20, batch: 16, block: 1024, layers: 12, embd: 768, heads: 12, vocab: 50304, threads: 0, profile: 0, flash: 1, graph: 0 };
 const { values } = parseArgs({
   options: { ...Object.fromEntries(Object.keys(spec).map((k) => [k, { type: 'string' }])), device: { type: 'string' }, work: { type: 'string' } },
 });
 const a = Object.fromEntries(Object.entries(spec).map(([k, d]) => [k, values[k] === undefined ? d : Number(values[k])]));
-for (const [k, v] of Object.entries(a)) if (!Number.isInteger(v) || v < (['warmup', 'threads', 'profile', 'flash'].includes(k) ? 0 : 1)) throw new Error(`--${k} must be a positive integer, got ${values[k]}`);
+for (const [k, v] of Object.entries(a)) if (!Number.isInteger(v) || v < (['warmup', 'threads', 'profile', 'flash', 'graph'].includes(k) ? 0 : 1)) throw new Error(`--${k} must be a positive integer, got ${values[k]}`);
 if (!values.work) throw new Error('--work is required');
 const device = values.device ?? 'cpu';
 const cuda = device.startsWith('cuda');
 if (a.threads) kiln.setNumThreads(a.threads);
 if (cuda) kiln.cuda.setFlashAttention(a.flash !== 0);
+if (a.graph && !cuda) throw new Error('--graph 1 needs --device cuda');
 
 // ---- model and data, written for PyTorch ----
 kiln.manualSeed(0);
@@ -51,11 +54,10 @@ kiln.io.saveSafetensors(path.join(values.work, 'init.safetensors'), saved, { tie
 
 model.to({ device });
 const onDevice = batches.map((b) => b.map((t) => t.to({ device })));
-const optimizer = new kiln.optim.AdamW(model.parameters(), { lr: 3e-4, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0.1 });
+const optimizer = new kiln.optim.AdamW(model.parameters(), { lr: 3e-4, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0.1, capturable: a.graph !== 0 });
 
-// One step's work, enqueued; returns the loss tensor (reading it waits for the device).
-function enqueueStep(i) {
-  const [x, y] = onDevice[i % onDevice.length];
+// One step's work on batch i (or on x, y), enqueued; returns the loss tensor (reading it waits for the device).
+function enqueueStep(i, [x, y] = onDevice[i % onDevice.length]) {
   const loss = kiln.tidy(() => {
     const l = kiln.autocast({ dtype: 'bfloat16' }, () => model.forward(x, y).loss);
     l.backward();
@@ -76,6 +78,19 @@ function step(i) {
   return value;
 }
 
+// --graph: one step captured after the eager ones, replayed on each batch copied into its inputs.
+let graph = null;
+function replayStep(i) {
+  const t0 = performance.now();
+  const [x, y] = onDevice[i % onDevice.length];
+  graph.x.copy_(x);
+  graph.y.copy_(y);
+  optimizer.syncLr();
+  graph.g.replay();
+  hostMs += performance.now() - t0;
+  return graph.loss.item();
+}
+
 if (cuda) kiln.cuda.resetPeakMemoryStats();
 kiln.resetPeakMemory();
 const losses = [];
@@ -85,11 +100,20 @@ for (let i = 0; i < a.check + a.warmup; i++) {
   // One line per untimed step: a run cut short by its timeout still shows how far it got.
   console.log(`kiln step ${i}: loss ${losses[i].toFixed(4)}, ${((performance.now() - t0) / 1e3).toFixed(1)} s`);
 }
+let captureMs = null;
+if (a.graph) {
+  const c0 = performance.now();
+  const x = onDevice[0][0].clone(), y = onDevice[0][1].clone();
+  const g = new kiln.cuda.CUDAGraph();
+  graph = { g, x, y, loss: g.capture(() => enqueueStep(0, [x, y])) };
+  captureMs = performance.now() - c0;
+  console.log(`kiln: captured one step as a CUDA graph in ${captureMs.toFixed(0)} ms`);
+}
 const times = [];
 hostMs = 0;
 for (let i = 0; i < a.steps; i++) {
   const s0 = performance.now();
-  losses.push(step(i));
+  losses.push(graph ? replayStep(i) : step(i));
   if (cuda) kiln.cuda.synchronize();
   times.push(performance.now() - s0);
 }
@@ -115,7 +139,7 @@ if (cuda && a.profile > 0) {
 const info = kiln.buildInfo();
 const result = {
   framework: 'kiln',
-  variant: `kiln bf16 autocast${cuda && !a.flash ? ', unfused attention' : ''}`,
+  variant: `kiln bf16 autocast${cuda && !a.flash ? ', unfused attention' : ''}${graph ? ', CUDA graph' : ''}`,
   device: cuda ? kiln.cuda.getDeviceName() : `cpu (${os.cpus()[0]?.model}, ${info.threads} threads)`,
   model: { vocab: a.vocab, block: a.block, layers: a.layers, embd: a.embd, heads: a.heads, parameters: model.numParameters() },
   batch: a.batch,
@@ -124,6 +148,7 @@ const result = {
   ms_per_step: median,
   ms_per_step_best: sorted[0],
   host_ms_per_step: hostMs / a.steps,
+  graph_capture_ms: captureMs,
   profile,
   check_losses: losses.slice(0, a.check),
   last_loss: losses[losses.length - 1],

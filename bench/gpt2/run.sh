@@ -8,7 +8,8 @@
 # set (the GPU host, which returns at most 8 files), else bench/results/gpt2.
 #   bash bench/gpt2/run.sh [--device cuda] [--steps 20] [--warmup 3] [--batch 16] [--block 1024] [--profile N] [--quick]
 # --profile N (CUDA): N more steps per side with the GPU time split by kernel family. --flash 0:
-# kiln's CUDA attention unfused (kiln.cuda.setFlashAttention(false)).
+# kiln's CUDA attention unfused (kiln.cuda.setFlashAttention(false)). --graph 1: kiln's timed steps
+# replay one captured CUDA graph.
 # --quick: a tiny model (2 layers, 64 wide, 2 heads, context 64, vocab 512, batch 4, 5 timed steps)
 # to check the script end to end on the CPU. Timeouts (seconds): KILN_TIMEOUT, TORCH_TIMEOUT (eager),
 # COMPILE_TIMEOUT; PYTHON picks the interpreter (default python3).
@@ -23,7 +24,7 @@ while [ $# -gt 0 ]; do
     --device) device="$2"; shift 2 ;;
     --quick) quick=1; shift ;;
     --steps|--warmup|--check|--batch|--block|--layers|--embd|--heads|--vocab|--threads|--profile) args+=("$1" "$2"); shift 2 ;;
-    --flash) kiln_args+=("$1" "$2"); shift 2 ;;
+    --flash|--graph) kiln_args+=("$1" "$2"); shift 2 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done

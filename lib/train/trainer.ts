@@ -34,6 +34,7 @@ import { stack } from '../ops/shape';
 import type { LRScheduler } from '../optim/lr_scheduler';
 import type { Optimizer } from '../optim/optimizer';
 import { Tensor } from '../tensor';
+import { BatchFeed, GraphedStep, checkGraphable, disposeCopies, mapBatch } from './graph_step';
 import { lineChartSVG } from './plot';
 import { BatchUnit, ProgressMode, ProgressReporter, ProgressStream, formatDuration, unitLabels } from './progress';
 import { StepContext, TrainStrategy } from './strategy';
@@ -199,6 +200,16 @@ export interface TrainerOptions<M extends Module = Module> {
    * strategy subclasses TrainStrategy and overrides forwardBackward, beforeStep or step.
    */
   strategy?: TrainStrategy<M>;
+  /**
+   * Capture the training step (forward and backward of every micro-batch, clipping, the optimizer
+   * step) as a CUDA graph after 2 eager steps and replay it for the steps after, each on its batches
+   * copied into the graph's inputs: no JavaScript and no launch per op (kiln.cuda.CUDAGraph). Needs
+   * one process (the default strategy), a model on a GPU and an optimizer made with
+   * `capturable: true`; the LR schedule steps between replays. A step whose batch shapes differ from
+   * the captured ones runs eagerly. Nothing in the step may draw random numbers (dropout must be 0)
+   * or read a tensor. Default false.
+   */
+  cudaGraph?: boolean;
 }
 
 /** How the Trainer reads batches of type B: their loss and their size. */
@@ -328,15 +339,7 @@ function defaultCount(batch: unknown, unit: BatchUnit): number {
 
 /** batch with each of its tensors (in arrays and plain objects) on device; tensors already there stay. */
 function toDevice<B>(batch: B, device: string): B {
-  const move = (x: unknown): unknown => {
-    if (x instanceof Tensor) return x.to({ device });
-    if (Array.isArray(x)) return x.map(move);
-    if (x !== null && typeof x === 'object' && Object.getPrototypeOf(x) === Object.prototype) {
-      return Object.fromEntries(Object.entries(x).map(([k, v]) => [k, move(v)]));
-    }
-    return x;
-  };
-  return move(batch) as B;
+  return mapBatch(batch, (t) => t.to({ device }));
 }
 
 function defaultLoss(model: Module, batch: unknown): Tensor {
@@ -471,6 +474,8 @@ export class Trainer<M extends Module = Module> {
   private badLoss: { step: number; value: number } | null = null;
   /** Steps whose loss is still on the device, oldest first. */
   private pending: StepValues[] = [];
+  /** The captured step of the cudaGraph option (made by fit()). */
+  private graphed: GraphedStep | null = null;
 
   /**
    * A trainer for opts.model; a ValueError for bad options, a DeviceError when the model's parameters
@@ -505,6 +510,8 @@ export class Trainer<M extends Module = Module> {
     if (opts.strategy !== undefined && !(opts.strategy instanceof TrainStrategy)) throw new ValueError('Trainer', 'strategy must be a TrainStrategy');
     // A data-parallel model trains with the data-parallel strategy unless one is given.
     this.strategy = opts.strategy ?? (opts.model instanceof DistributedDataParallel ? new DataParallelStrategy<M>() : new TrainStrategy<M>());
+    if (opts.cudaGraph !== undefined && typeof opts.cudaGraph !== 'boolean') throw new ValueError('Trainer', `cudaGraph must be a boolean, got ${String(opts.cudaGraph)}`);
+    if (opts.cudaGraph) checkGraphable(this.model, this.optimizer, this.strategy);
   }
 
   /** Optimizer steps done so far. */
@@ -571,7 +578,7 @@ export class Trainer<M extends Module = Module> {
    * forwardBackward over the window's micro-batches (each in its own tidy scope); returns their summed
    * loss on the device (float32 at least) and reports each batch's size to counted.
    */
-  private forwardBackwardWindow<B>(stream: Stream<B>, ctx: StepContext<M>, bo: BatchOptions<M, B>, counted: (n: number) => void): Tensor {
+  private forwardBackwardWindow<B>(stream: BatchFeed<B>, ctx: StepContext<M>, bo: BatchOptions<M, B>, counted: (n: number) => void): Tensor {
     const k = this.accum;
     let sum: Tensor | null = null;
     try {
@@ -607,6 +614,7 @@ export class Trainer<M extends Module = Module> {
    * The mean loss (float64 for float64 losses, else float32) and the gradient norm stay on the device.
    */
   private async trainStep<B>(stream: Stream<B>, ctx: StepContext<M>, bo: BatchOptions<M, B>): Promise<{ loss: Tensor; gradNorm: Tensor | null; lr: number; count: number }> {
+    if (this.graphed) return this.graphedStep(stream, ctx, bo);
     const k = this.accum;
     let count = 0;
     const sum = this.forwardBackwardWindow(stream, ctx, bo, (n) => (count += n));
@@ -627,6 +635,43 @@ export class Trainer<M extends Module = Module> {
       sum.dispose();
     }
     return { loss: mean, gradNorm, lr, count };
+  }
+
+  /**
+   * The cudaGraph option's step: the window's batches moved to the device, then the step's work
+   * (forward and backward of each micro-batch, beforeStep, the optimizer step: the default strategy's
+   * parts without the LR schedule) run eagerly, captured or replayed by GraphedStep; the schedule
+   * steps after it, outside the graph.
+   */
+  private graphedStep<B>(stream: Stream<B>, ctx: StepContext<M>, bo: BatchOptions<M, B>): { loss: Tensor; gradNorm: Tensor | null; lr: number; count: number } {
+    const k = this.accum;
+    const device = this.device ?? this.model.parameters()[0].device;
+    const raw = Array.from({ length: k }, () => stream.next());
+    const count = raw.reduce((n: number, b) => n + this.countOf(b, bo), 0);
+    const lr = this.optimizer.paramGroups[0].lr;
+    // The step's parts without the schedule, which is host state a replay would not advance.
+    const stepCtx: StepContext<M> = Object.create(ctx, { scheduler: { value: null } });
+    let result: { loss: Tensor; gradNorm: Tensor | null };
+    try {
+      const batches = raw.map((b) => toDevice(b, device));
+      try {
+        result = this.graphed!.step(batches, (inputs) => {
+          let i = 0;
+          const sum = this.forwardBackwardWindow({ next: () => inputs[i++] as B, owned: false }, stepCtx, bo, () => {});
+          const gradNorm = tidy(() => this.strategy.beforeStep(stepCtx));
+          tidy(() => this.strategy.step(stepCtx));
+          const loss = k > 1 ? noGrad(() => sum.div(k)) : sum;
+          if (loss !== sum) sum.dispose();
+          return { loss, gradNorm };
+        });
+      } finally {
+        batches.forEach((b, i) => disposeCopies(b, raw[i]));
+      }
+    } finally {
+      if (stream.owned) raw.forEach((b) => dispose(b));
+    }
+    ctx.scheduler?.step();
+    return { ...result, lr, count };
   }
 
   /**
@@ -783,6 +828,7 @@ export class Trainer<M extends Module = Module> {
     let stopAgreed = false;
     this.model.train();
     this.optimizer.zeroGrad();
+    if (opts.cudaGraph && !this.graphed) this.graphed = new GraphedStep(this.optimizer);
 
     for (const cb of this.callbacks) await cb.onFitStart?.(this, { step: this.state.step, totalSteps: total });
     const progress = new ProgressReporter(mode, total, this.state.step, logInterval, opts.progressStream);
@@ -901,6 +947,9 @@ export class Trainer<M extends Module = Module> {
       // Steps not read when the run ended (a callback or a step threw): free their tensors.
       for (const v of this.pending) dispose([v.loss, v.gradNorm]);
       this.pending = [];
+      // The captured step's memory is not kept between fit() calls (the next one captures again).
+      this.graphed?.dispose();
+      this.graphed = null;
       progress.stop();
       metrics?.close();
     }

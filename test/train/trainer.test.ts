@@ -11,7 +11,7 @@ import * as kiln from '../../lib/index';
 import type { Tensor } from '../../lib/index';
 import { nn, optim } from '../../lib/index';
 import { DataLoader, TensorDataset } from '../../lib/data/index';
-import { FitResult, StepInfo, Trainer, lineChartSVG } from '../../lib/train/index';
+import { FitResult, StepInfo, TrainStrategy, Trainer, lineChartSVG } from '../../lib/train/index';
 import { niceTicks } from '../../lib/train/plot';
 import { randomTensor, values } from '../helpers/gradcheck';
 
@@ -391,4 +391,16 @@ t.test('evalMetrics: weighted means over the validation batches, in onEval, metr
   await t.rejects(trainer.fit({ train: [[x, y]], val, loss: mse, steps: 1, evalMetrics: () => ({ bad: NaN }) }), { name: 'ValueError', message: /evalMetrics must return an object of finite numbers/ });
   await t.rejects(trainer.fit({ train: [[x, y]], val, loss: mse, steps: 1, evalMetrics: () => ({ loss: 1 }) }), { name: 'ValueError', message: /cannot name a metric 'loss'/ });
   t.same(trainer.evaluateWithMetrics(val, { loss: mse }).metrics, {}, 'no evalMetrics: no metrics');
+});
+
+t.test('cudaGraph is checked when the Trainer is made: one process, a capturable optimizer, a model on a GPU', async (t) => {
+  const mlp = new MLP();
+  const make = (o: object) => new Trainer({ model: mlp, optimizer: new optim.AdamW(mlp.parameters()), progress: 'none', ...o });
+  t.throws(() => make({ cudaGraph: 'yes' }), { name: 'ValueError', message: /cudaGraph must be a boolean/ });
+  t.throws(() => make({ cudaGraph: true }), { name: 'ValueError', message: /capturable: true \(group 0 is not\)/ });
+  const capturable = new optim.AdamW(mlp.parameters(), { capturable: true });
+  t.throws(() => new Trainer({ model: mlp, optimizer: capturable, cudaGraph: true }), { name: 'ValueError', message: /model on one GPU; its parameters are on cpu/ });
+  class Custom extends TrainStrategy {}
+  t.throws(() => new Trainer({ model: mlp, optimizer: capturable, cudaGraph: true, strategy: new Custom() }), { name: 'ValueError', message: /single-process strategy, not Custom/ });
+  t.doesNotThrow(() => make({ cudaGraph: false }));
 });
