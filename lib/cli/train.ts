@@ -57,6 +57,7 @@ export const TRAIN: CommandSpec = {
     { name: 'seed', kind: 'int', value: '<n>', min: 0, help: 'seed of initialization, data order and sampling', defaultText: '0' },
     DEVICE_OPTION,
     { name: 'zero', kind: 'boolean', help: 'under a launcher: shard the AdamW state across the processes (ZeRO stage 1)', inConfig: true },
+    { name: 'cuda-graph', kind: 'boolean', help: 'on a GPU: capture the training step as a CUDA graph after two steps and replay it (needs --dropout 0, one process)', inConfig: true },
     { name: 'threads', kind: 'int', value: '<n>', min: 1, help: 'CPU threads', defaultText: 'all cores' },
     { name: 'resume', kind: 'boolean', help: `continue the run saved in --out (${CHECKPOINT_FILE}); its LR schedule keeps the steps it was planned for` },
     { name: 'progress', kind: 'string', value: '<mode>', choices: ['bar', 'log', 'none'], help: 'progress display', defaultText: 'bar on a terminal, else log' },
@@ -97,6 +98,7 @@ interface Settings {
   threads: number | null;
   resume: boolean;
   zero: boolean;
+  cudaGraph: boolean;
   progress: 'bar' | 'log' | 'none' | 'auto';
   sampleTokens: number;
 }
@@ -128,6 +130,7 @@ function settings(v: OptionValues): Settings {
     threads: (v.threads as number) ?? null,
     resume: (v.resume as boolean) ?? false,
     zero: (v.zero as boolean) ?? false,
+    cudaGraph: (v.cudaGraph as boolean) ?? false,
     progress: (v.progress as Settings['progress']) ?? 'auto',
     sampleTokens: (v.sampleTokens as number) ?? 40,
   };
@@ -335,6 +338,11 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
   // rank sampling its own windows, rank 0 printing and writing --out.
   const distributed = kiln.dist.readDistEnv().worldSize > 1;
   if (s.zero && !distributed) throw new UsageError('--zero shards the optimizer across processes: run under kiln launch (or torchrun, srun, mpirun) with several');
+  if (s.cudaGraph) {
+    if (device === 'cpu') throw new UsageError('--cuda-graph needs --device cuda');
+    if (distributed) throw new UsageError('--cuda-graph trains in one process; it cannot run under a launcher');
+    if (s.dropout > 0) throw new UsageError(`--cuda-graph needs --dropout 0 (a graph would replay the same dropout masks), got ${s.dropout}`);
+  }
   if (distributed) await kiln.dist.initProcessGroup({ backend: device === 'cpu' ? 'gloo' : 'nccl' });
   const rank = kiln.dist.rank();
   const isMain = rank === 0;
@@ -371,7 +379,7 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
     { params: params.filter((p) => p.ndim >= 2), weightDecay: s.weightDecay },
     { params: params.filter((p) => p.ndim < 2), weightDecay: 0 },
   ];
-  const adam = { lr: s.lr, betas: [0.9, 0.99] as [number, number] };
+  const adam = { lr: s.lr, betas: [0.9, 0.99] as [number, number], capturable: s.cudaGraph };
   const optimizer = s.zero ? new kiln.dist.ZeroRedundancyOptimizer(groups, { optimizer: AdamW, ...adam }) : new AdamW(groups, adam);
   let where = device === 'cpu' ? plural(kiln.buildInfo().threads, 'thread') : `on ${device} (${kiln.cuda.getDeviceName(device)})`;
   if (distributed) where += ` per process; data parallel on ${kiln.dist.worldSize()} processes (${kiln.dist.worldGroup().backend})`;
@@ -385,7 +393,7 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
   const tokensPerStep = s.batchSize * s.blockSize * s.gradAccum;
   say(
     `training: ${s.steps} steps of ${s.gradAccum > 1 ? `${s.gradAccum} x ` : ''}${s.batchSize} x ${s.blockSize} tokens (${formatCount(s.steps * tokensPerStep)} in all), ` +
-      `AdamW lr ${num(s.lr)} (warmup ${Math.min(s.warmup, scheduleSteps)}, cosine to ${num(s.lr * s.minLrRatio)} at step ${scheduleSteps}), clip ${num(s.clip)}, ${s.autocast === 'bf16' ? 'bf16 autocast, ' : ''}${where}`,
+      `AdamW lr ${num(s.lr)} (warmup ${Math.min(s.warmup, scheduleSteps)}, cosine to ${num(s.lr * s.minLrRatio)} at step ${scheduleSteps}), clip ${num(s.clip)}, ${s.autocast === 'bf16' ? 'bf16 autocast, ' : ''}${s.cudaGraph ? 'CUDA graph, ' : ''}${where}`,
   );
 
   const showSamples = (when: string) => {
@@ -413,6 +421,7 @@ export async function train(argv: string[], out: NodeJS.WritableStream = process
     gradAccumulation: s.gradAccum,
     clipGradNorm: s.clip,
     autocast: s.autocast === 'bf16' ? 'bfloat16' : false,
+    cudaGraph: s.cudaGraph,
     evalInterval: s.evalInterval,
     evalBatches: s.evalBatches,
     checkpointInterval: s.evalInterval,

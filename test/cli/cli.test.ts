@@ -66,6 +66,7 @@ t.test('bad flags and values', async (t) => {
   misuse(t, ['train', '--steps'], /--steps needs a value/);
   misuse(t, ['train', '--lr', '0'], /--lr must be > 0/);
   misuse(t, ['train', '--dropout', '1.5'], /--dropout must be <= 1/);
+  misuse(t, ['train', '--cuda-graph'], /--cuda-graph needs --device cuda/);
   misuse(t, ['train', '--tokenizer', 'bpe'], /--tokenizer must be one of char, gpt2/);
   misuse(t, ['train', '--autocast', 'fp8'], /--autocast must be one of bf16, off/);
   misuse(t, ['train', '--n-embd', '30', '--n-head', '4'], /--n-embd \(30\) must be a multiple of --n-head \(4\)/);
