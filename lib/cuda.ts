@@ -443,6 +443,7 @@ export class CUDAGraph {
     const op = 'CUDAGraph.capture';
     if (typeof fn !== 'function') throw new ValueError(op, `fn must be a function, got ${describe(fn)}`);
     if (this._state !== 'new') throw new ValueError(op, `this graph is ${this._state === 'disposed' ? 'disposed' : 'already captured'}; make a new CUDAGraph`);
+    if (isCapturing()) throw new ValueError(op, 'not allowed while a CUDA graph is being captured: graphs do not nest');
     const d = this._dev;
     const prev = currentStream(d);
     this._stream = new Stream({ device: d });

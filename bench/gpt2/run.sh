@@ -12,7 +12,8 @@
 # replay one captured CUDA graph.
 # --quick: a tiny model (2 layers, 64 wide, 2 heads, context 64, vocab 512, batch 4, 5 timed steps)
 # to check the script end to end on the CPU. Timeouts (seconds): KILN_TIMEOUT, TORCH_TIMEOUT (eager),
-# COMPILE_TIMEOUT; PYTHON picks the interpreter (default python3).
+# COMPILE_TIMEOUT, each cut to what is left of RUN_BUDGET when set; PYTHON picks the interpreter
+# (default python3).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 device=cpu
@@ -41,8 +42,13 @@ notes=()
 peak=()
 case "$device" in cuda*) peak=(--peak-tflops 989) ;; esac
 
+# RUN_BUDGET (seconds, default none): every phase's timeout is cut to what is left of it.
+run_end=$((SECONDS + ${RUN_BUDGET:-1000000}))
 phase() { # name, timeout, command...: runs it, logs to $out/gpt2.log, notes a failure
   local name="$1" limit="$2"; shift 2
+  local left=$((run_end - SECONDS - 5))
+  if [ "$left" -lt 10 ]; then notes+=("$name skipped: RUN_BUDGET spent"); return 124; fi
+  [ "$limit" -gt "$left" ] && limit=$left
   echo "== $name (timeout ${limit}s): $*"
   local t0=$SECONDS
   timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$out/gpt2.log"

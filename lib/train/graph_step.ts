@@ -2,10 +2,12 @@
 // and replayed for the steps after it, each on its batches copied into the graph's static input
 // tensors, so that a step costs one launch and no JavaScript per op. The first steps run eagerly
 // (they make the optimizer's state, the gradients' first layout and the libraries' workspaces, which
-// a capture must find in place); a step whose batches differ in shape or dtype from the captured
-// ones runs eagerly too. Also the walk over a batch's tensors (arrays and plain objects) the Trainer
+// a capture must find in place), and the capture waits for a step shaped like the one before it (not
+// an epoch's short tail); a step whose batches differ from the captured ones (a tensor's shape or
+// dtype, or any value that is not a tensor, which a graph would keep at its captured value) runs
+// eagerly too. Also the walk over a batch's tensors (arrays and plain objects) the Trainer
 // moves batches to a device with.
-import { CUDAGraph } from '../cuda';
+import { CUDAGraph, emptyCache } from '../cuda';
 import { ValueError } from '../errors';
 import { dispose, keep } from '../memory';
 import type { Module } from '../nn/module';
@@ -27,6 +29,16 @@ export function mapBatch<B>(batch: B, f: (t: Tensor) => Tensor): B {
     return x;
   };
   return map(batch) as B;
+}
+
+/** What a step must share with the captured one: tensors' dtype, shape and device, other values as they are. */
+function signature(batch: unknown): string {
+  if (batch instanceof Tensor) return `${batch.dtype}[${batch.shape}]@${batch.device}`;
+  if (Array.isArray(batch)) return `[${batch.map(signature).join(',')}]`;
+  if (batch !== null && typeof batch === 'object' && Object.getPrototypeOf(batch) === Object.prototype) {
+    return `{${Object.entries(batch).map(([k, v]) => `${JSON.stringify(k)}:${signature(v)}`).join(',')}}`;
+  }
+  return typeof batch === 'bigint' ? `${batch}n` : (JSON.stringify(batch) ?? String(batch));
 }
 
 function tensorsOf(batch: unknown): Tensor[] {
@@ -78,6 +90,8 @@ export class GraphedStep {
   /** What the captured step returned; every replay rewrites it. */
   private outputs: StepOutputs | null = null;
   private eagerSteps = 0;
+  /** The signature of the last eager step's batches, then of the captured step's. */
+  private lastSignature = '';
 
   constructor(private readonly optimizer: Optimizer<any>) {}
 
@@ -87,7 +101,10 @@ export class GraphedStep {
    * caller owns.
    */
   step(batches: unknown[], work: (batches: unknown[]) => StepOutputs): StepOutputs {
-    if (this.eagerSteps < WARMUP_STEPS || (this.graph && !this.fits(batches))) {
+    const sig = batches.map(signature).join(';');
+    const eager = this.graph ? sig !== this.lastSignature : this.eagerSteps < WARMUP_STEPS || sig !== this.lastSignature;
+    if (eager) {
+      if (!this.graph) this.lastSignature = sig;
       this.eagerSteps++;
       return work(batches);
     }
@@ -112,6 +129,8 @@ export class GraphedStep {
     if (!device?.startsWith('cuda')) throw new ValueError('Trainer', `cudaGraph needs the batches on the GPU (set the device option); got ${device ?? 'no tensor'}`);
     // Written now, outside the graph: inside it, nothing host-side may change.
     this.optimizer.syncLr();
+    // The eager steps' cached memory goes back to the driver: the graph allocates its own.
+    emptyCache();
     const graph = new CUDAGraph(device);
     try {
       const out = graph.capture(() => work(this.inputs));
@@ -122,12 +141,6 @@ export class GraphedStep {
       throw new ValueError('Trainer', `cudaGraph: the training step could not be captured: ${(e as Error).message}`);
     }
     this.graph = graph;
-  }
-
-  /** Whether batches have the captured inputs' structure, shapes and dtypes. */
-  private fits(batches: unknown[]): boolean {
-    const sig = (b: unknown) => tensorsOf(b).map((t) => `${t.dtype}[${t.shape}]@${t.device}`).join(';');
-    return batches.length === this.inputs.length && batches.every((b, i) => sig(b) === sig(this.inputs[i]));
   }
 
   /** Frees the graph and its inputs and outputs. */

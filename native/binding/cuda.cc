@@ -195,7 +195,11 @@ static Napi::Value graph_capture_begin(const Napi::CallbackInfo& info) {
   auto holder = std::make_unique<GraphHolder>();
   holder->graph = cuda::graph_capture_begin(stream_arg(info, 0, "CUDAGraph.capture"));
   auto e = Napi::External<GraphHolder>::New(info.Env(), holder.get(), [](Napi::Env, GraphHolder* h) {
-    if (h->graph) cuda::graph_destroy(h->graph);
+    // A finalizer must not throw (it would end the process): a failure here leaks the graph instead.
+    try {
+      if (h->graph) cuda::graph_destroy(h->graph);
+    } catch (...) {
+    }
     delete h;
   });
   holder.release();

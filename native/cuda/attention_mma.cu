@@ -30,6 +30,9 @@
 // sets). The kernels are in attention_mma_kernels.cuh; test/ops/attention_mma_host.test.ts runs them
 // on the host in an emulation, test/cuda/attention.test.ts on a GPU against the CPU twin.
 #include <cstdint>
+#include <mutex>
+#include <set>
+#include <utility>
 #include "../ops/attention.h"
 #include "attention.cuh"
 #include "common.cuh"
@@ -57,10 +60,22 @@ Tensor aligned_rows(const Tensor& t) {
 
 // Launches kernel on grid (BH, ceil(rows / 64)) with `shared` bytes of dynamic shared memory (over
 // the default 48 KiB for the backward at D = 128, which needs the opt-in).
+// The opt-in is per function and device, set on each one's first launch (a cudaFuncSetAttribute per
+// launch would cost host time every step).
 template <typename K, typename... Args>
 void launch(K kernel, int64_t BH, int64_t rows, size_t shared, cudaStream_t s, Args... args) {
-  KILN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared)),
-                  "flashAttention");
+  static std::mutex mutex;
+  static std::set<std::pair<const void*, int>> raised;
+  int device = 0;
+  KILN_CUDA_CHECK(cudaGetDevice(&device), "flashAttention");
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (raised.insert({reinterpret_cast<const void*>(kernel), device}).second) {
+      const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared));
+      if (e != cudaSuccess) raised.erase({reinterpret_cast<const void*>(kernel), device});
+      KILN_CUDA_CHECK(e, "flashAttention");
+    }
+  }
   const dim3 grid(unsigned(BH), unsigned((rows + kRows - 1) / kRows));
   kernel<<<grid, kBlockThreads, shared, s>>>(args...);
 }

@@ -41,6 +41,7 @@ class Stream {
   int priority = 0;
   bool is_default = false;
   int64_t refs = 1;  // see runtime.h; guarded by g_mutex
+  int graph_owners = 0;  // live graphs whose memory is this stream's cache (never returned to the driver)
   struct Block;
   std::unordered_map<size_t, std::vector<Block*>> free_blocks;  // size class -> cached blocks
 };
@@ -158,15 +159,19 @@ void hold_back(Block* b, const std::vector<Stream*>& on, Stream* target) {
   ds.stats.pending++;
 }
 
-// The stream's last reference went: its cached blocks move to the default stream behind an event
-// (work enqueued on s may still read them), and the CUDA stream is destroyed (CUDA lets enqueued
-// work finish first).
-void retire(Stream* s) {
-  DeviceState& ds = g_devices[s->device.index];
-  Stream* to = ds.default_stream.load();
+// s's cached blocks move to the default stream behind an event (work enqueued on s may still read them).
+void pass_cache_to_default(Stream* s) {
+  Stream* to = g_devices[s->device.index].default_stream.load();
   for (auto& [size, blocks] : s->free_blocks)
     for (Block* b : blocks) hold_back(b, {s}, to);
   s->free_blocks.clear();
+}
+
+// The stream's last reference went: its cache goes to the default stream, and the CUDA stream is
+// destroyed (CUDA lets enqueued work finish first).
+void retire(Stream* s) {
+  DeviceState& ds = g_devices[s->device.index];
+  pass_cache_to_default(s);
   ds.streams.erase(std::find(ds.streams.begin(), ds.streams.end(), s));
   cudaStreamDestroy(s->handle);
   delete s;
@@ -212,6 +217,7 @@ void release_cached(DeviceState& ds, int index) {
   }
   collect_pending(ds);
   for (Stream* s : ds.streams) {
+    if (s->graph_owners) continue;  // a live graph's addresses: its replays write there
     for (auto& [size, blocks] : s->free_blocks) {
       for (Block* b : blocks) {
         cudaFree(b->ptr);
@@ -222,6 +228,18 @@ void release_cached(DeviceState& ds, int index) {
     }
     s->free_blocks.clear();
   }
+}
+
+// cudaMalloc, also while this thread captures a graph: the thread-local capture mode forbids it as
+// potentially unsafe (it would invalidate the capture), so the mode is relaxed around the call, as
+// PyTorch's allocator does; the memory itself is not part of the graph.
+cudaError_t malloc_maybe_capturing(void** p, size_t size) {
+  if (t_captures == 0) return cudaMalloc(p, size);
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  cudaThreadExchangeStreamCaptureMode(&mode);
+  const cudaError_t e = cudaMalloc(p, size);
+  cudaThreadExchangeStreamCaptureMode(&mode);
+  return e;
 }
 
 void* device_alloc(size_t n, Device d) {
@@ -239,7 +257,7 @@ void* device_alloc(size_t n, Device d) {
   } else {
     set_device(d);
     void* p = nullptr;
-    cudaError_t e = cudaMalloc(&p, size);
+    cudaError_t e = malloc_maybe_capturing(&p, size);
     if (e == cudaErrorMemoryAllocation && !ds.capture) {
       cudaGetLastError();  // clear the (non-sticky) error, free the cache, retry once (not while capturing)
       release_cached(ds, d.index);
@@ -249,7 +267,7 @@ void* device_alloc(size_t n, Device d) {
         cudaGetLastError();
         ds.stats.ooms++;
         size_t free_b = 0, total_b = 0;
-        cudaMemGetInfo(&free_b, &total_b);
+        if (!ds.capture) cudaMemGetInfo(&free_b, &total_b);
         throw Error(ErrorCode::OutOfMemory, "alloc",
                     str_cat("CUDA out of memory on cuda:", d.index, ": tried to allocate ", n, " bytes (", size,
                             " rounded); tensors hold ", ds.stats.allocated, " bytes, kiln has reserved ",
@@ -361,6 +379,7 @@ Stream* current_stream(Device d) {
 cudaStream_t stream(Device d) { return current_stream(d)->handle; }
 
 void set_current_stream(Stream* s) {
+  refuse_during_capture("withStream", "a graph captures the work of its own stream only");
   std::lock_guard<std::mutex> lock(g_mutex);
   Stream*& slot = t_streams[s->device.index];
   Stream* old = slot;
@@ -560,6 +579,7 @@ Graph* graph_capture_begin(Stream* s) {
   const Device d = s->device;
   KILN_CHECK(!s->is_default, Value, op, "a graph captures on a stream of its own, not a default stream");
   Stream* previous = current_stream(d);
+  wait_stream(s, previous);  // recorded before the capture starts: not part of the graph
   auto g = std::make_unique<Graph>();
   g->device = d;
   g->stream = s;
@@ -570,11 +590,11 @@ Graph* graph_capture_begin(Stream* s) {
     KILN_CHECK(!ds.capture, Value, op, "cuda:", d.index, " is already capturing a graph");
     ref(s);
     ref(previous);
+    s->graph_owners++;
     ds.capture = g.get();
   }
+  set_current_stream(s);  // before t_captures counts this capture (which refuses stream changes)
   t_captures++;
-  wait_stream(s, previous);  // recorded before the capture starts: not part of the graph
-  set_current_stream(s);
   const cudaError_t e = cudaStreamBeginCapture(s->handle, cudaStreamCaptureModeThreadLocal);
   if (e != cudaSuccess) {
     cudaGetLastError();
@@ -606,6 +626,7 @@ void graph_capture_end(Graph* g) {
   cudaError_t e = end_capture(g, &g->graph);
   if (e == cudaSuccess) e = cudaGraphInstantiate(&g->exec, g->graph, 0);
   if (e != cudaSuccess) {
+    g->exec = nullptr;
     cudaGetLastError();
     throw Error(ErrorCode::Cuda, op,
                 str_cat("the capture failed: ", cudaGetErrorName(e), ": ", cudaGetErrorString(e),
@@ -633,7 +654,7 @@ void graph_replay(Graph* g) {
 
 void graph_destroy(Graph* g) {
   graph_capture_abort(g);
-  set_device(g->device);
+  enter(g->device);
   if (g->exec) cudaGraphExecDestroy(g->exec);
   if (g->graph) cudaGraphDestroy(g->graph);
   std::lock_guard<std::mutex> lock(g_mutex);
@@ -646,7 +667,11 @@ void graph_destroy(Graph* g) {
     on.pop_back();
     for (Stream* u : on) unref(u);
   }
-  unref(g->stream);
+  // The graph's memory goes back to ordinary use once its replays are done; the stream itself may
+  // live on in JavaScript until collected.
+  Stream* s = g->stream;
+  if (--s->graph_owners == 0) pass_cache_to_default(s);
+  unref(s);
   delete g;
 }
 
@@ -661,6 +686,7 @@ struct ProfileMarks {
 ProfileMarks g_marks[kMaxDevices];
 
 void record_mark(Device d, ProfileMarks& m) {
+  set_device(d);
   if (m.count == m.events.size()) {
     cudaEvent_t e = nullptr;
     KILN_CUDA_CHECK(cudaEventCreate(&e), "profileKernels");

@@ -1,8 +1,9 @@
 // CUDA graphs on a GPU: a captured computation replays on new inputs copied into its static
 // tensors; the graph's memory is not handed to eager work while it lives; a captured training step
 // (SGD with momentum at a constant learning rate, warmed up eagerly first) replays the same losses
-// and parameters as eager steps; what cannot be captured (reads, host data, random draws, nesting)
-// is a ValueError that leaves the device usable; replays hold memory steady and dispose returns it.
+// and parameters as eager steps; what cannot be captured (reads, host data, random draws, nesting,
+// other streams) is a ValueError that leaves the device usable; replays hold memory steady, and
+// dispose returns the graph's memory (to the driver at emptyCache).
 import t from 'tap';
 import * as kiln from '../../lib/index';
 import type { Tensor } from '../../lib/index';
@@ -46,8 +47,12 @@ if (!kiln.cuda.isAvailable()) {
     const junk = Array.from({ length: 8 }, () => kiln.full([1 << 16], -7, { device: 'cuda' }));
     g.replay();
     junk.forEach((j) => j.fill_(123));
+    kiln.cuda.emptyCache(); // returns cached memory to the driver, but not the graph's
+    const more = Array.from({ length: 8 }, () => kiln.full([1 << 16], -7, { device: 'cuda' }));
     g.replay();
+    more.forEach((j) => j.fill_(5));
     t.ok(values(y).every((v) => v === 7.5), 'every element is (6 + 9) / 2');
+    more.forEach((j) => j.dispose());
     junk.forEach((j) => j.dispose());
     g.dispose();
   });
@@ -102,12 +107,14 @@ if (!kiln.cuda.isAvailable()) {
 
   t.test('what cannot be captured is a ValueError, and the device stays usable', async (t) => {
     const x = kiln.ones([64], { device: 'cuda' });
+    const side = new kiln.cuda.Stream();
     const cases: Array<[string, () => unknown, RegExp]> = [
       ['item', () => x.sum().item(), /captured.*wait/],
       ['host data', () => kiln.tensor([1, 2, 3], { device: 'cuda' }), /host memory/],
       ['random', () => kiln.rand([8], { device: 'cuda' }), /same numbers/],
       ['synchronize', () => kiln.cuda.synchronize(), /captured/],
       ['nesting', () => new CUDAGraph().capture(() => x.add(1)), /do not nest/],
+      ['another stream', () => kiln.cuda.withStream(side, () => x.add(1)), /its own stream/],
     ];
     for (const [what, f, message] of cases) {
       const g = new CUDAGraph();
@@ -136,5 +143,12 @@ if (!kiln.cuda.isAvailable()) {
     g.dispose();
     kiln.cuda.synchronize();
     t.equal(kiln.cuda.memoryStats().allocated, before, 'allocated is back where it was');
+    kiln.cuda.emptyCache();
+    const reserved = kiln.cuda.memoryStats().reserved;
+    const again = new CUDAGraph();
+    again.capture(f).dispose();
+    again.dispose();
+    kiln.cuda.emptyCache();
+    t.equal(kiln.cuda.memoryStats().reserved, reserved, "a disposed graph's memory goes back to the driver with emptyCache");
   });
 }
