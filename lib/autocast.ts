@@ -1,7 +1,7 @@
 // Autocast state (torch.autocast): which low-precision dtype matmul-like ops compute in, per device
 // type. lib/ops/dispatch.ts reads it when an op runs; backward runs with it off, so gradients keep
 // the dtypes the forward chose.
-import { ValueError } from './errors';
+import { ValueError, refusePromise } from './errors';
 
 /** The dtypes autocast can compute matmul-like ops in. */
 export type AutocastDType = 'bfloat16' | 'float16';
@@ -56,9 +56,7 @@ export function autocast<T>(opts: AutocastOptions, fn: () => T): T {
   const prev = setAutocastState(opts.enabled === false ? null : { dtype, deviceType });
   try {
     const out = fn();
-    if (out && typeof (out as { then?: unknown }).then === 'function') {
-      throw new ValueError('autocast', 'fn returned a Promise; autocast scopes are synchronous (await outside, autocast each synchronous part)');
-    }
+    refusePromise('autocast', out, 'autocast scopes are synchronous (await outside, autocast each synchronous part)');
     return out;
   } finally {
     state = prev;

@@ -1,7 +1,7 @@
 // kiln.cuda: whether CUDA is usable, devices, synchronization, allocator statistics and cache
 // control, TF32 for float32 matmul, streams and events (torch.cuda.Stream / Event / stream()), CUDA
 // graphs (torch.cuda.CUDAGraph), and GPU time per kernel (profileKernels).
-import { DeviceError, ValueError } from './errors';
+import { DeviceError, ValueError, refusePromise } from './errors';
 import { cudaRuntime } from './ops/runtime';
 import { deviceName, type Device } from './device';
 import { withKernelMarks } from './ops/dispatch';
@@ -360,10 +360,7 @@ export function withStream<T>(stream: Stream, fn: () => T): T {
     set(prev._h);
     current.set(d, prev);
   }
-  if (result instanceof Promise) {
-    result.catch(() => {});
-    throw new ValueError('withStream', 'fn returned a Promise; stream scopes are synchronous (await outside withStream)');
-  }
+  refusePromise('withStream', result, 'stream scopes are synchronous (await outside withStream)');
   return result;
 }
 
@@ -453,10 +450,7 @@ export class CUDAGraph {
     let result: T;
     try {
       result = fn();
-      if (result instanceof Promise) {
-        result.catch(() => {});
-        throw new ValueError(op, 'fn returned a Promise; a capture is synchronous');
-      }
+      refusePromise(op, result, 'a capture is synchronous');
     } catch (e) {
       need('cudaGraphCaptureAbort', op)(this._h);
       current.set(d, prev);
@@ -553,10 +547,7 @@ export function profileKernels<T>(fn: () => T, device?: number | string): Kernel
   }
   const hostMs = performance.now() - t0;
   const marks = collect(d);
-  if (result instanceof Promise) {
-    result.catch(() => {});
-    throw new ValueError(op, 'fn returned a Promise; profiles are synchronous (await outside profileKernels)');
-  }
+  refusePromise(op, result, 'profiles are synchronous (await outside profileKernels)');
   const byKernel = labels.map((name, i) => ({ name, family: families[i], ms: 0, calls: 0 }));
   let gpuMs = 0;
   for (let i = 0; i < marks.length; i += 2) {

@@ -60,3 +60,15 @@ export function nativeError(code: number, op: string, message: string): KilnErro
   const Cls = byCode[code];
   return Cls ? new Cls(op, message) : new KilnError(op, message);
 }
+
+/**
+ * @internal Throws a ValueError for a synchronous scope (tidy, autocast, withStream, a graph capture,
+ * a profile) whose fn returned a Promise or other thenable: what runs after its first await would
+ * escape the scope. The thenable's own rejection, expected then, is silenced. hint says what to do.
+ */
+export function refusePromise(op: string, result: unknown, hint: string): void {
+  const then = result !== null && typeof result === 'object' ? (result as { then?: unknown }).then : undefined;
+  if (typeof then !== 'function') return;
+  (result as PromiseLike<unknown>).then(undefined, () => {});
+  throw new ValueError(op, `fn returned a Promise; ${hint}`);
+}

@@ -1,7 +1,7 @@
 // Deterministic freeing of native memory: tidy() scopes dispose the tensors created inside them
 // except what they return; keep() takes a tensor out of every open scope; memory() reports.
 import type { Tensor } from './tensor';
-import { OutOfMemoryError, ValueError } from './errors';
+import { OutOfMemoryError, refusePromise } from './errors';
 import * as runtime from './ops/runtime';
 
 const scopes: Set<Tensor>[] = [];
@@ -53,13 +53,10 @@ export function tidy<T>(fn: () => T): T {
     throw e;
   }
   scopes.pop();
-  if (result instanceof Promise) {
-    // What ran before the first await is freed; what runs after it would escape every scope. The
-    // rest of fn then fails on a disposed tensor: that rejection is expected, not unhandled.
-    result.catch(() => {});
-    for (const t of scope) t.dispose();
-    throw new ValueError('tidy', 'fn returned a Promise; tidy scopes are synchronous (await outside tidy, and tidy each synchronous part)');
-  }
+  // What ran before the first await is freed; what runs after it would escape every scope. The rest
+  // of fn then fails on a disposed tensor: that rejection is expected, not unhandled.
+  if (result instanceof Promise) for (const t of scope) t.dispose();
+  refusePromise('tidy', result, 'tidy scopes are synchronous (await outside tidy, and tidy each synchronous part)');
   // Loaded lazily: tensor.ts imports this module.
   const { Tensor } = require('./tensor') as typeof import('./tensor');
   const kept = new Set<Tensor>();

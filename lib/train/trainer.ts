@@ -34,7 +34,7 @@ import { stack } from '../ops/shape';
 import type { LRScheduler } from '../optim/lr_scheduler';
 import type { Optimizer } from '../optim/optimizer';
 import { Tensor } from '../tensor';
-import { BatchFeed, GraphedStep, checkGraphable, disposeCopies, mapBatch } from './graph_step';
+import { BatchFeed, GraphedStep, StepOutputs, checkGraphable, disposeCopies, mapBatch } from './graph_step';
 import { lineChartSVG } from './plot';
 import { BatchUnit, ProgressMode, ProgressReporter, ProgressStream, formatDuration, unitLabels } from './progress';
 import { StepContext, TrainStrategy } from './strategy';
@@ -211,6 +211,9 @@ export interface TrainerOptions<M extends Module = Module> {
    */
   cudaGraph?: boolean;
 }
+
+/** One training step's results: StepOutputs, the lr it ran with and the batch size it counted. */
+type StepResult = StepOutputs & { lr: number; count: number };
 
 /** How the Trainer reads batches of type B: their loss and their size. */
 export interface BatchOptions<M extends Module, B> {
@@ -613,9 +616,8 @@ export class Trainer<M extends Module = Module> {
    * One optimizer step over gradAccumulation micro-batches from stream, through the strategy's parts.
    * The mean loss (float64 for float64 losses, else float32) and the gradient norm stay on the device.
    */
-  private async trainStep<B>(stream: Stream<B>, ctx: StepContext<M>, bo: BatchOptions<M, B>): Promise<{ loss: Tensor; gradNorm: Tensor | null; lr: number; count: number }> {
+  private async trainStep<B>(stream: Stream<B>, ctx: StepContext<M>, bo: BatchOptions<M, B>): Promise<StepResult> {
     if (this.graphed) return this.graphedStep(stream, ctx, bo);
-    const k = this.accum;
     let count = 0;
     const sum = this.forwardBackwardWindow(stream, ctx, bo, (n) => (count += n));
     const lr = this.optimizer.paramGroups[0].lr;
@@ -629,12 +631,15 @@ export class Trainer<M extends Module = Module> {
       dispose([sum, gradNorm]);
       throw e;
     }
-    let mean = sum;
-    if (k > 1) {
-      mean = noGrad(() => sum.div(k));
-      sum.dispose();
-    }
-    return { loss: mean, gradNorm, lr, count };
+    return { loss: this.meanLoss(sum), gradNorm, lr, count };
+  }
+
+  /** The window's mean loss from its sum (sum itself for one micro-batch, else freed). */
+  private meanLoss(sum: Tensor): Tensor {
+    if (this.accum === 1) return sum;
+    const mean = noGrad(() => sum.div(this.accum));
+    sum.dispose();
+    return mean;
   }
 
   /**
@@ -643,7 +648,7 @@ export class Trainer<M extends Module = Module> {
    * parts without the LR schedule) run eagerly, captured or replayed by GraphedStep; the schedule
    * steps after it, outside the graph.
    */
-  private graphedStep<B>(stream: Stream<B>, ctx: StepContext<M>, bo: BatchOptions<M, B>): { loss: Tensor; gradNorm: Tensor | null; lr: number; count: number } {
+  private graphedStep<B>(stream: Stream<B>, ctx: StepContext<M>, bo: BatchOptions<M, B>): StepResult {
     const k = this.accum;
     const device = this.device ?? this.model.parameters()[0].device;
     const raw = Array.from({ length: k }, () => stream.next());
@@ -651,7 +656,7 @@ export class Trainer<M extends Module = Module> {
     const lr = this.optimizer.paramGroups[0].lr;
     // The step's parts without the schedule, which is host state a replay would not advance.
     const stepCtx: StepContext<M> = Object.create(ctx, { scheduler: { value: null } });
-    let result: { loss: Tensor; gradNorm: Tensor | null };
+    let result: StepOutputs;
     try {
       const batches = raw.map((b) => toDevice(b, device));
       try {
@@ -660,9 +665,7 @@ export class Trainer<M extends Module = Module> {
           const sum = this.forwardBackwardWindow({ next: () => inputs[i++] as B, owned: false }, stepCtx, bo, () => {});
           const gradNorm = tidy(() => this.strategy.beforeStep(stepCtx));
           tidy(() => this.strategy.step(stepCtx));
-          const loss = k > 1 ? noGrad(() => sum.div(k)) : sum;
-          if (loss !== sum) sum.dispose();
-          return { loss, gradNorm };
+          return { loss: this.meanLoss(sum), gradNorm };
         });
       } finally {
         batches.forEach((b, i) => disposeCopies(b, raw[i]));
@@ -828,7 +831,7 @@ export class Trainer<M extends Module = Module> {
     let stopAgreed = false;
     this.model.train();
     this.optimizer.zeroGrad();
-    if (opts.cudaGraph && !this.graphed) this.graphed = new GraphedStep(this.optimizer);
+    this.graphed = opts.cudaGraph ? new GraphedStep(this.optimizer) : null;
 
     for (const cb of this.callbacks) await cb.onFitStart?.(this, { step: this.state.step, totalSteps: total });
     const progress = new ProgressReporter(mode, total, this.state.step, logInterval, opts.progressStream);
