@@ -124,6 +124,11 @@ export class Node {
   }
 }
 
+/** Whether recordOp would record an op on inputs: grad mode is on and one of them requires grad. */
+export function willRecord(inputs: ReadonlyArray<Tensor | null | undefined>): boolean {
+  return isGradEnabled() && inputs.some((t) => t?.requiresGrad);
+}
+
 /**
  * Records output as the result of op `name` on inputs when grad mode is on and an input requires
  * grad. `saved` are the tensors backward needs; the graph keeps its own references to them, so the
@@ -136,10 +141,7 @@ export function recordOp(
   saved: readonly Tensor[],
   fn: BackwardFn,
 ): Tensor {
-  if (!isGradEnabled()) return output;
-  let any = false;
-  for (let i = 0; i < inputs.length && !any; i++) any = !!inputs[i]?.requiresGrad;
-  if (!any) return output;
+  if (!willRecord(inputs)) return output;
   const next = inputs.map((t): Edge | null => {
     if (!t || !t.requiresGrad) return null;
     return t.gradFn ? { node: t.gradFn } : { leaf: t };

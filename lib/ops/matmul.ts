@@ -5,8 +5,7 @@
 // layout allows (transposed operands become gemm flags, not copies). All are autocast 'lowPrecision'
 // ops; the half dtypes a backend's bmm lacks (the CPU's) compute in float32 through defineOp. gemmRaw
 // and gemmKernels reach the CPU GEMM implementations directly.
-import { recordOp } from '../autograd/engine';
-import { isGradEnabled } from '../autograd/grad_mode';
+import { recordOp, willRecord } from '../autograd/engine';
 import { DTYPE_CODE, isFloating } from '../dtype';
 import { DTypeError, DeviceError, ShapeError, ValueError } from '../errors';
 import { NativeHandle, native, nativeExports } from '../native';
@@ -344,8 +343,7 @@ const linearGeluOp = defineOp<LinearArgs>({
   },
   forward(x, weight, bias) {
     // The GELU's input is kept only where a backward may need it.
-    const wantsGrad = isGradEnabled() && [x, weight, bias].some((t) => t?.requiresGrad);
-    const pre = wantsGrad ? emptyTensor([...x.shape.slice(0, -1), weight.shape[0]], x.dtype, x._dev) : null;
+    const pre = willRecord([x, weight, bias]) ? emptyTensor([...x.shape.slice(0, -1), weight.shape[0]], x.dtype, x._dev) : null;
     let out: Tensor;
     try {
       out = linearProduct(x, weight, bias ?? null, 'gelu_tanh', pre);

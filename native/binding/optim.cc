@@ -1,6 +1,5 @@
 // Binding for the optim family (native/ops/optim.h): the fused SGD and Adam/AdamW updates (one
-// parameter or a list per call) and the
-// gradient-clipping passes. lib/ops/optim.ts passes every coefficient by position, named in the
+// parameter or a list per call) and the gradient-clipping passes. lib/ops/optim.ts passes every coefficient by position, named in the
 // signatures kernels() reports.
 #include "../ops/optim.h"
 #include "op_table.h"
