@@ -11,7 +11,7 @@ import { DTypeError, DeviceError, ShapeError, ValueError } from '../errors';
 import { NativeHandle, native, nativeExports } from '../native';
 import { contiguousStrides, numel, shapeStr } from '../shape';
 import { Tensor, emptyTensor } from '../tensor';
-import { bindKernels, defineOp, opCodes } from './dispatch';
+import { bindKernels, defineOp, fillOutputs, opCodes } from './dispatch';
 import { geluBackward } from './elementwise';
 import { sum, sumToShape } from './reduce';
 import { permute, reshape, transpose } from './shape';
@@ -311,18 +311,21 @@ function recordLinear(op: string, x: Tensor, weight: Tensor, bias: Tensor | null
   });
 }
 
-const linearOp = defineOp<LinearArgs>({
-  name: 'linear',
-  inputs: [0, 1, 2],
-  kernels: ['bmm'],
-  autocast: 'lowPrecision',
-  check(x, weight, bias) {
-    checkLinear('linear', x, weight, bias);
-  },
-  forward(x, weight, bias) {
-    const out = linearProduct(x, weight, bias ?? null, 'none', null);
-    return recordLinear('linear', x, weight, bias, out, [], (g) => g);
-  },
+/** A linear-shaped op (linear, linearGelu): linear's inputs, dtype policy and checks, its own forward. */
+function linearDef(name: string, forward: (...args: LinearArgs) => Tensor): (...args: LinearArgs) => Tensor {
+  return defineOp<LinearArgs>({
+    name,
+    inputs: [0, 1, 2],
+    kernels: ['bmm'],
+    autocast: 'lowPrecision',
+    check: (x, weight, bias) => checkLinear(name, x, weight, bias),
+    forward,
+  });
+}
+
+const linearOp = linearDef('linear', (x, weight, bias) => {
+  const out = linearProduct(x, weight, bias ?? null, 'none', null);
+  return recordLinear('linear', x, weight, bias, out, [], (g) => g);
 });
 
 /**
@@ -333,29 +336,17 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor 
   return linearOp(x, weight, bias);
 }
 
-const linearGeluOp = defineOp<LinearArgs>({
-  name: 'linearGelu',
-  inputs: [0, 1, 2],
-  kernels: ['bmm'],
-  autocast: 'lowPrecision',
-  check(x, weight, bias) {
-    checkLinear('linearGelu', x, weight, bias);
-  },
-  forward(x, weight, bias) {
-    // The GELU's input is kept only where a backward may need it.
-    const pre = willRecord([x, weight, bias]) ? emptyTensor([...x.shape.slice(0, -1), weight.shape[0]], x.dtype, x._dev) : null;
-    let out: Tensor;
-    try {
-      out = linearProduct(x, weight, bias ?? null, 'gelu_tanh', pre);
-    } catch (e) {
-      pre?.dispose();
-      throw e;
-    }
-    if (!pre) return out;
-    const res = recordLinear('linearGelu', x, weight, bias, out, [pre], (g, [p]) => geluBackward(p, g, 'tanh'));
+const linearGeluOp = linearDef('linearGelu', (x, weight, bias) => {
+  // The GELU's input is kept only where a backward may need it.
+  const pre = willRecord([x, weight, bias]) ? emptyTensor([...x.shape.slice(0, -1), weight.shape[0]], x.dtype, x._dev) : null;
+  let out!: Tensor;
+  fillOutputs(pre ? [pre] : [], () => (out = linearProduct(x, weight, bias ?? null, 'gelu_tanh', pre)));
+  if (!pre) return out;
+  try {
+    return recordLinear('linearGelu', x, weight, bias, out, [pre], (g, [p]) => geluBackward(p, g, 'tanh'));
+  } finally {
     pre.dispose();
-    return res;
-  },
+  }
 });
 
 /**

@@ -1,8 +1,8 @@
 // CPU batched matrix product on strided 3-D operands: picks gemm's transpose flags and row strides
 // from each operand's layout (copying only operands that are neither row- nor column-major), fills
 // the output with the bias first when there is one, then runs gemm over the batch; a GELU epilogue
-// then maps the product in one more pass (the twin of cuBLASLt's fused epilogue: ew::gelu_tanh under
-// run_simd, as the elementwise gelu computes it, so the fused and unfused paths agree bit for bit).
+// then maps the product in one more pass (the twin of cuBLASLt's fused epilogue: the elementwise
+// gelu_tanh kernel itself, so the fused and unfused paths agree bit for bit).
 // Also gemmRaw, the direct entry to one GEMM implementation (matmul.h).
 #include "matmul.h"
 #include <algorithm>
@@ -11,7 +11,6 @@
 #include "../ops/matmul.h"
 #include "copy.h"
 #include "gemm.h"
-#include "simd.h"
 
 namespace kiln::cpu {
 namespace {
@@ -53,18 +52,6 @@ void fill_bias(const Tensor& bias, const Tensor& out) {
   });
 }
 
-// out = gelu_tanh(pre) elementwise over contiguous tensors (pre may be out itself).
-template <typename T>
-void gelu_tanh_epilogue(const Tensor& pre, const Tensor& out) {
-  const T* p = pre.data<T>();
-  T* o = out.data<T>();
-  parallel_for(out.numel(), 16384, [&](int64_t i0, int64_t i1) {
-    run_simd([&] {
-      for (int64_t i = i0; i < i1; i++) o[i] = ops::ew::gelu_tanh<T>(p[i]);
-    });
-  });
-}
-
 }  // namespace
 
 void bmm(const Tensor& a, const Tensor& b, const Tensor* bias, ops::Epilogue epilogue, const Tensor& out,
@@ -80,8 +67,8 @@ void bmm(const Tensor& a, const Tensor& b, const Tensor* bias, ops::Epilogue epi
     gemm_batched<scalar_t>(A.trans, B.trans, batch, M, N, K, scalar_t(1), static_cast<const scalar_t*>(A.data),
                            A.batch_stride, A.ld, static_cast<const scalar_t*>(B.data), B.batch_stride, B.ld,
                            scalar_t(bias ? 1 : 0), prod.data<scalar_t>(), M * N, N);
-    if (epilogue == ops::Epilogue::GeluTanh) gelu_tanh_epilogue<scalar_t>(prod, out);
   });
+  if (epilogue == ops::Epilogue::GeluTanh) unary(ops::UnaryOp::gelu_tanh, prod, out, 0, 0);
 }
 
 namespace {
