@@ -5,8 +5,9 @@
 // a capture must find in place), and the capture waits for a step shaped like the one before it (not
 // an epoch's short tail); a step whose batches differ from the captured ones (a tensor's shape or
 // dtype, or any value that is not a tensor, which a graph would keep at its captured value) runs
-// eagerly too. Also the walk over a batch's tensors (arrays and plain objects) the Trainer
-// moves batches to a device with.
+// eagerly too. A replay copies the batches' tensors straight into the graph's inputs (from the host
+// or the GPU), with no copy of its own. Also the walk over a batch's tensors (arrays and plain
+// objects) the Trainer moves batches to a device with.
 import { CUDAGraph, emptyCache } from '../cuda';
 import { ValueError } from '../errors';
 import { dispose, keep } from '../memory';
@@ -31,14 +32,22 @@ export function mapBatch<B>(batch: B, f: (t: Tensor) => Tensor): B {
   return map(batch) as B;
 }
 
-/** What a step must share with the captured one: tensors' dtype, shape and device, other values as they are. */
+/**
+ * What a step must share with the captured one: tensors' dtype and shape (wherever they are: a step
+ * moves them to the GPU), other values as they are.
+ */
 function signature(batch: unknown): string {
-  if (batch instanceof Tensor) return `${batch.dtype}[${batch.shape}]@${batch.device}`;
+  if (batch instanceof Tensor) return `${batch.dtype}[${batch.shape}]`;
   if (Array.isArray(batch)) return `[${batch.map(signature).join(',')}]`;
   if (batch !== null && typeof batch === 'object' && Object.getPrototypeOf(batch) === Object.prototype) {
     return `{${Object.entries(batch).map(([k, v]) => `${JSON.stringify(k)}:${signature(v)}`).join(',')}}`;
   }
   return typeof batch === 'bigint' ? `${batch}n` : (JSON.stringify(batch) ?? String(batch));
+}
+
+/** batch with each of its tensors (in arrays and plain objects) on device; tensors already there stay. */
+export function toDevice<B>(batch: B, device: string): B {
+  return mapBatch(batch, (t) => t.to({ device }));
 }
 
 function tensorsOf(batch: unknown): Tensor[] {
@@ -48,7 +57,7 @@ function tensorsOf(batch: unknown): Tensor[] {
 }
 
 /** Frees the tensors of moved (a batch mapped by toDevice) that are not original's own. */
-export function disposeCopies(moved: unknown, original: unknown): void {
+function disposeCopies(moved: unknown, original: unknown): void {
   const own = new Set(tensorsOf(original));
   for (const t of tensorsOf(moved)) if (!own.has(t)) t.dispose();
 }
@@ -87,18 +96,24 @@ export class GraphedStep {
   private graph: CUDAGraph | null = null;
   /** The captured step's inputs: static copies of its micro-batches, rewritten before each replay. */
   private inputs: unknown[] = [];
+  /** Their tensors, micro-batch by micro-batch, in the order tensorsOf walks a batch. */
+  private inputTensors: Tensor[][] = [];
   /** What the captured step returned; every replay rewrites it. */
   private outputs: StepOutputs | null = null;
   private eagerSteps = 0;
   /** The signature of the last eager step's batches, then of the captured step's. */
   private lastSignature = '';
 
-  constructor(private readonly optimizer: Optimizer<any>) {}
+  /** device: the GPU the model is on, where the batches go. */
+  constructor(
+    private readonly optimizer: Optimizer<any>,
+    private readonly device: string,
+  ) {}
 
   /**
-   * Runs one step on batches (micro-batches already on the GPU) with work (the step's forward,
-   * backward and optimizer step, synchronous): eagerly, or captured and replayed. Returns tensors the
-   * caller owns.
+   * Runs one step on batches (micro-batches, anywhere) with work (the step's forward, backward and
+   * optimizer step on micro-batches on the GPU, synchronous): eagerly, or captured and replayed.
+   * Returns tensors the caller owns.
    */
   step(batches: unknown[], work: (batches: unknown[]) => StepOutputs): StepOutputs {
     const sig = batches.map(signature).join(';');
@@ -106,13 +121,15 @@ export class GraphedStep {
     if (eager) {
       if (!this.graph) this.lastSignature = sig;
       this.eagerSteps++;
-      return work(batches);
+      const moved = batches.map((b) => toDevice(b, this.device));
+      try {
+        return work(moved);
+      } finally {
+        moved.forEach((b, i) => disposeCopies(b, batches[i]));
+      }
     }
     if (this.graph) {
-      batches.forEach((b, i) => {
-        const dst = tensorsOf(this.inputs[i]);
-        tensorsOf(b).forEach((t, j) => dst[j].copy_(t));
-      });
+      batches.forEach((b, i) => tensorsOf(b).forEach((t, j) => this.inputTensors[i][j].copy_(t)));
     } else {
       this.capture(batches, work);
     }
@@ -124,20 +141,21 @@ export class GraphedStep {
 
   /** Captures work on static copies of batches (the replay that follows runs this step). */
   private capture(batches: unknown[], work: (batches: unknown[]) => StepOutputs): void {
-    this.inputs = batches.map((b) => mapBatch(b, (t) => keep(t.clone())));
-    const device = tensorsOf(batches)[0]?.device;
-    if (!device?.startsWith('cuda')) throw new ValueError('Trainer', `cudaGraph needs the batches on the GPU (set the device option); got ${device ?? 'no tensor'}`);
+    // Copies of their own on the GPU (a tensor moved there is one already).
+    this.inputs = batches.map((b) => mapBatch(b, (t) => keep(t.device === this.device ? t.clone() : t.to({ device: this.device }))));
+    this.inputTensors = this.inputs.map(tensorsOf);
     // Written now, outside the graph: inside it, nothing host-side may change.
     this.optimizer.syncLr();
     // The eager steps' cached memory goes back to the driver: the graph allocates its own.
     emptyCache();
-    const graph = new CUDAGraph(device);
+    const graph = new CUDAGraph(this.device);
     try {
       const out = graph.capture(() => work(this.inputs));
       this.outputs = { loss: keep(out.loss), gradNorm: out.gradNorm && keep(out.gradNorm) };
     } catch (e) {
       dispose(this.inputs);
       this.inputs = [];
+      this.inputTensors = [];
       throw new ValueError('Trainer', `cudaGraph: the training step could not be captured: ${(e as Error).message}`);
     }
     this.graph = graph;
@@ -149,6 +167,7 @@ export class GraphedStep {
     this.graph = null;
     dispose([this.inputs, this.outputs?.loss, this.outputs?.gradNorm]);
     this.inputs = [];
+    this.inputTensors = [];
     this.outputs = null;
   }
 }

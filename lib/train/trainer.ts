@@ -34,7 +34,7 @@ import { stack } from '../ops/shape';
 import type { LRScheduler } from '../optim/lr_scheduler';
 import type { Optimizer } from '../optim/optimizer';
 import { Tensor } from '../tensor';
-import { BatchFeed, GraphedStep, StepOutputs, checkGraphable, disposeCopies, mapBatch } from './graph_step';
+import { BatchFeed, GraphedStep, StepOutputs, checkGraphable, toDevice } from './graph_step';
 import { lineChartSVG } from './plot';
 import { BatchUnit, ProgressMode, ProgressReporter, ProgressStream, formatDuration, unitLabels } from './progress';
 import { StepContext, TrainStrategy } from './strategy';
@@ -340,11 +340,6 @@ function defaultCount(batch: unknown, unit: BatchUnit): number {
   return t.ndim ? t.shape[0] : 1;
 }
 
-/** batch with each of its tensors (in arrays and plain objects) on device; tensors already there stay. */
-function toDevice<B>(batch: B, device: string): B {
-  return mapBatch(batch, (t) => t.to({ device }));
-}
-
 function defaultLoss(model: Module, batch: unknown): Tensor {
   const out = model.forward(...(Array.isArray(batch) ? batch : [batch]));
   if (out instanceof Tensor) return out;
@@ -643,33 +638,26 @@ export class Trainer<M extends Module = Module> {
   }
 
   /**
-   * The cudaGraph option's step: the window's batches moved to the device, then the step's work
+   * The cudaGraph option's step: the window's batches, then the step's work
    * (forward and backward of each micro-batch, beforeStep, the optimizer step: the default strategy's
    * parts without the LR schedule) run eagerly, captured or replayed by GraphedStep; the schedule
    * steps after it, outside the graph.
    */
   private graphedStep<B>(stream: Stream<B>, ctx: StepContext<M>, bo: BatchOptions<M, B>): StepResult {
-    const k = this.accum;
-    const device = this.device ?? this.model.parameters()[0].device;
-    const raw = Array.from({ length: k }, () => stream.next());
+    const raw = Array.from({ length: this.accum }, () => stream.next());
     const count = raw.reduce((n: number, b) => n + this.countOf(b, bo), 0);
     const lr = this.optimizer.paramGroups[0].lr;
     // The step's parts without the schedule, which is host state a replay would not advance.
     const stepCtx: StepContext<M> = Object.create(ctx, { scheduler: { value: null } });
     let result: StepOutputs;
     try {
-      const batches = raw.map((b) => toDevice(b, device));
-      try {
-        result = this.graphed!.step(batches, (inputs) => {
-          let i = 0;
-          const sum = this.forwardBackwardWindow({ next: () => inputs[i++] as B, owned: false }, stepCtx, bo, () => {});
-          const gradNorm = tidy(() => this.strategy.beforeStep(stepCtx));
-          tidy(() => this.strategy.step(stepCtx));
-          return { loss: this.meanLoss(sum), gradNorm };
-        });
-      } finally {
-        batches.forEach((b, i) => disposeCopies(b, raw[i]));
-      }
+      result = this.graphed!.step(raw, (batches) => {
+        let i = 0;
+        const sum = this.forwardBackwardWindow({ next: () => batches[i++] as B, owned: false }, stepCtx, bo, () => {});
+        const gradNorm = tidy(() => this.strategy.beforeStep(stepCtx));
+        tidy(() => this.strategy.step(stepCtx));
+        return { loss: this.meanLoss(sum), gradNorm };
+      });
     } finally {
       if (stream.owned) raw.forEach((b) => dispose(b));
     }
@@ -831,7 +819,7 @@ export class Trainer<M extends Module = Module> {
     let stopAgreed = false;
     this.model.train();
     this.optimizer.zeroGrad();
-    this.graphed = opts.cudaGraph ? new GraphedStep(this.optimizer) : null;
+    this.graphed = opts.cudaGraph ? new GraphedStep(this.optimizer, this.device ?? this.model.parameters()[0].device) : null;
 
     for (const cb of this.callbacks) await cb.onFitStart?.(this, { step: this.state.step, totalSteps: total });
     const progress = new ProgressReporter(mode, total, this.state.step, logInterval, opts.progressStream);
