@@ -8,6 +8,7 @@
 import { recordOp } from '../autograd/engine';
 import { isFloating } from '../dtype';
 import { DTypeError, DeviceError, ShapeError, ValueError } from '../errors';
+import { nativeExports } from '../native';
 import { shapeStr } from '../shape';
 import { Tensor, emptyTensor } from '../tensor';
 import { bindKernels, defineOp, fillOutputs, kernelDTypes } from './dispatch';
@@ -87,7 +88,7 @@ export function flashAttention(q: Tensor, k: Tensor, v: Tensor, opts: FlashAtten
 }
 
 // The largest head dim the CUDA kernels take (kAttentionCudaMaxHeadDim in native/ops/attention.h).
-const CUDA_MAX_HEAD_DIM = 128;
+const CUDA_MAX_HEAD_DIM = nativeExports.attentionCudaMaxHeadDim as number;
 
 /**
  * @internal Whether flashAttention has a kernel for q's device and head dim (half dtypes compute in

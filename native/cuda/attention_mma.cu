@@ -61,14 +61,15 @@ Tensor aligned_rows(const Tensor& t) {
 // Launches kernel on grid (BH, ceil(rows / 64)) with `shared` bytes of dynamic shared memory (over
 // the default 48 KiB for the backward at D = 128, which needs the opt-in).
 // The opt-in is per function and device, set on each one's first launch (a cudaFuncSetAttribute per
-// launch would cost host time every step).
+// launch would cost host time every step); kernels within the default need none.
 template <typename K, typename... Args>
 void launch(K kernel, int64_t BH, int64_t rows, size_t shared, cudaStream_t s, Args... args) {
   static std::mutex mutex;
   static std::set<std::pair<const void*, int>> raised;
-  int device = 0;
-  KILN_CUDA_CHECK(cudaGetDevice(&device), "flashAttention");
-  {
+  constexpr size_t kDefaultSharedBytes = 48 << 10;
+  if (shared > kDefaultSharedBytes) {
+    int device = 0;
+    KILN_CUDA_CHECK(cudaGetDevice(&device), "flashAttention");
     std::lock_guard<std::mutex> lock(mutex);
     if (raised.insert({reinterpret_cast<const void*>(kernel), device}).second) {
       const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared));

@@ -14,12 +14,7 @@
 // product from registers, as FlashAttention-2 does with P.
 #pragma once
 #include <cstdint>
-
-#ifdef __CUDACC__
-#define KILN_HD __host__ __device__
-#else
-#define KILN_HD
-#endif
+#include "../core/host_device.h"
 
 namespace kiln::cuda::mma {
 
@@ -28,20 +23,20 @@ struct Coord {
 };
 
 // The coordinates above; the loaders below read through them.
-KILN_HD constexpr Coord a_coord(int lane, int reg) {
+KILN_HOST_DEVICE constexpr Coord a_coord(int lane, int reg) {
   return {lane / 4 + 8 * (reg % 2), 2 * (lane % 4) + 8 * (reg / 2)};
 }
-KILN_HD constexpr Coord b_coord(int lane, int reg) { return {2 * (lane % 4) + 8 * reg, lane / 4}; }
-KILN_HD constexpr Coord c_coord(int lane, int i) {
+KILN_HOST_DEVICE constexpr Coord b_coord(int lane, int reg) { return {2 * (lane % 4) + 8 * reg, lane / 4}; }
+KILN_HOST_DEVICE constexpr Coord c_coord(int lane, int i) {
   return {lane / 4 + 8 * (i / 2), 2 * (lane % 4) + i % 2};
 }
 
 // Two bfloat16 bit patterns as one register, lo in the low half.
-KILN_HD inline uint32_t pack_bits(uint16_t lo, uint16_t hi) { return uint32_t(lo) | (uint32_t(hi) << 16); }
+KILN_HOST_DEVICE uint32_t pack_bits(uint16_t lo, uint16_t hi) { return uint32_t(lo) | (uint32_t(hi) << 16); }
 
 // Two adjacent bfloat16 (p[0], p[1]) as one register: one 32-bit load on the device (p is 4-byte
 // aligned: even offsets into even-strided tiles), the same value on the host.
-KILN_HD inline uint32_t load_pair(const uint16_t* p) {
+KILN_HOST_DEVICE uint32_t load_pair(const uint16_t* p) {
 #ifdef __CUDA_ARCH__
   return *reinterpret_cast<const uint32_t*>(p);
 #else
@@ -51,7 +46,7 @@ KILN_HD inline uint32_t load_pair(const uint16_t* p) {
 
 // A fragment of the 16 x 16 block at base (element (m, k) at base[m * stride + k]).
 template <typename E>
-KILN_HD inline void load_a(uint32_t (&a)[4], const E* base, int stride, int lane) {
+KILN_HOST_DEVICE void load_a(uint32_t (&a)[4], const E* base, int stride, int lane) {
   const uint16_t* p = reinterpret_cast<const uint16_t*>(base);
 #pragma unroll
   for (int r = 0; r < 4; r++) {
@@ -63,7 +58,7 @@ KILN_HD inline void load_a(uint32_t (&a)[4], const E* base, int stride, int lane
 // B fragment of the 16 x 8 block whose element (k, n) is at base[n * stride + k]: B is the transpose
 // of row-major rows (keys or queries), so the two k of a register are adjacent in memory.
 template <typename E>
-KILN_HD inline void load_b(uint32_t (&b)[2], const E* base, int stride, int lane) {
+KILN_HOST_DEVICE void load_b(uint32_t (&b)[2], const E* base, int stride, int lane) {
   const uint16_t* p = reinterpret_cast<const uint16_t*>(base);
 #pragma unroll
   for (int r = 0; r < 2; r++) {
@@ -75,7 +70,7 @@ KILN_HD inline void load_b(uint32_t (&b)[2], const E* base, int stride, int lane
 // B fragment of the 16 x 8 block whose element (k, n) is at base[k * stride + n] (row-major rows
 // indexed by k): the two k of a register are a row apart, gathered one bfloat16 at a time.
 template <typename E>
-KILN_HD inline void load_b_rows(uint32_t (&b)[2], const E* base, int stride, int lane) {
+KILN_HOST_DEVICE void load_b_rows(uint32_t (&b)[2], const E* base, int stride, int lane) {
   const uint16_t* p = reinterpret_cast<const uint16_t*>(base);
 #pragma unroll
   for (int r = 0; r < 2; r++) {
@@ -89,7 +84,7 @@ KILN_HD inline void load_b_rows(uint32_t (&b)[2], const E* base, int stride, int
 // r = (row g + 8 (r % 2), cols 2 t + 8 (r / 2) + {0, 1}) is elements 2 (r % 2) and 2 (r % 2) + 1 of
 // tile 2 j + r / 2.
 template <typename Pack>
-KILN_HD inline void a_from_c(uint32_t (&a)[4], const float (&lo)[4], const float (&hi)[4], Pack pack) {
+KILN_HOST_DEVICE void a_from_c(uint32_t (&a)[4], const float (&lo)[4], const float (&hi)[4], Pack pack) {
 #pragma unroll
   for (int r = 0; r < 4; r++) {
     const float(&c)[4] = r / 2 == 0 ? lo : hi;
