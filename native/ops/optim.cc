@@ -1,11 +1,13 @@
 // The optim family's argument checks (native/ops/optim.h), one-parameter and multi-tensor, run by both
-// backends before any kernel:
-// the updates and clipping passes read and write raw contiguous memory in one pass, so every operand's
-// layout, dtype and device is settled here.
+// backends before any kernel: the updates and clipping passes read and write raw contiguous memory in
+// one pass, so every operand's layout, dtype and device is settled here. They run on every optimizer
+// step, so nothing is formatted unless a check fails.
 #include "optim.h"
 #include <algorithm>
 #include <functional>
-#include <string>
+#include <initializer_list>
+#include <ostream>
+#include <utility>
 
 namespace kiln::ops {
 
@@ -21,10 +23,20 @@ struct Operand {
   DType dtype;
 };
 
+// Which parameter a message is about: "parameter 3: " in a multi-tensor call, nothing for one parameter
+// (index -1). Written only into a failing check's message.
+struct ParamIndex {
+  int64_t i;
+};
+static std::ostream& operator<<(std::ostream& o, ParamIndex p) {
+  return p.i < 0 ? o : o << "parameter " << p.i << ": ";
+}
+
 // param floating and contiguous; every operand shaped like it, on its device, contiguous, in its
-// dtype, and no two of them (param included) sharing memory: each is read and written in one pass.
-// where prefixes each message ("parameter 3: " in a multi-tensor call).
-static void check_update(const char* op, const std::string& where, const Tensor& param, const std::vector<Operand>& ops) {
+// dtype, and none sharing memory with param or (pairwise, for one parameter: a multi-tensor call's
+// check_multi covers all its operands at once) with another: each is read and written in one pass.
+static void check_update(const char* op, ParamIndex where, const Tensor& param, const std::vector<Operand>& ops,
+                         bool pairwise) {
   KILN_CHECK(kOptimDTypes.has(param.dtype), DType, op, where, "parameters must be floating point, got ",
              dtype_name(param.dtype));
   KILN_CHECK(param.is_contiguous(), Value, op, where, "the parameter of shape ", shape_str(param.shape),
@@ -39,7 +51,7 @@ static void check_update(const char* op, const std::string& where, const Tensor&
     KILN_CHECK(t.device() == param.device(), Device, op, where, name, " is on another device than the parameter");
     KILN_CHECK(t.is_contiguous(), Value, op, where, name, " of shape ", shape_str(t.shape), " is not contiguous");
     KILN_CHECK(!overlaps(t, param), Value, op, where, name, " overlaps the parameter in memory");
-    for (size_t j = 0; j < i; j++)
+    for (size_t j = 0; pairwise && j < i; j++)
       KILN_CHECK(!overlaps(t, *ops[j].t), Value, op, where, ops[j].name, " and ", name, " overlap in memory");
   }
 }
@@ -72,7 +84,7 @@ SgdOptions check_sgd_step(const Tensor& param, const Tensor& grad, const Tensor*
                           bool first_step) {
   const char* op = "sgdStep";
   check_sgd_coefficients(op, momentum_buf != nullptr, momentum);
-  check_update(op, "", param, sgd_operands(param, grad, momentum_buf));
+  check_update(op, {-1}, param, sgd_operands(param, grad, momentum_buf), true);
   return {lr, momentum, dampening, weight_decay, nesterov, maximize, first_step};
 }
 
@@ -82,7 +94,7 @@ AdamOptions check_adam_step(const Tensor& param, const Tensor& grad, const Tenso
                             bool decoupled, bool maximize) {
   const char* op = "adamStep";
   check_bias_corrections(op, bias_correction1, bias_correction2_sqrt);
-  check_update(op, "", param, adam_operands(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq));
+  check_update(op, {-1}, param, adam_operands(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq), true);
   return {lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2_sqrt, decoupled, maximize};
 }
 
@@ -92,10 +104,10 @@ static void check_list_length(const char* op, const char* name, const TensorList
              " tensors but there are ", n, " parameters", optional ? " (an absent state is an empty list)" : "");
 }
 
-// The parameters share the first one's dtype; then no two operands of the whole call share memory
-// (within one parameter check_update said so already; this catches two parameters' operands).
-static void check_multi(const char* op, const TensorList& params, const std::vector<TensorList>& lists,
-                        const std::vector<const char*>& names) {
+// The parameters share the first one's dtype; then no two operands of the whole call share memory, of
+// one parameter or of two (lists: each named list of the call).
+static void check_multi(const char* op, const TensorList& params,
+                        std::initializer_list<std::pair<const TensorList*, const char*>> lists) {
   struct Span {
     const void* storage;
     int64_t begin, end;
@@ -107,9 +119,12 @@ static void check_multi(const char* op, const TensorList& params, const std::vec
                dtype_name(params[i]->dtype), " but parameter 0 is ", dtype_name(params[0]->dtype),
                ": one call updates parameters of one dtype");
   }
-  for (size_t l = 0; l < lists.size(); l++) {
-    for (size_t i = 0; i < lists[l].size(); i++) {
-      const Tensor& t = *lists[l][i];
+  std::vector<const char*> names;
+  for (const auto& [list, name] : lists) {
+    const size_t l = names.size();
+    names.push_back(name);
+    for (size_t i = 0; i < list->size(); i++) {
+      const Tensor& t = *(*list)[i];
       const int64_t begin = t.offset * int64_t(t.itemsize());  // bytes: the lists hold several dtypes
       if (t.numel() > 0) spans.push_back({t.storage.get(), begin, begin + t.numel() * int64_t(t.itemsize()), l, i});
     }
@@ -134,8 +149,6 @@ static void check_device_scalars(const char* op, const Tensor* lr_device) {
              shape_str(lr_device->shape));
 }
 
-static std::string parameter_prefix(size_t i) { return str_cat("parameter ", i, ": "); }
-
 SgdOptions check_sgd_step_multi(const TensorList& params, const TensorList& grads, const TensorList& momentum_bufs,
                                 const Tensor* lr_device, double lr, double momentum, double dampening,
                                 double weight_decay, bool nesterov, bool maximize, bool first_step) {
@@ -146,9 +159,9 @@ SgdOptions check_sgd_step_multi(const TensorList& params, const TensorList& grad
   if (n) check_sgd_coefficients(op, !momentum_bufs.empty(), momentum);
   check_device_scalars(op, lr_device);
   for (size_t i = 0; i < n; i++)
-    check_update(op, parameter_prefix(i), *params[i],
-                 sgd_operands(*params[i], *grads[i], momentum_bufs.empty() ? nullptr : momentum_bufs[i]));
-  check_multi(op, params, {params, grads, momentum_bufs}, {"params", "grads", "momentumBuffers"});
+    check_update(op, {int64_t(i)}, *params[i],
+                 sgd_operands(*params[i], *grads[i], momentum_bufs.empty() ? nullptr : momentum_bufs[i]), false);
+  check_multi(op, params, {{&params, "params"}, {&grads, "grads"}, {&momentum_bufs, "momentumBuffers"}});
   return {lr, momentum, dampening, weight_decay, nesterov, maximize, first_step};
 }
 
@@ -175,11 +188,13 @@ AdamOptions check_adam_step_multi(const TensorList& params, const TensorList& gr
     check_bias_corrections(op, bias_correction1, bias_correction2_sqrt);
   }
   for (size_t i = 0; i < n; i++)
-    check_update(op, parameter_prefix(i), *params[i],
+    check_update(op, {int64_t(i)}, *params[i],
                  adam_operands(*params[i], *grads[i], *exp_avgs[i], *exp_avg_sqs[i],
-                               max_exp_avg_sqs.empty() ? nullptr : max_exp_avg_sqs[i]));
-  check_multi(op, params, {params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps},
-              {"params", "grads", "expAvgs", "expAvgSqs", "maxExpAvgSqs", "steps"});
+                               max_exp_avg_sqs.empty() ? nullptr : max_exp_avg_sqs[i]),
+                 false);
+  check_multi(op, params,
+              {{&params, "params"}, {&grads, "grads"}, {&exp_avgs, "expAvgs"}, {&exp_avg_sqs, "expAvgSqs"},
+               {&max_exp_avg_sqs, "maxExpAvgSqs"}, {&steps, "steps"}});
   return {lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2_sqrt, decoupled, maximize};
 }
 
