@@ -5,7 +5,7 @@
 import { ValueError } from '../errors';
 import type { Tensor } from '../tensor';
 import { AdamStepOptions, adamStep, adamStepMulti } from '../ops/optim';
-import { BaseOptions, ExecutionOptions, Optimizer, ParamGroup, ParamState, Params, StateSpec, checkBool, checkNumber } from './optimizer';
+import { BaseOptions, ExecutionOptions, Optimizer, ParamGroup, ParamState, Params, StateSpec, checkBool, checkExecutionOptions, checkNumber } from './optimizer';
 
 /** Options of Adam and AdamW (torch.optim.Adam / AdamW); the constructors take any subset. */
 export interface AdamOptions extends BaseOptions, ExecutionOptions {
@@ -50,8 +50,7 @@ export class Adam extends Optimizer<AdamOptions> {
     checkNumber(op, 'weightDecay', o.weightDecay);
     checkBool(op, 'amsgrad', o.amsgrad);
     checkBool(op, 'maximize', o.maximize);
-    checkBool(op, 'foreach', o.foreach);
-    checkBool(op, 'capturable', o.capturable);
+    checkExecutionOptions(op, o);
     if (!Array.isArray(o.betas) || o.betas.length !== 2 || !o.betas.every((b) => typeof b === 'number' && b >= 0 && b < 1)) {
       throw new ValueError(op, `betas must be two numbers in [0, 1), got ${JSON.stringify(o.betas)}`);
     }
@@ -59,14 +58,6 @@ export class Adam extends Optimizer<AdamOptions> {
 
   protected override stateSpec(g: ParamGroup<AdamOptions>): StateSpec {
     return { step: 'step', expAvg: 'tensor', expAvgSq: 'tensor', ...(g.amsgrad ? { maxExpAvgSq: 'tensor' as const } : {}) };
-  }
-
-  protected override multiTensor(g: ParamGroup<AdamOptions>): boolean {
-    return g.foreach || g.capturable;
-  }
-
-  protected override capturable(g: ParamGroup<AdamOptions>): boolean {
-    return g.capturable;
   }
 
   /** The state of p's first step, or its step count converted to how g keeps it. */

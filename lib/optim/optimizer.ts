@@ -221,10 +221,12 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
 
   /**
    * Whether step() updates group's parameters together through updateMany (a multi-tensor or
-   * capturable step) instead of one update() each. Optimizers with such a path override both.
+   * capturable step) instead of one update() each: its ExecutionOptions say so (optimizers without
+   * them have no multi-tensor path).
    */
-  protected multiTensor(_group: ParamGroup<O>): boolean {
-    return false;
+  protected multiTensor(group: ParamGroup<O>): boolean {
+    const e = group as Partial<ExecutionOptions>;
+    return !!(e.foreach || e.capturable);
   }
 
   /**
@@ -232,8 +234,8 @@ export abstract class Optimizer<O extends BaseOptions = BaseOptions> {
    * syncLr) and its step counts in device tensors the kernels advance (stepCount), so that no host
    * value changes from one step to the next.
    */
-  protected capturable(_group: ParamGroup<O>): boolean {
-    return false;
+  protected capturable(group: ParamGroup<O>): boolean {
+    return !!(group as Partial<ExecutionOptions>).capturable;
   }
 
   /**
@@ -696,4 +698,10 @@ export function checkNumber(op: string, name: string, value: unknown, min = 0, s
 /** @internal Throws ValueError unless value is a boolean. */
 export function checkBool(op: string, name: string, value: unknown): void {
   if (typeof value !== 'boolean') throw new ValueError(op, `${name} must be a boolean, got ${String(value)}`);
+}
+
+/** @internal The checks of ExecutionOptions (foreach, capturable), for the optimizers that have them. */
+export function checkExecutionOptions(op: string, o: ExecutionOptions): void {
+  checkBool(op, 'foreach', o.foreach);
+  checkBool(op, 'capturable', o.capturable);
 }

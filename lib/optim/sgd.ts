@@ -5,7 +5,7 @@
 import { ValueError } from '../errors';
 import { Tensor } from '../tensor';
 import { SgdStepOptions, sgdStep, sgdStepMulti } from '../ops/optim';
-import { BaseOptions, ExecutionOptions, Optimizer, ParamGroup, ParamState, Params, StateSpec, checkBool, checkNumber } from './optimizer';
+import { BaseOptions, ExecutionOptions, Optimizer, ParamGroup, ParamState, Params, StateSpec, checkBool, checkExecutionOptions, checkNumber } from './optimizer';
 
 /**
  * Options of SGD (torch.optim.SGD); the constructor takes any subset. capturable keeps only the lr on
@@ -49,8 +49,7 @@ export class SGD extends Optimizer<SGDOptions> {
     checkNumber(op, 'weightDecay', o.weightDecay);
     checkBool(op, 'nesterov', o.nesterov);
     checkBool(op, 'maximize', o.maximize);
-    checkBool(op, 'foreach', o.foreach);
-    checkBool(op, 'capturable', o.capturable);
+    checkExecutionOptions(op, o);
     if (o.nesterov && (o.momentum <= 0 || o.dampening !== 0)) {
       throw new ValueError(op, `Nesterov momentum needs momentum > 0 and dampening 0, got momentum ${o.momentum} and dampening ${o.dampening}`);
     }
@@ -59,14 +58,6 @@ export class SGD extends Optimizer<SGDOptions> {
   // The buffer appears on the first step with momentum; a parameter stepped without any has no state.
   protected override stateSpec(): StateSpec {
     return { momentumBuffer: 'tensor' };
-  }
-
-  protected override multiTensor(g: ParamGroup<SGDOptions>): boolean {
-    return g.foreach || g.capturable;
-  }
-
-  protected override capturable(g: ParamGroup<SGDOptions>): boolean {
-    return g.capturable;
   }
 
   private coefficients(g: ParamGroup<SGDOptions>, firstStep: boolean): SgdStepOptions {
