@@ -35,7 +35,7 @@ import { cat } from '../ops/shape';
 import { sameShape, shapeStr } from '../shape';
 import { Tensor } from '../tensor';
 import { clipGradNorm as optimClipGradNorm, gradNormPartial } from '../optim/clip_grad';
-import { attention, causalMask, causalView, MultiheadAttention } from '../nn/attention';
+import { MultiheadAttention, scaledDotProductAttention } from '../nn/attention';
 import { Block, GPT, GPTConfig, MLP } from '../nn/gpt';
 import { Dropout, Embedding, FactoryOptions, LayerNorm, Linear } from '../nn/layers';
 import type { LoadStateDictOptions, StateDictLoadResult } from '../nn/module';
@@ -547,8 +547,11 @@ export class ParallelSelfAttention extends Module {
     if (!opts.source) src.dispose();
   }
 
-  /** x [B, L, E] -> [B, L, E]; mask: bool [L, L] (true = blocked), e.g. causal, or null. */
-  override forward(x: Tensor, mask: Tensor | null = null): Tensor {
+  /**
+   * x [B, L, E] -> [B, L, E]; mask: 'causal', a bool [L, L] (true = blocked), or null. Causal or no
+   * mask takes the fused attention where it applies, as nn.MultiheadAttention does.
+   */
+  override forward(x: Tensor, mask: Tensor | 'causal' | null = null): Tensor {
     const E = this.embedDim;
     if (x.ndim !== 3 || x.shape[2] !== E) throw new ShapeError('ParallelSelfAttention', `expects x [B, L, ${E}], got ${shapeStr(x.shape)}`);
     return tidy(() => {
@@ -556,7 +559,11 @@ export class ParallelSelfAttention extends Module {
       const local = E / this.group.size, H = this.numHeads / this.group.size, D = this.headDim;
       const heads = (t: Tensor) => t.reshape(B, L, H, D).transpose(1, 2);
       const [q, k, v] = linear(copyToParallel(x, this.group), this.inProjWeight, this.inProjBias).split(local, -1).map(heads);
-      const { output } = attention(q, k, v, { masks: [mask], dropoutP: this.training ? this.dropout : 0 });
+      const output = scaledDotProductAttention(q, k, v, {
+        isCausal: mask === 'causal',
+        attnMask: mask === 'causal' ? null : mask,
+        dropoutP: this.training ? this.dropout : 0,
+      });
       return this.outProj.forward(output.transpose(1, 2).reshape(B, L, local));
     });
   }
@@ -615,8 +622,8 @@ export class ParallelBlock extends Module {
     this.mlp = new ParallelMLP(source.mlp, g);
     syncReplicated(this.parameters(), g);
   }
-  /** x [B, T, E] -> [B, T, E]; mask: the bool causal mask [T, T]. */
-  override forward(x: Tensor, mask: Tensor | null): Tensor {
+  /** x [B, T, E] -> [B, T, E]; mask: 'causal', a bool mask [T, T], or null (as ParallelSelfAttention takes it). */
+  override forward(x: Tensor, mask: Tensor | 'causal' | null): Tensor {
     return tidy(() => {
       const y = x.add(this.drop.forward(this.attn.forward(this.ln1.forward(x), mask)));
       return y.add(this.mlp.forward(this.ln2.forward(y)));
@@ -655,8 +662,6 @@ export class ParallelGPT extends Module {
   readonly config: Required<GPTConfig>;
   /** The tensor-parallel group. */
   readonly group: ProcessGroup;
-  /** The bool [blockSize, blockSize] causal mask (non-persistent). */
-  readonly causalMask: Tensor;
 
   /**
    * The tensor-parallel form of source (its weights are copied; source is left as it was). Every rank
@@ -683,7 +688,6 @@ export class ParallelGPT extends Module {
     this.blocks = new ModuleList([...source.blocks].map((b) => new ParallelBlock(b, g)));
     this.lnF = copyLayerNorm(source.lnF);
     this.lmHead = new ColumnParallelLinear(cfg.nEmbd, cfg.vocabSize, { group: g, bias: false, gatherOutput: false, weight: this.wte.weight });
-    this.causalMask = this.registerBuffer('causalMask', causalMask(cfg.blockSize, cfg.blockSize, { device: pos.device }), { persistent: false });
     syncReplicated(this.parameters(), g);
     this.syncRng();
   }
@@ -710,7 +714,7 @@ export class ParallelGPT extends Module {
     if (T > this.config.blockSize) throw new ValueError('ParallelGPT', `sequence of ${T} positions is longer than blockSize ${this.config.blockSize}`);
     return tidy(() => {
       let x = this.drop.forward(this.wte.forward(idx).add(this.wpe.weight.narrow(0, 0, T)));
-      const mask = T > 1 ? causalView(this.causalMask, T, T) : null;
+      const mask = T > 1 ? 'causal' : null;
       for (const block of this.blocks) x = block.forward(x, mask);
       return this.lnF.forward(x);
     });
