@@ -22,7 +22,7 @@ import { windowSampler } from '../train/lm';
 import { formatCount, formatDuration, unitLabels } from '../train/progress';
 import { CHECKPOINT_FILE, Trainer } from '../train/trainer';
 import type { BatchSource, FitResult } from '../train/trainer';
-import { CommandSpec, OptionValues, UsageError, helpText, parse, withConfig } from './args';
+import { CommandSpec, OptionValues, UsageError, camel, helpText, parse, withConfig } from './args';
 import { ClassifyBatch, Example, classNames, encodeExamples, exampleLoader, readLabelled } from './labelled';
 import { DEVICE_OPTION, TokenizerState, lenientTokenizer, loadRun, resolveDevice, warnDropped } from './model';
 import { fitStoppingOnSigint, num, pct, plural, tokenize } from './train';
@@ -128,14 +128,14 @@ function settings(v: OptionValues): Settings {
   const task = (v.task as Settings['task']) ?? 'lm';
   // Options of another mode or task would be ignored: say so rather than train without them.
   const onlyFor: Array<[string[], boolean, string]> = [
-    [['loraRank', 'loraAlpha', 'loraDropout', 'loraTargets'], mode === 'lora', '--mode lora'],
-    [['promptTokens', 'promptInit'], mode === 'prompt', '--mode prompt'],
-    [['maxLength', 'textField', 'labelField'], task === 'classify', '--task classify'],
-    [['blockSize'], task === 'lm', '--task lm'],
+    [['lora-rank', 'lora-alpha', 'lora-dropout', 'lora-targets'], mode === 'lora', '--mode lora'],
+    [['prompt-tokens', 'prompt-init'], mode === 'prompt', '--mode prompt'],
+    [['max-length', 'text-field', 'label-field'], task === 'classify', '--task classify'],
+    [['block-size'], task === 'lm', '--task lm'],
   ];
-  for (const [keys, applies, where] of onlyFor) {
-    const given = keys.find((k) => v[k] !== undefined);
-    if (given && !applies) throw new UsageError(`--${given.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} applies to ${where} only`);
+  for (const [flags, applies, where] of onlyFor) {
+    const given = flags.find((f) => v[camel(f)] !== undefined);
+    if (given && !applies) throw new UsageError(`--${given} applies to ${where} only`);
   }
   const targets = ((v.loraTargets as string | undefined) ?? 'attn.inProj').split(',').map((t) => t.trim()).filter(Boolean);
   if (!targets.length) throw new UsageError('--lora-targets needs at least one layer, e.g. attn.inProj');
