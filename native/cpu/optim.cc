@@ -1,7 +1,7 @@
 // CPU fused optimizer kernels and gradient-clipping passes (native/ops/optim.h). Each update reads
-// and writes every operand once, in parallel chunks over contiguous memory (the multi-tensor updates:
-// one parallel loop over every parameter's fixed blocks, each running the one-parameter kernel's
-// chunk function, so both paths compute every element identically); bfloat16 and float16
+// and writes every operand once, in parallel chunks over contiguous memory (one parallel loop over
+// every parameter's fixed blocks, the same for one parameter as for many, so the single and
+// multi-tensor calls compute every element identically); bfloat16 and float16
 // parameters are computed in float32 against float32 state and only the new value is rounded. The
 // norm partial sums fixed-size blocks in a fixed order, so it does not depend on the thread count.
 #include "../ops/optim.h"
@@ -15,7 +15,6 @@ namespace kiln::cpu {
 using ops::TensorList;
 
 namespace {
-constexpr int64_t kGrain = 1 << 15;
 
 // What an update of a T parameter computes in, and the element type of its state.
 template <typename T>
@@ -43,17 +42,6 @@ SgdChunk<T> sgd_chunk_for(const ops::SgdOptions& o, bool momentum) {
                       : (decay ? sgd_chunk<T, true, true, false> : sgd_chunk<T, false, true, false>);
 }
 
-template <typename T>
-void sgd_typed(const Tensor& param, const Tensor& grad, const Tensor* buf_t, const ops::SgdOptions& o) {
-  using C = compute_t<T>;
-  T* p = param.data<T>();
-  const T* g = grad.data<T>();
-  C* buf = buf_t ? buf_t->data<C>() : nullptr;
-  const auto chunk = sgd_chunk_for<T>(o, buf != nullptr);
-  const auto c = ops::sgd_coefs<C>(o.lr, o);
-  parallel_for(param.numel(), kGrain, [&](int64_t b, int64_t e) { chunk(p, g, buf, b, e, c); });
-}
-
 // One chunk of the Adam update (see sgd_chunk for the template parameters).
 template <typename T, bool kL2, bool kAmsgrad>
 void adam_chunk(T* p, const T* g, compute_t<T>* m, compute_t<T>* v, compute_t<T>* vmax, int64_t b, int64_t e,
@@ -73,20 +61,6 @@ AdamChunk<T> adam_chunk_for(const ops::AdamOptions& o, bool amsgrad) {
   const bool l2 = !o.decoupled && o.weight_decay != 0;
   return l2 ? (amsgrad ? adam_chunk<T, true, true> : adam_chunk<T, true, false>)
             : (amsgrad ? adam_chunk<T, false, true> : adam_chunk<T, false, false>);
-}
-
-template <typename T>
-void adam_typed(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
-                const Tensor* max_t, const ops::AdamOptions& o) {
-  using C = compute_t<T>;
-  T* p = param.data<T>();
-  const T* g = grad.data<T>();
-  C* m = exp_avg.data<C>();
-  C* v = exp_avg_sq.data<C>();
-  C* vmax = max_t ? max_t->data<C>() : nullptr;
-  const auto chunk = adam_chunk_for<T>(o, vmax != nullptr);
-  const auto c = ops::adam_coefs<C>(o.lr, o.bias_correction1, o.bias_correction2_sqrt, o);
-  parallel_for(param.numel(), kGrain, [&](int64_t b, int64_t e) { chunk(p, g, m, v, vmax, b, e, c); });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -157,8 +131,8 @@ double block_partial(const Block& b, double p) {
   return r;
 }
 
-// The multi-tensor updates: one parallel loop over (parameter, block) pairs running the one-parameter
-// kernels' chunk functions, so every element is computed exactly as sgdStep / adamStep computes it.
+// The updates, of one parameter or many: one parallel loop over (parameter, block) pairs running the
+// chunk functions.
 template <typename T>
 void sgd_multi_typed(const TensorList& params, const TensorList& grads, const TensorList& bufs, double lr,
                      const ops::SgdOptions& o) {
@@ -208,7 +182,9 @@ void sgd_step(const Tensor& param, const Tensor& grad, const Tensor* momentum_bu
               double dampening, double weight_decay, bool nesterov, bool maximize, bool first_step) {
   const ops::SgdOptions o = ops::check_sgd_step(param, grad, momentum_buf, lr, momentum, dampening, weight_decay,
                                                 nesterov, maximize, first_step);
-  KILN_DISPATCH_FLOATING(param.dtype, "sgdStep", { sgd_typed<scalar_t>(param, grad, momentum_buf, o); });
+  // The multi-tensor update over one parameter (one path computes every element).
+  const TensorList bufs = momentum_buf ? TensorList{momentum_buf} : TensorList{};
+  KILN_DISPATCH_FLOATING(param.dtype, "sgdStep", { sgd_multi_typed<scalar_t>({&param}, {&grad}, bufs, o.lr, o); });
 }
 
 void adam_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
@@ -217,8 +193,12 @@ void adam_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, c
   const ops::AdamOptions o =
       ops::check_adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
                            bias_correction1, bias_correction2_sqrt, decoupled, maximize);
-  KILN_DISPATCH_FLOATING(param.dtype, "adamStep",
-                         { adam_typed<scalar_t>(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, o); });
+  const TensorList vmax = max_exp_avg_sq ? TensorList{max_exp_avg_sq} : TensorList{};
+  KILN_DISPATCH_FLOATING(param.dtype, "adamStep", {
+    using C = compute_t<scalar_t>;
+    adam_multi_typed<scalar_t>({&param}, {&grad}, {&exp_avg}, {&exp_avg_sq}, vmax,
+                               {ops::adam_coefs<C>(o.lr, o.bias_correction1, o.bias_correction2_sqrt, o)}, o);
+  });
 }
 
 void sgd_step_multi(const TensorList& params, const TensorList& grads, const TensorList& momentum_bufs,

@@ -1,9 +1,9 @@
 // CUDA fused optimizer kernels and gradient-clipping passes (twins of native/cpu/optim.cc, contract in
 // native/ops/optim.h). SGD and Adam/AdamW read and write each operand of a parameter once, with
-// 16-byte vector accesses of the parameter when every operand is aligned, one parameter per launch or
-// many (the multi-tensor updates below, with the launch count they save for GPT-2); the per-element
-// formulas are native/ops/optim.h's, shared with the CPU; bfloat16 and float16
-// parameters compute in float32 against float32 state and only the new value is rounded. Clipping
+// 16-byte vector accesses of the parameter when every operand is aligned, through the multi-tensor
+// launches below (one parameter's update is one of them; the launch count they save for GPT-2 is
+// there); the per-element formulas are native/ops/optim.h's, shared with the CPU; bfloat16 and
+// float16 parameters compute in float32 against float32 state and only the new value is rounded. Clipping
 // splits all gradients into fixed chunks, one block each: the partial pass writes one float64 value
 // per chunk and one block folds them in a fixed order (deterministic, no atomics); the coefficient is
 // computed by one thread and the scaling pass reads it from device memory, so the host never waits.
@@ -94,31 +94,6 @@ __device__ __forceinline__ void update_span(T* param, const T* grad, compute_t<T
     for (int k = 0; k < S; k++)
       if (state[k]) state[k][i] = e[k];
   }
-}
-
-template <typename T, int S>
-struct UpdateOperands {
-  T* param;
-  const T* grad;
-  compute_t<T>* state[S];
-};
-
-// One parameter per launch: a grid-stride loop over all of it.
-template <int V, typename T, int S, typename Step>
-__global__ void update_kernel(UpdateOperands<T, S> ops, int64_t n, Step step) {
-  update_span<V>(ops.param, ops.grad, ops.state, 0, n, int64_t(blockIdx.x) * blockDim.x + threadIdx.x,
-                 int64_t(gridDim.x) * blockDim.x, step);
-}
-
-template <typename T, int S, typename Step>
-void launch_update(const char* op, Device d, int64_t n, const UpdateOperands<T, S>& ops, const Step& step) {
-  if (n == 0) return;
-  constexpr int V = kVec<T>;
-  bool vec = aligned(ops.param, alignof(Pack<T, V>)) && aligned(ops.grad, alignof(Pack<T, V>));
-  for (int k = 0; k < S; k++) vec = vec && (!ops.state[k] || aligned(ops.state[k], alignof(Pack<compute_t<T>, V>)));
-  if (vec) update_kernel<V><<<grid_for((n + V - 1) / V, d), kThreads, 0, stream(d)>>>(ops, n, step);
-  else update_kernel<1><<<grid_for(n, d), kThreads, 0, stream(d)>>>(ops, n, step);
-  KILN_CUDA_LAUNCH_CHECK(op);
 }
 
 // The element steps: the shared formulas of native/ops/optim.h with their coefficients.
@@ -431,17 +406,20 @@ __global__ void scale_chunks(ChunkList<T> l, Scalar scale) {
 
 }  // namespace
 
+// One parameter takes the multi-tensor path (one launch of its chunks): one code path for every update.
 void sgd_step(const Tensor& param, const Tensor& grad, const Tensor* momentum_buf, double lr, double momentum,
               double dampening, double weight_decay, bool nesterov, bool maximize, bool first_step) {
   const char* op = "sgdStep";
   const ops::SgdOptions o = ops::check_sgd_step(param, grad, momentum_buf, lr, momentum, dampening, weight_decay,
                                                 nesterov, maximize, first_step);
+  if (param.numel() == 0) return;
+  const TensorList bufs = momentum_buf ? TensorList{momentum_buf} : TensorList{};
   KILN_CUDA_DISPATCH_FLOATING(param.dtype, op, {
     using T = scalar_t;
     using C = compute_t<T>;
-    const SgdStep<C> step{ops::sgd_coefs<C>(o.lr, o), o.weight_decay != 0, momentum_buf != nullptr, o.nesterov};
-    const UpdateOperands<T, 1> ptrs{param.data<T>(), grad.data<T>(), {momentum_buf ? momentum_buf->data<C>() : nullptr}};
-    launch_update(op, param.device(), param.numel(), ptrs, step);
+    const HostCoefs<SgdStep<C>> coefs{
+        {ops::sgd_coefs<C>(o.lr, o), o.weight_decay != 0, momentum_buf != nullptr, o.nesterov}};
+    launch_multi<T, 1>(op, {&param}, {&grad}, {&bufs}, {}, coefs);
   });
 }
 
@@ -452,15 +430,14 @@ void adam_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, c
   const ops::AdamOptions o =
       ops::check_adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
                            bias_correction1, bias_correction2_sqrt, decoupled, maximize);
+  if (param.numel() == 0) return;
+  const TensorList m{&exp_avg}, v{&exp_avg_sq}, vmax = max_exp_avg_sq ? TensorList{max_exp_avg_sq} : TensorList{};
   KILN_CUDA_DISPATCH_FLOATING(param.dtype, op, {
     using T = scalar_t;
     using C = compute_t<T>;
-    const AdamStep<C> step{ops::adam_coefs<C>(o.lr, o.bias_correction1, o.bias_correction2_sqrt, o),
-                           !o.decoupled && o.weight_decay != 0, max_exp_avg_sq != nullptr};
-    const UpdateOperands<T, 3> ptrs{param.data<T>(), grad.data<T>(),
-                                    {exp_avg.data<C>(), exp_avg_sq.data<C>(),
-                                     max_exp_avg_sq ? max_exp_avg_sq->data<C>() : nullptr}};
-    launch_update(op, param.device(), param.numel(), ptrs, step);
+    const HostCoefs<AdamStep<C>> coefs{{ops::adam_coefs<C>(o.lr, o.bias_correction1, o.bias_correction2_sqrt, o),
+                                        !o.decoupled && o.weight_decay != 0, max_exp_avg_sq != nullptr}};
+    launch_multi<T, 3>(op, {&param}, {&grad}, {&m, &v, &vmax}, {}, coefs);
   });
 }
 
