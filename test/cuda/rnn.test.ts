@@ -7,20 +7,7 @@ import * as kiln from '../../lib/index';
 import type { Tensor } from '../../lib/index';
 import * as nn from '../../lib/nn';
 import { gruCell, lstmCell, rnnCell } from '../../lib/ops/rnn';
-import { values } from '../helpers/gradcheck';
-
-const skip = kiln.cuda.isAvailable() ? false : kiln.buildInfo().cuda ? 'no CUDA device visible' : 'kiln was built without CUDA';
-
-function relErr(a: Tensor, b: Tensor): number {
-  const x = values(a), y = values(b);
-  if (x.length !== y.length) return Infinity;
-  let num = 0, den = 0;
-  for (let i = 0; i < x.length; i++) {
-    num += (x[i] - y[i]) ** 2;
-    den += y[i] ** 2;
-  }
-  return Math.sqrt(num / Math.max(den, 1e-30));
-}
+import { cudaSkip as skip, relErr } from '../helpers/cuda';
 
 type Cell = [string, (...xs: Tensor[]) => Tensor, number[][]];
 // Odd sizes: rows and units that are not multiples of a block.
