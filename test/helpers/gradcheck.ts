@@ -148,3 +148,15 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 export function values(t: Tensor): number[] {
   return flat(t);
 }
+
+/**
+ * Runs step once (caches warm), then 20 more times, and checks that live tensors and their bytes
+ * are what they were after the first: the op frees everything it allocates.
+ */
+export function expectSteadyMemory(t: { equal: (a: unknown, b: unknown, msg?: string) => unknown }, step: () => void): void {
+  step();
+  const before = kiln.memory();
+  for (let i = 0; i < 20; i++) step();
+  t.equal(kiln.memory().tensors, before.tensors, 'live tensors');
+  t.equal(kiln.memory().bytes, before.bytes, 'bytes');
+}

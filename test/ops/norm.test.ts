@@ -7,7 +7,7 @@ import * as kiln from '../../lib/index';
 import type { Tensor } from '../../lib/index';
 import { native } from '../../lib/native';
 import { addLayerNorm } from '../../lib/ops/norm';
-import { gradcheck, maxAbsDiff, randomTensor, values } from '../helpers/gradcheck';
+import { expectSteadyMemory, gradcheck, maxAbsDiff, randomTensor, values } from '../helpers/gradcheck';
 
 /** Layer norm of row-major rows of M values, in float64. */
 function refLayerNorm(x: number[], M: number, w: number[] | null, b: number[] | null, eps = 1e-5): number[] {
@@ -199,11 +199,7 @@ t.test('layerNorm forward and backward free everything they allocate', async (t)
       p.grad = null;
     }
   };
-  step();
-  const before = kiln.memory();
-  for (let i = 0; i < 20; i++) step();
-  t.equal(kiln.memory().tensors, before.tensors);
-  t.equal(kiln.memory().bytes, before.bytes);
+  expectSteadyMemory(t, step);
 });
 
 t.test('addLayerNorm equals x.add(delta) then layerNorm, forward and gradients', async (t) => {
@@ -306,9 +302,5 @@ t.test('addLayerNorm forward and backward free everything they allocate', async 
       p.grad = null;
     }
   };
-  step();
-  const before = kiln.memory();
-  for (let i = 0; i < 20; i++) step();
-  t.equal(kiln.memory().tensors, before.tensors);
-  t.equal(kiln.memory().bytes, before.bytes);
+  expectSteadyMemory(t, step);
 });
